@@ -1,0 +1,103 @@
+"""Balanced position calibration, BPDE and abstention, exactly as SPEC section 3."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from judge.records import Call, Choice
+
+Mode = Literal["choice", "scores"]
+DECIMALS = 9
+MISSING_CERTAINTY = 0.5
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    winner: Choice | None
+    p_a: float | None
+    certainty: float | None
+    consistent: bool | None
+    abstained: bool
+    bpde: float | None
+
+
+def vote(call: Call) -> float:
+    """v = 0.5 + u/2 for A, 0.5 - u/2 for B, 0.5 for a tie (SPEC 3.1)."""
+    if call.choice == "tie":
+        return 0.5
+    u = MISSING_CERTAINTY if call.certainty is None else call.certainty
+    return 0.5 + u / 2 if call.choice == "A" else 0.5 - u / 2
+
+
+def outcome(call: Call) -> Literal["win", "tie", "lose"]:
+    """A parsed call as win/tie/lose for A (SPEC 3.3)."""
+    if call.scores is not None:
+        a, b = call.scores
+        return "win" if a > b else "lose" if a < b else "tie"
+    return {"A": "win", "B": "lose"}.get(call.choice or "", "tie")  # type: ignore[return-value]
+
+
+def bpde(calls: Sequence[Call]) -> float | None:
+    parsed = [c for c in calls if c.parsed]
+    if not parsed:
+        return None
+    counts: dict[str, int] = {}
+    for call in parsed:
+        key = outcome(call)
+        counts[key] = counts.get(key, 0) + 1
+    n = len(parsed)
+    entropy = -sum((k / n) * math.log(k / n) for k in counts.values())
+    return round(entropy, DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _winner(p_a: float) -> Choice:
+    return "A" if p_a > 0.5 else "B" if p_a < 0.5 else "tie"
+
+
+def _consistent(calls: Sequence[Call], swapped: bool) -> bool | None:
+    if not swapped:
+        return None
+    firsts = {c.order: c for c in calls if c.sample == 0}
+    ab, ba = firsts.get("AB"), firsts.get("BA")
+    if ab is None or ba is None or not ab.parsed or not ba.parsed:
+        return False
+    return outcome(ab) == outcome(ba)
+
+
+def aggregate(
+    calls: Sequence[Call],
+    mode: Mode,
+    swapped: bool,
+    certainty_threshold: float | None = None,
+) -> Aggregate:
+    """Turn the calls of one item (already in the item's own A/B labels) into a verdict."""
+    parsed = [c for c in calls if c.parsed]
+    p_a: float | None = None
+    certainty: float | None = None
+    winner: Choice | None = None
+    if parsed and mode == "choice":
+        by_order: dict[str | None, list[float]] = {}
+        for call in parsed:
+            by_order.setdefault(call.order, []).append(vote(call))
+        p_a = round(sum(sum(v) / len(v) for v in by_order.values()) / len(by_order), DECIMALS)
+        certainty = round(abs(2 * p_a - 1), DECIMALS)
+        winner = _winner(p_a)
+    elif parsed and mode == "scores":
+        scored = [c.scores for c in parsed if c.scores is not None]
+        cs_a = round(sum(s[0] for s in scored) / len(scored), DECIMALS)
+        cs_b = round(sum(s[1] for s in scored) / len(scored), DECIMALS)
+        winner = "A" if cs_a > cs_b else "B" if cs_a < cs_b else "tie"
+        certainty = round(abs(cs_a - cs_b) / 9, DECIMALS)
+        p_a = round(0.5 + (cs_a - cs_b) / 18, DECIMALS)
+    abstained = certainty_threshold is not None and (certainty is None or certainty < certainty_threshold)
+    return Aggregate(
+        winner=winner,
+        p_a=p_a,
+        certainty=certainty,
+        consistent=_consistent(calls, swapped),
+        abstained=abstained,
+        bpde=bpde(calls),
+    )

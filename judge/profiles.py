@@ -1,0 +1,160 @@
+"""Judge profiles: a judge is data (provider, model, template, k, swap, ...), not code.
+
+A profile is found as a path to a .toml/.json/.yaml file, in the folders of `PJUDGE_PROFILES`,
+in `<user data dir>/profiles`, or among the built-ins in `judge/profiles/`. A JSON object (for
+example in an API job) names a base profile (`profile`/`name`, else the one named like its
+`template`, else `persona-certainty`) and overrides its fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from judge.paths import user_data_dir
+from judge.templates import Template, get_template
+
+BUILTIN_DIR = Path(__file__).parent / "profiles"
+DEFAULT_PROFILE = "persona-certainty"
+PROVIDER_NAMES = ("openai", "anthropic", "openai-compatible", "replay")
+
+
+class ProfileError(ValueError):
+    pass
+
+
+class Price(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+
+    def cost(self, input_tokens: int | None, output_tokens: int | None) -> float:
+        return round(((input_tokens or 0) * self.input_per_mtok + (output_tokens or 0) * self.output_per_mtok) / 1e6, 9)
+
+
+class JudgeProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = DEFAULT_PROFILE
+    provider: Literal["openai", "anthropic", "openai-compatible", "replay"] = "openai"
+    model: str = "gpt-4o-2024-08-06"
+    template: str = "persona-certainty"
+    samples: int = Field(default=1, ge=1, le=32)
+    swap: bool = True
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_tokens: int = Field(default=64, ge=1, le=32768)
+    certainty_threshold: float | None = Field(default=None, ge=0, le=1)
+    price: Price = Field(default_factory=Price)
+    base_url: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the key (never the key itself)."
+    )
+    max_retries: int = Field(default=6, ge=0, le=20, description="HTTP retries on 429/5xx/timeouts.")
+    max_reasks: int = Field(default=2, ge=0, le=10, description="Re-asks after an unparseable answer.")
+    timeout_s: float = Field(default=120.0, gt=0)
+    replay_path: str | None = Field(default=None, description="Recorded outputs, for provider 'replay'.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("must be the name of an environment variable, not a key")
+        return value
+
+    def load_template(self) -> Template:
+        return get_template(self.template)
+
+    @property
+    def mode(self) -> Literal["choice", "scores"]:
+        return "scores" if self.load_template().parser == "scores" else "choice"
+
+
+def profile_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("PJUDGE_PROFILES", "").split(os.pathsep) if p]
+    dirs += [user_data_dir() / "profiles", BUILTIN_DIR]
+    return dirs
+
+
+def available_profiles() -> list[str]:
+    names: set[str] = set()
+    for folder in profile_dirs():
+        if folder.is_dir():
+            names.update(p.stem for p in folder.iterdir() if p.suffix in (".toml", ".json", ".yaml", ".yml"))
+    return sorted(names)
+
+
+def _read_profile_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml  # only needed for YAML profiles
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any parse problem is the user's file
+        raise ProfileError(f"profile {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile {path}: expected a table/object of fields")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _find_profile_file(name_or_path: str) -> Path | None:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".toml", ".json", ".yaml", ".yml") and candidate.is_file():
+        return candidate
+    for folder in profile_dirs():
+        for suffix in (".toml", ".json", ".yaml", ".yml"):
+            path = folder / f"{name_or_path}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def _validate(data: dict[str, Any], source: str) -> JudgeProfile:
+    try:
+        profile = JudgeProfile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()
+        )
+        raise ProfileError(f"profile {source}: {problems}") from exc
+    try:
+        profile.load_template()
+    except ValueError as exc:
+        raise ProfileError(f"profile {source}: {exc}") from exc
+    return profile
+
+
+def load_profile(spec: str | dict[str, Any] | None = None, **overrides: Any) -> JudgeProfile:
+    """A profile by name, path or override object, then `overrides` (None values are ignored)."""
+    if spec is None:
+        spec = DEFAULT_PROFILE
+    if isinstance(spec, str):
+        path = _find_profile_file(spec)
+        if path is None:
+            raise ProfileError(
+                f"unknown profile '{spec}' (available: {', '.join(available_profiles())}; or give a path)"
+            )
+        data = _read_profile_file(path)
+        source = str(path)
+    else:
+        fields = dict(spec)
+        base_name = fields.pop("profile", None) or fields.get("name")
+        if not base_name or _find_profile_file(str(base_name)) is None:
+            template = fields.get("template")
+            base_name = template if template and _find_profile_file(str(template)) else DEFAULT_PROFILE
+        data = _read_profile_file(_find_profile_file(str(base_name)))  # type: ignore[arg-type]
+        data.update(fields)
+        source = "object"
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return _validate(data, source)

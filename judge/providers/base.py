@@ -1,0 +1,93 @@
+"""The provider interface and registry."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from judge.profiles import JudgeProfile
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    item_id: str
+    order: str
+    sample: int
+    attempt: int
+    messages: list[dict[str, str]]
+    model: str
+    temperature: float
+    max_tokens: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    text: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class ProviderError(Exception):
+    """A call that failed after the provider's own retries; the message is safe to store."""
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, request: CallRequest) -> CallResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+_REGISTRY: dict[str, Callable[[JudgeProfile], Provider]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[JudgeProfile], Provider]], Callable[[JudgeProfile], Provider]]:
+    def wrap(factory: Callable[[JudgeProfile], Provider]) -> Callable[[JudgeProfile], Provider]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def create_provider(profile: JudgeProfile) -> Provider:
+    # Importing the modules registers the built-in providers.
+    from judge.providers import anthropic_provider, openai_provider, replay  # noqa: F401
+
+    try:
+        factory = _REGISTRY[profile.provider]
+    except KeyError:
+        raise ProviderError(f"unknown provider '{profile.provider}' (known: {', '.join(sorted(_REGISTRY))})") from None
+    return factory(profile)
+
+
+_KEY_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|sk-ant-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
+
+
+def redact(message: str) -> str:
+    """Remove anything that looks like a key, and the values of key variables in the environment."""
+    for name, value in os.environ.items():
+        if value and len(value) >= 8 and ("KEY" in name or "TOKEN" in name or "SECRET" in name):
+            message = message.replace(value, "***")
+    return _KEY_PATTERNS.sub("***", message)
+
+
+def describe_sdk_error(exc: BaseException) -> str:
+    """A short, key-free description of an SDK exception."""
+    status = getattr(exc, "status_code", None)
+    kind = type(exc).__name__
+    detail = ""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            detail = str(inner.get("message") or inner.get("type") or "")
+    if not detail:
+        detail = str(exc).split("\n")[0]
+    prefix = f"{kind} (HTTP {status})" if status else kind
+    return redact(f"{prefix}: {detail[:300]}")

@@ -1,0 +1,196 @@
+"""Judging items: both orders, k samples each, cache, re-asks, aggregation into verdicts.
+
+item -> prompt (both orders) -> provider call -> parsed call -> verdict. Everything here is
+asyncio so that one process keeps hundreds of calls in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from judge.aggregation import aggregate
+from judge.cache import CallCache, NullCache, cache_key
+from judge.parsers import Parsed, get_parser
+from judge.profiles import JudgeProfile
+from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
+from judge.records import Call, JudgeInfo, Order, PairItem, Verdict
+
+REASK = (
+    "Your answer could not be read ({error}). Reply again with only the required format, "
+    "as the instructions above say."
+)
+
+
+@dataclass
+class Progress:
+    calls: int = 0
+    failed_calls: int = 0
+    cached_calls: int = 0
+    cost_usd: float = 0.0
+    verdicts: int = 0
+
+
+def unswap(parsed: Parsed, order: Order) -> tuple[str | None, list[float] | None]:
+    """A parsed answer (in shown positions) in the item's own A/B labels."""
+    first, second = ("A", "B") if order == "AB" else ("B", "A")
+    choice = {"first": first, "second": second, "tie": "tie"}.get(parsed.choice or "")
+    scores = None
+    if parsed.scores is not None:
+        scores = list(parsed.scores) if order == "AB" else [parsed.scores[1], parsed.scores[0]]
+    return choice, scores
+
+
+class Judge:
+    """Judges items with one profile. Owns its provider; use `async with` or call `aclose()`."""
+
+    def __init__(
+        self,
+        profile: JudgeProfile,
+        provider: Provider | None = None,
+        cache: CallCache | None = None,
+        max_in_flight: int = 64,
+        on_call: Callable[[Call], None] | None = None,
+    ):
+        self.profile = profile
+        self.template = profile.load_template()
+        self.parse = get_parser(self.template.parser)
+        self.provider = provider or create_provider(profile)
+        self.cache = cache or NullCache()
+        self._use_cache = profile.provider != "replay"
+        self.max_in_flight = max(1, max_in_flight)
+        self._calls = asyncio.Semaphore(self.max_in_flight)
+        self.on_call = on_call
+        self.info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
+
+    async def __aenter__(self) -> Judge:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+
+    @property
+    def orders(self) -> tuple[Order, ...]:
+        return ("AB", "BA") if self.profile.swap else ("AB",)
+
+    async def _complete(self, request: CallRequest) -> tuple[CallResult, bool]:
+        key = cache_key(self.profile.provider, self.template.key, request) if self._use_cache else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit, True
+        async with self._calls:
+            result = await self.provider.complete(request)
+        if key is not None:
+            self.cache.put(key, result)
+        return result, False
+
+    async def call(self, item: PairItem, order: Order, sample: int) -> Call:
+        """One position of one sample, re-asked while the answer cannot be parsed."""
+        messages = self.template.render(item, order)
+        input_tokens = output_tokens = 0
+        cost = 0.0
+        all_cached = True
+        started = time.perf_counter()
+        raw: str | None = None
+        parsed: Parsed | None = None
+        error: str | None = None
+        attempt = 0
+        for attempt in range(self.profile.max_reasks + 1):
+            request = CallRequest(
+                item_id=item.id, order=order, sample=sample, attempt=attempt, messages=messages,
+                model=self.profile.model, temperature=self.profile.temperature,
+                max_tokens=self.profile.max_tokens,
+                # Distinguishes the k samples of one prompt for servers that are deterministic per request.
+                extra={"x-pjudge-sample": str(sample)},
+            )
+            try:
+                result, cached = await self._complete(request)
+            except ProviderError as exc:
+                error, parsed = f"provider: {exc}", None
+                all_cached = False
+                break
+            all_cached = all_cached and cached
+            input_tokens += result.input_tokens or 0
+            output_tokens += result.output_tokens or 0
+            if not cached:
+                cost += self.profile.price.cost(result.input_tokens, result.output_tokens)
+            raw = result.text
+            parsed = self.parse(raw)
+            if parsed.ok:
+                error = None
+                break
+            error = f"unparseable: {parsed.error}"
+            messages = [*messages, {"role": "assistant", "content": raw or "(empty)"},
+                        {"role": "user", "content": REASK.format(error=parsed.error)}]
+        choice, scores = unswap(parsed, order) if parsed is not None and parsed.ok else (None, None)
+        call = Call(
+            order=order, sample=sample, raw=raw, choice=choice,  # type: ignore[arg-type]
+            certainty=parsed.certainty if parsed is not None and parsed.ok else None,
+            scores=scores, input_tokens=input_tokens, output_tokens=output_tokens,
+            cost_usd=round(cost, 9), latency_s=round(time.perf_counter() - started, 4),
+            cached=all_cached and error is None, error=error, attempts=attempt + 1,
+        )
+        if self.on_call is not None:
+            self.on_call(call)
+        return call
+
+    async def judge_item(self, item: PairItem) -> Verdict:
+        calls = await asyncio.gather(
+            *(self.call(item, order, sample) for order in self.orders for sample in range(self.profile.samples))
+        )
+        return self.verdict(item, list(calls))
+
+    def verdict(self, item: PairItem, calls: list[Call]) -> Verdict:
+        result = aggregate(calls, self.profile.mode, self.profile.swap, self.profile.certainty_threshold)
+        error = None
+        if result.winner is None:
+            first = next((c.error for c in calls if c.error), "no call")
+            error = f"no call could be parsed: {first}"
+        return Verdict(
+            id=item.id, winner=result.winner, p_a=result.p_a, certainty=result.certainty,
+            consistent=result.consistent, abstained=result.abstained, bpde=result.bpde,
+            human_label=item.human_label, judge=self.info, calls=calls,
+            len_a=len(item.response_a), len_b=len(item.response_b), error=error,
+            metadata=dict(item.metadata),
+        )
+
+    async def judge_stream(self, items: Iterable[PairItem], max_items_in_flight: int | None = None
+                           ) -> AsyncIterator[Verdict]:
+        """Verdicts in completion order, with a bounded number of items in flight."""
+        limit = max_items_in_flight or max(4, self.max_in_flight)
+        pending: set[asyncio.Task[Verdict]] = set()
+        iterator = iter(items)
+        exhausted = False
+        try:
+            while pending or not exhausted:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        item = next(iterator)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.add(asyncio.ensure_future(self.judge_item(item)))
+                if not pending:
+                    break
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def judge_all(profile: JudgeProfile, items: list[PairItem], cache: CallCache | None = None,
+                    concurrency: int = 64) -> list[Verdict]:
+    """Judge a list of items; verdicts in input order."""
+    async with Judge(profile, cache=cache, max_in_flight=concurrency) as judge:
+        by_id = {v.id: v async for v in judge.judge_stream(items)}
+    return [by_id[item.id] for item in items]

@@ -176,7 +176,7 @@ def parse_choice_tie(text: str) -> Parsed:
 
 _SCORE_NUMBER = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
 _LABELLED_SCORE = re.compile(
-    r"(?:score\s+(?:of|for)\s+)?(?:the\s+)?assistant\s*([12])\s*(?:'s\s+score)?\s*[:：=]\s*([+-]?\d+(?:\.\d+)?)",
+    r"(?:score\s+(?:of|for)\s+)?(?:the\s+)?assistant\s*([12])\s*(?:'s\s+score)?\s*[:：=][ \t]*([+-]?\d+(?:\.\d+)?)",
     re.IGNORECASE,
 )
 

@@ -57,8 +57,8 @@ class Judge:
         self.profile = profile
         self.template = profile.load_template()
         self.parse = get_parser(self.template.parser)
-        self.provider = provider or create_provider(profile)
-        self.cache = cache or NullCache()
+        self.provider = provider if provider is not None else create_provider(profile)
+        self.cache = cache if cache is not None else NullCache()
         self._use_cache = profile.provider != "replay"
         self.max_in_flight = max(1, max_in_flight)
         self._calls = asyncio.Semaphore(self.max_in_flight)
@@ -179,8 +179,13 @@ class Judge:
                 if not pending:
                     break
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    yield task.result()
+                # Retrieve every finished task before yielding, so no failure goes unobserved.
+                results = [task.result() if task.exception() is None else task.exception() for task in done]
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+                for result in results:
+                    yield result  # type: ignore[misc]
         finally:
             for task in pending:
                 task.cancel()

@@ -30,7 +30,7 @@ class AnthropicProvider:
                 messages=messages,  # type: ignore[arg-type]
                 system=system or anthropic.omit,
                 max_tokens=request.max_tokens,
-                temperature=request.temperature,
+                # Anthropic's current messages API takes no sampling temperature.
                 extra_headers=request.extra or None,
             )
         except anthropic.AnthropicError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable
@@ -45,6 +46,13 @@ class Provider(Protocol):
 
 
 _REGISTRY: dict[str, Callable[[JudgeProfile], Provider]] = {}
+# Built-ins are imported on first use: each SDK takes a second or more to import.
+_BUILTIN_MODULES = {
+    "openai": "judge.providers.openai_provider",
+    "openai-compatible": "judge.providers.openai_provider",
+    "anthropic": "judge.providers.anthropic_provider",
+    "replay": "judge.providers.replay",
+}
 
 
 def register(name: str) -> Callable[[Callable[[JudgeProfile], Provider]], Callable[[JudgeProfile], Provider]]:
@@ -56,9 +64,8 @@ def register(name: str) -> Callable[[Callable[[JudgeProfile], Provider]], Callab
 
 
 def create_provider(profile: JudgeProfile) -> Provider:
-    # Importing the modules registers the built-in providers.
-    from judge.providers import anthropic_provider, openai_provider, replay  # noqa: F401
-
+    if profile.provider not in _REGISTRY and profile.provider in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[profile.provider])  # registers it
     try:
         factory = _REGISTRY[profile.provider]
     except KeyError:

@@ -1,0 +1,272 @@
+"""`pjudge llm-sim`: a local server speaking the OpenAI chat-completions and Anthropic messages
+wire protocols well enough for the official SDKs to work unmodified (usage fields, error bodies,
+Retry-After), answering as the simulated judge of `llm_sim.judge_model`.
+
+For tests, demos and load. It counts what it served at `GET /stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiohttp import web
+
+from llm_sim.judge_model import SimSettings, answer, request_rng, should_fail
+
+MODELS = ("sim-judge", "sim-judge-large")
+
+
+@dataclass(frozen=True)
+class ServerSettings(SimSettings):
+    latency_ms: float = 0.0
+    retry_after_ms: float = 100.0
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.started = time.time()
+
+    def snapshot(self) -> dict[str, Any]:
+        counts = dict(self.counts)
+        return {
+            "requests": counts.get("requests", 0),
+            "completions": counts.get("completions", 0),
+            "failures_injected": counts.get("failures_injected", 0),
+            "malformed": counts.get("malformed", 0),
+            "by_endpoint": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("endpoint:")},
+            "by_status": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("status:")},
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+
+
+def _tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content blocks
+        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return ""
+
+
+def _prompt_text(system: str, messages: list[dict[str, Any]]) -> str:
+    parts = [system] if system else []
+    parts += [f"{m.get('role', '')}: {_content_text(m.get('content'))}" for m in messages]
+    return "\n\n".join(parts)
+
+
+class SimApp:
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.stats = Stats()
+
+    def build(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.openai_chat)
+        app.router.add_post("/chat/completions", self.openai_chat)
+        app.router.add_post("/v1/messages", self.anthropic_messages)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/models", self.models)
+        app.router.add_get("/stats", self.get_stats)
+        app.router.add_post("/stats/reset", self.reset_stats)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "settings": asdict(self.settings)})
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.snapshot())
+
+    async def reset_stats(self, request: web.Request) -> web.Response:
+        self.stats = Stats()
+        return web.json_response({"ok": True})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "persona-judge"} for m in MODELS]}
+        )
+
+    async def _read(self, request: web.Request, endpoint: str) -> dict[str, Any] | web.Response:
+        self.stats.counts["requests"] += 1
+        self.stats.counts[f"endpoint:{endpoint}"] += 1
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError
+        except (ValueError, json.JSONDecodeError):
+            return self._error(endpoint, 400, "invalid_request_error", "the body is not a JSON object")
+        if not body.get("model"):
+            return self._error(endpoint, 400, "invalid_request_error", "'model' is required")
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            return self._error(endpoint, 400, "invalid_request_error", "'messages' must be a non-empty list")
+        if self.settings.latency_ms > 0:
+            await asyncio.sleep(self.settings.latency_ms / 1000.0)
+        return body
+
+    def _error(self, endpoint: str, status: int, kind: str, message: str) -> web.Response:
+        self.stats.counts[f"status:{status}"] += 1
+        headers = {}
+        if status in (429, 500, 503):
+            headers["retry-after-ms"] = str(int(self.settings.retry_after_ms))
+            headers["Retry-After"] = str(max(1, math.ceil(self.settings.retry_after_ms / 1000)))
+        if endpoint == "anthropic":
+            anthropic_kind = {429: "rate_limit_error", 500: "api_error", 400: "invalid_request_error"}.get(status, kind)
+            body: dict[str, Any] = {"type": "error", "error": {"type": anthropic_kind, "message": message}}
+        else:
+            body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return web.json_response(body, status=status, headers=headers)
+
+    def _judge(self, endpoint: str, request: web.Request, model: str, prompt: str) -> tuple[str, web.Response | None]:
+        sample = request.headers.get("x-pjudge-sample", "0")
+        key = f"{model}\x1e{sample}\x1e{prompt}"
+        if should_fail(self.settings, key, request.headers.get("x-stainless-retry-count", "0")):
+            self.stats.counts["failures_injected"] += 1
+            rate_limited = request_rng(self.settings.seed, "kind", key).random() < 0.5
+            if rate_limited:
+                return "", self._error(endpoint, 429, "rate_limit_error", "simulated rate limit")
+            return "", self._error(endpoint, 500, "server_error", "simulated server error")
+        result = answer(prompt, self.settings, key)
+        if result.malformed:
+            self.stats.counts["malformed"] += 1
+        self.stats.counts["completions"] += 1
+        self.stats.counts["status:200"] += 1
+        return result.text, None
+
+    async def openai_chat(self, request: web.Request) -> web.Response:
+        body = await self._read(request, "openai")
+        if isinstance(body, web.Response):
+            return body
+        messages = body["messages"]
+        system = "\n".join(_content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+        rest = [m for m in messages if m.get("role") not in ("system", "developer")]
+        prompt = _prompt_text(system, rest)
+        text, failure = self._judge("openai", request, body["model"], prompt)
+        if failure is not None:
+            return failure
+        prompt_tokens, completion_tokens = _tokens(prompt), _tokens(text)
+        return web.json_response({
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+            "system_fingerprint": "sim",
+        })
+
+    async def anthropic_messages(self, request: web.Request) -> web.Response:
+        body = await self._read(request, "anthropic")
+        if isinstance(body, web.Response):
+            return body
+        if not isinstance(body.get("max_tokens"), int):
+            return self._error("anthropic", 400, "invalid_request_error", "'max_tokens' is required")
+        prompt = _prompt_text(_content_text(body.get("system", "")), body["messages"])
+        text, failure = self._judge("anthropic", request, body["model"], prompt)
+        if failure is not None:
+            return failure
+        return web.json_response({
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": _tokens(prompt), "output_tokens": _tokens(text)},
+        })
+
+
+async def _serve(settings: ServerSettings, host: str, port: int, started: threading.Event | None,
+                 bound: list[int], stop: asyncio.Event | None = None) -> None:
+    runner = web.AppRunner(SimApp(settings).build(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]  # noqa: SLF001
+    bound.append(sockets[0].getsockname()[1] if sockets else port)
+    if started is not None:
+        started.set()
+    try:
+        if stop is None:
+            await asyncio.Event().wait()
+        else:
+            await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve_forever(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8765,
+                  on_bound: Any = None) -> None:
+    """Run in the foreground; `on_bound(port)` is called once the socket listens."""
+
+    async def main() -> None:
+        bound: list[int] = []
+        event = threading.Event()
+        task = asyncio.ensure_future(_serve(settings, host, port, event, bound))
+        while not event.is_set() and not task.done():
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+        if on_bound is not None:
+            on_bound(bound[0])
+        await task
+
+    asyncio.run(main())
+
+
+class SimServerThread:
+    """The simulator on a background thread, for in-process use (demo, quick scripts)."""
+
+    def __init__(self, settings: ServerSettings | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.settings = settings or ServerSettings()
+        self.host, self.port = host, port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> SimServerThread:
+        started = threading.Event()
+        bound: list[int] = []
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._stop = asyncio.Event()
+            self._loop.run_until_complete(_serve(self.settings, self.host, self.port, started, bound, self._stop))
+
+        self._thread = threading.Thread(target=run, name="llm-sim", daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("llm-sim did not start")
+        self.port = bound[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> SimServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,3 @@
+from pjudge.cli import main
+
+main()

@@ -1,0 +1,46 @@
+"""`pjudge`: the command line (SPEC section 7). Each verb lives in `pjudge/commands/<module>.py`
+and is imported only when used, so `pjudge --help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# verb -> (module in pjudge.commands, attribute, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "judge": ("judging", "judge_command", "Judge ITEMS.jsonl in-process, in both orders, into VERDICTS.jsonl."),
+    "import": ("importing", "import_command", "Turn recorded outputs of published judges into verdicts."),
+    "report": ("report", "report_command", "Agreement, certainty, position bias and HITL statistics."),
+    "personalization": ("personalization", "personalization_command",
+                        "Degree of personalization (PerSEval, EGISES) of responses."),
+    "llm-sim": ("sim", "llm_sim_command", "Serve a simulated LLM judge (OpenAI and Anthropic protocols)."),
+    "demo": ("demo", "demo_command", "The whole path on the embedded default, ending in a summary."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute, _ = COMMANDS[name]
+        module = importlib.import_module(f"pjudge.commands.{module_name}")
+        return getattr(module, attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # From the static table, so that help imports no command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][2]) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="persona-judge")
+def main() -> None:
+    """persona-judge: LLM-as-a-personalized-judge, in both orders, with certainty and abstention."""
+
+
+if __name__ == "__main__":
+    main()

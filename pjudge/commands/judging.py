@@ -1,0 +1,160 @@
+"""`pjudge judge`: judge a JSONL file of items in-process, with a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from judge.cache import CallCache, NullCache, SqliteCallCache
+from judge.jsonl import read_items, write_jsonl
+from judge.paths import cache_path
+from judge.profiles import JudgeProfile, load_profile
+from judge.records import Call, PairItem, Verdict
+from judge.runner import Judge, Progress
+from pjudge.common import echo_json, handle_errors
+
+
+def profile_options(func: Any) -> Any:
+    """Options that pick and override a judge profile (shared by judge, submit and demo)."""
+    options = [
+        click.option("--profile", "profile_name", default=None,
+                     help="Built-in or stored profile name, or a path to a profile file [default: persona-certainty]."),
+        click.option("--provider", type=click.Choice(["openai", "anthropic", "openai-compatible", "replay"]),
+                     default=None),
+        click.option("--model", default=None),
+        click.option("--base-url", default=None, help="Provider base URL (else the SDK's own variable)."),
+        click.option("--template", default=None, help="Template name or path to a .toml template."),
+        click.option("--samples", type=click.IntRange(1, 32), default=None, help="Samples k in each order."),
+        click.option("--swap/--no-swap", default=None, help="Judge in both orders [default: on]."),
+        click.option("--temperature", type=click.FloatRange(0, 2), default=None),
+        click.option("--certainty-threshold", type=click.FloatRange(0, 1), default=None,
+                     help="Abstain when the aggregated certainty is below this."),
+        click.option("--replay", "replay_path", default=None, help="Recorded outputs for provider replay."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def resolve_profile(profile_name: str | None, **overrides: Any) -> JudgeProfile:
+    if overrides.get("replay_path") and not overrides.get("provider"):
+        overrides["provider"] = "replay"
+    return load_profile(profile_name, **overrides)
+
+
+def open_cache(no_cache: bool) -> CallCache:
+    return NullCache() if no_cache else SqliteCallCache(cache_path())
+
+
+def run_judging(profile: JudgeProfile, items: list[PairItem], output: Path, concurrency: int,
+                cache: CallCache, show_progress: bool = True) -> tuple[list[Verdict], Progress, bool]:
+    """Judge items and write verdicts in input order; on Ctrl-C write what finished and say so."""
+    progress = Progress()
+    finished: dict[str, Verdict] = {}
+    total_calls = len(items) * profile.samples * (2 if profile.swap else 1)
+    interrupted = False
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
+
+    bar = Bar(
+        TextColumn("[bold]judging[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"),
+        TextColumn("{task.fields[failed]} failed, {task.fields[cached]} cached, ${task.fields[cost]:.4f}"),
+        TimeRemainingColumn(), console=Console(stderr=True), disable=not show_progress, transient=False,
+    )
+    task = bar.add_task("calls", total=total_calls, failed=0, cached=0, cost=0.0)
+
+    def on_call(call: Call) -> None:
+        progress.calls += 1
+        progress.failed_calls += call.error is not None
+        progress.cached_calls += call.cached
+        progress.cost_usd += call.cost_usd or 0.0
+        bar.update(task, advance=1, failed=progress.failed_calls, cached=progress.cached_calls,
+                   cost=progress.cost_usd)
+
+    async def main() -> None:
+        async with Judge(profile, cache=cache, max_in_flight=concurrency, on_call=on_call) as judge:
+            async for verdict in judge.judge_stream(items):
+                finished[verdict.id] = verdict
+                progress.verdicts += 1
+
+    with bar:
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            interrupted = True
+    verdicts = [finished[item.id] for item in items if item.id in finished]
+    write_jsonl(output, verdicts)
+    return verdicts, progress, interrupted
+
+
+def summarize(verdicts: list[Verdict], progress: Progress) -> dict[str, Any]:
+    labelled = [v for v in verdicts if v.human_label is not None]
+    decided = [v for v in labelled if v.winner in ("A", "B")]
+    both = [v for v in verdicts if v.consistent is not None]
+    summary: dict[str, Any] = {
+        "items": len(verdicts),
+        "calls": progress.calls,
+        "failed_calls": progress.failed_calls,
+        "cached_calls": progress.cached_calls,
+        "cost_usd": round(progress.cost_usd, 6),
+        "undecided": sum(v.winner is None for v in verdicts),
+        "abstained": sum(v.abstained for v in verdicts),
+        "labelled": len(labelled),
+        "accuracy_no_tie": round(sum(v.winner == v.human_label for v in decided) / len(decided), 4) if decided else None,
+        "position_consistency": round(sum(bool(v.consistent) for v in both) / len(both), 4) if both else None,
+        "simulated": any(v.judge.model.startswith("sim-") for v in verdicts),
+    }
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    click.echo(
+        f"{summary['items']} verdicts, {summary['calls']} calls ({summary['cached_calls']} cached, "
+        f"{summary['failed_calls']} failed), cost ${summary['cost_usd']:.4f}"
+    )
+    if summary["accuracy_no_tie"] is not None:
+        click.echo(f"agreement with human labels (no tie): {summary['accuracy_no_tie']:.3f} "
+                   f"over {summary['labelled']} labelled items")
+    if summary["position_consistency"] is not None:
+        click.echo(f"position consistency: {summary['position_consistency']:.3f}")
+    if summary["simulated"]:
+        click.echo("note: these verdicts come from a simulated judge (model sim-*), not a real LLM")
+
+
+@click.command("judge")
+@click.argument("items_path", metavar="ITEMS.jsonl", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write verdicts (JSON Lines).")
+@profile_options
+@click.option("--concurrency", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Calls in flight at most.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the call cache.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def judge_command(items_path: Path, output: Path, profile_name: str | None, concurrency: int, no_cache: bool,
+                  output_format: str, quiet: bool, **overrides: Any) -> None:
+    """Judge ITEMS.jsonl in-process (no server needed) and write VERDICTS.jsonl.
+
+    A rerun of the same items and profile is answered from the call cache (PJUDGE_CACHE).
+    """
+    items = read_items(items_path)
+    profile = resolve_profile(profile_name, **overrides)
+    show_progress = not quiet and output_format == "text" and sys.stderr.isatty()
+    verdicts, progress, interrupted = run_judging(profile, items, output, concurrency, open_cache(no_cache),
+                                                  show_progress)
+    summary = summarize(verdicts, progress)
+    summary["output"] = str(output)
+    if output_format == "json":
+        echo_json(summary)
+    else:
+        print_summary(summary)
+    if interrupted:
+        click.echo(f"interrupted: {len(verdicts)} of {len(items)} verdicts written to {output}", err=True)
+        sys.exit(130)

@@ -1,0 +1,50 @@
+"""`pjudge llm-sim`: the local simulated LLM judge server."""
+
+from __future__ import annotations
+
+import click
+
+from pjudge.common import handle_errors
+
+
+def _rate(name: str) -> click.FloatRange:
+    return click.FloatRange(0.0, 1.0)
+
+
+@click.command("llm-sim")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(0), help="Delay of each answer.")
+@click.option("--first-bias", default=0.0, show_default=True, type=_rate("first-bias"),
+              help="Probability of choosing the answer shown first whatever it says.")
+@click.option("--noise", default=0.0, show_default=True, type=_rate("noise"), help="Probability of flipping the preference.")
+@click.option("--fail-rate", default=0.0, show_default=True, type=_rate("fail-rate"), help="Share of 429/500 answers.")
+@click.option("--malformed-rate", default=0.0, show_default=True, type=_rate("malformed-rate"),
+              help="Share of answers in no parseable format.")
+@click.option("--retry-after-ms", default=100.0, show_default=True, type=click.FloatRange(0),
+              help="Retry-After sent with injected failures.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@handle_errors
+def llm_sim_command(host: str, port: int, latency_ms: float, first_bias: float, noise: float, fail_rate: float,
+                    malformed_rate: float, retry_after_ms: float, seed: int) -> None:
+    """Serve a simulated judge speaking the OpenAI and Anthropic wire protocols.
+
+    Point a profile at it with provider openai-compatible and base URL http://HOST:PORT/v1, or
+    anthropic with base URL http://HOST:PORT. Its model names start with `sim-`. GET /stats counts
+    the requests it served.
+    """
+    from llm_sim.server import ServerSettings, serve_forever
+
+    settings = ServerSettings(first_bias=first_bias, noise=noise, fail_rate=fail_rate,
+                              malformed_rate=malformed_rate, seed=seed, latency_ms=latency_ms,
+                              retry_after_ms=retry_after_ms)
+
+    def announce(bound: int) -> None:
+        click.echo(f"llm-sim listening on http://{host}:{bound}", err=False)
+        click.echo(f"  OpenAI base URL:    http://{host}:{bound}/v1", err=False)
+        click.echo(f"  Anthropic base URL: http://{host}:{bound}", err=False, nl=True)
+
+    try:
+        serve_forever(settings, host, port, on_bound=announce)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -59,6 +59,8 @@ class JudgeProfile(BaseModel):
     max_reasks: int = Field(default=2, ge=0, le=10, description="Re-asks after an unparseable answer.")
     timeout_s: float = Field(default=120.0, gt=0)
     replay_path: str | None = Field(default=None, description="Recorded outputs, for provider 'replay'.")
+    requests_per_minute: int | None = Field(default=None, ge=1, description="Shared by all workers (service).")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="Shared by all workers (service).")
 
     @field_validator("api_key_env")
     @classmethod

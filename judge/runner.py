@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from judge.aggregation import aggregate
 from judge.cache import CallCache, NullCache, cache_key
@@ -22,6 +23,12 @@ REASK = (
     "Your answer could not be read ({error}). Reply again with only the required format, "
     "as the instructions above say."
 )
+
+
+class RateLimiter(Protocol):
+    """Waits until a call of about `tokens` tokens may be sent under the profile's limits."""
+
+    async def acquire(self, profile: JudgeProfile, tokens: int) -> None: ...
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Judge:
         cache: CallCache | None = None,
         max_in_flight: int = 64,
         on_call: Callable[[Call], None] | None = None,
+        limiter: RateLimiter | None = None,
     ):
         self.profile = profile
         self.template = profile.load_template()
@@ -63,6 +71,7 @@ class Judge:
         self.max_in_flight = max(1, max_in_flight)
         self._calls = asyncio.Semaphore(self.max_in_flight)
         self.on_call = on_call
+        self.limiter = limiter
         self.info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
 
     async def __aenter__(self) -> Judge:
@@ -84,6 +93,9 @@ class Judge:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit, True
+        if self.limiter is not None:
+            prompt_chars = sum(len(m["content"]) for m in request.messages)
+            await self.limiter.acquire(self.profile, prompt_chars // 4 + request.max_tokens)
         async with self._calls:
             result = await self.provider.complete(request)
         if key is not None:

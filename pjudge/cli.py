@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                         "Degree of personalization (PerSEval, EGISES) of responses."),
     "llm-sim": ("sim", "llm_sim_command", "Serve a simulated LLM judge (OpenAI and Anthropic protocols)."),
     "demo": ("demo", "demo_command", "The whole path on the embedded default, ending in a summary."),
+    "worker": ("worker", "worker_command", "Run a Celery worker of the judging service."),
+    "serve": ("serve", "serve_command", "Serve the HTTP API (jobs, verdicts, labels, reports, metrics)."),
+    "keys": ("keys", "keys_command", "Create, list and revoke API keys of the HTTP API."),
+    "submit": ("submit", "submit_command", "Submit ITEMS.jsonl to a pjudge API; optionally wait for the verdicts."),
 }
 
 

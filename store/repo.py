@@ -1,0 +1,359 @@
+"""The queries the API and the workers need, in one place. Functions take an Engine and open
+their own short transactions, so callers never hold a session across network calls."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from judge.profiles import JudgeProfile
+from judge.providers.base import CallResult
+from judge.records import Call, JudgeInfo, PairItem, Verdict
+from store.models import ApiKey, CacheEntry, CallRow, Job, JobItem, VerdictRow, utcnow
+
+ACTIVE = ("queued", "running")
+TERMINAL = ("done", "failed", "cancelled")
+
+
+def _insert_ignore(engine_or_conn: Any, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for the connected dialect."""
+    dialect = engine_or_conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise RuntimeError(f"unsupported database {dialect}")
+
+
+# ---------------------------------------------------------------- API keys
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_api_key(engine: Engine, name: str = "") -> tuple[str, ApiKey]:
+    key = "pj_" + secrets.token_urlsafe(32)
+    row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10])
+    with engine.begin() as conn:
+        result = conn.execute(insert(ApiKey).values(**row.model_dump(exclude={"id"})))
+        row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    return key, row
+
+
+def list_api_keys(engine: Engine) -> list[ApiKey]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(ApiKey).order_by(ApiKey.id)).mappings().all()
+    return [ApiKey.model_validate(dict(r)) for r in rows]
+
+
+def revoke_api_key(engine: Engine, key_id_or_prefix: str) -> int:
+    condition = ApiKey.prefix == key_id_or_prefix
+    if key_id_or_prefix.isdigit():
+        condition = ApiKey.id == int(key_id_or_prefix)
+    with engine.begin() as conn:
+        result = conn.execute(update(ApiKey).where(condition, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    return result.rowcount or 0
+
+
+def key_is_active(engine: Engine, key_hash: str) -> bool:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        ).first()
+    return row is not None
+
+
+# ---------------------------------------------------------------- jobs
+
+@dataclass(frozen=True)
+class JobCreated:
+    job: Job
+    created: bool
+
+
+def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: JudgeProfile,
+               idempotency_key: str | None = None, batch_size: int = 16, kind: str = "pairwise") -> JobCreated:
+    """Store a job and all its items in one transaction (all or nothing)."""
+    if idempotency_key:
+        existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
+        if existing is not None:
+            return JobCreated(existing, created=False)
+    job = Job(
+        id=str(uuid.uuid4()), owner=owner, kind=kind, idempotency_key=idempotency_key,
+        profile_name=profile.name, provider=profile.provider, model=profile.model,
+        profile_json=profile.model_dump_json(), batch_size=batch_size, n_items=len(items),
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(Job).values(**job.model_dump()))
+            rows = [
+                {"job_id": job.id, "item_id": item.id, "position": position,
+                 "item_json": item.model_dump_json(exclude_none=True)}
+                for position, item in enumerate(items)
+            ]
+            for start in range(0, len(rows), 1000):
+                conn.execute(insert(JobItem), rows[start:start + 1000])
+    except IntegrityError:
+        # A concurrent POST with the same Idempotency-Key won the race.
+        if idempotency_key:
+            existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
+            if existing is not None:
+                return JobCreated(existing, created=False)
+        raise
+    return JobCreated(job, created=True)
+
+
+def find_job_by_idempotency_key(engine: Engine, owner: str, key: str) -> Job | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).mappings().first()
+    return Job.model_validate(dict(row)) if row else None
+
+
+def get_job(engine: Engine, job_id: str, owner: str | None = None) -> Job | None:
+    query = select(Job).where(Job.id == job_id)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return Job.model_validate(dict(row)) if row else None
+
+
+def job_profile(job: Job) -> JudgeProfile:
+    return JudgeProfile.model_validate_json(job.profile_json)
+
+
+def batches(job: Job) -> list[tuple[int, int]]:
+    """[start, end) position ranges of the job's tasks."""
+    return [(start, min(start + job.batch_size, job.n_items)) for start in range(0, job.n_items, job.batch_size)]
+
+
+def job_items(engine: Engine, job_id: str, start: int, end: int) -> list[tuple[int, PairItem]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(JobItem.position, JobItem.item_json)
+            .where(JobItem.job_id == job_id, JobItem.position >= start, JobItem.position < end)
+            .order_by(JobItem.position)
+        ).all()
+    return [(position, PairItem.model_validate_json(item_json)) for position, item_json in rows]
+
+
+def done_positions(engine: Engine, job_id: str, start: int, end: int) -> set[int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(VerdictRow.position).where(
+                VerdictRow.job_id == job_id, VerdictRow.position >= start, VerdictRow.position < end
+            )
+        ).all()
+    return {r[0] for r in rows}
+
+
+def mark_running(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job).where(Job.id == job_id, Job.status == "queued")
+            .values(status="running", started_at=utcnow(), updated_at=utcnow())
+        )
+
+
+def cancel_job(engine: Engine, job_id: str) -> bool:
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
+            .values(status="cancelled", finished_at=utcnow(), updated_at=utcnow())
+        )
+    return bool(result.rowcount)
+
+
+def job_status(engine: Engine, job_id: str) -> str | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(Job.status).where(Job.id == job_id)).first()
+    return row[0] if row else None
+
+
+def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, Verdict]]) -> int:
+    """Store verdicts and their calls exactly once; returns how many were new.
+
+    Each verdict is inserted with ON CONFLICT DO NOTHING: its calls and the job's counters are
+    written only when the verdict row was really new, all in one transaction, so a redelivered
+    task adds nothing and the counters stay exact.
+    """
+    inserted = 0
+    counts = {"n_verdicts": 0, "n_calls": 0, "n_failed_calls": 0, "n_failed_items": 0}
+    cost = 0.0
+    with engine.begin() as conn:
+        verdict_insert = _insert_ignore(conn, VerdictRow)
+        for position, verdict in verdicts:
+            failed_calls = sum(c.error is not None for c in verdict.calls)
+            verdict_cost = round(sum(c.cost_usd or 0.0 for c in verdict.calls), 9)
+            result = conn.execute(verdict_insert.values(
+                job_id=job_id, item_id=verdict.id, position=position, winner=verdict.winner, p_a=verdict.p_a,
+                certainty=verdict.certainty, consistent=verdict.consistent, abstained=verdict.abstained,
+                bpde=verdict.bpde, human_label=verdict.human_label, len_a=verdict.len_a, len_b=verdict.len_b,
+                error=verdict.error, n_calls=len(verdict.calls), n_failed_calls=failed_calls, cost_usd=verdict_cost,
+                profile=verdict.judge.profile, provider=verdict.judge.provider, model=verdict.judge.model,
+                metadata_json=json.dumps(verdict.metadata, ensure_ascii=False), created_at=utcnow(),
+            ))
+            if not result.rowcount:
+                continue  # already stored by an earlier delivery of this task
+            inserted += 1
+            if verdict.calls:
+                conn.execute(insert(CallRow), [_call_row(job_id, verdict.id, call) for call in verdict.calls])
+            counts["n_verdicts"] += 1
+            counts["n_calls"] += len(verdict.calls)
+            counts["n_failed_calls"] += failed_calls
+            counts["n_failed_items"] += verdict.winner is None
+            cost += verdict_cost
+        if inserted:
+            conn.execute(
+                update(Job).where(Job.id == job_id).values(
+                    n_verdicts=Job.n_verdicts + counts["n_verdicts"], n_calls=Job.n_calls + counts["n_calls"],
+                    n_failed_calls=Job.n_failed_calls + counts["n_failed_calls"],
+                    n_failed_items=Job.n_failed_items + counts["n_failed_items"],
+                    cost_usd=Job.cost_usd + cost, updated_at=utcnow(),
+                )
+            )
+    return inserted
+
+
+def finish_if_complete(engine: Engine, job_id: str) -> bool:
+    """Mark the job done when every item has a verdict. Run after each task's commit: the last
+    committer always sees every verdict, so completion needs no coordinator."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE), Job.n_verdicts >= Job.n_items)
+            .values(status="done", finished_at=utcnow(), updated_at=utcnow())
+        )
+    return bool(result.rowcount)
+
+
+def _call_row(job_id: str, item_id: str, call: Call) -> dict[str, Any]:
+    return {
+        "job_id": job_id, "item_id": item_id, "order": call.order or "", "sample": call.sample, "raw": call.raw,
+        "choice": call.choice, "certainty": call.certainty,
+        "scores_json": json.dumps(call.scores) if call.scores is not None else None,
+        "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
+        "latency_s": call.latency_s, "cached": call.cached, "attempts": call.attempts, "error": call.error,
+        "created_at": utcnow(),
+    }
+
+
+def _call_from_row(row: Any) -> Call:
+    return Call(
+        order=row.order or None, sample=row.sample, raw=row.raw, choice=row.choice, certainty=row.certainty,
+        scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s, cached=row.cached,
+        error=row.error, attempts=row.attempts,
+    )
+
+
+def _verdict_from_row(row: Any, calls: list[Call]) -> Verdict:
+    return Verdict(
+        id=row.item_id, winner=row.winner, p_a=row.p_a, certainty=row.certainty, consistent=row.consistent,
+        abstained=row.abstained, bpde=row.bpde, human_label=row.human_label,
+        judge=JudgeInfo(profile=row.profile, provider=row.provider, model=row.model), calls=calls,
+        len_a=row.len_a, len_b=row.len_b, error=row.error, metadata=json.loads(row.metadata_json or "{}"),
+    )
+
+
+def list_verdicts(engine: Engine, job_id: str, after_position: int = -1, limit: int = 100,
+                  with_calls: bool = True) -> list[tuple[int, Verdict]]:
+    """Verdicts in item order after a cursor position (keyset pagination)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(VerdictRow).where(VerdictRow.job_id == job_id, VerdictRow.position > after_position)
+            .order_by(VerdictRow.position).limit(limit)
+        ).all()
+        calls: dict[str, list[Call]] = {}
+        if rows and with_calls:
+            ids = [r.item_id for r in rows]
+            call_rows = conn.execute(
+                select(CallRow).where(CallRow.job_id == job_id, CallRow.item_id.in_(ids))
+                .order_by(CallRow.item_id, CallRow.order, CallRow.sample)
+            ).all()
+            for call_row in call_rows:
+                calls.setdefault(call_row.item_id, []).append(_call_from_row(call_row))
+    return [(r.position, _verdict_from_row(r, calls.get(r.item_id, []))) for r in rows]
+
+
+def all_verdicts(engine: Engine, job_id: str, with_calls: bool = True) -> list[Verdict]:
+    result: list[Verdict] = []
+    cursor = -1
+    while True:
+        page = list_verdicts(engine, job_id, cursor, 2000, with_calls)
+        if not page:
+            return result
+        result.extend(v for _, v in page)
+        cursor = page[-1][0]
+
+
+def attach_labels(engine: Engine, job_id: str, labels: Sequence[tuple[str, str | None]]) -> tuple[int, list[str]]:
+    """Set human labels by item id; returns (updated, unknown ids). Nothing changes if any id is unknown."""
+    ids = [item_id for item_id, _ in labels]
+    with engine.begin() as conn:
+        known = {r[0] for r in conn.execute(
+            select(JobItem.item_id).where(JobItem.job_id == job_id, JobItem.item_id.in_(ids))
+        ).all()} if ids else set()
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            return 0, unknown
+        updated = 0
+        for item_id, label in labels:
+            result = conn.execute(update(VerdictRow).where(and_(VerdictRow.job_id == job_id,
+                                                                VerdictRow.item_id == item_id))
+                                  .values(human_label=label))
+            updated += result.rowcount or 0
+            row = conn.execute(select(JobItem.id, JobItem.item_json).where(
+                JobItem.job_id == job_id, JobItem.item_id == item_id)).first()
+            if row is not None:
+                data = json.loads(row.item_json)
+                data["human_label"] = label
+                conn.execute(update(JobItem).where(JobItem.id == row.id).values(item_json=json.dumps(data)))
+    return updated, []
+
+
+def active_jobs(engine: Engine) -> list[Job]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job).where(Job.status.in_(ACTIVE))).mappings().all()
+    return [Job.model_validate(dict(r)) for r in rows]
+
+
+def job_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {status: count for status, count in rows}
+
+
+def touch_job(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+
+
+# ---------------------------------------------------------------- the call cache
+
+class DbCallCache:
+    """The call cache in the service database, shared by every worker."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._insert = _insert_ignore(engine, CacheEntry)
+
+    def get(self, key: str) -> CallResult | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(CacheEntry.raw, CacheEntry.input_tokens, CacheEntry.output_tokens)
+                               .where(CacheEntry.key == key)).first()
+        return CallResult(text=row[0], input_tokens=row[1], output_tokens=row[2]) if row else None
+
+    def put(self, key: str, result: CallResult) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self._insert.values(key=key, raw=result.text, input_tokens=result.input_tokens,
+                                             output_tokens=result.output_tokens, created_at=utcnow()))

@@ -1,0 +1,227 @@
+"""The workers against real parts: a Redis server, worker processes, SQLite and PostgreSQL, and
+the simulated LLM. A killed worker or a restarted Redis loses no verdict and duplicates none."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from judge.jsonl import read_items
+from judge.profiles import load_profile
+from judge.records import PairItem
+from store import repo
+from store.db import get_engine
+from store.models import CallRow, VerdictRow
+from tests.conftest import EXAMPLE_ITEMS
+from tests.services import Process, RedisServer, create_postgres_database, drop_postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/service.sqlite"
+        return
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+class Service:
+    """Worker processes plus a way to submit jobs, all sharing one Redis and one database."""
+
+    def __init__(self, tmp_path: Path, database_url: str, redis: RedisServer):
+        self.tmp_path, self.database_url, self.redis = tmp_path, database_url, redis
+        self.engine = get_engine(database_url)
+        self.workers: list[Process] = []
+        self.env = dict(os.environ)
+        self.env.update({"DATABASE_URL": database_url, "REDIS_URL": redis.url,
+                         "PJUDGE_HOME": str(tmp_path / "home"), "PJUDGE_VISIBILITY_TIMEOUT": "30"})
+        self._celery: Any = None
+
+    def start_worker(self, concurrency: int = 4) -> Process:
+        log = self.tmp_path / f"worker-{len(self.workers)}.log"
+        worker = Process(["worker", f"--concurrency={concurrency}", "--loglevel=INFO"], self.env, log).start()
+        self.workers.append(worker)
+        return worker
+
+    def celery(self) -> Any:
+        if self._celery is None:
+            from celery import Celery
+
+            from worker.app import create_app
+
+            previous = os.environ.get("REDIS_URL")
+            os.environ["REDIS_URL"] = self.redis.url
+            try:
+                self._celery = create_app()
+            finally:
+                if previous is None:
+                    os.environ.pop("REDIS_URL", None)
+                else:
+                    os.environ["REDIS_URL"] = previous
+            assert isinstance(self._celery, Celery)
+        return self._celery
+
+    def submit(self, items: list[PairItem], profile: Any, batch_size: int = 16) -> str:
+        from worker.tasks import enqueue_job
+
+        job = repo.create_job(self.engine, "test-owner", items, profile, batch_size=batch_size).job
+        enqueue_job(job, self.celery())
+        return job.id
+
+    def wait_done(self, job_id: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = repo.get_job(self.engine, job_id)
+            if job is not None and job.status in repo.TERMINAL:
+                return job
+            time.sleep(0.25)
+        raise AssertionError(f"job {job_id} not done in {timeout}s: {repo.get_job(self.engine, job_id)}\n"
+                             + "\n".join(w.output()[-3000:] for w in self.workers))
+
+    def wait_verdicts(self, job_id: str, at_least: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = repo.get_job(self.engine, job_id)
+            if job is not None and job.n_verdicts >= at_least:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"fewer than {at_least} verdicts after {timeout}s")
+
+    def row_counts(self, job_id: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            verdicts = conn.execute(select(func.count()).select_from(VerdictRow)
+                                    .where(VerdictRow.job_id == job_id)).scalar_one()
+            distinct_verdicts = conn.execute(select(func.count(func.distinct(VerdictRow.item_id)))
+                                             .where(VerdictRow.job_id == job_id)).scalar_one()
+            calls = conn.execute(select(func.count()).select_from(CallRow).where(CallRow.job_id == job_id)).scalar_one()
+        return {"verdicts": verdicts, "distinct_verdicts": distinct_verdicts, "calls": calls}
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path, database_url: str, redis_server: RedisServer) -> Iterator[Service]:
+    svc = Service(tmp_path, database_url, redis_server)
+    yield svc
+    svc.stop()
+
+
+def many_items(n: int, seed: int = 1) -> list[PairItem]:
+    """n items built from the example items, each with its own id (and so its own prompt text)."""
+    base = read_items(EXAMPLE_ITEMS)
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        item = base[i % len(base)]
+        items.append(item.model_copy(update={"id": f"{item.id}-{i}", "prompt": f"{item.prompt} (#{i})"}))
+    rng.shuffle(items)
+    return items
+
+
+def sim_profile(sim: Any, **overrides: Any) -> Any:
+    return load_profile("persona-certainty", provider="openai-compatible", model="sim-judge",
+                        base_url=sim.openai_base_url, **overrides)
+
+
+def test_worker_judges_a_job_like_the_cli(service: Service, start_sim, tmp_path: Path) -> None:
+    sim = start_sim("--first-bias", "0.3", "--noise", "0.05", "--seed", "3")
+    service.start_worker()
+    items = many_items(200)
+    job_id = service.submit(items, sim_profile(sim))
+    job = service.wait_done(job_id, 120)
+    assert (job.status, job.n_verdicts, job.n_calls, job.n_failed_calls) == ("done", 200, 400, 0)
+    stored = repo.all_verdicts(service.engine, job_id)
+    assert [v.id for v in stored] == [i.id for i in items]
+
+    # The same items judged in-process by `pjudge judge` give equal verdicts.
+    items_path = tmp_path / "items.jsonl"
+    items_path.write_text("".join(i.model_dump_json(exclude_none=True) + "\n" for i in items))
+    from tests.conftest import run_pjudge
+
+    out = tmp_path / "cli.jsonl"
+    result = run_pjudge("judge", str(items_path), "-o", str(out), "--provider", "openai-compatible",
+                        "--model", "sim-judge", "--base-url", sim.openai_base_url, "--no-cache")
+    assert result.returncode == 0, result.stderr
+    cli = {v["id"]: v for v in map(json.loads, out.read_text().splitlines())}
+    for verdict in stored:
+        other = cli[verdict.id]
+        assert (verdict.winner, verdict.p_a, verdict.certainty, verdict.consistent) == (
+            other["winner"], other["p_a"], other["certainty"], other["consistent"])
+
+
+def test_kill_9_worker_mid_job_then_restart(service: Service, start_sim) -> None:
+    sim = start_sim("--latency-ms", "150", "--seed", "8")
+    first = service.start_worker(concurrency=2)
+    job_id = service.submit(many_items(2000), sim_profile(sim))
+    service.wait_verdicts(job_id, 300, timeout=120)
+    first.kill9()
+    killed_at = repo.get_job(service.engine, job_id).n_verdicts
+    assert killed_at < 2000
+    restarted = time.monotonic()
+    service.start_worker(concurrency=8)
+    job = service.wait_done(job_id, 120)
+    elapsed = time.monotonic() - restarted
+    assert elapsed < 60, f"the job took {elapsed:.1f}s after the restart"
+    counts = service.row_counts(job_id)
+    assert counts == {"verdicts": 2000, "distinct_verdicts": 2000, "calls": 4000}
+    assert (job.status, job.n_verdicts, job.n_calls) == ("done", 2000, 4000)
+    print(f"killed at {killed_at} verdicts; completed {elapsed:.1f}s after the restart")
+
+
+def test_redis_stopped_for_10s_mid_job(service: Service, start_sim) -> None:
+    sim = start_sim("--latency-ms", "100", "--seed", "9")
+    service.start_worker(concurrency=4)
+    job_id = service.submit(many_items(2000, seed=2), sim_profile(sim))
+    service.wait_verdicts(job_id, 300, timeout=120)
+    service.redis.stop()
+    time.sleep(10)
+    service.redis.start()
+    job = service.wait_done(job_id, 180)
+    assert service.row_counts(job_id) == {"verdicts": 2000, "distinct_verdicts": 2000, "calls": 4000}
+    assert (job.status, job.n_verdicts, job.n_calls) == ("done", 2000, 4000)
+
+
+def test_rate_limited_provider_and_exhausted_retries(service: Service, start_sim) -> None:
+    sim = start_sim("--fail-rate", "0.3", "--retry-after-ms", "20", "--seed", "12")
+    service.start_worker(concurrency=4)
+    # Few HTTP retries, so that some calls exhaust them and end with a recorded error.
+    job_id = service.submit(many_items(300, seed=3), sim_profile(sim, max_retries=1))
+    job = service.wait_done(job_id, 180)
+    assert job.status == "done" and job.n_verdicts == 300 and job.n_calls == 600
+    stored = repo.all_verdicts(service.engine, job_id)
+    failed = [c for v in stored for c in v.calls if c.error]
+    assert job.n_failed_calls == len(failed) > 0
+    assert all(c.error.startswith("provider:") and "429" in c.error or "500" in c.error for c in failed)
+    assert job.n_failed_items == sum(v.winner is None for v in stored)
+    assert sim.stats()["failures_injected"] > len(failed)  # most failures were retried away
+
+
+def test_requests_per_minute_limit_is_shared(service: Service, start_sim) -> None:
+    sim = start_sim()
+    service.start_worker(concurrency=4)
+    service.start_worker(concurrency=4)
+    started = time.monotonic()
+    # 240 requests per minute = 4 per second, bucket starts full (240): 260 calls need ~5 s more.
+    job_id = service.submit(many_items(130, seed=4), sim_profile(sim, requests_per_minute=240), batch_size=8)
+    job = service.wait_done(job_id, 120)
+    elapsed = time.monotonic() - started
+    assert job.n_calls == 260
+    assert elapsed > 4.0, elapsed

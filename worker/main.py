@@ -1,0 +1,101 @@
+"""The worker process behind `pjudge worker` (which supervises and restarts it).
+
+Celery's Redis consumer can stop consuming after the broker restarts, without any error (a known
+Celery/kombu problem). A watchdog here notices either a broker outage that has ended or tasks
+waiting in the queue while this worker sits idle, lets running tasks finish, and exits with
+RESTART_EXIT_CODE so the supervisor starts a fresh process. Unacknowledged tasks come back by the
+visibility timeout, and idempotent writes make any re-run harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+
+RESTART_EXIT_CODE = 75
+log = logging.getLogger("pjudge.worker")
+
+
+class Activity:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.last_start = time.monotonic()
+
+    def started(self, **_: object) -> None:
+        with self.lock:
+            self.running += 1
+            self.last_start = time.monotonic()
+
+    def finished(self, **_: object) -> None:
+        with self.lock:
+            self.running -= 1
+
+
+def _watchdog(activity: Activity, concurrency: int, redis_url: str, queue: str, interval: float = 1.0) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    broker_was_down = False
+    waiting_since: float | None = None
+    while True:
+        time.sleep(interval)
+        try:
+            backlog = int(client.llen(queue))
+        except Exception:  # noqa: BLE001 - any failure to reach the broker
+            broker_was_down = True
+            continue
+        now = time.monotonic()
+        idle = activity.running < concurrency and now - activity.last_start > 15
+        waiting_since = (waiting_since or now) if backlog and idle else None
+        stalled = waiting_since is not None and now - waiting_since > 10
+        if broker_was_down or stalled:
+            reason = "the broker came back" if broker_was_down else "tasks wait while this worker is idle"
+            log.warning("restarting the worker process: %s", reason)
+            deadline = now + 60
+            while activity.running > 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            logging.shutdown()
+            os._exit(RESTART_EXIT_CODE)
+
+
+def run(concurrency: int, loglevel: str, sweep: bool) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    from celery import signals
+
+    from store.db import get_engine
+
+    get_engine()  # migrate before taking tasks
+    from worker.app import QUEUE, app
+    from worker.broker import redis_client_url
+
+    activity = Activity()
+    signals.task_prerun.connect(activity.started, weak=False)
+    signals.task_postrun.connect(activity.finished, weak=False)
+    threading.Thread(target=_watchdog, args=(activity, concurrency, redis_client_url(), QUEUE),
+                     name="pjudge-watchdog", daemon=True).start()
+    if sweep:
+        from worker.sweeper import start_sweeper
+
+        start_sweeper()
+    app.worker_main([
+        "worker", "--pool=threads", f"--concurrency={concurrency}", "-Q", QUEUE, f"--loglevel={loglevel}",
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "--prefetch-multiplier=1",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker.main")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--loglevel", default="WARNING")
+    parser.add_argument("--no-sweep", action="store_true")
+    args = parser.parse_args()
+    run(args.concurrency, args.loglevel, not args.no_sweep)
+
+
+if __name__ == "__main__":
+    main()

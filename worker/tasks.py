@@ -1,0 +1,102 @@
+"""Celery tasks. A task judges one small batch of a job's items (the calls inside run
+concurrently) and stores the verdicts idempotently; a redelivered task judges only what is
+missing, and re-asks nothing the call cache already holds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from celery import Task
+
+from judge.records import PairItem, Verdict
+from store import repo
+from store.db import get_engine
+from worker.app import QUEUE, app
+from worker.broker import redis_client_url
+from worker.runtime import runtime
+
+log = logging.getLogger("pjudge.worker")
+MAX_TASK_RETRIES = 5
+_limiter: Any = None
+
+
+def _rate_limiter() -> Any:
+    global _limiter
+    if _limiter is None:
+        from worker.ratelimit import RedisRateLimiter
+
+        async def make() -> Any:
+            return RedisRateLimiter(redis_client_url())
+
+        _limiter = runtime().run(make())
+    return _limiter
+
+
+async def _judge_all(judge: Any, items: list[tuple[int, PairItem]]) -> list[tuple[int, Verdict]]:
+    verdicts = await asyncio.gather(*(judge.judge_item(item) for _, item in items))
+    return [(position, verdict) for (position, _), verdict in zip(items, verdicts, strict=True)]
+
+
+def _error_verdicts(judge_info: Any, items: list[tuple[int, PairItem]], message: str) -> list[tuple[int, Verdict]]:
+    return [
+        (position, Verdict(id=item.id, winner=None, p_a=None, certainty=None, consistent=None, abstained=False,
+                           bpde=None, human_label=item.human_label, judge=judge_info, calls=[],
+                           len_a=len(item.response_a), len_b=len(item.response_b), error=message,
+                           metadata=dict(item.metadata)))
+        for position, item in items
+    ]
+
+
+@app.task(name="pjudge.judge_batch", bind=True, max_retries=MAX_TASK_RETRIES)
+def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
+    engine = get_engine()
+    job = repo.get_job(engine, job_id)
+    if job is None or job.status not in repo.ACTIVE:
+        return 0
+    repo.mark_running(engine, job_id)
+    done = repo.done_positions(engine, job_id, start, end)
+    pending = [(p, item) for p, item in repo.job_items(engine, job_id, start, end) if p not in done]
+    stored = 0
+    if pending:
+        profile = repo.job_profile(job)
+        try:
+            limiter = _rate_limiter() if (profile.requests_per_minute or profile.tokens_per_minute) else None
+            judge = runtime().judge_for(profile, cache=repo.DbCallCache(engine), limiter=limiter)
+            verdicts = runtime().run(_judge_all(judge, pending))
+        except Exception as exc:  # noqa: BLE001 - an internal failure must not lose the items
+            if self.request.retries < MAX_TASK_RETRIES:
+                log.warning("batch %s[%d:%d] failed (%s); retrying", job_id, start, end, type(exc).__name__)
+                raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from None
+            from judge.records import JudgeInfo
+
+            info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
+            verdicts = _error_verdicts(info, pending, f"internal: {type(exc).__name__}")
+        stored = repo.record_verdicts(engine, job_id, verdicts)
+    repo.finish_if_complete(engine, job_id)
+    return stored
+
+
+def _send(celery_app: Any, job_id: str, start: int, end: int) -> None:
+    celery_app.send_task("pjudge.judge_batch", args=(job_id, start, end), queue=QUEUE, retry=True,
+                         retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+
+
+def enqueue_job(job: Any, celery_app: Any = None) -> int:
+    """Send one task per batch of the job; returns how many were sent."""
+    batches = repo.batches(job)
+    for start, end in batches:
+        _send(celery_app or app, job.id, start, end)
+    return len(batches)
+
+
+def requeue_missing(engine: Any, job: Any, celery_app: Any = None) -> int:
+    """Re-send the batches of an active job that still miss verdicts (a safety net for a broker
+    that lost messages); duplicates are harmless because writes are idempotent."""
+    sent = 0
+    for start, end in repo.batches(job):
+        if len(repo.done_positions(engine, job.id, start, end)) < end - start:
+            _send(celery_app or app, job.id, start, end)
+            sent += 1
+    return sent

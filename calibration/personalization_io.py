@@ -4,18 +4,26 @@ One line per (prompt, persona, system): {"prompt_id", "persona_id", "system", "r
 `reference` (the persona's own preferred text) is optional; a line whose persona_id is null is the
 system's persona-agnostic response to the prompt (the anchor candidate). The file is validated whole
 and every problem names its line; one bad line rejects the file (judge.jsonl.InputError, exit code 2).
+
+Two optional fields serve the judge-based persona fit (calibration.persona_fit), which needs what a
+judge is shown and SPEC 1.3 lines do not carry: `persona` (the persona's description, a string or an
+object of attributes as in SPEC 1.1; the same on every line of that persona_id) and `prompt` (the
+prompt's text; the same on every line of that prompt_id). They may also come from side files
+({persona_id, persona} and {prompt_id, prompt} lines), merged by `attach_descriptions`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from judge.jsonl import InputError, InputProblem, iter_json_lines
+from judge.templates import render_persona
 
-FIELDS = ("prompt_id", "persona_id", "system", "response", "reference")
+FIELDS = ("prompt_id", "persona_id", "system", "response", "reference", "persona", "prompt")
 REQUIRED = ("prompt_id", "persona_id", "system", "response")
 
 
@@ -35,11 +43,18 @@ class PromptResponses:
     response_lines: dict[tuple[str, str], int | None] = field(default_factory=dict)  # (system, persona)
 
 
+PersonaDescription = str | dict[str, Any]
+
+
 @dataclass
 class ResponseSet:
     source: str
     prompts: list[PromptResponses]
     systems: list[str]  # systems that answer at least one persona, in order of first appearance
+    # What a judge is shown (optional: only the judge-based persona fit needs them).
+    persona_descriptions: dict[str, PersonaDescription] = field(default_factory=dict)
+    prompt_texts: dict[str, str] = field(default_factory=dict)
+    persona_lines: dict[str, int | None] = field(default_factory=dict)  # first line naming each persona
 
     def anchor_systems(self) -> list[str]:
         """Systems with at least one persona-agnostic response."""
@@ -84,6 +99,7 @@ def _check_row(line: int | None, row: Any) -> tuple[list[InputProblem], dict[str
         values["response"] = row["response"]
         if not isinstance(row["response"], str):
             problems.append(InputProblem(line, "response", f"must be text, not {_json_type(row['response'])}"))
+    problems.extend(_check_descriptions(line, row, values))
     reference = row.get("reference")
     values["reference"] = reference
     if reference is not None:
@@ -93,6 +109,81 @@ def _check_row(line: int | None, row: Any) -> tuple[list[InputProblem], dict[str
             problems.append(InputProblem(line, "reference",
                                          "a persona-agnostic line (persona_id null) has no reference"))
     return problems, values
+
+
+def _check_descriptions(line: int | None, row: dict[str, Any], values: dict[str, Any]) -> list[InputProblem]:
+    """The optional `persona` (description) and `prompt` (text) fields; fills values, returns problems."""
+    problems = []
+    persona = values["persona"] = row.get("persona")
+    if persona is not None:
+        problem = persona_description_problem(persona)
+        if problem is not None:
+            problems.append(InputProblem(line, "persona", problem))
+        elif "persona_id" in row and row["persona_id"] is None:
+            problems.append(InputProblem(line, "persona",
+                                         "a persona-agnostic line (persona_id null) has no persona description"))
+    text = values["prompt"] = row.get("prompt")
+    if text is not None and not (isinstance(text, str) and text.strip()):
+        problems.append(InputProblem(line, "prompt", f"must be non-empty text or null, not {_describe(text)}"))
+    return problems
+
+
+def persona_description_problem(value: Any) -> str | None:
+    """Why `value` cannot describe a persona to a judge, or None when it can.
+
+    A string or an object of attributes (SPEC 1.1) that renders to some text: an empty description
+    would silently turn a persona-conditioned judgment into the no-persona baseline.
+    """
+    if not isinstance(value, str | dict):
+        return f"must be a string or an object of attributes, not {_json_type(value)}"
+    if not render_persona(value):
+        return "must not be empty (omit the field, or use null, when there is no description)"
+    return None
+
+
+def _describe(value: Any) -> str:
+    return "an empty string" if isinstance(value, str) else _json_type(value)
+
+
+def _same_json(first: Any, second: Any) -> bool:
+    """Identical as written: key order matters, since attributes render in the order given."""
+    return json.dumps(first, ensure_ascii=False) == json.dumps(second, ensure_ascii=False)
+
+
+class _Descriptions:
+    """Collects persona descriptions and prompt texts, each required to be the same on every line."""
+
+    def __init__(self) -> None:
+        self.personas: dict[str, PersonaDescription] = {}
+        self.persona_from: dict[str, int | None] = {}
+        self.prompts: dict[str, str] = {}
+        self.prompt_from: dict[str, int | None] = {}
+
+    def add_persona(self, line: int | None, persona_id: str, value: Any) -> InputProblem | None:
+        if value is None:
+            return None
+        if persona_id not in self.personas:
+            self.personas[persona_id], self.persona_from[persona_id] = value, line
+            return None
+        if _same_json(self.personas[persona_id], value):
+            return None
+        return InputProblem(line, "persona", f"persona '{persona_id}': description differs from the one "
+                            f"given{_on_line(self.persona_from[persona_id])} (a persona has one description)")
+
+    def add_prompt(self, line: int | None, prompt_id: str, value: Any) -> InputProblem | None:
+        if value is None:
+            return None
+        if prompt_id not in self.prompts:
+            self.prompts[prompt_id], self.prompt_from[prompt_id] = value, line
+            return None
+        if self.prompts[prompt_id] == value:
+            return None
+        return InputProblem(line, "prompt", f"prompt '{prompt_id}': text differs from the one "
+                            f"given{_on_line(self.prompt_from[prompt_id])} (a prompt has one text)")
+
+
+def _on_line(line: int | None) -> str:
+    return f" on line {line}" if line is not None else " earlier"
 
 
 def _json_type(value: Any) -> str:
@@ -112,12 +203,19 @@ def validate_responses(rows: Iterable[tuple[int | None, Any]], source: str) -> R
     problems: list[InputProblem] = []
     prompts: dict[str, PromptResponses] = {}
     systems: dict[str, None] = {}
+    descriptions = _Descriptions()
+    persona_lines: dict[str, int | None] = {}
     for line, row in rows:
         row_problems, values = _check_row(line, row)
         if row_problems:
             problems.extend(row_problems)
             continue
         prompt_id, persona, system = values["prompt_id"], values["persona_id"], values["system"]
+        described = [descriptions.add_prompt(line, prompt_id, values["prompt"])]
+        if persona is not None:
+            persona_lines.setdefault(persona, line)
+            described.append(descriptions.add_persona(line, persona, values["persona"]))
+        problems.extend(problem for problem in described if problem is not None)
         prompt = prompts.get(prompt_id)
         if prompt is None:
             prompt = prompts[prompt_id] = PromptResponses(prompt_id, line)
@@ -152,7 +250,9 @@ def validate_responses(rows: Iterable[tuple[int | None, Any]], source: str) -> R
         problems.extend(_missing_systems(prompt))
     if problems:
         raise InputError(source, sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
-    return ResponseSet(source=source, prompts=list(prompts.values()), systems=list(systems))
+    return ResponseSet(source=source, prompts=list(prompts.values()), systems=list(systems),
+                       persona_descriptions=descriptions.personas, prompt_texts=descriptions.prompts,
+                       persona_lines=persona_lines)
 
 
 def _duplicate(line: int | None, prompt_id: str, persona: str | None, system: str,
@@ -184,3 +284,77 @@ def read_responses(path: str | Path) -> ResponseSet:
     if not responses.systems:
         raise InputError(str(path), [InputProblem(None, None, "no persona responses in file")])
     return responses
+
+
+# ------------------------------------------------------------------------------ description side files
+
+
+def _read_side_file(path: str | Path, id_field: str, value_field: str,
+                    check: Callable[[Any], str | None]) -> dict[str, tuple[Any, int | None]]:
+    """{id: (value, line)} from JSON Lines of {id_field, value_field}; validated whole like the responses."""
+    source = str(path)
+    found: dict[str, tuple[Any, int | None]] = {}
+    problems: list[InputProblem] = []
+    for line, row in iter_json_lines(path):
+        if not isinstance(row, dict):
+            problems.append(InputProblem(line, None, "expected a JSON object"))
+            continue
+        problems.extend(InputProblem(line, name, "unknown field") for name in row if name not in (id_field, value_field))
+        for name in (id_field, value_field):
+            if name not in row:
+                problems.append(InputProblem(line, name, "required field is missing"))
+        key = _identifier(row.get(id_field))
+        if id_field in row and key is None:
+            problems.append(InputProblem(line, id_field, "must be a non-empty string"))
+        problem = check(row[value_field]) if value_field in row else None
+        if problem is not None:
+            problems.append(InputProblem(line, value_field, problem))
+        if key is None or value_field not in row or problem is not None:
+            continue
+        if key in found:
+            problems.append(InputProblem(line, id_field, f"duplicate {id_field} '{key}'{_on_line(found[key][1])}"))
+            continue
+        found[key] = (row[value_field], line)
+    if problems:
+        raise InputError(source, problems)
+    return found
+
+
+def _prompt_text_problem(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return None
+    return f"must be non-empty text, not {_describe(value)}"
+
+
+def _merge(inline: dict[str, Any], side: dict[str, tuple[Any, int | None]], kind: str, field_name: str,
+           source: str) -> tuple[dict[str, Any], list[InputProblem]]:
+    """Side-file values fill what the responses lines leave out; a value given in both must agree."""
+    merged = dict(inline)
+    problems = []
+    for key, (value, line) in side.items():
+        if key not in inline:
+            merged[key] = value
+        elif not _same_json(inline[key], value):
+            problems.append(InputProblem(line, field_name, f"{kind} '{key}': differs from the one given in {source}"))
+    return merged, problems
+
+
+def attach_descriptions(responses: ResponseSet, personas_path: str | Path | None = None,
+                        prompts_path: str | Path | None = None) -> ResponseSet:
+    """The response set with persona descriptions and prompt texts from side files added.
+
+    `personas_path`: JSON Lines of {"persona_id", "persona"}; `prompts_path`: of {"prompt_id", "prompt"}.
+    Ids the responses do not use are ignored (one personas file may serve many responses files).
+    """
+    personas, prompts = responses.persona_descriptions, responses.prompt_texts
+    if personas_path is not None:
+        side = _read_side_file(personas_path, "persona_id", "persona", persona_description_problem)
+        personas, problems = _merge(personas, side, "persona", "persona", responses.source)
+        if problems:
+            raise InputError(str(personas_path), problems)
+    if prompts_path is not None:
+        side = _read_side_file(prompts_path, "prompt_id", "prompt", _prompt_text_problem)
+        prompts, problems = _merge(prompts, side, "prompt", "prompt", responses.source)
+        if problems:
+            raise InputError(str(prompts_path), problems)
+    return replace(responses, persona_descriptions=personas, prompt_texts=prompts)

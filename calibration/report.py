@@ -24,6 +24,7 @@ from calibration.certainty import brier, certainty_split, coverage_auc, coverage
 from calibration.hitl import hitl as hitl_stats
 from calibration.risk import risk_control as risk_stats
 from calibration.table import NAMES, VerdictTable, build_table, ratio
+from judge.jsonl import gc_paused
 from judge.records import Verdict
 
 DEFAULT_DELTA = 0.1  # Jung et al. 2024's delta, used when only a target accuracy is given
@@ -114,7 +115,8 @@ def build_report(
     (true when any judge model starts with "sim-"), `models`, the bootstrap settings, the full
     reliability table, coverage_auc, position and length counts, abstention, the confusion table.
     Values are JSON-serialisable and never NaN (undefined = None)."""
-    table = build_table(verdicts)
+    with gc_paused():
+        table = build_table(verdicts)
     options = {
         "threshold": threshold,
         "hitl": hitl,

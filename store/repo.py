@@ -247,7 +247,7 @@ def _call_row(job_id: str, item_id: str, call: Call) -> dict[str, Any]:
     }
 
 
-def _call_from_row(row: Any) -> Call:
+def call_from_row(row: Any) -> Call:
     return Call(
         order=row.order or None, sample=row.sample, raw=row.raw, choice=row.choice, certainty=row.certainty,
         scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
@@ -256,7 +256,7 @@ def _call_from_row(row: Any) -> Call:
     )
 
 
-def _verdict_from_row(row: Any, calls: list[Call]) -> Verdict:
+def verdict_from_row(row: Any, calls: list[Call]) -> Verdict:
     return Verdict(
         id=row.item_id, winner=row.winner, p_a=row.p_a, certainty=row.certainty, consistent=row.consistent,
         abstained=row.abstained, bpde=row.bpde, human_label=row.human_label,
@@ -281,8 +281,8 @@ def list_verdicts(engine: Engine, job_id: str, after_position: int = -1, limit: 
                 .order_by(CallRow.item_id, CallRow.order, CallRow.sample)
             ).all()
             for call_row in call_rows:
-                calls.setdefault(call_row.item_id, []).append(_call_from_row(call_row))
-    return [(r.position, _verdict_from_row(r, calls.get(r.item_id, []))) for r in rows]
+                calls.setdefault(call_row.item_id, []).append(call_from_row(call_row))
+    return [(r.position, verdict_from_row(r, calls.get(r.item_id, []))) for r in rows]
 
 
 def all_verdicts(engine: Engine, job_id: str, with_calls: bool = True) -> list[Verdict]:

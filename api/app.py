@@ -1,0 +1,68 @@
+"""The Flask application factory.
+
+    create_app(engine=None, enqueue=None, config=None)
+
+`engine`: a migrated SQLAlchemy engine (default: store.db.get_engine(), i.e. DATABASE_URL or the
+embedded SQLite). `enqueue(job)`: sends a stored job to the workers (default:
+worker.tasks.enqueue_job, imported on first use so that building the app starts no broker).
+`config`: PJUDGE_* settings (see api.context.ApiSettings) and Flask settings; unset ones come
+from the environment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g, request
+from sqlalchemy.engine import Engine
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from api.context import ApiSettings, ApiState, Enqueue
+from api.errors import register_error_handlers
+
+
+def _default_enqueue(job: Any) -> Any:
+    from worker.tasks import enqueue_job
+
+    return enqueue_job(job)
+
+
+def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
+               config: Mapping[str, Any] | None = None) -> Flask:
+    settings = ApiSettings.load(config)
+    if engine is None:
+        from store.db import get_engine
+
+        engine = get_engine()
+    app = Flask("pjudge")
+    app.config.update({k: v for k, v in (config or {}).items() if k.isupper() and not k.startswith("PJUDGE_")})
+    # werkzeug refuses a larger Content-Length (413) before reading the body.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["pjudge"] = ApiState(engine=engine, enqueue=enqueue or _default_enqueue, settings=settings)
+
+    from api import health, jobs, openapi, stats
+
+    for blueprint in (jobs.bp, stats.bp, health.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        # Checked before authentication too: an oversized upload is refused without touching the database.
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            raise RequestEntityTooLarge()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        app.extensions["pjudge"].metrics.observe(request.method, route, response.status_code, elapsed)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    return app

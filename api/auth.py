@@ -1,0 +1,53 @@
+"""Bearer keys. A key is known by its SHA-256 only: the `api_keys` table (created by `pjudge keys
+create`, revocable) or the PJUDGE_API_KEYS list read at start. The owner of a job is the hash of the
+key that created it, so a key sees only its own jobs. The key itself is never logged or echoed."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import g, request
+
+from api.context import state
+from api.errors import ApiError
+from store import repo
+
+MAX_KEY_LENGTH = 512
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pjudge"'}
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers=_CHALLENGE)
+
+
+def bearer_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    key = key.strip()
+    return key or None
+
+
+def authenticate() -> str:
+    """The caller's owner id (the key's hash); raises 401 for a missing, unknown or revoked key."""
+    key = bearer_key()
+    if key is None:
+        raise _unauthorized("missing bearer key: send 'Authorization: Bearer <key>'")
+    if len(key) > MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise _unauthorized("invalid key")
+    owner = repo.hash_key(key)
+    settings = state().settings
+    # compare_digest over the hashes: no timing signal about how much of a listed key matched.
+    if any(hmac.compare_digest(owner, known) for known in settings.env_key_hashes):
+        g.owner = owner
+        return owner
+    if repo.key_is_active(state().engine, owner):
+        g.owner = owner
+        return owner
+    raise _unauthorized("invalid or revoked key")
+
+
+def current_owner() -> str:
+    owner = g.get("owner")
+    return owner if owner is not None else authenticate()

@@ -1,0 +1,261 @@
+"""/v1/jobs: create, inspect, page through verdicts, label, report, cancel, export."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, request
+from pydantic import TypeAdapter, ValidationError
+
+from api.auth import authenticate, current_owner
+from api.context import state
+from api.errors import (
+    ApiError,
+    invalid,
+    item_problems,
+    json_response,
+    not_found,
+    problem,
+    pydantic_problems,
+    summarize,
+)
+from api.parsing import deeper_than, parse_query, plausible_job_id, read_json_body
+from api.profiles import resolve_profile
+from api.schemas import (
+    MAX_ITEM_ID,
+    CancelOut,
+    ExportQuery,
+    JobAccepted,
+    JobCounts,
+    JobCreate,
+    JobOut,
+    LabelIn,
+    LabelsOut,
+    ReportQuery,
+    VerdictPage,
+    VerdictsQuery,
+)
+from judge.jsonl import InputError, validate_items
+from judge.records import PairItem
+from store import repo
+from store.models import Job
+
+log = logging.getLogger("pjudge.api")
+bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+
+@bp.before_request
+def _authenticate() -> None:
+    authenticate()  # returns the owner; a before_request that returns a value would become the response
+
+
+_LABELS = TypeAdapter(list[LabelIn])
+MAX_IDEMPOTENCY_KEY = 255
+MAX_NESTING = 32
+
+
+# ---------------------------------------------------------------- helpers
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        job_id=job.id, status=job.status,  # type: ignore[arg-type]
+        counts=JobCounts(items=job.n_items, verdicts=job.n_verdicts, calls=job.n_calls,
+                         failed_calls=job.n_failed_calls, failed_items=job.n_failed_items),
+        cost_usd=round(job.cost_usd or 0.0, 6), profile=job.profile_name, provider=job.provider, model=job.model,
+        created_at=_aware(job.created_at),  # type: ignore[arg-type]
+        started_at=_aware(job.started_at), finished_at=_aware(job.finished_at),
+    )
+
+
+def owned_job(job_id: str) -> Job:
+    """The caller's job; another key's job is a 404 like a missing one (its existence is not told)."""
+    if not plausible_job_id(job_id):
+        raise not_found()
+    job = repo.get_job(state().engine, job_id, owner=current_owner())
+    if job is None:
+        raise not_found()
+    return job
+
+
+def _model(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return json_response(document.model_dump(mode="json"), status, headers)
+
+
+def _validate_items(raw: Any) -> list[PairItem]:
+    if not isinstance(raw, list) or not raw:
+        raise invalid("items: a non-empty list of pair items is required",
+                      [problem("items", "required: a non-empty list of pair items")])
+    try:
+        items = validate_items(enumerate(raw), "items")
+    except InputError as exc:
+        problems = item_problems(exc)
+        raise invalid(summarize(problems, "invalid items"), problems) from None
+    problems = [problem(f"items[{i}].id", f"at most {MAX_ITEM_ID} characters")
+                for i, item in enumerate(items) if len(item.id) > MAX_ITEM_ID]
+    # Free-form values nested deeper than this could be stored but never serialised back out.
+    problems += [problem(f"items[{i}].{name}", f"nested more than {MAX_NESTING} levels deep")
+                 for i, item in enumerate(items) for name in ("metadata", "persona")
+                 if deeper_than(getattr(item, name), MAX_NESTING)]
+    if problems:
+        raise invalid(summarize(problems, "invalid items"), problems)
+    return items
+
+
+def _validate_labels(raw: Any, prefix: str) -> list[LabelIn]:
+    try:
+        labels = _LABELS.validate_python(raw)
+    except ValidationError as exc:
+        problems = pydantic_problems(exc, prefix)
+        raise invalid(summarize(problems, "invalid labels"), problems) from None
+    first: dict[str, int] = {}
+    duplicates = []
+    for index, label in enumerate(labels):
+        if label.id in first:
+            duplicates.append(problem(f"{prefix}[{index}].id", f"duplicate id (first at {prefix}[{first[label.id]}])"))
+        first.setdefault(label.id, index)
+    if duplicates:
+        raise invalid(summarize(duplicates, "invalid labels"), duplicates)
+    return labels
+
+
+def _unknown_ids(unknown: Sequence[str], labels: Sequence[LabelIn], prefix: str) -> ApiError:
+    index = {label.id: i for i, label in enumerate(labels)}
+    shown = ", ".join(repr(i[:100]) for i in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+    details = [problem(f"{prefix}[{index[i]}].id", f"unknown item id {i[:100]!r}") for i in unknown]
+    return invalid(f"{len(unknown)} unknown item id(s): {shown}", details)
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise ApiError(400, "bad_request", "invalid Idempotency-Key header",
+                       [problem("Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")])
+    return key
+
+
+# ---------------------------------------------------------------- routes
+
+@bp.post("")
+def create_job() -> Response:
+    idempotency_key = _idempotency_key()
+    body = read_json_body()
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object {items, profile, labels?}", [problem(None, "expected an object")])
+    unknown = [k for k in body if k not in JobCreate.model_fields]
+    if unknown:
+        details = [problem(str(k)[:100], "unknown field") for k in unknown]
+        raise invalid(summarize(details, "invalid request"), details)
+    settings = state().settings
+    items = _validate_items(body.get("items"))
+    profile = resolve_profile(body.get("profile"), settings)
+    if body.get("labels") is not None:
+        labels = _validate_labels(body["labels"], "labels")
+        by_id = {label.id: label.human_label for label in labels}
+        known = {item.id for item in items}
+        missing = [label.id for label in labels if label.id not in known]
+        if missing:
+            raise _unknown_ids(missing, labels, "labels")
+        items = [item.model_copy(update={"human_label": by_id[item.id]}) if item.id in by_id else item
+                 for item in items]
+    owner = current_owner()
+    created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
+                              batch_size=settings.batch_size)
+    job = created.job
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if not created.created:
+        # The same key with another request is a client bug; say so rather than answer for the first.
+        if (job.n_items, job.profile_name, job.provider, job.model) != (
+                len(items), profile.name, profile.provider, profile.model):
+            raise ApiError(409, "conflict", "Idempotency-Key already used for a different job",
+                           [problem("Idempotency-Key", f"used by job {job.id}")])
+        headers["Idempotent-Replayed"] = "true"
+        return _model(JobAccepted(job_id=job.id, status=job.status), 200, headers)  # type: ignore[arg-type]
+    try:
+        state().enqueue(job)
+    except Exception as exc:  # noqa: BLE001 - the job is stored; the sweeper re-sends queued jobs
+        # The type only: a broker error text can hold its URL, password included.
+        log.warning("job %s stored but not enqueued (%s); it stays queued for the sweeper", job.id,
+                    type(exc).__name__)
+    return _model(JobAccepted(job_id=job.id, status=job.status), 202, headers)  # type: ignore[arg-type]
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str) -> Response:
+    return _model(job_out(owned_job(job_id)))
+
+
+@bp.get("/<job_id>/verdicts")
+def list_verdicts(job_id: str) -> Response:
+    job = owned_job(job_id)
+    query = parse_query(VerdictsQuery)
+    after = int(query.cursor) if query.cursor is not None else -1
+    # One row more than asked tells whether another page exists, so the last page says null.
+    page = repo.list_verdicts(state().engine, job.id, after, query.limit + 1)
+    more = len(page) > query.limit
+    page = page[:query.limit]
+    next_cursor = str(page[-1][0]) if more else None
+    return _model(VerdictPage(verdicts=[v for _, v in page], next_cursor=next_cursor))
+
+
+@bp.post("/<job_id>/labels")
+def attach_labels(job_id: str) -> Response:
+    job = owned_job(job_id)
+    body = read_json_body()
+    if not isinstance(body, list):
+        raise invalid("the body must be a JSON array of {id, human_label}", [problem(None, "expected an array")])
+    labels = _validate_labels(body, "")
+    updated, unknown = repo.attach_labels(state().engine, job.id, [(lb.id, lb.human_label) for lb in labels])
+    if unknown:
+        raise _unknown_ids(unknown, labels, "")
+    return _model(LabelsOut(updated=updated, labels=len(labels)))
+
+
+@bp.get("/<job_id>/report")
+def report(job_id: str) -> Response:
+    job = owned_job(job_id)
+    query = parse_query(ReportQuery)
+    from calibration.report import build_report  # numpy/scipy only when a report is asked for
+
+    verdicts = repo.all_verdicts(state().engine, job.id)
+    return json_response(build_report(verdicts, threshold=query.threshold, hitl=query.hitl, group_by=query.group_by,
+                                      target_accuracy=query.target_accuracy, delta=query.delta))
+
+
+@bp.post("/<job_id>/cancel")
+def cancel(job_id: str) -> Response:
+    job = owned_job(job_id)
+    engine = state().engine
+    if not repo.cancel_job(engine, job.id):
+        status = repo.job_status(engine, job.id) or job.status
+        if status != "cancelled":
+            raise ApiError(409, "conflict", f"job is already {status}", [problem("status", status)])
+    return _model(CancelOut(job_id=job.id, status="cancelled"))
+
+
+@bp.get("/<job_id>/export")
+def export(job_id: str) -> Response:
+    job = owned_job(job_id)
+    parse_query(ExportQuery)
+    from api.queries import dpo_lines
+
+    engine = state().engine
+
+    def lines() -> Iterator[str]:
+        for line in dpo_lines(engine, job.id):
+            yield json.dumps(line, ensure_ascii=False) + "\n"
+
+    return Response(lines(), mimetype="application/x-ndjson",
+                    headers={"Content-Disposition": f'attachment; filename="{job.id}.dpo.jsonl"'})

@@ -1,0 +1,188 @@
+"""GET /v1/openapi.json: an OpenAPI 3.1 document built from the pydantic models in api/schemas.py
+(the same ones that validate the requests) and the route table below."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from flask import Blueprint, Response
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api import schemas as s
+from api.errors import json_response
+from judge.records import Verdict
+
+bp = Blueprint("openapi", __name__)
+
+REF = "#/components/schemas/{model}"
+ERRORS = {400: "Unreadable request (malformed JSON, wrong content type, bad query parameter).",
+          401: "Missing, unknown or revoked key.",
+          404: "No such job for this key.",
+          409: "Conflict with the job's state or an earlier request.",
+          413: "Body larger than the server's limit (PJUDGE_MAX_BODY_MB).",
+          422: "Readable but invalid input; details name each field (e.g. items[516].response_b)."}
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
+          "description": "The job_id returned by POST /v1/jobs."}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
+    "description": "Repeat a POST with the same key (and the same request) to get the same job, never a second.",
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    ok: dict[int, tuple[str, Any]]  # status -> (description, model | raw schema | None)
+    errors: tuple[int, ...] = (400, 401, 404)
+    query: type[BaseModel] | None = None
+    body: Any = None  # a model, or a raw schema
+    parameters: tuple[dict[str, Any], ...] = ()
+    public: bool = False
+    content_type: str = "application/json"
+    tags: tuple[str, ...] = field(default=("jobs",))
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("post", "/v1/jobs", "Submit pair items for judging.",
+          {202: ("Job stored and queued.", s.JobAccepted),
+           200: ("The job created earlier with this Idempotency-Key.", s.JobAccepted)},
+          errors=(400, 401, 409, 413, 422), body=s.JobCreate, parameters=(IDEMPOTENCY_KEY,)),
+    Route("get", "/v1/jobs/{job_id}", "Status, counts and cost of a job.", {200: ("The job.", s.JobOut)},
+          parameters=(JOB_ID,), errors=(401, 404)),
+    Route("get", "/v1/jobs/{job_id}/verdicts", "Verdicts (SPEC 1.2) in item order, one page at a time.",
+          {200: ("A page of verdicts.", s.VerdictPage)}, query=s.VerdictsQuery, parameters=(JOB_ID,)),
+    Route("post", "/v1/jobs/{job_id}/labels", "Attach human labels to a job's items by id.",
+          {200: ("Labels applied.", s.LabelsOut)}, errors=(400, 401, 404, 413, 422),
+          body={"type": "array", "items": {"$ref": REF.format(model="LabelIn")}}, parameters=(JOB_ID,)),
+    Route("get", "/v1/jobs/{job_id}/report", "The statistics of SPEC section 4 for the job's verdicts.",
+          {200: ("The report.", s.Report)}, query=s.ReportQuery, parameters=(JOB_ID,)),
+    Route("post", "/v1/jobs/{job_id}/cancel", "Cancel a queued or running job.",
+          {200: ("The job is cancelled.", s.CancelOut)}, errors=(401, 404, 409), parameters=(JOB_ID,)),
+    Route("get", "/v1/jobs/{job_id}/export", "Preference pairs of the decided, non-abstained verdicts.",
+          {200: ("JSON Lines, one DpoLine per line.", s.DpoLine)}, query=s.ExportQuery, parameters=(JOB_ID,),
+          content_type="application/x-ndjson"),
+    Route("get", "/v1/stats/agreement", "The SPEC 4 statistics over the caller's jobs matching the filters.",
+          {200: ("The report.", s.Report)}, errors=(400, 401, 422), query=s.StatsQuery, tags=("stats",)),
+    Route("get", "/healthz", "Liveness and database check.",
+          {200: ("Healthy.", s.Health), 503: ("The database is unreachable.", s.Health)},
+          errors=(), public=True, tags=("operations",)),
+    Route("get", "/metrics", "Prometheus text exposition (no auth unless PJUDGE_METRICS_AUTH is set).",
+          {200: ("Metrics.", {"type": "string"})}, errors=(), public=True, content_type="text/plain",
+          tags=("operations",)),
+    Route("get", "/v1/openapi.json", "This document.", {200: ("OpenAPI 3.1.", {"type": "object"})},
+          errors=(), public=True, tags=("operations",)),
+)
+
+
+def _drop_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent rather than null: `X | None` documents as X."""
+    options = schema.get("anyOf")
+    if options:
+        rest = [o for o in options if o.get("type") != "null"]
+        if len(rest) == 1:
+            merged = {k: v for k, v in schema.items() if k != "anyOf"}
+            merged.update(rest[0])
+            return merged
+    return schema
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=REF)
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = _drop_null(dict(prop))
+        prop.pop("title", None)
+        if prop.get("default", 0) is None:  # "absent" is not a value of the parameter's type
+            prop.pop("default")
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if "description" in prop:
+            parameter["description"] = prop.pop("description")
+        parameters.append(parameter)
+    return parameters
+
+
+def _models() -> list[tuple[type[BaseModel], str]]:
+    models: list[tuple[type[BaseModel], str]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
+                                                  (s.ErrorBody, "serialization"), (Verdict, "serialization")]
+    for route in ROUTES:
+        for _, model in route.ok.values():
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                models.append((model, "serialization"))
+    return list(dict.fromkeys(models))
+
+
+@lru_cache(maxsize=1)
+def build_document() -> dict[str, Any]:
+    refs, definitions = models_json_schema(_models(), ref_template=REF)
+
+    def ref(model: Any, mode: str) -> Any:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return refs[(model, mode)]
+        return model
+
+    error = {"description": "", "content": {"application/json": {"schema": ref(s.ErrorBody, "serialization")}}}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {"summary": route.summary, "tags": list(route.tags),
+                                     "operationId": f"{route.method}_{route.path.strip('/').replace('/', '_')}"
+                                     .replace("{", "").replace("}", "").replace(".", "_").replace("-", "_")}
+        parameters = list(route.parameters) + (query_parameters(route.query) if route.query else [])
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            operation["requestBody"] = {"required": True,
+                                        "content": {"application/json": {"schema": ref(route.body, "validation")}}}
+        responses: dict[str, Any] = {}
+        for status, (description, model) in route.ok.items():
+            responses[str(status)] = {"description": description,
+                                      "content": {route.content_type: {"schema": ref(model, "serialization")}}}
+        for status in route.errors:
+            responses[str(status)] = {**error, "description": ERRORS[status]}
+        operation["responses"] = responses
+        if route.public:
+            operation["security"] = []
+        paths.setdefault(route.path, {})[route.method] = operation
+    _document_leniencies(definitions.get("$defs", {}))
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "persona-judge", "version": _version(),
+                 "description": "LLM-as-a-personalized-judge as a service (SPEC section 8). Every error is "
+                                "{\"error\": {\"code\", \"message\", \"details\"}}."},
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "A key from `pjudge keys create` or PJUDGE_API_KEYS."}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _document_leniencies(schemas: dict[str, Any]) -> None:
+    """What the validators accept beyond their type annotations (a before-validator does not show
+    in model_json_schema): PairItem.metadata may be null, meaning {} (judge/records.py)."""
+    metadata = schemas.get("PairItem", {}).get("properties", {}).get("metadata")
+    if metadata is not None and "anyOf" not in metadata:
+        described = {k: metadata.pop(k) for k in ("title", "default", "description") if k in metadata}
+        schemas["PairItem"]["properties"]["metadata"] = {"anyOf": [metadata, {"type": "null"}], **described}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("persona-judge")
+    except PackageNotFoundError:
+        return "0"
+
+
+@bp.get("/v1/openapi.json")
+def openapi_json() -> Response:
+    return json_response(build_document())

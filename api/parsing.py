@@ -1,0 +1,133 @@
+"""Reading request bodies and query strings defensively: every way a body can be wrong (type,
+encoding, syntax, NaN, nesting, lone surrogates, NUL) becomes a 400/422, never a 500."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, TypeVar
+
+from flask import request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from api.errors import ApiError, invalid, pydantic_problems, summarize
+
+M = TypeVar("M", bound=BaseModel)
+
+# Escapes that decode to text the database cannot store: a surrogate half (invalid in UTF-8) or
+# NUL (PostgreSQL text rejects it). Only bodies containing one are walked in full.
+_SUSPICIOUS = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
+_JOB_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 decodes to inf, which no JSON answer could carry back
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _bad_text(value: str) -> str | None:
+    if "\x00" in value:
+        return "NUL characters are not allowed"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "unpaired surrogate characters are not allowed"
+    return None
+
+
+def find_bad_string(document: Any) -> str | None:
+    """The first problem with a string (key or value) anywhere in a decoded document, iteratively
+    (a recursive walk could overflow on deep nesting)."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            reason = _bad_text(value)
+            if reason:
+                return reason
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` levels (iteratively: a deep value must not overflow
+    the check meant to catch it)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, dict | list):
+            if depth >= limit:
+                return True
+            children = current.values() if isinstance(current, dict) else current
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _is_json_mimetype(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def read_json_body() -> Any:
+    """The decoded JSON body. The size limit (MAX_CONTENT_LENGTH) is enforced by werkzeug before
+    anything is read: a larger Content-Length raises 413 at once."""
+    if not _is_json_mimetype(request.mimetype):
+        raise ApiError(400, "unsupported_media_type", "the body must be JSON: send 'Content-Type: application/json'")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise ApiError(400, "bad_request", "the body must be UTF-8 encoded JSON")
+    raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A streamed (chunked) body is cut at the limit by werkzeug without an error: refuse it.
+        raise RequestEntityTooLarge()
+    if not raw.strip():
+        raise ApiError(400, "bad_request", "the request body is empty: send a JSON document")
+    try:
+        # utf-8-sig: a leading byte-order mark (some Windows tools write one) is not an error.
+        document = json.loads(raw.decode("utf-8-sig"), parse_constant=_reject_constant, parse_float=_finite_float)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "bad_request",
+                       f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:
+        raise ApiError(400, "bad_request", "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, integers too long to convert
+        raise ApiError(400, "bad_request", f"malformed JSON: {exc}") from None
+    if _SUSPICIOUS.search(raw):
+        reason = find_bad_string(document)
+        if reason:
+            raise invalid(f"invalid text in body: {reason}")
+    return document
+
+
+def parse_query(model: type[M]) -> M:
+    """Validate the query string with `model`; a bad value is a 400 naming the parameter."""
+    args = {key: request.args.get(key) for key in request.args}
+    for key, value in args.items():
+        if value is not None and _bad_text(value):
+            raise ApiError(400, "bad_request", f"invalid query parameter {key}",
+                           [{"field": key, "message": _bad_text(value) or ""}])
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        problems = pydantic_problems(exc)
+        raise ApiError(400, "bad_request", summarize(problems, "invalid query parameter"), problems) from None
+
+
+def plausible_job_id(job_id: str) -> bool:
+    """Ids are UUIDs; anything else cannot exist, so it is a 404 without a query (and never a NUL
+    or a 10 kB string sent to the database)."""
+    return bool(_JOB_ID.match(job_id))

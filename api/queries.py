@@ -1,0 +1,124 @@
+"""Read queries the API needs beyond store.repo (additive; nothing here writes).
+
+`agreement_verdicts` is the one place the stats route reads its verdicts, so that moving the
+aggregation into SQL later replaces one function.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from judge.records import Call, Verdict
+from store.models import CallRow, Job, JobItem, VerdictRow
+
+# The row -> record conversions are store.repo's own (private there; see the report).
+from store.repo import call_from_row, verdict_from_row
+
+
+def ping(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not healthy"
+        return False
+
+
+def totals(engine: Engine) -> dict[str, float]:
+    """Sums over all jobs of their counters (the per-job counters are exact, see repo.record_verdicts)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(
+            func.coalesce(func.sum(Job.n_items), 0), func.coalesce(func.sum(Job.n_verdicts), 0),
+            func.coalesce(func.sum(Job.n_calls), 0), func.coalesce(func.sum(Job.n_failed_calls), 0),
+            func.coalesce(func.sum(Job.n_failed_items), 0), func.coalesce(func.sum(Job.cost_usd), 0.0),
+        )).one()
+    names = ("items", "verdicts", "calls", "failed_calls", "failed_items", "cost_usd")
+    return dict(zip(names, row, strict=True))
+
+
+# ---------------------------------------------------------------- stats over many jobs
+
+@dataclass(frozen=True)
+class VerdictFilter:
+    owner: str
+    profile: str | None = None
+    model: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = [Job.owner == self.owner]
+        if self.profile is not None:
+            conditions.append(VerdictRow.profile == self.profile)
+        if self.model is not None:
+            conditions.append(VerdictRow.model == self.model)
+        if self.since is not None:
+            conditions.append(VerdictRow.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(VerdictRow.created_at < self.until)
+        return conditions
+
+
+def count_agreement_verdicts(engine: Engine, where: VerdictFilter) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(VerdictRow).join(Job, Job.id == VerdictRow.job_id)
+            .where(*where.conditions())
+        ).scalar_one())
+
+
+def agreement_verdicts(engine: Engine, where: VerdictFilter) -> list[Verdict]:
+    """Every verdict (with its calls) of the owner's jobs matching the filter, oldest job first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(VerdictRow).join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
+            .order_by(Job.created_at, VerdictRow.job_id, VerdictRow.position)
+        ).all()
+        calls: dict[tuple[str, str], list[Call]] = {}
+        call_rows = conn.execute(
+            select(CallRow)
+            .join(VerdictRow, and_(VerdictRow.job_id == CallRow.job_id, VerdictRow.item_id == CallRow.item_id))
+            .join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
+            .order_by(CallRow.job_id, CallRow.item_id, CallRow.order, CallRow.sample)
+        ).all()
+        for call_row in call_rows:
+            calls.setdefault((call_row.job_id, call_row.item_id), []).append(call_from_row(call_row))
+    return [verdict_from_row(r, calls.get((r.job_id, r.item_id), [])) for r in rows]
+
+
+# ---------------------------------------------------------------- DPO export
+
+def dpo_lines(engine: Engine, job_id: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+    """prompt/chosen/rejected of the job's decided, non-abstained verdicts in item order, read in
+    keyset pages so a large job streams in constant memory."""
+    after = -1
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(VerdictRow.position, VerdictRow.winner, JobItem.item_json)
+                .join(JobItem, and_(JobItem.job_id == VerdictRow.job_id, JobItem.item_id == VerdictRow.item_id))
+                .where(VerdictRow.job_id == job_id, VerdictRow.position > after,
+                       VerdictRow.winner.in_(("A", "B")), VerdictRow.abstained.is_(False))
+                .order_by(VerdictRow.position).limit(page_size)
+            ).all()
+        if not rows:
+            return
+        for position, winner, item_json in rows:
+            after = position
+            item = json.loads(item_json)
+            chosen, rejected = ("response_a", "response_b") if winner == "A" else ("response_b", "response_a")
+            line: dict[str, Any] = {"id": item["id"], "prompt": item["prompt"],
+                                    "chosen": item[chosen], "rejected": item[rejected]}
+            if item.get("persona") not in (None, "", {}):
+                line["persona"] = item["persona"]
+            yield line
+        if len(rows) < page_size:
+            return

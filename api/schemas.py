@@ -1,0 +1,216 @@
+"""Pydantic models of the API: they validate the requests and, through `model_json_schema`, are the
+OpenAPI document (api/openapi.py), so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from judge.profiles import DEFAULT_PROFILE, JudgeProfile
+from judge.records import Label, PairItem, Verdict
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+MAX_ITEM_ID = 512  # job_items.item_id is VARCHAR(512)
+MAX_NAME = 255
+
+
+# ---------------------------------------------------------------- requests
+
+class ProfileOverrides(JudgeProfile):
+    """A judge profile as an object: `profile` (or `name`, or `template`) names the base profile,
+    every other field given overrides it. Server file paths (`replay_path`, profile or template
+    paths) are refused unless the server allows them (PJUDGE_API_ALLOW_SERVER_PATHS)."""
+
+    model_config = ConfigDict(extra="forbid", title="ProfileOverrides")
+
+    profile: str | None = Field(default=None, min_length=1, max_length=MAX_NAME,
+                                description="Name of the base profile [default: persona-certainty].")
+    name: str = Field(default=DEFAULT_PROFILE, min_length=1, max_length=MAX_NAME)
+    model: str = Field(default="gpt-4o-2024-08-06", min_length=1, max_length=MAX_NAME)
+    template: str = Field(default="persona-certainty", min_length=1, max_length=MAX_NAME)
+    api_key_env: str | None = Field(
+        default=None, max_length=128,
+        description="Name of the server's environment variable holding the provider key; it must end in "
+                    "_API_KEY (so no other server secret can be sent to a client-chosen base_url).",
+    )
+
+
+class LabelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=MAX_ITEM_ID)
+    human_label: Label | None = Field(description="A, B or tie; null removes the label.")
+
+
+class JobCreate(BaseModel):
+    """POST /v1/jobs. `items` are SPEC 1.1 pair items (validated by judge.jsonl.validate_items)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[PairItem] = Field(min_length=1)
+    profile: str | ProfileOverrides | None = Field(
+        default=DEFAULT_PROFILE,
+        description="A built-in or stored profile's name, or an object of overrides; absent or null: persona-certainty.",
+    )
+    labels: list[LabelIn] | None = Field(default=None, description="Human labels by item id (override the items').")
+
+
+class _Query(BaseModel):
+    # Unknown parameters are refused: a typo (?treshold=0.7) must not silently give the default.
+    # NaN and infinities never pass as numbers.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class VerdictsQuery(_Query):
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page.")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class ReportQuery(_Query):
+    threshold: float = Field(default=0.8, ge=0, le=1, description="Certainty split of high/low_certainty.")
+    hitl: float = Field(default=0.2, ge=0, le=1, description="Share beta of labelled items sent to humans.")
+    group_by: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, description="A metadata key.")
+    target_accuracy: float | None = Field(default=None, gt=0, le=1, description="Adds risk_control.")
+    delta: float | None = Field(default=None, gt=0, lt=1, description="Risk level of risk_control [default 0.1].")
+
+
+ISO_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
+
+
+def _iso_time(value: Any) -> Any:
+    """ISO 8601 text only (pydantic alone would also read "0.5" as a Unix time); UTC if naive."""
+    if not isinstance(value, str) or not re.match(ISO_TIME, value):
+        raise ValueError("expected an ISO 8601 date or date-time, e.g. 2025-01-31 or 2025-01-31T12:00:00Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # 2025-13-01; 0001-01-01T00:00+01:00 has no UTC year
+        raise ValueError("not a valid date or time") from None
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time), WithJsonSchema({"type": "string", "pattern": ISO_TIME})]
+
+
+class StatsQuery(ReportQuery):
+    profile: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    model: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    since: IsoTime | None = Field(default=None, description="Verdicts stored at or after (ISO 8601; UTC if naive).")
+    until: IsoTime | None = Field(default=None, description="Verdicts stored before (ISO 8601; UTC if naive).")
+
+
+class ExportQuery(_Query):
+    format: Literal["dpo"] = "dpo"
+
+
+# ---------------------------------------------------------------- responses
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+
+
+class JobCounts(BaseModel):
+    items: int
+    verdicts: int
+    calls: int
+    failed_calls: int
+    failed_items: int
+
+
+class JobOut(BaseModel):
+    job_id: str
+    status: JobStatus
+    counts: JobCounts
+    cost_usd: float
+    profile: str
+    provider: str
+    model: str
+    created_at: AwareDatetime
+    started_at: AwareDatetime | None
+    finished_at: AwareDatetime | None
+
+
+class VerdictPage(BaseModel):
+    verdicts: list[Verdict]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
+class LabelsOut(BaseModel):
+    updated: int = Field(description="Verdicts whose label changed (items without a verdict yet are labelled too).")
+    labels: int = Field(description="Labels applied to the job's items.")
+
+
+class CancelOut(BaseModel):
+    job_id: str
+    status: JobStatus
+
+
+class Interval(BaseModel):
+    value: float | None
+    ci95: list[float | None] | None
+
+
+class ReportCounts(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    items: int
+    labelled: int
+    decided: int
+    correct: int
+    correct_no_tie: int
+
+
+class Report(BaseModel):
+    """The statistics of SPEC section 4 (plus extra keys the report adds)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    accuracy: float | None
+    accuracy_no_tie: float | None
+    counts: ReportCounts
+    cohen_kappa: Interval
+    krippendorff_alpha: Interval
+    high_certainty: dict[str, Any]
+    low_certainty: dict[str, Any]
+    coverage_curve: list[dict[str, Any]]
+    ece: float | None
+    brier: float | None
+    position_consistency: float | None
+    first_position_rate: float | None
+    prefers_longer: float | None
+    hitl: dict[str, Any]
+    by_group: dict[str, dict[str, Any]] | None = None
+    risk_control: dict[str, Any] | None = None
+
+
+class DpoLine(BaseModel):
+    """One line of GET /v1/jobs/{id}/export?format=dpo (JSON Lines)."""
+
+    id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    persona: str | dict[str, Any] | None = Field(default=None, description="Present when the item had one.")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "error"]
+    database: Literal["ok", "error"]
+
+
+class ErrorDetail(BaseModel):
+    field: str | None
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo

@@ -169,13 +169,6 @@ def test_cli_bad_input_exits_2_naming_file_and_line(tmp_path: Path) -> None:
     assert run(str(tmp_path / "missing.jsonl")).exit_code == 2
 
 
-def test_cli_html_is_not_available_yet(tmp_path: Path) -> None:
-    path = write_verdicts(tmp_path / "v.jsonl", [verdict()])
-    result = run(str(path), "--format", "html")
-    assert result.exit_code == 1
-    assert "html" in result.stderr.lower() and "not available" in result.stderr
-
-
 def test_cli_delta_needs_target(tmp_path: Path) -> None:
     path = write_verdicts(tmp_path / "v.jsonl", [verdict()])
     assert run(str(path), "--delta", "0.1").exit_code == 2

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from judge.jsonl import InputError, InputProblem, iter_json_lines, read_verdicts
 from judge.records import Verdict
-from pjudge.common import echo_json, handle_errors
+from pjudge.common import handle_errors
+
+if TYPE_CHECKING:  # imported at run time only when the verb needs them (numpy, matplotlib)
+    from judge.profiles import JudgeProfile
 
 LABELS = ("A", "B", "tie")
 
@@ -83,6 +88,149 @@ def _write(text: str, output: Path | None) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
+# ----------------------------------------------------------------------------- --save-profile
+
+
+def certainty_threshold_for(confidence: float) -> float:
+    """A risk-control threshold on confidence as a profile's `certainty_threshold`.
+
+    Risk control (SPEC 4) thresholds the confidence max(p_a, 1 - p_a); a verdict's certainty (SPEC 1.2,
+    what `certainty_threshold` is compared with) is |2 p_a - 1| = 2 confidence - 1. So confidence >= lambda
+    exactly when certainty >= 2 lambda - 1. Both sides are compared after rounding to 9 decimals (SPEC
+    3.1), which is why lambda is rounded first, as calibration.risk does; a lambda at or below 0.5 keeps
+    everything, i.e. certainty threshold 0.
+    """
+    return max(0.0, round(2.0 * round(confidence, 9) - 1.0, 9))
+
+
+def _toml_string(text: str) -> str:
+    # TOML basic string: escape the quote, the backslash and every control character (DEL included).
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot write {value} to TOML")
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    raise TypeError(f"cannot write {type(value).__name__} to a profile")
+
+
+def profile_toml(fields: dict[str, Any], comment: str) -> str:
+    """A profile as TOML: top-level keys first, then one [table] per nested object (the price)."""
+    # TOML comments may not hold control characters; a file name could.
+    printable = ["".join(c if c.isprintable() else "?" for c in line) for line in comment.splitlines()]
+    lines = [f"# {line}" if line else "#" for line in printable]
+    tables = {k: v for k, v in fields.items() if isinstance(v, dict)}
+    lines += [f"{key} = {_toml_value(v)}" for key, v in fields.items() if key not in tables and v is not None]
+    for key, table in tables.items():
+        lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def base_profile(name: str | None, verdicts: list[Verdict]) -> JudgeProfile:
+    """The profile the calibrated threshold is added to: --profile, else the one the verdicts name."""
+    from judge.profiles import ProfileError, load_profile
+
+    if name is None:
+        names = {v.judge.profile for v in verdicts}
+        if len(names) != 1:
+            raise click.UsageError("--save-profile needs --profile NAME|FILE: the verdicts name several profiles")
+        name = names.pop()
+        try:
+            return load_profile(name)
+        except ProfileError:
+            raise click.UsageError(
+                f"--save-profile needs --profile NAME|FILE: the verdicts' profile '{name}' is not a known profile"
+            ) from None
+    return load_profile(name)
+
+
+def save_profile(path: Path, profile_name: str | None, verdicts: list[Verdict], report: dict[str, Any],
+                 source: Path) -> float:
+    """Write the base profile with the risk-controlled `certainty_threshold` as TOML; return it."""
+    from judge.profiles import load_profile
+
+    rc = report["risk_control"]
+    if rc["threshold"] is None:
+        raise click.ClickException(
+            f"no threshold guarantees accuracy {rc['target']} at delta {rc['delta']} "
+            f"({rc.get('reason', 'the bound fails')}); profile not written"
+        )
+    base = base_profile(profile_name, verdicts)
+    threshold = certainty_threshold_for(rc["threshold"])
+    fields = base.model_dump(mode="json", exclude_none=True)
+    fields.update(name=path.stem, certainty_threshold=threshold)
+    comment = (
+        f"Profile {base.name} with a risk-controlled certainty_threshold, written by `pjudge report`.\n"
+        f"Calibrated on {source.name}: accuracy >= {rc['target']} with probability >= {1 - rc['delta']:.6g}\n"
+        f"(fixed-sequence testing, Clopper-Pearson; SPEC section 4 risk_control): confidence\n"
+        f"max(p_a, 1 - p_a) >= {rc['threshold']!r}, i.e. certainty |2 p_a - 1| >= {threshold!r}.\n"
+        f"On the calibration file: {rc['accepted']} accepted, {rc['errors']} errors, coverage "
+        f"{rc['coverage']:.4f}. Use with: pjudge judge ITEMS.jsonl --profile {path}"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and read back before it replaces anything: a profile that does not
+    # load as itself must never reach `pjudge judge`.
+    partial = path.with_name(f".{path.stem}.partial.toml")
+    try:
+        partial.write_text(profile_toml(fields, comment), encoding="utf-8")
+        if load_profile(str(partial)).certainty_threshold != threshold:
+            raise click.ClickException(f"{path}: certainty_threshold did not survive a round trip")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    models = {v.judge.model for v in verdicts}
+    if models != {base.model}:
+        click.echo(f"warning: the threshold was calibrated on verdicts of {', '.join(sorted(models))}; "
+                   f"the profile judges with {base.model}", err=True)
+    click.echo(f"wrote {path}: certainty_threshold = {threshold!r} (confidence >= {rc['threshold']!r})", err=True)
+    return threshold
+
+
+def _render(fmt: str, report: dict[str, Any], verdicts: list[Verdict], path: Path,
+            other: tuple[Path, list[Verdict], dict[str, Any]] | None) -> str:
+    """The document of one format; with `other`, the two files side by side."""
+    if other is None:
+        if fmt == "md":
+            from calibration.markdown import render_markdown
+
+            return render_markdown(report)
+        if fmt == "html":
+            from calibration.html import render_html
+
+            return render_html(report, verdicts, name=path.stem)
+        return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False)
+    from calibration.compare import Side, compare, render_compare_markdown, side_names
+
+    other_path, other_verdicts, other_report = other
+    name_a, name_b = side_names(str(path), str(other_path))
+    side_a = Side(name_a, str(path), verdicts, report)
+    side_b = Side(name_b, str(other_path), other_verdicts, other_report)
+    if fmt == "html":
+        from calibration.html import render_html
+
+        return render_html(report, verdicts, title="persona-judge comparison", name=name_a, other=side_b)
+    comparison = compare(side_a, side_b)
+    if fmt == "md":
+        return render_compare_markdown(comparison)
+    return json.dumps(comparison, indent=2, ensure_ascii=False, allow_nan=False)
+
+
 @click.command("report")
 @click.argument("verdicts_path", metavar="VERDICTS.jsonl", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -91,7 +239,8 @@ def _write(text: str, output: Path | None) -> None:
     type=click.Choice(["json", "md", "html"]),
     default="json",
     show_default=True,
-    help="json: one JSON document (SPEC 4 keys); md: Markdown tables.",
+    help="json: one JSON document (SPEC 4 keys); md: Markdown tables; html: one self-contained page "
+    "with plots (write it with -o).",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
 @click.option(
@@ -124,7 +273,31 @@ def _write(text: str, output: Path | None) -> None:
     "--labels",
     "labels_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="JSONL of {id, human_label} joined onto the verdicts (overrides their labels).",
+    help="JSONL of {id, human_label} joined onto the verdicts (overrides their labels; with --compare, "
+    "onto both files).",
+)
+@click.option(
+    "--compare",
+    "compare_path",
+    metavar="OTHER.jsonl",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A second verdicts file (another judge or profile) shown side by side, with the differences "
+    "and a paired comparison on the items both judged.",
+)
+@click.option(
+    "--save-profile",
+    "save_profile_path",
+    metavar="PATH.toml",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --target-accuracy: write a profile whose certainty_threshold is the risk-controlled "
+    "threshold (certainty = 2 x confidence - 1), for `pjudge judge --profile PATH.toml`; saved in a "
+    "PJUDGE_PROFILES folder it is found by name, by the CLI and the service alike.",
+)
+@click.option(
+    "--profile",
+    "profile_name",
+    metavar="NAME|FILE",
+    help="Base profile for --save-profile [default: the profile named in the verdicts].",
 )
 @click.option(
     "--bootstrap",
@@ -145,34 +318,49 @@ def report_command(
     target_accuracy: float | None,
     delta: float | None,
     labels_path: Path | None,
+    compare_path: Path | None,
+    save_profile_path: Path | None,
+    profile_name: str | None,
     bootstrap: int,
     seed: int,
 ) -> None:
     """Agreement, calibration and bias statistics of VERDICTS.jsonl (SPEC section 4)."""
-    if fmt == "html":
-        raise click.ClickException("--format html is not available yet; use --format json or --format md")
     if delta is not None and target_accuracy is None:
         raise click.UsageError("--delta needs --target-accuracy")
+    if save_profile_path is not None:
+        if target_accuracy is None:
+            raise click.UsageError("--save-profile needs --target-accuracy")
+        if save_profile_path.suffix != ".toml":
+            raise click.UsageError("--save-profile writes TOML: give a path ending in .toml")
+    elif profile_name is not None:
+        raise click.UsageError("--profile is the base of --save-profile and needs it")
     from calibration.report import build_report  # numpy/scipy only when the verb runs
 
-    verdicts = load_verdicts(verdicts_path, labels_path)
-    report: dict[str, Any] = build_report(
-        verdicts,
-        threshold=threshold,
-        hitl=hitl,
-        group_by=group_by,
-        target_accuracy=target_accuracy,
-        delta=delta,
-        bootstrap_resamples=bootstrap,
-        seed=seed,
-    )
-    if report.get("simulated"):
-        click.echo("warning: these verdicts come from a simulated judge (sim- model)", err=True)
-    if fmt == "md":
-        from calibration.markdown import render_markdown
+    def report_of(path: Path) -> tuple[list[Verdict], dict[str, Any]]:
+        verdicts = load_verdicts(path, labels_path)
+        report = build_report(
+            verdicts,
+            threshold=threshold,
+            hitl=hitl,
+            group_by=group_by,
+            target_accuracy=target_accuracy,
+            delta=delta,
+            bootstrap_resamples=bootstrap,
+            seed=seed,
+        )
+        if report.get("simulated"):
+            click.echo(f"warning: {path} comes from a simulated judge (sim- model)", err=True)
+        return verdicts, report
 
-        _write(render_markdown(report), output)
-    elif output is None:
-        echo_json(report)
+    verdicts, report = report_of(verdicts_path)
+    other = None
+    if compare_path is not None:
+        other_verdicts, other_report = report_of(compare_path)
+        other = (compare_path, other_verdicts, other_report)
+    if save_profile_path is not None:
+        save_profile(save_profile_path, profile_name, verdicts, report, verdicts_path)
+    text = _render(fmt, report, verdicts, verdicts_path, other)
+    if output is None and fmt == "json":
+        click.echo(text)
     else:
-        _write(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False), output)
+        _write(text, output)

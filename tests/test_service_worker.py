@@ -225,3 +225,50 @@ def test_requests_per_minute_limit_is_shared(service: Service, start_sim) -> Non
     elapsed = time.monotonic() - started
     assert job.n_calls == 260
     assert elapsed > 4.0, elapsed
+
+
+def test_api_worker_end_to_end_1000_items_equal_to_pjudge_judge_and_no_secret_in_logs(
+        service: Service, start_sim, tmp_path: Path) -> None:
+    from tests.conftest import run_pjudge
+    from tests.services import free_port, wait_for_port
+
+    sim = start_sim("--first-bias", "0.3", "--noise", "0.05", "--seed", "21")
+    api_key = "pj-test-api-key-" + "s3cr3t" * 4
+    provider_key = "sk-test-provider-" + "hidden" * 4
+    service.env.update({"PJUDGE_API_KEYS": api_key, "OPENAI_API_KEY": provider_key})
+    port = free_port()
+    api = Process(["serve", "--port", str(port)], service.env, tmp_path / "api.log").start()
+    service.workers.append(api)  # stopped with the workers
+    service.start_worker(concurrency=8)
+    wait_for_port(port)
+
+    items = many_items(1000, seed=5)
+    items_path = tmp_path / "items.jsonl"
+    items_path.write_text("".join(i.model_dump_json(exclude_none=True) + "\n" for i in items))
+    out = tmp_path / "service.jsonl"
+    submit_env = {"PJUDGE_API_KEY": api_key, "OPENAI_API_KEY": provider_key}
+    started = time.monotonic()
+    submitted = run_pjudge("submit", str(items_path), "--url", f"http://127.0.0.1:{port}", "--provider",
+                           "openai-compatible", "--model", "sim-judge", "--base-url", sim.openai_base_url,
+                           "--wait", "-o", str(out), "--format", "json", env=submit_env)
+    elapsed = time.monotonic() - started
+    assert submitted.returncode == 0, submitted.stderr
+    service_verdicts = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(service_verdicts) == 1000
+    assert sum(len(v["calls"]) for v in service_verdicts) == 2000
+
+    cli_out = tmp_path / "cli.jsonl"
+    judged = run_pjudge("judge", str(items_path), "-o", str(cli_out), "--provider", "openai-compatible",
+                        "--model", "sim-judge", "--base-url", sim.openai_base_url, "--no-cache",
+                        env={"OPENAI_API_KEY": provider_key})
+    assert judged.returncode == 0, judged.stderr
+    cli = {v["id"]: v for v in map(json.loads, cli_out.read_text().splitlines())}
+    fields = ("winner", "p_a", "certainty", "consistent", "bpde", "abstained")
+    assert all(tuple(v[f] for f in fields) == tuple(cli[v["id"]][f] for f in fields) for v in service_verdicts)
+
+    service.stop()
+    logs = (submitted.stdout + submitted.stderr + judged.stdout + judged.stderr
+            + "".join(w.output() for w in service.workers) + out.read_text())
+    assert api_key not in logs and provider_key not in logs
+    assert "POST /v1/jobs" in api.output() or "listening" in api.output()
+    print(f"1000 items through API + worker in {elapsed:.1f}s")

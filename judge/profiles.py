@@ -91,7 +91,7 @@ def available_profiles() -> list[str]:
     return sorted(names)
 
 
-def _read_profile_file(path: Path) -> dict[str, Any]:
+def read_profile_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".toml":
@@ -147,7 +147,7 @@ def load_profile(spec: str | dict[str, Any] | None = None, **overrides: Any) -> 
             raise ProfileError(
                 f"unknown profile '{spec}' (available: {', '.join(available_profiles())}; or give a path)"
             )
-        data = _read_profile_file(path)
+        data = read_profile_file(path)
         source = str(path)
     else:
         fields = dict(spec)
@@ -155,7 +155,7 @@ def load_profile(spec: str | dict[str, Any] | None = None, **overrides: Any) -> 
         if not base_name or _find_profile_file(str(base_name)) is None:
             template = fields.get("template")
             base_name = template if template and _find_profile_file(str(template)) else DEFAULT_PROFILE
-        data = _read_profile_file(_find_profile_file(str(base_name)))  # type: ignore[arg-type]
+        data = read_profile_file(_find_profile_file(str(base_name)))  # type: ignore[arg-type]
         data.update(fields)
         source = "object"
     data.update({k: v for k, v in overrides.items() if v is not None})

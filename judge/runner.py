@@ -14,7 +14,7 @@ from typing import Protocol
 
 from judge.aggregation import aggregate
 from judge.cache import CallCache, NullCache, cache_key
-from judge.parsers import Parsed, get_parser
+from judge.parsers import Parsed, get_parser, to_item_labels
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
 from judge.records import Call, JudgeInfo, Order, PairItem, Verdict
@@ -38,16 +38,6 @@ class Progress:
     cached_calls: int = 0
     cost_usd: float = 0.0
     verdicts: int = 0
-
-
-def unswap(parsed: Parsed, order: Order) -> tuple[str | None, list[float] | None]:
-    """A parsed answer (in shown positions) in the item's own A/B labels."""
-    first, second = ("A", "B") if order == "AB" else ("B", "A")
-    choice = {"first": first, "second": second, "tie": "tie"}.get(parsed.choice or "")
-    scores = None
-    if parsed.scores is not None:
-        scores = list(parsed.scores) if order == "AB" else [parsed.scores[1], parsed.scores[0]]
-    return choice, scores
 
 
 class Judge:
@@ -140,7 +130,7 @@ class Judge:
             error = f"unparseable: {parsed.error}"
             messages = [*messages, {"role": "assistant", "content": raw or "(empty)"},
                         {"role": "user", "content": REASK.format(error=parsed.error)}]
-        choice, scores = unswap(parsed, order) if parsed is not None and parsed.ok else (None, None)
+        choice, scores = to_item_labels(parsed, order) if parsed is not None and parsed.ok else (None, None)
         call = Call(
             order=order, sample=sample, raw=raw, choice=choice,  # type: ignore[arg-type]
             certainty=parsed.certainty if parsed is not None and parsed.ok else None,

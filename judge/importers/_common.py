@@ -12,8 +12,8 @@ from typing import Any
 
 from judge.aggregation import Mode, aggregate
 from judge.jsonl import InputError, InputProblem
-from judge.parsers import Parsed
-from judge.records import Call, Choice, JudgeInfo, Label, Order, Verdict
+from judge.parsers import Parsed, to_item_labels
+from judge.records import Call, JudgeInfo, Label, Order, Verdict
 
 PROVIDER = "replay"  # recorded outputs: nothing is called, nothing costs
 
@@ -165,16 +165,6 @@ def text_list(row: dict[str, Any], name: str, required: bool) -> list[str | None
     return value
 
 
-def unswap(parsed: Parsed, order: Order | None) -> tuple[Choice | None, list[float] | None]:
-    """A parsed answer (in shown positions) in the item's own A/B labels; same rule as the runner."""
-    first, second = ("B", "A") if order == "BA" else ("A", "B")
-    choice: Choice | None = {"first": first, "second": second, "tie": "tie"}.get(parsed.choice or "")  # type: ignore[assignment]
-    scores = None
-    if parsed.scores is not None:
-        scores = list(parsed.scores) if order != "BA" else [parsed.scores[1], parsed.scores[0]]
-    return choice, scores
-
-
 def parsed_call(raw: str | None, order: Order | None, sample: int, parse: Callable[[str], Parsed]) -> Call:
     """A call re-parsed from its raw text with this project's parser; a failure stays as an error."""
     if raw is None:
@@ -182,7 +172,7 @@ def parsed_call(raw: str | None, order: Order | None, sample: int, parse: Callab
     parsed = parse(raw)
     if not parsed.ok:
         return Call(order=order, sample=sample, raw=raw, error=f"unparseable: {parsed.error}")
-    choice, scores = unswap(parsed, order)
+    choice, scores = to_item_labels(parsed, order)
     return Call(order=order, sample=sample, raw=raw, choice=choice, certainty=parsed.certainty, scores=scores)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from judge.jsonl import JsonlWriter, read_items
+from judge.profiles import read_profile_file
 from judge.records import Verdict
 from pjudge.commands.judging import profile_options
 from pjudge.common import EXIT_BAD_INPUT, EXIT_FAILURE, echo_json, handle_errors
@@ -88,24 +89,6 @@ def _api_error(status: int, raw: bytes) -> ApiCallError:
         return ApiCallError(status, "http_error", raw[:200].decode("utf-8", "replace") or "no body")
 
 
-def _read_profile_file(path: Path) -> dict[str, Any]:
-    import tomllib
-
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
-
-        data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{path}: expected a table/object of profile fields", param_hint="--profile")
-    data.setdefault("name", path.stem)
-    return data
-
-
 def profile_spec(profile_name: str | None, overrides: dict[str, Any]) -> str | dict[str, Any]:
     """What to send as `profile`: a name for the server to resolve, or an object. A local profile
     file is read here and sent as an object (the server does not read client paths)."""
@@ -113,7 +96,7 @@ def profile_spec(profile_name: str | None, overrides: dict[str, Any]) -> str | d
     if overrides.get("replay_path") and not overrides.get("provider"):
         overrides["provider"] = "replay"
     if profile_name and Path(profile_name).suffix in PROFILE_SUFFIXES and Path(profile_name).is_file():
-        return {**_read_profile_file(Path(profile_name)), **overrides}
+        return {**read_profile_file(Path(profile_name)), **overrides}
     if not overrides:
         return profile_name or "persona-certainty"
     return {"profile": profile_name, **overrides} if profile_name else overrides

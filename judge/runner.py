@@ -77,10 +77,29 @@ class Judge:
     def orders(self) -> tuple[Order, ...]:
         return ("AB", "BA") if self.profile.swap else ("AB",)
 
-    async def _complete(self, request: CallRequest) -> tuple[CallResult, bool]:
+    def _request(self, item: PairItem, order: Order, sample: int, attempt: int,
+                 messages: list[dict[str, str]]) -> CallRequest:
+        return CallRequest(
+            item_id=item.id, order=order, sample=sample, attempt=attempt, messages=messages,
+            model=self.profile.model, temperature=self.profile.temperature, max_tokens=self.profile.max_tokens,
+            # Distinguishes the k samples of one prompt for servers that are deterministic per request.
+            extra={"x-pjudge-sample": str(sample)},
+        )
+
+    def cache_keys(self, items: Iterable[PairItem]) -> list[str]:
+        """The cache keys of the first attempts of every call of `items` (to read them in one go)."""
+        if not self._use_cache:
+            return []
+        return [
+            cache_key(self.profile.provider, self.template.key,
+                      self._request(item, order, sample, 0, self.template.render(item, order)))
+            for item in items for order in self.orders for sample in range(self.profile.samples)
+        ]
+
+    async def _complete(self, request: CallRequest, cache: CallCache) -> tuple[CallResult, bool]:
         key = cache_key(self.profile.provider, self.template.key, request) if self._use_cache else None
         if key is not None:
-            hit = self.cache.get(key)
+            hit = cache.get(key)
             if hit is not None:
                 return hit, True
         if self.limiter is not None:
@@ -89,11 +108,12 @@ class Judge:
         async with self._calls:
             result = await self.provider.complete(request)
         if key is not None:
-            self.cache.put(key, result)
+            cache.put(key, result)
         return result, False
 
-    async def call(self, item: PairItem, order: Order, sample: int) -> Call:
+    async def call(self, item: PairItem, order: Order, sample: int, cache: CallCache | None = None) -> Call:
         """One position of one sample, re-asked while the answer cannot be parsed."""
+        cache = self.cache if cache is None else cache
         messages = self.template.render(item, order)
         input_tokens = output_tokens = 0
         cost = 0.0
@@ -104,15 +124,9 @@ class Judge:
         error: str | None = None
         attempt = 0
         for attempt in range(self.profile.max_reasks + 1):
-            request = CallRequest(
-                item_id=item.id, order=order, sample=sample, attempt=attempt, messages=messages,
-                model=self.profile.model, temperature=self.profile.temperature,
-                max_tokens=self.profile.max_tokens,
-                # Distinguishes the k samples of one prompt for servers that are deterministic per request.
-                extra={"x-pjudge-sample": str(sample)},
-            )
+            request = self._request(item, order, sample, attempt, messages)
             try:
-                result, cached = await self._complete(request)
+                result, cached = await self._complete(request, cache)
             except ProviderError as exc:
                 error, parsed = f"provider: {exc}", None
                 all_cached = False
@@ -142,9 +156,9 @@ class Judge:
             self.on_call(call)
         return call
 
-    async def judge_item(self, item: PairItem) -> Verdict:
+    async def judge_item(self, item: PairItem, cache: CallCache | None = None) -> Verdict:
         calls = await asyncio.gather(
-            *(self.call(item, order, sample) for order in self.orders for sample in range(self.profile.samples))
+            *(self.call(item, order, sample, cache) for order in self.orders for sample in range(self.profile.samples))
         )
         return self.verdict(item, list(calls))
 

@@ -151,6 +151,13 @@ def test_worker_judges_a_job_like_the_cli(service: Service, start_sim, tmp_path:
     stored = repo.all_verdicts(service.engine, job_id)
     assert [v.id for v in stored] == [i.id for i in items]
 
+    # A second job of the same items and profile is answered from the shared call cache.
+    served = sim.stats()["requests"]
+    again = service.wait_done(service.submit(items, sim_profile(sim)), 120)
+    assert again.n_calls == 400 and sim.stats()["requests"] == served
+    assert all(c.cached and c.cost_usd == 0 for v in repo.all_verdicts(service.engine, again.id) for c in v.calls)
+    assert again.cost_usd == 0 and job.cost_usd > 0
+
     # The same items judged in-process by `pjudge judge` give equal verdicts.
     items_path = tmp_path / "items.jsonl"
     items_path.write_text("".join(i.model_dump_json(exclude_none=True) + "\n" for i in items))

@@ -27,16 +27,17 @@ class AsyncRuntime:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def _make_judge(self, profile: JudgeProfile, cache: Any, limiter: Any) -> Judge:
-        return Judge(profile, cache=cache, max_in_flight=MAX_IN_FLIGHT, limiter=limiter)
+    async def _make_judge(self, profile: JudgeProfile, limiter: Any) -> Judge:
+        return Judge(profile, max_in_flight=MAX_IN_FLIGHT, limiter=limiter)
 
-    def judge_for(self, profile: JudgeProfile, cache: Any, limiter: Any = None) -> Judge:
-        """A long-lived Judge per profile (its provider client keeps its connections)."""
+    def judge_for(self, profile: JudgeProfile, limiter: Any = None) -> Judge:
+        """A long-lived Judge per profile (its provider client keeps its connections); each task
+        passes its own call cache."""
         key = profile.model_dump_json()
         with self._lock:
             judge = self._judges.get(key)
             if judge is None:
-                judge = self.run(self._make_judge(profile, cache, limiter))
+                judge = self.run(self._make_judge(profile, limiter))
                 self._judges[key] = judge
         return judge
 

@@ -15,6 +15,7 @@ from store import repo
 from store.db import get_engine
 from worker.app import QUEUE, app
 from worker.broker import redis_client_url
+from worker.cache import BatchCallCache
 from worker.runtime import runtime
 
 log = logging.getLogger("pjudge.worker")
@@ -34,8 +35,8 @@ def _rate_limiter() -> Any:
     return _limiter
 
 
-async def _judge_all(judge: Any, items: list[tuple[int, PairItem]]) -> list[tuple[int, Verdict]]:
-    verdicts = await asyncio.gather(*(judge.judge_item(item) for _, item in items))
+async def _judge_all(judge: Any, items: list[tuple[int, PairItem]], cache: Any) -> list[tuple[int, Verdict]]:
+    verdicts = await asyncio.gather(*(judge.judge_item(item, cache) for _, item in items))
     return [(position, verdict) for (position, _), verdict in zip(items, verdicts, strict=True)]
 
 
@@ -63,8 +64,10 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
         profile = repo.job_profile(job)
         try:
             limiter = _rate_limiter() if (profile.requests_per_minute or profile.tokens_per_minute) else None
-            judge = runtime().judge_for(profile, cache=repo.DbCallCache(engine), limiter=limiter)
-            verdicts = runtime().run(_judge_all(judge, pending))
+            judge = runtime().judge_for(profile, limiter=limiter)
+            cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending))
+            verdicts = runtime().run(_judge_all(judge, pending, cache))
+            cache.flush()
         except Exception as exc:  # noqa: BLE001 - an internal failure must not lose the items
             if self.request.retries < MAX_TASK_RETRIES:
                 log.warning("batch %s[%d:%d] failed (%s); retrying", job_id, start, end, type(exc).__name__)

@@ -1,13 +1,29 @@
-"""Anthropic's messages API through the official SDK."""
+"""Anthropic's messages API through the official SDK (its client, retries, Retry-After handling
+and errors, on its aiohttp transport; see openai_provider for why the low-level call)."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import anthropic
 
 from judge.profiles import JudgeProfile
-from judge.providers.base import CallRequest, CallResult, ProviderError, describe_sdk_error, register
+from judge.providers.base import (
+    CallRequest,
+    CallResult,
+    ProviderError,
+    describe_sdk_error,
+    register,
+    response_shape_error,
+)
+
+
+def _http_client() -> Any:
+    try:
+        return anthropic.DefaultAioHttpClient()
+    except RuntimeError:
+        return None
 
 
 class AnthropicProvider:
@@ -18,27 +34,31 @@ class AnthropicProvider:
         if not (api_key or os.environ.get("ANTHROPIC_API_KEY")):
             raise ProviderError("provider 'anthropic' needs a key: set ANTHROPIC_API_KEY (or api_key_env in the profile)")
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=profile.base_url, max_retries=profile.max_retries, timeout=profile.timeout_s
+            api_key=api_key, base_url=profile.base_url, max_retries=profile.max_retries, timeout=profile.timeout_s,
+            http_client=_http_client(),
         )
 
     async def complete(self, request: CallRequest) -> CallResult:
         system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
-        messages = [m for m in request.messages if m["role"] != "system"]
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": [m for m in request.messages if m["role"] != "system"],
+            # Anthropic's current messages API takes no sampling temperature.
+            "max_tokens": request.max_tokens,
+        }
+        if system:
+            body["system"] = system
         try:
-            response = await self._client.messages.create(
-                model=request.model,
-                messages=messages,  # type: ignore[arg-type]
-                system=system or anthropic.omit,
-                max_tokens=request.max_tokens,
-                # Anthropic's current messages API takes no sampling temperature.
-                extra_headers=request.extra or None,
-            )
+            response = await self._client.post("/v1/messages", body=body, cast_to=object,
+                                               options={"headers": request.extra} if request.extra else {})
         except anthropic.AnthropicError as exc:
             raise ProviderError(describe_sdk_error(exc)) from None
-        text = "".join(block.text for block in response.content if getattr(block, "type", None) == "text")
-        return CallResult(
-            text=text, input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens
-        )
+        try:
+            text = "".join(block.get("text", "") for block in response["content"] if block.get("type") == "text")
+            usage = response.get("usage") or {}
+        except (TypeError, KeyError, AttributeError):
+            raise response_shape_error("message", response) from None
+        return CallResult(text=text, input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"))
 
     async def aclose(self) -> None:
         await self._client.close()

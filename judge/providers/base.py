@@ -98,3 +98,7 @@ def describe_sdk_error(exc: BaseException) -> str:
         detail = str(exc).split("\n")[0]
     prefix = f"{kind} (HTTP {status})" if status else kind
     return redact(f"{prefix}: {detail[:300]}")
+
+
+def response_shape_error(kind: str, response: object) -> ProviderError:
+    return ProviderError(f"the provider's answer is not a {kind}: {redact(str(response))[:200]}")

@@ -68,7 +68,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def job_out(job: Job) -> JobOut:
     return JobOut(
-        job_id=job.id, status=job.status,  # type: ignore[arg-type]
+        job_id=job.id, kind=job.kind, status=job.status,  # type: ignore[arg-type]
         counts=JobCounts(items=job.n_items, verdicts=job.n_verdicts, calls=job.n_calls,
                          failed_calls=job.n_failed_calls, failed_items=job.n_failed_items),
         cost_usd=round(job.cost_usd or 0.0, 6), profile=job.profile_name, provider=job.provider, model=job.model,

@@ -26,6 +26,7 @@ ERRORS = {400: "Unreadable request (malformed JSON, wrong content type, bad quer
           422: "Readable but invalid input; details name each field (e.g. items[516].response_b)."}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
           "description": "The job_id returned by POST /v1/jobs."}
+PERSONALIZATION_JOB_ID = {**JOB_ID, "description": "The job_id returned by POST /v1/personalization."}
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
@@ -67,6 +68,22 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/jobs/{job_id}/export", "Preference pairs of the decided, non-abstained verdicts.",
           {200: ("JSON Lines, one DpoLine per line.", s.DpoLine)}, query=s.ExportQuery, parameters=(JOB_ID,),
           content_type="application/x-ndjson"),
+    Route("post", "/v1/personalization",
+          "Degree of personalization of response lines (SPEC 1.3, 6): store them and queue the persona-fit "
+          "judging of every ordered persona pair as a job of kind personalization.",
+          {202: ("Job stored and queued.", s.PersonalizationAccepted),
+           200: ("The job created earlier with this Idempotency-Key.", s.PersonalizationAccepted)},
+          errors=(400, 401, 409, 413, 422), body=s.PersonalizationCreate, parameters=(IDEMPOTENCY_KEY,),
+          tags=("personalization",)),
+    Route("get", "/v1/personalization/{job_id}", "Status, counts and cost of a personalization job.",
+          {200: ("The job.", s.JobOut)}, parameters=(PERSONALIZATION_JOB_ID,), errors=(401, 404),
+          tags=("personalization",)),
+    Route("get", "/v1/personalization/{job_id}/report",
+          "DEGRESS, EGISES, EDP, PerSEval and the persona-fit win rate per system (409 until the job is done).",
+          {200: ("The report (the document of pjudge personalization --judge --format json).",
+                 s.PersonalizationReport)},
+          errors=(400, 401, 404, 409), query=s.PersonalizationReportQuery, parameters=(PERSONALIZATION_JOB_ID,),
+          tags=("personalization",)),
     Route("get", "/v1/stats/agreement", "The SPEC 4 statistics over the caller's jobs matching the filters.",
           {200: ("The report.", s.Report)}, errors=(400, 401, 422), query=s.StatsQuery, tags=("stats",)),
     Route("get", "/healthz", "Liveness and database check.",
@@ -110,6 +127,7 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 def _models() -> list[tuple[type[BaseModel], str]]:
     models: list[tuple[type[BaseModel], str]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
+                                                  (s.PersonalizationCreate, "validation"),
                                                   (s.ErrorBody, "serialization"), (Verdict, "serialization")]
     for route in ROUTES:
         for _, model in route.ok.values():

@@ -58,6 +58,56 @@ class JobCreate(BaseModel):
     labels: list[LabelIn] | None = Field(default=None, description="Human labels by item id (override the items').")
 
 
+# No maximum length here: what limits ids is the length of the pair ids made from them (checked per line).
+Identifier = Annotated[str, Field(min_length=1)] | int
+PersonaDescription = str | dict[str, Any]
+
+
+class ResponseLine(BaseModel):
+    """One SPEC 1.3 line: a system's response to a prompt for a persona (validated by
+    calibration.personalization_io.validate_responses). `persona_id` null: the system's
+    persona-agnostic response (the anchor candidate). `persona` and `prompt` describe them to the judge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_id: Identifier
+    persona_id: Identifier | None
+    system: Identifier
+    response: str
+    reference: str | None = Field(default=None, description="The persona's own preferred text (text measures).")
+    persona: PersonaDescription | None = Field(
+        default=None, description="The persona's description (a string or an object of attributes); the same on "
+                                  "every line of the persona.")
+    prompt: str | None = Field(default=None, description="The prompt's text; the same on every line of the prompt.")
+
+
+class PersonalizationOptions(BaseModel):
+    """The fields of POST /v1/personalization besides `responses` and `profile`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    personas: dict[str, PersonaDescription] | None = Field(
+        default=None, description="Persona descriptions by persona_id (fill what the lines leave out; must agree).")
+    prompts: dict[str, str] | None = Field(
+        default=None, description="Prompt texts by prompt_id (fill what the lines leave out; must agree).")
+    systems: list[Annotated[str, Field(min_length=1, max_length=MAX_NAME)]] | None = Field(
+        default=None, min_length=1, description="Judge only these systems [default: every system].")
+    distance: Literal["jsd"] = Field(default="jsd", description="Text distance of the PerSEval measures.")
+    anchor_system: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME,
+        description="Weigh pairs against this system's persona-agnostic responses (anchored DEGRESS).")
+
+
+class PersonalizationCreate(PersonalizationOptions):
+    """POST /v1/personalization: degree of personalization of the responses, with judge-based persona fit."""
+
+    responses: list[ResponseLine] = Field(min_length=1)
+    profile: str | ProfileOverrides | None = Field(
+        default=DEFAULT_PROFILE,
+        description="The persona-fit judge, as in POST /v1/jobs; it must judge both orders (swap on).",
+    )
+
+
 class _Query(BaseModel):
     # Unknown parameters are refused: a typo (?treshold=0.7) must not silently give the default.
     # NaN and infinities never pass as numbers.
@@ -105,6 +155,11 @@ class ExportQuery(_Query):
     format: Literal["dpo"] = "dpo"
 
 
+class PersonalizationReportQuery(_Query):
+    bootstrap: int = Field(default=1000, ge=0, le=2000, description="Bootstrap resamples over prompts (0: no intervals).")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the bootstrap.")
+
+
 # ---------------------------------------------------------------- responses
 
 class JobAccepted(BaseModel):
@@ -122,6 +177,7 @@ class JobCounts(BaseModel):
 
 class JobOut(BaseModel):
     job_id: str
+    kind: str = Field(description="pairwise (POST /v1/jobs) or personalization (POST /v1/personalization).")
     status: JobStatus
     counts: JobCounts
     cost_usd: float
@@ -184,6 +240,65 @@ class Report(BaseModel):
     hitl: dict[str, Any]
     by_group: dict[str, dict[str, Any]] | None = None
     risk_control: dict[str, Any] | None = None
+
+
+class PersonalizationAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    kind: Literal["personalization"]
+    pairs: int = Field(description="Persona pair items to judge (each in both orders).")
+
+
+class PersonalizationScores(BaseModel):
+    """One system: the PerSEval family (SPEC 6) and the judge-based persona fit."""
+
+    model_config = ConfigDict(extra="allow")
+
+    n_prompts: int
+    n_skipped: int
+    degress: float | None
+    egises: float | None
+    edp: float | None
+    perseval: float | None
+    distance_to_reference: float | None
+    persona_fit_win_rate: float | None
+    persona_fit_ci95: list[float] | None
+    pairwise_difference: float | None
+    pairwise_difference_ci95: list[float] | None
+    n_pairs: int
+    n_missing: int
+    n_pair_differences: int
+    n_persona_fit_prompts: int
+    n_unjudgeable_pairs: int
+    judge_cost_usd: float
+
+
+class PersonalizationJudge(BaseModel):
+    profile: str
+    provider: str
+    model: str
+    items: int
+    calls: int
+    cached_calls: int
+    failed_calls: int
+    cost_usd: float
+    bootstrap: int
+    seed: int
+    verdicts: str | None = Field(description="Where the pair verdicts can be read.")
+    simulated: bool = Field(description="The judge is the simulated LLM (model sim-*), not a real one.")
+
+
+class PersonalizationReport(BaseModel):
+    """The document of `pjudge personalization --judge ... --format json`, plus job_id."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    distance: str
+    variant: Literal["simplified", "anchored"]
+    anchor_system: str | None
+    systems: dict[str, PersonalizationScores]
+    judge: PersonalizationJudge
 
 
 class DpoLine(BaseModel):

@@ -1,4 +1,4 @@
-"""SQLModel tables: jobs, items, calls, verdicts, API keys, the call cache.
+"""SQLModel tables: jobs, items, job inputs, calls, verdicts, API keys, the call cache.
 
 Writes are idempotent by construction: calls are unique on (job, item, order, sample) and
 verdicts on (job, item), so a redelivered task can never add a second row.
@@ -68,6 +68,18 @@ class JobItem(SQLModel, table=True):
     item_id: str = Field(max_length=512)
     position: int
     item_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class JobInput(SQLModel, table=True):
+    """What a job was made from beyond its pair items, when its report needs it: for a
+    personalization job, the responses lines (the text measures are computed from them) and options.
+    Its own table so that reading a job never loads a blob that can be as large as the request."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: str = Field(primary_key=True, foreign_key="jobs.id", max_length=36)
+    inputs_json: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class CallRow(SQLModel, table=True):

@@ -7,7 +7,7 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallResult
 from judge.records import Call, JudgeInfo, PairItem, Verdict
-from store.models import ApiKey, CacheEntry, CallRow, Job, JobItem, VerdictRow, utcnow
+from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, utcnow
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
@@ -82,8 +82,13 @@ class JobCreated:
 
 
 def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: JudgeProfile,
-               idempotency_key: str | None = None, batch_size: int = 16, kind: str = "pairwise") -> JobCreated:
-    """Store a job and all its items in one transaction (all or nothing)."""
+               idempotency_key: str | None = None, batch_size: int = 16, kind: str = "pairwise",
+               inputs: Mapping[str, Any] | None = None) -> JobCreated:
+    """Store a job and all its items in one transaction (all or nothing).
+
+    `inputs`: what the job's report needs beyond its items (a JSON object, see `job_inputs`); stored
+    in the same transaction, so a job never exists without them.
+    """
     if idempotency_key:
         existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
         if existing is not None:
@@ -103,6 +108,10 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
             ]
             for start in range(0, len(rows), 1000):
                 conn.execute(insert(JobItem), rows[start:start + 1000])
+            if inputs is not None:
+                conn.execute(insert(JobInput).values(
+                    job_id=job.id, inputs_json=json.dumps(inputs, ensure_ascii=False, separators=(",", ":")),
+                    created_at=utcnow()))
     except IntegrityError:
         # A concurrent POST with the same Idempotency-Key won the race.
         if idempotency_key:
@@ -111,6 +120,13 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
                 return JobCreated(existing, created=False)
         raise
     return JobCreated(job, created=True)
+
+
+def job_inputs(engine: Engine, job_id: str) -> dict[str, Any] | None:
+    """The `inputs` stored with the job by create_job; None when it was created without."""
+    with engine.connect() as conn:
+        row = conn.execute(select(JobInput.inputs_json).where(JobInput.job_id == job_id)).first()
+    return json.loads(row[0]) if row else None
 
 
 def find_job_by_idempotency_key(engine: Engine, owner: str, key: str) -> Job | None:

@@ -124,25 +124,15 @@ def _add_persona_fit(document: dict[str, Any], responses: ResponseSet, profile: 
                      concurrency: int, verdicts_out: Path | None, no_cache: bool, resamples: int, seed: int,
                      show_progress: bool) -> None:
     """Judge every persona pair and merge win rates, intervals and costs into the document."""
-    from calibration.persona_fit import empty_fit, persona_fit, plan_pairs
+    from calibration.persona_fit import plan_pairs
+    from calibration.personalization_document import add_persona_fit, judge_section
 
     # Raises InputError (exit 2) before any call when a persona has no description.
     plan = plan_pairs(responses, responses.persona_descriptions, responses.prompt_texts)
     verdicts, progress = _judge(profile, plan.items, verdicts_out, concurrency, no_cache, show_progress)
-    fit = persona_fit(verdicts, resamples=resamples, seed=seed)
-    costs = _cost_by_system(verdicts)
-    for system, scores in document["systems"].items():
-        scores.update(fit.get(system, empty_fit()))
-        scores["n_unjudgeable_pairs"] = plan.unjudgeable.get(system, 0)
-        scores["judge_cost_usd"] = round(costs.get(system, 0.0), 6)
-    document["judge"] = {
-        "profile": profile.name, "provider": profile.provider, "model": profile.model,
-        "items": len(plan.items), "calls": progress.calls, "cached_calls": progress.cached_calls,
-        "failed_calls": progress.failed_calls, "cost_usd": round(progress.cost_usd, 6),
-        "bootstrap": resamples, "seed": seed,
-        "verdicts": None if verdicts_out is None else str(verdicts_out),
-        "simulated": profile.model.startswith("sim-"),
-    }
+    add_persona_fit(document, verdicts, plan.unjudgeable, resamples=resamples, seed=seed)
+    document["judge"] = judge_section(profile, len(plan.items), progress, resamples, seed,
+                                      None if verdicts_out is None else str(verdicts_out))
 
 
 def _judge(profile: JudgeProfile, items: list[Any], verdicts_out: Path | None, concurrency: int,
@@ -158,14 +148,6 @@ def _judge(profile: JudgeProfile, items: list[Any], verdicts_out: Path | None, c
                    "(a rerun takes finished calls from the cache)", err=True)
         sys.exit(130)
     return verdicts, progress
-
-
-def _cost_by_system(verdicts: list[Verdict]) -> dict[str, float]:
-    costs: dict[str, float] = {}
-    for verdict in verdicts:
-        system = str(verdict.metadata.get("system"))
-        costs[system] = costs.get(system, 0.0) + sum(call.cost_usd or 0.0 for call in verdict.calls)
-    return costs
 
 
 def _emit(document: dict[str, Any], output_format: str, text_markdown: Callable[[], str]) -> None:

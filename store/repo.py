@@ -9,6 +9,7 @@ import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
@@ -25,7 +26,7 @@ ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
 
 
-def _insert_ignore(engine_or_conn: Any, table: Any) -> Any:
+def insert_ignore(engine_or_conn: Any, table: Any) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING for the connected dialect."""
     dialect = engine_or_conn.dialect.name
     if dialect == "postgresql":
@@ -199,46 +200,48 @@ def job_status(engine: Engine, job_id: str) -> str | None:
 def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, Verdict]]) -> int:
     """Store verdicts and their calls exactly once; returns how many were new.
 
-    Each verdict is inserted with ON CONFLICT DO NOTHING: its calls and the job's counters are
-    written only when the verdict row was really new, all in one transaction, so a redelivered
-    task adds nothing and the counters stay exact.
+    The verdicts go in with one INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows that
+    were really new come back, and only their calls and counts are written, all in one
+    transaction, so a redelivered task adds nothing and the job's counters stay exact.
     """
-    inserted = 0
-    counts = {"n_verdicts": 0, "n_calls": 0, "n_failed_calls": 0, "n_failed_items": 0}
-    cost = 0.0
+    batch = list(verdicts)
+    if not batch:
+        return 0
+    now = utcnow()
+    rows = [_verdict_row(job_id, position, verdict, now) for position, verdict in batch]
     with engine.begin() as conn:
-        verdict_insert = _insert_ignore(conn, VerdictRow)
-        for position, verdict in verdicts:
-            failed_calls = sum(c.error is not None for c in verdict.calls)
-            verdict_cost = round(sum(c.cost_usd or 0.0 for c in verdict.calls), 9)
-            result = conn.execute(verdict_insert.values(
-                job_id=job_id, item_id=verdict.id, position=position, winner=verdict.winner, p_a=verdict.p_a,
-                certainty=verdict.certainty, consistent=verdict.consistent, abstained=verdict.abstained,
-                bpde=verdict.bpde, human_label=verdict.human_label, len_a=verdict.len_a, len_b=verdict.len_b,
-                error=verdict.error, n_calls=len(verdict.calls), n_failed_calls=failed_calls, cost_usd=verdict_cost,
-                profile=verdict.judge.profile, provider=verdict.judge.provider, model=verdict.judge.model,
-                metadata_json=json.dumps(verdict.metadata, ensure_ascii=False), created_at=utcnow(),
-            ))
-            if not result.rowcount:
-                continue  # already stored by an earlier delivery of this task
-            inserted += 1
-            if verdict.calls:
-                conn.execute(insert(CallRow), [_call_row(job_id, verdict.id, call) for call in verdict.calls])
-            counts["n_verdicts"] += 1
-            counts["n_calls"] += len(verdict.calls)
-            counts["n_failed_calls"] += failed_calls
-            counts["n_failed_items"] += verdict.winner is None
-            cost += verdict_cost
-        if inserted:
-            conn.execute(
-                update(Job).where(Job.id == job_id).values(
-                    n_verdicts=Job.n_verdicts + counts["n_verdicts"], n_calls=Job.n_calls + counts["n_calls"],
-                    n_failed_calls=Job.n_failed_calls + counts["n_failed_calls"],
-                    n_failed_items=Job.n_failed_items + counts["n_failed_items"],
-                    cost_usd=Job.cost_usd + cost, updated_at=utcnow(),
-                )
+        statement = insert_ignore(conn, VerdictRow).returning(VerdictRow.item_id)
+        new_ids = set(conn.execute(statement, rows).scalars())
+        if not new_ids:
+            return 0  # every verdict was stored by an earlier delivery of this task
+        new = [verdict for _, verdict in batch if verdict.id in new_ids]
+        call_rows = [_call_row(job_id, verdict.id, call, now) for verdict in new for call in verdict.calls]
+        if call_rows:
+            conn.execute(insert(CallRow), call_rows)
+        new_rows = [row for row in rows if row["item_id"] in new_ids]
+        conn.execute(
+            update(Job).where(Job.id == job_id).values(
+                n_verdicts=Job.n_verdicts + len(new_rows),
+                n_calls=Job.n_calls + sum(r["n_calls"] for r in new_rows),
+                n_failed_calls=Job.n_failed_calls + sum(r["n_failed_calls"] for r in new_rows),
+                n_failed_items=Job.n_failed_items + sum(r["winner"] is None for r in new_rows),
+                cost_usd=Job.cost_usd + sum(r["cost_usd"] for r in new_rows), updated_at=now,
             )
-    return inserted
+        )
+    return len(new_rows)
+
+
+def _verdict_row(job_id: str, position: int, verdict: Verdict, now: datetime) -> dict[str, Any]:
+    return {
+        "job_id": job_id, "item_id": verdict.id, "position": position, "winner": verdict.winner,
+        "p_a": verdict.p_a, "certainty": verdict.certainty, "consistent": verdict.consistent,
+        "abstained": verdict.abstained, "bpde": verdict.bpde, "human_label": verdict.human_label,
+        "len_a": verdict.len_a, "len_b": verdict.len_b, "error": verdict.error, "n_calls": len(verdict.calls),
+        "n_failed_calls": sum(c.error is not None for c in verdict.calls),
+        "cost_usd": round(sum(c.cost_usd or 0.0 for c in verdict.calls), 9),
+        "profile": verdict.judge.profile, "provider": verdict.judge.provider, "model": verdict.judge.model,
+        "metadata_json": json.dumps(verdict.metadata, ensure_ascii=False), "created_at": now,
+    }
 
 
 def finish_if_complete(engine: Engine, job_id: str) -> bool:
@@ -252,14 +255,14 @@ def finish_if_complete(engine: Engine, job_id: str) -> bool:
     return bool(result.rowcount)
 
 
-def _call_row(job_id: str, item_id: str, call: Call) -> dict[str, Any]:
+def _call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str, Any]:
     return {
         "job_id": job_id, "item_id": item_id, "order": call.order or "", "sample": call.sample, "raw": call.raw,
         "choice": call.choice, "certainty": call.certainty,
         "scores_json": json.dumps(call.scores) if call.scores is not None else None,
         "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
         "latency_s": call.latency_s, "cached": call.cached, "attempts": call.attempts, "error": call.error,
-        "created_at": utcnow(),
+        "created_at": now,
     }
 
 
@@ -361,7 +364,7 @@ class DbCallCache:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._insert = _insert_ignore(engine, CacheEntry)
+        self._insert = insert_ignore(engine, CacheEntry)
 
     def get(self, key: str) -> CallResult | None:
         with self.engine.connect() as conn:

@@ -9,8 +9,7 @@ from sqlalchemy.engine import Engine
 
 from judge.providers.base import CallResult
 from store.models import CacheEntry, utcnow
-from store.repo import DbCallCache
-from store.repo import _insert_ignore as insert_ignore
+from store.repo import DbCallCache, insert_ignore
 
 
 class BatchCallCache:

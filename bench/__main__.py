@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ("report", "personalization", "cost")
+BENCHMARKS = ("pipeline", "report", "personalization", "cost")
 
 
 def main() -> None:

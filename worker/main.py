@@ -70,6 +70,9 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
     from store.db import get_engine
 
     get_engine()  # migrate before taking tasks
+    # The SDKs take a second or more to import: pay it before the first task, not during it.
+    import judge.providers.anthropic_provider  # noqa: F401
+    import judge.providers.openai_provider  # noqa: F401
     from worker.app import QUEUE, app
     from worker.broker import redis_client_url
 

@@ -1,0 +1,206 @@
+"""A 5,000-item job (swap on, k = 1: 10,000 calls) through the whole service (API, Redis, one
+worker process, SQLite, then PostgreSQL when PJUDGE_TEST_POSTGRES_URL is set) against the
+simulated LLM answering in 0 ms and in 200 ms.
+
+Compared in the same run with its bound: for 0 ms the calls per second of a bare loop of the same
+SDK calls against the same server; for 200 ms the in-flight limit over the latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.common import emit
+from llm_sim.process import SimProcess
+
+IN_FLIGHT = 128  # calls in flight in the one worker process (PJUDGE_WORKER_MAX_IN_FLIGHT)
+WORKER_THREADS = 8
+KEY = "bench-key-0123456789abcdef"
+
+
+def _items(n: int) -> list[dict[str, Any]]:
+    rng = random.Random(1)
+    interests = ["gardening", "chess", "cycling", "baking", "astronomy", "painting", "fishing", "violin",
+                 "hiking", "poetry", "football", "knitting", "photography", "sailing", "climbing", "pottery"]
+    rows = []
+    for i in range(n):
+        likes = rng.sample(interests, 3)
+        others = [w for w in interests if w not in likes][:3]
+        good = f"Spend weekends on {likes[0]}, join a {likes[1]} club and read about {likes[2]} (#{i})."
+        bad = f"Spend weekends on {others[0]}, join a {others[1]} club and read about {others[2]} (#{i})."
+        label = rng.choice("AB")
+        a, b = (good, bad) if label == "A" else (bad, good)
+        rows.append({"id": f"b{i}", "persona": f"The person enjoys {', '.join(likes)}.",
+                     "prompt": f"How should I spend my free time? ({i})", "response_a": a, "response_b": b,
+                     "human_label": label})
+    return rows
+
+
+def _http(method: str, url: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"{method} {url}: HTTP {exc.code} {exc.read()[:500]!r}") from None
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its waited-for children (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _tree_cpu(pid: int) -> float:
+    total = 0.0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            total += _cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
+def _peak_rss_mb(pid: int) -> float:
+    peak = 0.0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return peak
+
+
+async def _bare_sdk_loop(base_url: str, calls: int, concurrency: int = IN_FLIGHT) -> float:
+    """Calls per second of the same SDK calls the provider makes, with nothing else around them."""
+    import openai
+
+    client = openai.AsyncOpenAI(api_key="no-key", base_url=base_url, max_retries=0,
+                                http_client=openai.DefaultAioHttpClient())
+    semaphore = asyncio.Semaphore(concurrency)
+    items = _items(calls)
+
+    async def one(row: dict[str, Any]) -> None:
+        content = (f"[User Profile]\n{row['persona']}\n\n[User Question]\n{row['prompt']}\n\n"
+                   f"[The Start of Assistant A's Answer]\n{row['response_a']}\n[The End of Assistant A's Answer]\n\n"
+                   f"[The Start of Assistant B's Answer]\n{row['response_b']}\n[The End of Assistant B's Answer]")
+        async with semaphore:
+            await client.post("/chat/completions", cast_to=object, body={
+                "model": "sim-judge", "messages": [{"role": "user", "content": content}], "max_tokens": 64,
+                "temperature": 0.0})
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(row) for row in items))
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return calls / elapsed
+
+
+def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path) -> dict[str, Any]:
+    from tests.services import Process, RedisServer, free_port, wait_for_port
+
+    redis = RedisServer(folder / f"redis-{latency_ms}").start()
+    sim = SimProcess("--latency-ms", str(latency_ms), "--seed", "1").start()
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis.url, "PJUDGE_HOME": str(folder / "home"),
+                "PJUDGE_API_KEYS": KEY, "PJUDGE_WORKER_MAX_IN_FLIGHT": str(IN_FLIGHT)})
+    port = free_port()
+    api = Process(["serve", "--port", str(port)], env, folder / "api.log").start()
+    worker = Process(["worker", f"--concurrency={WORKER_THREADS}", "--no-sweep"], env, folder / "worker.log").start()
+    try:
+        wait_for_port(port)
+        time.sleep(2.0)  # let the worker connect before the clock starts
+        items = _items(n_items)
+        profile = {"profile": "persona-certainty", "provider": "openai-compatible", "model": "sim-judge",
+                   "base_url": sim.openai_base_url}
+        cpu_before = _tree_cpu(api.proc.pid) + _tree_cpu(worker.proc.pid)  # type: ignore[union-attr]
+        posted = time.perf_counter()
+        job_id = _http("POST", f"http://127.0.0.1:{port}/v1/jobs", {"items": items, "profile": profile})["job_id"]
+        first_verdict = None
+        while True:
+            job = _http("GET", f"http://127.0.0.1:{port}/v1/jobs/{job_id}")
+            now = time.perf_counter()
+            if first_verdict is None and job["counts"]["verdicts"] > 0:
+                first_verdict = now - posted
+            if job["status"] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.05)
+        elapsed = now - posted
+        cpu = _tree_cpu(api.proc.pid) + _tree_cpu(worker.proc.pid) - cpu_before  # type: ignore[union-attr]
+        calls = job["counts"]["calls"]
+        return {"status": job["status"], "calls": calls, "seconds": round(elapsed, 2),
+                "calls_per_s": round(calls / elapsed, 1), "first_verdict_ms": round((first_verdict or 0) * 1000),
+                "cpu_ms_per_call": round(cpu * 1000 / max(calls, 1), 3),
+                "worker_peak_rss_mb": round(_peak_rss_mb(worker.proc.pid), 1),  # type: ignore[union-attr]
+                "sim_base_url": sim.openai_base_url, "sim": sim}
+    except Exception:
+        print(api.output()[-3000:], worker.output()[-3000:])
+        raise
+    finally:
+        api.stop()
+        worker.stop()
+        redis.stop()
+
+
+def run(as_json: bool, quick: bool = False) -> None:
+    n_items = 500 if quick else 5000
+    databases = [("sqlite", None)]
+    if os.environ.get("PJUDGE_TEST_POSTGRES_URL"):
+        databases.append(("postgresql", os.environ["PJUDGE_TEST_POSTGRES_URL"]))
+    for db_name, admin_url in databases:
+        for latency_ms in (0, 200):
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                if admin_url is None:
+                    url = f"sqlite:///{folder}/bench.sqlite"
+                else:
+                    from tests.services import create_postgres_database
+
+                    url = create_postgres_database()
+                result = _run_job(url, latency_ms, n_items, folder)
+                sim = result.pop("sim")
+                try:
+                    if latency_ms == 0:
+                        bound = asyncio.run(_bare_sdk_loop(result.pop("sim_base_url"), min(n_items * 2, 6000)))
+                        bound_kind = "bare SDK loop against the same server"
+                    else:
+                        result.pop("sim_base_url")
+                        bound = IN_FLIGHT / (latency_ms / 1000)
+                        bound_kind = f"{IN_FLIGHT} calls in flight / {latency_ms} ms"
+                finally:
+                    sim.stop()
+                if admin_url is not None:
+                    from tests.services import drop_postgres_database
+
+                    drop_postgres_database(url)
+            emit({"benchmark": "pipeline", "database": db_name, "latency_ms": latency_ms, "items": n_items,
+                  **result, "bound_calls_per_s": round(bound, 1),
+                  "bound": bound_kind, "ratio": round(result["calls_per_s"] / bound, 3),
+                  "in_flight": IN_FLIGHT, "worker_threads": WORKER_THREADS}, as_json)

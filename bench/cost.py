@@ -26,8 +26,8 @@ def _items(faireval: Path) -> list[Any]:
         rows = [json.loads(line) for line in (faireval / "answer" / f"answer_{name}.jsonl").read_text().splitlines()
                 if line]
         answers[name] = {row["question_id"]: row["text"] for row in rows}
-    labels = [LABELS[w.strip()] for w in (faireval / "review" / "review_gpt35_vicuna-13b_human.txt")
-              .read_text().split("\n") if w.strip()]
+    label_file = next((faireval / "review").glob("*_human.txt"))  # ChatGPT (A) against Vicuna-13B (B)
+    labels = [LABELS[w.strip()] for w in label_file.read_text().split("\n") if w.strip()]
     questions.sort(key=lambda q: q["question_id"])
     return [PairItem(id=str(q["question_id"]), prompt=q["text"], response_a=answers["gpt35"][q["question_id"]],
                      response_b=answers["vicuna-13b"][q["question_id"]], human_label=label)
@@ -64,7 +64,7 @@ def run(as_json: bool, quick: bool = False) -> None:
     from calibration.report import build_report
 
     items = _items(SHARED_DATA / "faireval")
-    files = sorted(runs.glob("*/review_gpt35_vicuna-13b_*_mec3_bpc1.jsonl"))
+    files = sorted(runs.glob("*/*_mec3_bpc1.jsonl"))  # k = 3 in both orders: every profile can be replayed
     if quick:
         files = files[:1]
     with tempfile.TemporaryDirectory() as folder:

@@ -143,6 +143,7 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path) -> 
         cpu_before = _tree_cpu(api.proc.pid) + _tree_cpu(worker.proc.pid)  # type: ignore[union-attr]
         posted = time.perf_counter()
         job_id = _http("POST", f"http://127.0.0.1:{port}/v1/jobs", {"items": items, "profile": profile})["job_id"]
+        post_ms = (time.perf_counter() - posted) * 1000
         first_verdict = None
         while True:
             job = _http("GET", f"http://127.0.0.1:{port}/v1/jobs/{job_id}")
@@ -157,6 +158,7 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path) -> 
         calls = job["counts"]["calls"]
         return {"status": job["status"], "calls": calls, "seconds": round(elapsed, 2),
                 "calls_per_s": round(calls / elapsed, 1), "first_verdict_ms": round((first_verdict or 0) * 1000),
+                "post_ms": round(post_ms),
                 "cpu_ms_per_call": round(cpu * 1000 / max(calls, 1), 3),
                 "worker_peak_rss_mb": round(_peak_rss_mb(worker.proc.pid), 1),  # type: ignore[union-attr]
                 "sim_base_url": sim.openai_base_url, "sim": sim}

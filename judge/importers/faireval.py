@@ -28,7 +28,7 @@ from judge.records import Call, JudgeInfo, Label, Verdict
 
 FORMAT = "faireval"
 PROFILE = "faireval-scores"
-# review_gpt35_vicuna-13b_gpt-4_mec3_bpc1: the judge model, then k (MEC) and whether BPC was on.
+# <pair>_<judge model>_mec3_bpc1: the judge model, then k (MEC) and whether BPC was on.
 _FILE_NAME = re.compile(r"_(?P<model>[^_]+)_mec(?P<mec>\d+)_bpc(?P<bpc>\d+)$")
 
 

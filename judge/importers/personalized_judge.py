@@ -48,7 +48,7 @@ _LAYOUTS: tuple[tuple[str, str, str, str], ...] = (
 
 
 def describe_file(stem: str) -> dict[str, str]:
-    """`prism_all_features_command-r-plus`, `ap_..._gpt-4o_jun5`: the dataset is the first part,
+    """`<dataset>_<features>_<model>` or `<dataset>_..._<model>_jun5`: the dataset is the first part,
     the model the trailing parts with a hyphen (`meta-llama_Meta-Llama-3-70B-Instruct` has two),
     a `jun5`/`new` suffix marks a re-run and the middle names the prompt variant."""
     parts = stem.split("_")

@@ -190,7 +190,14 @@ def run(as_json: bool, quick: bool = False) -> None:
                 sim = result.pop("sim")
                 try:
                     if latency_ms == 0:
-                        bound = asyncio.run(_bare_sdk_loop(result.pop("sim_base_url"), min(n_items * 2, 6000)))
+                        from worker.runtime import new_event_loop  # the worker's own kind of loop
+
+                        loop = new_event_loop()
+                        try:
+                            bound = loop.run_until_complete(
+                                _bare_sdk_loop(result.pop("sim_base_url"), min(n_items * 2, 6000)))
+                        finally:
+                            loop.close()
                         bound_kind = "bare SDK loop against the same server"
                     else:
                         result.pop("sim_base_url")

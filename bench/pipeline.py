@@ -190,7 +190,7 @@ def run(as_json: bool, quick: bool = False) -> None:
                 sim = result.pop("sim")
                 try:
                     if latency_ms == 0:
-                        from worker.runtime import new_event_loop  # the worker's own kind of loop
+                        from judge.runner import new_event_loop  # the worker's own kind of loop
 
                         loop = new_event_loop()
                         try:

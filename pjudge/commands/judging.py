@@ -14,7 +14,7 @@ from judge.jsonl import read_items, write_jsonl
 from judge.paths import cache_path
 from judge.profiles import JudgeProfile, load_profile
 from judge.records import Call, PairItem, Verdict
-from judge.runner import Judge, Progress
+from judge.runner import Judge, Progress, new_event_loop
 from pjudge.common import echo_json, handle_errors
 
 
@@ -85,7 +85,8 @@ def run_judging(profile: JudgeProfile, items: list[PairItem], output: Path, conc
 
     with bar:
         try:
-            asyncio.run(main())
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                runner.run(main())
         except KeyboardInterrupt:
             interrupted = True
     verdicts = [finished[item.id] for item in items if item.id in finished]

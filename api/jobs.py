@@ -227,11 +227,17 @@ def attach_labels(job_id: str) -> Response:
 def report(job_id: str) -> Response:
     job = owned_job(job_id)
     query = parse_query(ReportQuery)
-    from calibration.report import build_report  # numpy/scipy only when a report is asked for
+    from store import stats  # numpy/scipy only when a report is asked for
 
-    verdicts = repo.all_verdicts(state().engine, job.id)
-    return json_response(build_report(verdicts, threshold=query.threshold, hitl=query.hitl, group_by=query.group_by,
-                                      target_accuracy=query.target_accuracy, delta=query.delta))
+    options: dict[str, Any] = {"threshold": query.threshold, "hitl": query.hitl, "group_by": query.group_by,
+                               "target_accuracy": query.target_accuracy, "delta": query.delta}
+    engine = state().engine
+    report = stats.report(engine, stats.Selection(job_id=job.id), **options)
+    if report is None:  # group_by over a metadata key the job's verdicts are not all summarized under
+        from calibration.report import build_report
+
+        report = build_report(repo.all_verdicts(engine, job.id), **options)
+    return json_response(report)
 
 
 @bp.post("/<job_id>/cancel")

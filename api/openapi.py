@@ -34,6 +34,17 @@ IDEMPOTENCY_KEY = {
 }
 
 
+REPORT_FROM_SUMMARIES = (
+    "Summed in SQL from per-job summaries kept up to date as verdicts and labels land, so the cost does "
+    "not grow with the number of verdicts: the same numbers as `pjudge report` on the same verdicts, "
+    "without `coverage_auc`. since/until are exact (whole hours come from the summaries, the cut hours "
+    "at either end from the verdicts). A threshold off the 0.01 grid is split by one query over the "
+    "verdict rows (slower). group_by over a metadata key that is not summarized for some job (more than "
+    "64 distinct values in the job, a value over 200 bytes, more than 16 keys, or a key the job's items "
+    "did not have) is computed from the verdicts."
+)
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -47,6 +58,7 @@ class Route:
     public: bool = False
     content_type: str = "application/json"
     tags: tuple[str, ...] = field(default=("jobs",))
+    description: str | None = None
 
 
 ROUTES: tuple[Route, ...] = (
@@ -62,7 +74,8 @@ ROUTES: tuple[Route, ...] = (
           {200: ("Labels applied.", s.LabelsOut)}, errors=(400, 401, 404, 413, 422),
           body={"type": "array", "items": {"$ref": REF.format(model="LabelIn")}}, parameters=(JOB_ID,)),
     Route("get", "/v1/jobs/{job_id}/report", "The statistics of SPEC section 4 for the job's verdicts.",
-          {200: ("The report.", s.Report)}, query=s.ReportQuery, parameters=(JOB_ID,)),
+          {200: ("The report.", s.Report)}, query=s.ReportQuery, parameters=(JOB_ID,),
+          description=REPORT_FROM_SUMMARIES),
     Route("post", "/v1/jobs/{job_id}/cancel", "Cancel a queued or running job.",
           {200: ("The job is cancelled.", s.CancelOut)}, errors=(401, 404, 409), parameters=(JOB_ID,)),
     Route("get", "/v1/jobs/{job_id}/export", "Preference pairs of the decided, non-abstained verdicts.",
@@ -85,7 +98,9 @@ ROUTES: tuple[Route, ...] = (
           errors=(400, 401, 404, 409), query=s.PersonalizationReportQuery, parameters=(PERSONALIZATION_JOB_ID,),
           tags=("personalization",)),
     Route("get", "/v1/stats/agreement", "The SPEC 4 statistics over the caller's jobs matching the filters.",
-          {200: ("The report.", s.Report)}, errors=(400, 401, 422), query=s.StatsQuery, tags=("stats",)),
+          {200: ("The report.", s.Report)}, errors=(400, 401, 422), query=s.StatsQuery, tags=("stats",),
+          description=REPORT_FROM_SUMMARIES + " 422 too_many_verdicts only where the verdicts must be loaded "
+                      "(group_by over such a key) and more than PJUDGE_STATS_MAX_VERDICTS match."),
     Route("get", "/healthz", "Liveness and database check.",
           {200: ("Healthy.", s.Health), 503: ("The database is unreachable.", s.Health)},
           errors=(), public=True, tags=("operations",)),
@@ -151,6 +166,8 @@ def build_document() -> dict[str, Any]:
         operation: dict[str, Any] = {"summary": route.summary, "tags": list(route.tags),
                                      "operationId": f"{route.method}_{route.path.strip('/').replace('/', '_')}"
                                      .replace("{", "").replace("}", "").replace(".", "_").replace("-", "_")}
+        if route.description:
+            operation["description"] = route.description
         parameters = list(route.parameters) + (query_parameters(route.query) if route.query else [])
         if parameters:
             operation["parameters"] = parameters

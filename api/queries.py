@@ -1,7 +1,7 @@
 """Read queries the API needs beyond store.repo (additive; nothing here writes).
 
-`agreement_verdicts` is the one place the stats route reads its verdicts, so that moving the
-aggregation into SQL later replaces one function.
+`agreement_verdicts` loads the verdicts of /v1/stats/agreement for the one case the SQL summaries
+(store.stats) cannot answer: by_group over a metadata key that is not summarized for some job.
 """
 
 from __future__ import annotations

@@ -147,8 +147,14 @@ IsoTime = Annotated[datetime, BeforeValidator(_iso_time), WithJsonSchema({"type"
 class StatsQuery(ReportQuery):
     profile: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     model: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
-    since: IsoTime | None = Field(default=None, description="Verdicts stored at or after (ISO 8601; UTC if naive).")
-    until: IsoTime | None = Field(default=None, description="Verdicts stored before (ISO 8601; UTC if naive).")
+    since: IsoTime | None = Field(default=None, description="Verdicts stored at or after (ISO 8601; UTC if naive). "
+                                  "Exact to the microsecond.")
+    until: IsoTime | None = Field(default=None, description="Verdicts stored before (ISO 8601; UTC if naive). "
+                                  "Exact to the microsecond.")
+    group_by: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME,
+        description="A metadata key, or one of profile, model, job: by the verdicts' judge profile, model or "
+                    "job id (these three names take precedence over metadata keys of the same name).")
 
 
 class ExportQuery(_Query):

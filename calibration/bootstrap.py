@@ -31,13 +31,26 @@ def contingency(rows: np.ndarray, cols: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(rows.astype(np.int64) * k + cols.astype(np.int64), minlength=k * k).reshape(k, k)
 
 
+_drawn: dict[tuple[bytes, tuple[int, ...], int, int], np.ndarray] = {}
+
+
 def bootstrap_tables(table: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """`resamples` tables drawn by resampling the table's items with replacement."""
-    n = int(table.sum())
-    k = table.shape[0]
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n, table.ravel() / n, size=resamples)
-    return draws.reshape(resamples, k, k)
+    """`resamples` tables drawn by resampling the table's items with replacement (read-only).
+
+    Kappa and alpha of one table draw the same resamples (same seed); the last few draws are kept
+    so that the second statistic does not draw them again."""
+    key = (np.asarray(table, dtype=np.int64).tobytes(), table.shape, resamples, seed)
+    draws = _drawn.get(key)
+    if draws is None:
+        n = int(table.sum())
+        k = table.shape[0]
+        rng = np.random.default_rng(seed)
+        draws = rng.multinomial(n, table.ravel() / n, size=resamples).reshape(resamples, k, k)
+        draws.flags.writeable = False
+        if len(_drawn) >= 8:
+            _drawn.pop(next(iter(_drawn)))
+        _drawn[key] = draws
+    return draws
 
 
 def percentile_interval(values: np.ndarray) -> list[float] | None:

@@ -105,20 +105,35 @@ def reliability(verdicts: Verdicts, bins: int = ECE_BINS) -> tuple[float | None,
     pool = t.decided & np.isfinite(confidence)
     conf = confidence[pool]
     correct = t.correct[pool].astype(float)
-    # Rounding before floor keeps a confidence of exactly 0.55 in bin 1 despite binary fractions.
-    index = np.clip(np.floor(np.round((conf - 0.5) * 2 * bins, DECIMALS)), 0, bins - 1).astype(np.int64)
+    index = ece_bin(conf, bins)
     n_bin = np.bincount(index, minlength=bins)
     conf_sum = np.bincount(index, weights=conf, minlength=bins)
     correct_sum = np.bincount(index, weights=correct, minlength=bins)
+    return reliability_from_bins(n_bin, conf_sum, correct_sum)
+
+
+def ece_bin(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """The reliability bin of each confidence: equal-width bins over [0.5, 1], closed on the left,
+    the last also on the right. Rounding before floor keeps a confidence of exactly 0.55 in bin 1
+    despite binary fractions."""
+    return np.clip(np.floor(np.round((confidence - 0.5) * 2 * bins, DECIMALS)), 0, bins - 1).astype(np.int64)
+
+
+def reliability_from_bins(n_bin: np.ndarray, conf_sum: np.ndarray,
+                          correct_sum: np.ndarray) -> tuple[float | None, list[dict[str, Any]]]:
+    """(ECE, reliability table) from per-bin counts, confidence sums and correct counts (the
+    sufficient statistics, so that stored summaries give the same numbers as the verdicts)."""
+    bins = len(n_bin)
+    total = int(np.sum(n_bin))
     table = []
     ece = 0.0
     width = 0.5 / bins
     for b in range(bins):
         n = int(n_bin[b])
-        mean_conf = conf_sum[b] / n if n else None
-        acc = correct_sum[b] / n if n else None
+        mean_conf = float(conf_sum[b]) / n if n else None
+        acc = float(correct_sum[b]) / n if n else None
         if n:
-            ece += n / conf.size * abs(acc - mean_conf)
+            ece += n / total * abs(acc - mean_conf)  # type: ignore[operator]
         table.append(
             {
                 "lo": round(0.5 + b * width, 6),
@@ -128,7 +143,7 @@ def reliability(verdicts: Verdicts, bins: int = ECE_BINS) -> tuple[float | None,
                 "accuracy": acc,
             }
         )
-    return (float(ece) if conf.size else None), table
+    return (float(ece) if total else None), table
 
 
 def ece(verdicts: Verdicts, bins: int = ECE_BINS) -> float | None:

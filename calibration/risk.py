@@ -65,7 +65,21 @@ def risk_control(
     first_kept = np.searchsorted(conf, np.round(lambdas, DECIMALS), side="left")
     accepted = conf.size - first_kept
     errors = suffix[first_kept]
+    return risk_from_candidates(accepted, errors, decided, target, delta, min_accepted)
 
+
+def risk_from_candidates(
+    accepted: np.ndarray,
+    errors: np.ndarray,
+    decided: int,
+    target: float,
+    delta: float = 0.1,
+    min_accepted: int = MIN_ACCEPTED,
+) -> dict[str, Any]:
+    """The fixed-sequence rule of `risk_control` from each candidate lambda's accepted and error
+    counts (candidates = linspace(0, 1, len(accepted)), ascending); `decided` is the coverage
+    denominator. Split out so that stored histograms give the same result as the verdicts."""
+    lambdas = np.linspace(0.0, 1.0, len(accepted))
     result: dict[str, Any] = {
         "target": target,
         "delta": delta,

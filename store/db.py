@@ -48,8 +48,9 @@ def create_db_engine(url: str | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe from several processes)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest revision, or the given one (idempotent; safe from several
+    processes)."""
     from alembic import command
     from alembic.config import Config
 
@@ -61,7 +62,7 @@ def migrate(engine: Engine) -> None:
             # Serialize concurrent migrators (API and workers starting together).
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727272)")
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 _engines: dict[str, Engine] = {}

@@ -1,4 +1,5 @@
-"""SQLModel tables: jobs, items, job inputs, calls, verdicts, API keys, the call cache.
+"""SQLModel tables: jobs, items, job inputs, calls, verdicts, API keys, the call cache, and the
+verdict summaries behind the dashboard statistics.
 
 Writes are idempotent by construction: calls are unique on (job, item, order, sample) and
 verdicts on (job, item), so a redelivered task can never add a second row.
@@ -8,8 +9,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
+
+from calibration.from_counts import FLOAT_FIELDS, INT_FIELDS
 
 
 def utcnow() -> datetime:
@@ -50,6 +64,9 @@ class Job(SQLModel, table=True):
     n_failed_calls: int = 0
     n_failed_items: int = 0
     cost_usd: float = 0.0
+    # JSON {metadata key: summarized?} fixed at creation (store.summaries.plan_group_keys): which
+    # keys get by-group summary rows. Never changes, so workers may cache it.
+    summary_keys: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -136,6 +153,25 @@ class VerdictRow(SQLModel, table=True):
     model: str = Field(max_length=255)
     metadata_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+    # The verdict's inputs to the SPEC 4 statistics, computed once at insert by
+    # store.summaries.stat_columns exactly as calibration.table computes them (rounded certainty,
+    # confidence and p_a, their histogram bins, the first-sample position outcome, the call counts
+    # by position, which response is longer). None of them depends on the human label, so they
+    # never change; SQL can aggregate them where the summaries are not fine enough.
+    stat_certainty: float | None = None
+    stat_certainty_bin: int | None = None  # store.summaries.certainty_bin: -1 .. 100
+    stat_confidence: float | None = None
+    stat_lambda_bin: int | None = None  # index into SPEC 4's lambda grid: -1 .. 4999
+    stat_ece_bin: int | None = None  # 0 .. 9
+    stat_p_a: float | None = None
+    stat_position: int | None = None  # 0: not judged in both orders, 1: orders disagree, 2: agree
+    stat_longer: int | None = None  # 0: lengths unknown or within 30 characters, 1: A longer, 2: B longer
+    calls_first: int | None = None  # parsed calls with an order choosing the answer shown first
+    calls_second: int | None = None
+    calls_tie: int | None = None
+    # JSON {metadata key: group name} of the keys this verdict is summarized under (group_json and
+    # the by-group summary rows always agree; see store.summaries).
+    group_json: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class CacheEntry(SQLModel, table=True):
@@ -148,3 +184,71 @@ class CacheEntry(SQLModel, table=True):
     input_tokens: int | None = None
     output_tokens: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- verdict summaries
+# Sufficient statistics of the SPEC 4 report per (job, profile, model, hour of created_at, group),
+# added to in the transaction that stores the verdicts (store.summaries). group_key "" is the row
+# of all the job's verdicts in that hour; otherwise group_key is a metadata key and group_value
+# the verdicts' group name for it (calibration.report.group_key). Plain Core tables: they are only
+# ever summed, never loaded as objects.
+
+SUMMARY_KEY = ("job_id", "group_key", "group_value", "hour", "profile", "model")
+
+
+def _summary_key() -> list[Column]:  # type: ignore[type-arg]
+    return [
+        Column("job_id", String(36), ForeignKey("jobs.id"), primary_key=True),
+        Column("group_key", String(255), primary_key=True),
+        Column("group_value", String(255), primary_key=True),
+        Column("hour", Integer, primary_key=True),  # hours since 1970-01-01 UTC
+        Column("profile", String(255), primary_key=True),
+        Column("model", String(255), primary_key=True),
+    ]
+
+
+def _counts(names: tuple[str, ...]) -> list[Column]:  # type: ignore[type-arg]
+    return [Column(name, Integer, nullable=False, server_default="0") for name in names]
+
+
+# Every fixed-size count in one row per key (calibration.from_counts.INT_FIELDS: the scalar counts,
+# the reliability bins and the 0.01-wide certainty histogram; FLOAT_FIELDS: the sums of squares and
+# of confidence), so that a dashboard query sums a few rows per job instead of a histogram's worth.
+summary_main = Table(
+    "summary_main", SQLModel.metadata, *_summary_key(), *_counts(INT_FIELDS),
+    *(Column(name, Float, nullable=False, server_default="0") for name in FLOAT_FIELDS),
+)
+
+# Decided items by lambda bin of SPEC 4's risk grid (only read for risk_control).
+LAMBDA_COUNTS = ("n_decided", "n_errors")
+summary_lambda = Table(
+    "summary_lambda", SQLModel.metadata, *_summary_key(),
+    Column("lambda_bin", SmallInteger, primary_key=True), *_counts(LAMBDA_COUNTS),
+)
+
+# Labelled verdicts by BPDE value: judge winner x human label counts for the HITL selection (SPEC
+# 3.3); bpde_null = 1 for a null BPDE (bpde is then 0). summary_bpde_chunk splits them further by
+# chunk of positions, read only where the selection's cut runs through a BPDE value.
+HITL_CELLS = tuple(f"w{w}_l{label}" for w in "abtn" for label in "abt")
+summary_bpde = Table(
+    "summary_bpde", SQLModel.metadata, *_summary_key(),
+    Column("bpde_null", SmallInteger, primary_key=True),
+    Column("bpde", Float, primary_key=True),
+    *_counts(HITL_CELLS),
+)
+summary_bpde_chunk = Table(
+    "summary_bpde_chunk", SQLModel.metadata, *_summary_key(),
+    Column("bpde_null", SmallInteger, primary_key=True),
+    Column("bpde", Float, primary_key=True),
+    Column("chunk", Integer, primary_key=True),  # position // store.summaries.CHUNK
+    *_counts(HITL_CELLS),
+)
+
+# (job, metadata key) pairs with verdicts that are not summarized under that key (too many values
+# in the job, too long, or unknown when the job was created): by_group over such a key is computed
+# from the verdicts.
+summary_overflow = Table(
+    "summary_overflow", SQLModel.metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id"), primary_key=True),
+    Column("group_key", String(255), primary_key=True),
+)

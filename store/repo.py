@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallResult
 from judge.records import Call, JudgeInfo, PairItem, Verdict
+from store import summaries
 from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, utcnow
 
 ACTIVE = ("queued", "running")
@@ -94,14 +95,18 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
         existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
         if existing is not None:
             return JobCreated(existing, created=False)
+    plan = summaries.plan_group_keys(items)
     job = Job(
         id=str(uuid.uuid4()), owner=owner, kind=kind, idempotency_key=idempotency_key,
         profile_name=profile.name, provider=profile.provider, model=profile.model,
         profile_json=profile.model_dump_json(), batch_size=batch_size, n_items=len(items),
+        summary_keys=json.dumps(plan, ensure_ascii=False),
     )
     try:
         with engine.begin() as conn:
             conn.execute(insert(Job).values(**job.model_dump()))
+            summaries.record_overflow(conn, job.id, [key for key, kept in plan.items()
+                                                     if not kept and len(key) <= summaries.MAX_OVERFLOW_KEY])
             rows = [
                 {"job_id": job.id, "item_id": item.id, "position": position,
                  "item_json": item.model_dump_json(exclude_none=True)}
@@ -197,28 +202,36 @@ def job_status(engine: Engine, job_id: str) -> str | None:
     return row[0] if row else None
 
 
-def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, Verdict]]) -> int:
+def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, Verdict]],
+                    now: datetime | None = None) -> int:
     """Store verdicts and their calls exactly once; returns how many were new.
 
     The verdicts go in with one INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows that
-    were really new come back, and only their calls and counts are written, all in one
-    transaction, so a redelivered task adds nothing and the job's counters stay exact.
+    were really new come back, and only their calls, counts and summary contributions are written,
+    all in one transaction, so a redelivered task adds nothing and the job's counters and
+    summaries stay exact. `now`: the verdicts' created_at (default: the current time).
     """
     batch = list(verdicts)
     if not batch:
         return 0
-    now = utcnow()
-    rows = [_verdict_row(job_id, position, verdict, now) for position, verdict in batch]
+    now = now or utcnow()
+    with engine.connect() as conn:
+        plan = summaries.job_plan(conn, job_id)
+    rows = []
+    overflow: dict[str, list[str]] = {}
+    for (position, verdict), stats in zip(batch, summaries.stat_columns([v for _, v in batch]), strict=True):
+        groups, overflow[verdict.id] = summaries.verdict_groups(verdict.metadata, plan)
+        rows.append({**_verdict_row(job_id, position, verdict, now), **stats,
+                     "group_json": json.dumps(groups, ensure_ascii=False)})
     with engine.begin() as conn:
         statement = insert_ignore(conn, VerdictRow).returning(VerdictRow.item_id)
         new_ids = set(conn.execute(statement, rows).scalars())
         if not new_ids:
             return 0  # every verdict was stored by an earlier delivery of this task
-        new = [verdict for _, verdict in batch if verdict.id in new_ids]
-        call_rows = [_call_row(job_id, verdict.id, call, now) for verdict in new for call in verdict.calls]
-        if call_rows:
-            conn.execute(insert(CallRow), call_rows)
         new_rows = [row for row in rows if row["item_id"] in new_ids]
+        # The job row before anything else that other writers of this job touch: attach_labels
+        # takes it first too, so the summary rows are always locked under it (no deadlock), and a
+        # relabel never interleaves with these verdicts' contributions.
         conn.execute(
             update(Job).where(Job.id == job_id).values(
                 n_verdicts=Job.n_verdicts + len(new_rows),
@@ -228,6 +241,11 @@ def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, V
                 cost_usd=Job.cost_usd + sum(r["cost_usd"] for r in new_rows), updated_at=now,
             )
         )
+        new = [verdict for _, verdict in batch if verdict.id in new_ids]
+        call_rows = [_call_row(job_id, verdict.id, call, now) for verdict in new for call in verdict.calls]
+        if call_rows:
+            conn.execute(insert(CallRow), call_rows)
+        summaries.add_verdicts(conn, job_id, new_rows, [key for row in new_rows for key in overflow[row["item_id"]]])
     return len(new_rows)
 
 
@@ -316,7 +334,11 @@ def all_verdicts(engine: Engine, job_id: str, with_calls: bool = True) -> list[V
 
 
 def attach_labels(engine: Engine, job_id: str, labels: Sequence[tuple[str, str | None]]) -> tuple[int, list[str]]:
-    """Set human labels by item id; returns (updated, unknown ids). Nothing changes if any id is unknown."""
+    """Set human labels by item id; returns (updated, unknown ids). Nothing changes if any id is unknown.
+
+    The job's summaries move with the labels in the same transaction: each changed verdict's old
+    contribution is subtracted and its new one added.
+    """
     ids = [item_id for item_id, _ in labels]
     with engine.begin() as conn:
         known = {r[0] for r in conn.execute(
@@ -325,18 +347,28 @@ def attach_labels(engine: Engine, job_id: str, labels: Sequence[tuple[str, str |
         unknown = [i for i in ids if i not in known]
         if unknown:
             return 0, unknown
+        # Lock the job row first (see record_verdicts): the verdict rows read below then cannot
+        # change, or gain a newly committed sibling, before this transaction ends. On SQLite this
+        # write also starts the transaction, which a read alone would not.
+        conn.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+        by_id = dict(labels)
+        before = []
+        for start in range(0, len(ids), 1000):
+            before += conn.execute(select(*summaries.RELABEL_COLUMNS).where(
+                VerdictRow.job_id == job_id, VerdictRow.item_id.in_(ids[start:start + 1000]))).mappings().all()
         updated = 0
-        for item_id, label in labels:
-            result = conn.execute(update(VerdictRow).where(and_(VerdictRow.job_id == job_id,
-                                                                VerdictRow.item_id == item_id))
-                                  .values(human_label=label))
+        for row in before:
+            result = conn.execute(update(VerdictRow).where(VerdictRow.id == row["id"])
+                                  .values(human_label=by_id[row["item_id"]]))
             updated += result.rowcount or 0
+        for item_id, label in labels:
             row = conn.execute(select(JobItem.id, JobItem.item_json).where(
                 JobItem.job_id == job_id, JobItem.item_id == item_id)).first()
             if row is not None:
                 data = json.loads(row.item_json)
                 data["human_label"] = label
                 conn.execute(update(JobItem).where(JobItem.id == row.id).values(item_json=json.dumps(data)))
+        summaries.relabel(conn, before, by_id)
     return updated, []
 
 

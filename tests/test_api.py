@@ -615,8 +615,15 @@ def test_stats_agreement_filters_the_callers_verdicts(client: FlaskClient, engin
         response = client.get(f"/v1/stats/agreement?{query}", headers=AUTH_A)
         assert response.status_code == 400, query
         assert error_of(response)["details"][0]["field"] == field
+    # Summed in SQL: the verdict limit only applies where the verdicts must be loaded, i.e. group_by
+    # over a metadata key that is not summarized (here a value too long to be a summary group).
     limited = new_app(engine, lambda job: None, PJUDGE_STATS_MAX_VERDICTS=10).test_client()
-    too_many = limited.get("/v1/stats/agreement", headers=AUTH_A)
+    assert limited.get("/v1/stats/agreement?group_by=group", headers=AUTH_A).status_code == 200
+    noted = post_job(client, [dict(item, metadata={"note": "x" * 300}) for item in make_items(5)]).get_json()["job_id"]
+    judge_all(engine, noted, model="model-one")
+    assert client.get("/v1/stats/agreement?group_by=note", headers=AUTH_A).get_json()["by_group"].keys() == {
+        "x" * 300, "(missing)"}
+    too_many = limited.get("/v1/stats/agreement?group_by=note", headers=AUTH_A)
     assert too_many.status_code == 422 and error_of(too_many)["code"] == "too_many_verdicts"
 
 

@@ -1,0 +1,364 @@
+"""The dashboard statistics from the SQL summaries (store.stats) equal calibration.report.build_report
+on the same stored verdicts: random verdict sets with ties, null winners, unlabelled items, missing
+orders, metadata groups, labels changed afterwards, redelivered batches and several hours of
+created_at, on SQLite and PostgreSQL (PJUDGE_TEST_POSTGRES_URL)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Engine
+
+from calibration.report import build_report
+from judge.profiles import JudgeProfile
+from judge.records import Call, JudgeInfo, PairItem, Verdict
+from store import repo, stats, summaries
+from store.db import create_db_engine, get_engine, migrate
+from store.models import CallRow, Job, JobItem, VerdictRow, summary_main
+from store.stats import Selection
+
+OWNER, OTHER = "owner-a", "owner-b"
+T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+BPDES = (None, 0.0, -0.0, 0.6931471805599453, 1.0986122886681098, 0.6365141682948128)
+TOLERANCE = 1e-9
+# build_report's own extras that need every verdict's certainty level (see store.stats)
+NOT_FROM_COUNTS = {"coverage_auc"}
+REPORT_ONLY = {"by_group", "group_by", "simulated", "models", "bootstrap"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        yield get_engine(f"sqlite:///{tmp_path}/db.sqlite")
+        return
+    from tests.services import create_postgres_database, drop_postgres_database
+
+    url = create_postgres_database()
+    engine = get_engine(url)
+    yield engine
+    engine.dispose()
+    drop_postgres_database(url)
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 8 positions, so that the HITL cut walks several chunks and jobs."""
+    monkeypatch.setattr(summaries, "CHUNK", 8)
+
+
+# ---------------------------------------------------------------- random verdicts
+
+def make_items(rng: random.Random, n: int) -> list[PairItem]:
+    items = []
+    for i in range(n):
+        metadata: dict[str, Any] = {"dataset": rng.choice(["prism", "ec", "(missing)", "ap"]),
+                                    "group": rng.choice([0, 1, 2.5, True]),
+                                    "maybe": rng.choice([None, "x", "y"])}
+        if rng.random() < 0.3:
+            del metadata["maybe"]
+        if rng.random() < 0.2:
+            metadata["nested"] = {"k": rng.choice([1, 2])}
+        items.append(PairItem(id=f"it-{i:04d}", prompt="p", response_a="a" * rng.randint(1, 120),
+                              response_b="b" * rng.randint(1, 120),
+                              human_label=rng.choice(["A", "B", "tie", None, "A", "B"]), metadata=metadata))
+    return items
+
+
+def random_call(rng: random.Random, order: str | None, sample: int) -> Call:
+    kind = rng.random()
+    if kind < 0.12:
+        return Call(order=order, sample=sample, error="unparsed")  # type: ignore[arg-type]
+    if kind < 0.22:
+        return Call(order=order, sample=sample, scores=[rng.randint(1, 10), rng.randint(1, 10)])  # type: ignore[arg-type]
+    return Call(order=order, sample=sample, choice=rng.choice(["A", "B", "tie"]),  # type: ignore[arg-type]
+                certainty=rng.choice([None, 0.8, rng.randint(1, 100) / 100]))
+
+
+def random_verdict(rng: random.Random, item: PairItem, profile: str, model: str) -> Verdict:
+    winner = rng.choice(["A", "B", "A", "B", "tie", None])
+    if winner is None:
+        p_a = certainty = None
+    else:
+        step = rng.randint(0, 100) / 200  # 0 .. 0.5
+        p_a = {"A": 0.5 + step, "B": 0.5 - step, "tie": 0.5}[winner]
+        p_a = round(p_a, 9)
+        certainty = rng.choice([None, round(abs(2 * p_a - 1), 9), 0.8, 0.7, rng.random()])
+        if rng.random() < 0.1:
+            p_a = None  # confidence falls back on the certainty
+    orders = rng.choice([["AB", "BA"], ["AB", "BA"], ["AB"], ["BA"], [None], []])
+    calls = [random_call(rng, order, sample) for order in orders for sample in range(rng.randint(1, 2))]
+    rng.shuffle(calls)
+    return Verdict(id=item.id, winner=winner, p_a=p_a, certainty=certainty,  # type: ignore[arg-type]
+                   consistent=None, abstained=rng.random() < 0.2, bpde=rng.choice(BPDES),
+                   human_label=item.human_label, judge=JudgeInfo(profile=profile, provider="openai", model=model),
+                   calls=calls, len_a=None if rng.random() < 0.1 else len(item.response_a),
+                   len_b=len(item.response_b), metadata=dict(item.metadata))
+
+
+def populate(engine: Engine, seed: int, jobs: int = 4, n: int = 60) -> list[str]:
+    """Jobs of the owner (and one of another owner), verdicts in shuffled batches over several hours
+    (some delivered twice), then labels changed on some verdicts and on some items before judging."""
+    rng = random.Random(seed)
+    job_ids = []
+    for j in range(jobs + 1):
+        owner = OWNER if j < jobs else OTHER
+        profile = JudgeProfile(name=rng.choice(["persona-certainty", "persona-tie"]), provider="openai",
+                               model=rng.choice(["gpt-4o", "sim-judge"]))
+        items = make_items(rng, rng.randint(n // 2, n))
+        job = repo.create_job(engine, owner, items, profile).job
+        job_ids.append(job.id)
+        # labels attached before judging reach the verdicts through the items
+        repo.attach_labels(engine, job.id, [(it.id, rng.choice(["A", "B", None])) for it in rng.sample(items, 3)])
+        stored = repo.job_items(engine, job.id, 0, len(items))
+        verdicts = [(pos, random_verdict(rng, item, profile.name, profile.model)) for pos, item in stored]
+        rng.shuffle(verdicts)
+        start = 0
+        while start < len(verdicts):
+            size = rng.randint(1, 16)
+            when = T0 + timedelta(minutes=rng.randint(0, 5 * 60), microseconds=rng.randint(0, 999_999))
+            batch = verdicts[start:start + size]
+            repo.record_verdicts(engine, job.id, batch, now=when)
+            if rng.random() < 0.3:  # a redelivery, partly overlapping the next batch
+                repo.record_verdicts(engine, job.id, verdicts[start:start + size + 2], now=when)
+            start += size
+        for _ in range(2):
+            changed = [(it.id, rng.choice(["A", "B", "tie", None])) for it in rng.sample(items, len(items) // 4)]
+            repo.attach_labels(engine, job.id, changed)
+    return job_ids
+
+
+# ---------------------------------------------------------------- the reference
+
+def stored_verdicts(engine: Engine, selection: Selection) -> list[tuple[str, Verdict]]:
+    """(job id, verdict) of the selection in input order, read back as the legacy routes read them."""
+    query = select(VerdictRow).join(Job, Job.id == VerdictRow.job_id)
+    if selection.owner is not None:
+        query = query.where(Job.owner == selection.owner)
+    if selection.job_id is not None:
+        query = query.where(VerdictRow.job_id == selection.job_id)
+    if selection.profile is not None:
+        query = query.where(VerdictRow.profile == selection.profile)
+    if selection.model is not None:
+        query = query.where(VerdictRow.model == selection.model)
+    if selection.since is not None:
+        query = query.where(VerdictRow.created_at >= selection.since)
+    if selection.until is not None:
+        query = query.where(VerdictRow.created_at < selection.until)
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(Job.created_at, VerdictRow.job_id, VerdictRow.position)).all()
+        calls: dict[tuple[str, str], list[Call]] = {}
+        for call in conn.execute(select(CallRow).order_by(CallRow.job_id, CallRow.item_id, CallRow.order,
+                                                          CallRow.sample)):
+            calls.setdefault((call.job_id, call.item_id), []).append(repo.call_from_row(call))
+    return [(r.job_id, repo.verdict_from_row(r, calls.get((r.job_id, r.item_id), []))) for r in rows]
+
+
+def reference(engine: Engine, selection: Selection, group_by: str | None = None, **options: Any) -> dict[str, Any]:
+    pairs = stored_verdicts(engine, selection)
+    verdicts = [v for _, v in pairs]
+    if group_by not in stats.BUILTIN_GROUPS:
+        out = build_report(verdicts, group_by=group_by, **options)
+    else:  # by profile, model or job: build_report of each group's verdicts
+        out = build_report(verdicts, **options)
+        keys = [{"profile": v.judge.profile, "model": v.judge.model, "job": job}[group_by] for job, v in pairs]
+        out["by_group"] = {
+            key: {k: v for k, v in build_report([v for k2, v in zip(keys, verdicts, strict=True) if k2 == key],
+                                                **options).items() if k not in REPORT_ONLY}
+            for key in sorted(set(keys))}
+        out["group_by"] = group_by
+    return out
+
+
+def assert_same(got: Any, want: Any, path: str = "") -> None:
+    if isinstance(want, dict):
+        assert isinstance(got, dict), path
+        want = {k: v for k, v in want.items() if k not in NOT_FROM_COUNTS}
+        assert set(got) == set(want), (path, set(got) ^ set(want))
+        for key in want:
+            assert_same(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same(g, w, f"{path}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert isinstance(got, int | float) and not isinstance(got, bool), (path, got, want)
+        assert math.isclose(got, want, rel_tol=0, abs_tol=TOLERANCE), (path, got, want)
+    else:
+        assert got == want and type(got) is type(want), (path, got, want)
+
+
+def check(engine: Engine, selection: Selection, group_by: str | None = None, **options: Any) -> dict[str, Any]:
+    got = stats.report(engine, selection, group_by=group_by, builtin_groups=True, **options)
+    assert got is not None
+    assert_same(got, reference(engine, selection, group_by, **options))
+    return got
+
+
+# ---------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_summaries_equal_build_report(engine: Engine, seed: int) -> None:
+    job_ids = populate(engine, seed)
+    everything = Selection(owner=OWNER)
+    report = check(engine, everything)
+    assert report["counts"]["items"] > 100 and report["hitl"]["n_sent"] > 0
+    check(engine, everything, hitl=0.37, target_accuracy=0.55, delta=0.2)
+    check(engine, everything, threshold=0.733, hitl=1.0)  # off the 0.01 grid: SQL split
+    check(engine, everything, threshold=0.7, hitl=0.0, target_accuracy=0.9)
+    for key in ("dataset", "group", "maybe", "profile", "model", "job"):
+        check(engine, everything, group_by=key, hitl=0.3)
+    check(engine, everything, group_by="dataset", threshold=0.555, target_accuracy=0.6)
+    check(engine, everything, group_by="absent-key")
+    for job_id in job_ids[:-1]:
+        check(engine, Selection(job_id=job_id), hitl=0.45, target_accuracy=0.5)
+        check(engine, Selection(job_id=job_id), group_by="group")
+
+
+def test_filters_and_exact_time_ranges(engine: Engine) -> None:
+    populate(engine, 7, jobs=3)
+    with engine.connect() as conn:
+        profiles = conn.execute(select(VerdictRow.profile).distinct()).scalars().all()
+        models = conn.execute(select(VerdictRow.model).distinct()).scalars().all()
+    for profile in profiles:
+        check(engine, Selection(owner=OWNER, profile=profile), group_by="dataset")
+    for model in models:
+        check(engine, Selection(owner=OWNER, model=model), hitl=0.5)
+    minute = timedelta(minutes=1)
+    ranges = [
+        (T0 + 37 * minute + timedelta(microseconds=17), T0 + 3 * 60 * minute + 11 * minute),  # both ends cut
+        (T0 + 60 * minute, T0 + 3 * 60 * minute),  # whole hours
+        (T0 + 61 * minute, T0 + 119 * minute),  # inside one hour
+        (T0 + 130 * minute, None),
+        (None, T0 + 130 * minute),
+        (T0 + 200 * minute, T0 + 100 * minute),  # empty
+    ]
+    for since, until in ranges:
+        selection = Selection(owner=OWNER, since=since, until=until)
+        check(engine, selection, hitl=0.4, target_accuracy=0.55)
+        check(engine, selection, group_by="dataset", hitl=0.25)
+        check(engine, selection, group_by="job", threshold=0.615)
+
+
+def test_summaries_are_the_sum_of_their_verdicts(engine: Engine) -> None:
+    """Relabels and redeliveries leave the summaries equal to a rebuild from the verdict rows."""
+    populate(engine, 11, jobs=2)
+    with engine.connect() as conn:
+        query = stats._Query(conn, Selection(owner=OWNER), stats.Grouping.of("dataset", False), risk=True)
+        from_summaries, _ = query.counts()
+        from_verdicts = query._verdict_counts(None, None, query.verdict_dim(), set())
+    assert from_summaries[None]["items"] == sum(c["items"] for c in from_verdicts.values()) > 0
+    for name, counts in from_verdicts.items():
+        summed = from_summaries[name]
+        assert (summed.ints == counts.ints).all(), name
+        assert summed.floats == pytest.approx(counts.floats, abs=TOLERANCE)
+        assert (summed.risk == counts.risk).all()
+        hitl = {k: v for k, v in summed.hitl.items() if v.any()}
+        assert hitl.keys() == counts.hitl.keys() and all((hitl[k] == counts.hitl[k]).all() for k in hitl)
+
+
+def test_metadata_that_cannot_be_summarized_falls_back(engine: Engine) -> None:
+    rng = random.Random(5)
+    items = make_items(rng, 40)
+    items = [it.model_copy(update={"metadata": {**it.metadata, "persona_id": f"u{i}", "note": "x" * 300}})
+             for i, it in enumerate(items)]
+    profile = JudgeProfile(name="persona-certainty", provider="openai", model="gpt-4o")
+    job = repo.create_job(engine, OWNER, items, profile).job
+    plan = json.loads(job.summary_keys or "{}")
+    assert plan["dataset"] and not plan["note"] and plan["persona_id"]  # 40 values: under the limit
+    verdicts = [(p, random_verdict(rng, it, profile.name, profile.model)) for p, it in repo.job_items(engine, job.id, 0, 40)]
+    extra = verdicts[0][1].model_copy(update={"metadata": {"late": 1}})
+    repo.record_verdicts(engine, job.id, [*verdicts[1:], (0, extra)])
+    selection = Selection(owner=OWNER)
+    assert stats.report(engine, selection, group_by="note") is None  # too long: from the verdicts
+    assert stats.report(engine, selection, group_by="late") is None  # unknown when the job was made
+    check(engine, selection, group_by="persona_id")
+    check(engine, selection, group_by="dataset")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = create_db_engine(f"sqlite:///{tmp_path}/old.sqlite")
+        yield engine
+        engine.dispose()
+        return
+    from tests.services import create_postgres_database, drop_postgres_database
+
+    url = create_postgres_database()
+    engine = create_db_engine(database_url_of(url))
+    yield engine
+    engine.dispose()
+    drop_postgres_database(url)
+
+
+def database_url_of(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def test_migration_0003_summarizes_the_verdicts_stored_before(unmigrated: Engine) -> None:
+    engine = unmigrated
+    migrate(engine, "0002")
+    rng = random.Random(21)
+    with engine.begin() as conn:  # rows as the code before 0003 wrote them
+        for j in range(3):
+            profile = JudgeProfile(name="persona-certainty", provider="openai", model=f"model-{j % 2}")
+            items = make_items(rng, 50)
+            job = Job(id=f"00000000-0000-0000-0000-00000000000{j}", owner=OWNER, profile_name=profile.name,
+                      provider=profile.provider, model=profile.model, profile_json=profile.model_dump_json(),
+                      n_items=len(items), created_at=T0 + timedelta(seconds=j))
+            conn.execute(insert(Job.__table__), [job.model_dump(exclude={"summary_keys"})])
+            conn.execute(insert(JobItem.__table__), [
+                {"job_id": job.id, "item_id": it.id, "position": i, "item_json": it.model_dump_json()}
+                for i, it in enumerate(items)])
+            for i, item in enumerate(items):
+                verdict = random_verdict(rng, item, profile.name, profile.model)
+                when = T0 + timedelta(minutes=rng.randint(0, 180))
+                conn.execute(insert(VerdictRow.__table__), [repo._verdict_row(job.id, i, verdict, when)])
+                if verdict.calls:
+                    conn.execute(insert(CallRow.__table__), [repo._call_row(job.id, item.id, call, when)
+                                                             for call in verdict.calls])
+    migrate(engine)
+    check(engine, Selection(owner=OWNER), hitl=0.3)
+    check(engine, Selection(owner=OWNER, since=T0 + timedelta(minutes=50)), group_by="dataset", target_accuracy=0.6)
+    check(engine, Selection(job_id="00000000-0000-0000-0000-000000000001"), group_by="group")
+
+
+def test_models_match_the_migrations(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_record_verdicts_writes_a_handful_of_statements(engine: Engine) -> None:
+    populate(engine, 3, jobs=1, n=20)
+    with engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(summary_main)).scalar_one()
+    assert rows > 0
+    job = repo.create_job(engine, OWNER, make_items(random.Random(1), 16),
+                          JudgeProfile(name="persona-certainty", provider="openai", model="m")).job
+    items = repo.job_items(engine, job.id, 0, 16)
+    batch = [(p, random_verdict(random.Random(p), it, "persona-certainty", "m")) for p, it in items]
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    def count_statement(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", count_statement)
+    try:
+        assert repo.record_verdicts(engine, job.id, batch) == 16
+    finally:
+        event.remove(engine, "before_cursor_execute", count_statement)
+    writes = [s for s in statements if not s.lstrip().upper().startswith(("SELECT", "PRAGMA"))]
+    assert len(writes) <= 7, writes  # verdicts, job, calls, four summary tables

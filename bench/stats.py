@@ -3,7 +3,7 @@ GET /v1/stats/agreement (plain, group_by a metadata key, group_by profile, a tim
 GET /v1/jobs/{id}/report. Target: p95 under 100 ms.
 
 The verdicts go in through store.repo.record_verdicts (the workers' own write path, summaries
-included) in batches of 2,000, each job's verdicts spread over two hours and the jobs over 29 days.
+included) in batches of 5,000, each job's verdicts spread over two hours and the jobs over 29 days.
 The requests go through Flask's test client (the whole app: auth, parsing, JSON; no network), 30
 per query after 3 warm-ups, on SQLite, then on PostgreSQL when PJUDGE_TEST_POSTGRES_URL is set.
 `--quick`: 100,000 verdicts.
@@ -30,7 +30,7 @@ JOBS = 50
 PROFILES = ("persona-certainty", "persona-tie", "faireval")
 MODELS = ("gpt-4o-2024-08-06", "claude-3-5-sonnet")
 DATASETS = ("prism", "ec", "ap", "personalized-judge", "llmbar")
-BATCH = 2000
+BATCH = 5000
 REQUESTS = 30
 WARMUP = 3
 TARGET_MS = 100.0

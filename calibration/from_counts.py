@@ -2,10 +2,10 @@
 
 Every SPEC 4 number depends on the verdicts only through a few tables of counts: the judge x human
 confusion table (accuracy, counts, Cohen's kappa, Krippendorff's alpha and their bootstrap, which
-already resamples the table), a certainty histogram (high/low certainty, coverage curve), a
-confidence histogram (ECE, and risk control at the resolution of its own lambda grid), sums
-(Brier, position, length, abstention) and, for the HITL selection, the confusion of labelled items
-per BPDE value. Counts add up, so stored per-job summaries summed in SQL give the statistics of
+already resamples the table), a cumulative certainty histogram at 0.01 steps (high/low certainty,
+coverage curve), the reliability bins (ECE), a confidence histogram on SPEC 4's own lambda grid
+(risk control), sums (Brier, position, length, abstention) and, for the HITL selection, the
+confusion of labelled items per BPDE value. Counts add up, so stored per-job summaries summed in SQL give the statistics of
 any set of jobs; this module turns such counts into the same dict as `report.statistics`, with the
 same code where the step is shared (bootstrap, reliability, risk control).
 
@@ -75,14 +75,19 @@ def _bin(k: int) -> str:
 
 
 # The reliability bins (decided items: n, correct; and the confidence sum, a float) and the
-# certainty histogram (items with winner A or B: n, labelled, correct) are fixed-size, so they are
-# fields too: one summary row holds every count but the risk grid's and the BPDE groups'.
+# certainty histogram are fixed-size, so they are fields too: one summary row holds every count but
+# the risk grid's and the BPDE groups'. The certainty histogram is cumulative: for each k in -1 ..
+# 100, the items with winner A or B and certainty >= GRID[k] (k = -1: any certainty), how many are
+# labelled, how many correct. A split at GRID[k] then reads 3 fields, not 100 bins: a query sums
+# only the fields its thresholds need (summing all 375 fields costs PostgreSQL more to plan than to run).
 ECE_FIELDS = tuple(f"ece_{name}_{b}" for b in range(ECE_BINS) for name in ("n", "correct"))
-CERTAINTY_FIELDS = tuple(f"cert_{name}_{_bin(k)}" for k in range(-1, len(CERTAINTY_GRID))
-                         for name in ("n", "labelled", "correct"))
+_CERTAINTY_NAMES = ("n", "labelled", "correct")
+CERTAINTY_FIELDS = tuple(f"cert_{name}_ge_{_bin(k)}" for k in range(-1, len(CERTAINTY_GRID))
+                         for name in _CERTAINTY_NAMES)
 INT_FIELDS = (*MAIN_FIELDS, *ECE_FIELDS, *CERTAINTY_FIELDS)
 FLOAT_FIELDS = ("brier_sum", *(f"ece_confidence_{b}" for b in range(ECE_BINS)))
 FIELD = {name: i for i, name in enumerate(INT_FIELDS)}
+FLOAT_FIELD = {name: i for i, name in enumerate(FLOAT_FIELDS)}
 _CONFUSION = slice(FIELD["wa_la"], FIELD["wa_la"] + 16)
 _ECE = slice(len(MAIN_FIELDS), len(MAIN_FIELDS) + len(ECE_FIELDS))
 _CERTAINTY = slice(_ECE.stop, len(INT_FIELDS))
@@ -106,6 +111,14 @@ def certainty_bin(certainty: np.ndarray) -> np.ndarray:
 def lambda_bin(confidence: np.ndarray) -> np.ndarray:
     """The lambda bin of each confidence (-1 .. CANDIDATES - 1); NaN gives the last, mask it first."""
     return np.searchsorted(LAMBDA_GRID, confidence, side="right") - 1
+
+
+def certainty_fields(threshold: float) -> tuple[str, ...]:
+    """The certainty fields the statistics read at this threshold: any certainty, the coverage
+    curve's thresholds, and the threshold itself when it is on the grid."""
+    ks = {-1, *(grid_index(t) for t in COVERAGE_THRESHOLDS), grid_index(threshold)}
+    return tuple(f"cert_{name}_ge_{_bin(k)}" for k in sorted(k for k in ks if k is not None)
+                 for name in _CERTAINTY_NAMES)
 
 
 def grid_index(threshold: float) -> int | None:
@@ -155,9 +168,15 @@ class Counts:
         return self.ints[_ECE].reshape(ECE_BINS, 2)
 
     @property
-    def certainty(self) -> np.ndarray:
-        """(certainty bin + 1) -> [items with winner A or B, ... labelled, ... correct]"""
+    def certainty_ge(self) -> np.ndarray:
+        """k + 1 -> [items with winner A or B and certainty >= CERTAINTY_GRID[k], ... labelled,
+        ... correct] (k = -1: with any certainty). Counts read from summaries may hold only the
+        rows `certainty_fields` names for the request's threshold."""
         return self.ints[_CERTAINTY].reshape(len(CERTAINTY_GRID) + 1, 3)
+
+    def add_certainty_bin(self, k: int, values: Sequence[int]) -> None:
+        """Add [n, labelled, correct] of items whose certainty is in bin k (-1 .. 100)."""
+        self.certainty_ge[:k + 2] += np.asarray(values, dtype=np.int64)
 
     @property
     def brier_sum(self) -> float:
@@ -179,10 +198,13 @@ class Counts:
             self.split = (high + sign * other.split[0], low + sign * other.split[1])
         return self
 
-    def add_fields(self, ints: Iterable[Any], floats: Iterable[Any]) -> None:
-        """Add a summary row: INT_FIELDS then FLOAT_FIELDS (None as 0)."""
-        self.ints += np.fromiter((int(v or 0) for v in ints), dtype=np.int64, count=len(INT_FIELDS))
-        self.floats += np.fromiter((float(v or 0.0) for v in floats), dtype=np.float64, count=len(FLOAT_FIELDS))
+    def add_fields(self, names: Sequence[str], values: Sequence[Any]) -> None:
+        """Add a summary row's named fields (INT_FIELDS or FLOAT_FIELDS; None as 0)."""
+        for name, value in zip(names, values, strict=True):
+            if name in FIELD:
+                self.ints[FIELD[name]] += int(value or 0)
+            else:
+                self.floats[FLOAT_FIELD[name]] += float(value or 0.0)
 
     def add_main(self, values: Sequence[Any], brier_sum: float) -> None:
         """Add MAIN_FIELDS counts (None as 0) and a Brier sum."""
@@ -278,7 +300,8 @@ def _certainty_split(c: Counts, threshold: float) -> tuple[dict[str, Any], dict[
         k = grid_index(threshold)
         if k is None:
             raise ValueError(f"threshold {threshold} is not on the certainty grid; pass Counts.split")
-        high, low = c.certainty[k + 1:].sum(axis=0), c.certainty[:k + 1].sum(axis=0)
+        high = c.certainty_ge[k + 1]
+        low = c.certainty_ge[0] - high
     return _side(threshold, high), _side(threshold, low)
 
 
@@ -287,7 +310,7 @@ def _coverage_curve(c: Counts, decided: int) -> list[dict[str, Any]]:
     for threshold in COVERAGE_THRESHOLDS:
         k = grid_index(threshold)
         assert k is not None
-        kept = c.certainty[k + 1:].sum(axis=0)
+        kept = c.certainty_ge[k + 1]
         n, correct = int(kept[1]), int(kept[2])
         out.append({"threshold": threshold, "coverage": ratio(n, decided), "accuracy": ratio(correct, n), "n": n})
     return out

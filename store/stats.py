@@ -21,6 +21,7 @@ summarized under (summary_overflow); the caller then computes from the verdicts.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,12 +35,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from calibration.from_counts import (
     CODES,
+    ECE_FIELDS,
     FLOAT_FIELDS,
-    INT_FIELDS,
+    MAIN_FIELDS,
     BpdeKey,
     Counts,
     Cut,
     bpde_key,
+    certainty_fields,
     grid_index,
     report_from_counts,
 )
@@ -179,7 +182,13 @@ def _sums(table: Table, names: Sequence[str]) -> ColumnElement[Any]:
     return literal_column(", ".join(f"SUM({table.name}.{name})" for name in names))
 
 
-MAIN_SUMS = _sums(summary_main, (*INT_FIELDS, *FLOAT_FIELDS))
+@functools.lru_cache(maxsize=128)
+def _main_fields(threshold: float) -> tuple[tuple[str, ...], ColumnElement[Any]]:
+    """The summary_main fields a report at this threshold reads, and their SUMs."""
+    fields = (*MAIN_FIELDS, *ECE_FIELDS, *certainty_fields(threshold), *FLOAT_FIELDS)
+    return fields, _sums(summary_main, fields)
+
+
 LAMBDA_SUMS = _sums(summary_lambda, ("n_decided", "n_errors"))
 CELL_SUMS = {table.name: _sums(table, HITL_CELLS) for table in (summary_bpde, summary_bpde_chunk)}
 
@@ -190,6 +199,7 @@ _JOINED = {table.name: table.join(Job, Job.id == table.c.job_id)
 
 
 NULL = literal_column("NULL")  # a placeholder column, left out of GROUP BY
+NO_BIN = literal_column("-2")  # a missing bin, as a constant in the SQL text (GROUP BY on PostgreSQL)
 
 
 def _counts_of(groups: dict[str | None, Counts], name: str | None) -> Counts:
@@ -214,11 +224,13 @@ class _Query:
     selection: Selection
     grouping: Grouping
     risk: bool = False  # read the lambda histogram (risk_control)
+    threshold: float = 0.8  # the certainty split's, which decides the certainty fields read
     time: TimeSplit = field(init=False)
     _created: dict[str, datetime] = field(init=False, default_factory=dict)
     _dim: ColumnElement[Any] | None = field(init=False, default=None)
     _filter_dim: ColumnElement[Any] | None = field(init=False, default=None)
     _owned: set[str] | None = field(init=False, default=None)
+    _partial_bpde: dict[tuple[datetime, datetime], list[tuple[Any, ...]]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.time = split_time(self.selection.since, self.selection.until)
@@ -345,10 +357,11 @@ class _Query:
             return _counts_of(out, row[0] if n else None)
 
         t = summary_main
-        query, n = select_by(t, t.c.model, MAIN_SUMS)
+        fields, sums = _main_fields(self.threshold)
+        query, n = select_by(t, t.c.model, sums)
         for row in self.conn.execute(query.group_by(*_row_dims(t, dim), t.c.model)):
             models.add(row[n])
-            get(row, n).add_fields(row[n + 1:n + 1 + len(INT_FIELDS)], row[n + 1 + len(INT_FIELDS):])
+            get(row, n).add_fields(fields, row[n + 1:])
         if self.risk:
             t = summary_lambda
             query, n = select_by(t, t.c.lambda_bin, LAMBDA_SUMS)
@@ -383,22 +396,33 @@ class _Query:
             fields, brier = summaries.outcome_fields(*row[n + 1:n + 3], *(int(v or 0) for v in row[n + 3:n + 13]),
                                                      float(row[n + 13] or 0.0), float(row[n + 14] or 0.0))
             get(row).add_main(fields, brier)
-        for row in rows(func.count(), _count(_CORRECT), func.sum(V.stat_confidence), condition=_IN_CONFIDENCE,
-                        by=[V.stat_ece_bin]):
-            counts = get(row)
-            counts.ece[row[n]] += (int(row[n + 1]), int(row[n + 2]))
-            counts.ece_confidence[row[n]] += float(row[n + 3])
-        for row in rows(func.count(), _count(_LABELLED), _count(_CORRECT), condition=_IN_CERTAINTY,
-                        by=[V.stat_certainty_bin]):
-            get(row).certainty[row[n] + 1] += _ints(row[n + 1:])
+        # The certainty histogram and the reliability bins in one pass (their bins go together).
+        bins = [func.coalesce(V.stat_certainty_bin, NO_BIN), func.coalesce(V.stat_ece_bin, NO_BIN)]
+        for row in rows(_count(_IN_CERTAINTY), _count(and_(_IN_CERTAINTY, _LABELLED)),
+                        _count(and_(_IN_CERTAINTY, _CORRECT)), _count(_IN_CONFIDENCE),
+                        _count(and_(_IN_CONFIDENCE, _CORRECT)),
+                        func.sum(case((_IN_CONFIDENCE, V.stat_confidence), else_=0.0)),
+                        condition=or_(_IN_CERTAINTY, _IN_CONFIDENCE), by=bins):
+            counts, (cert_bin, ece_bin) = get(row), row[n:n + 2]
+            if row[n + 2]:
+                counts.add_certainty_bin(cert_bin, _ints(row[n + 2:n + 5]))
+            if row[n + 5]:
+                counts.ece[ece_bin] += _ints(row[n + 5:n + 7])
+                counts.ece_confidence[ece_bin] += float(row[n + 7])
         if self.risk:
             for row in rows(func.count(), _count(V.winner != V.human_label), condition=_IN_CONFIDENCE,
                             by=[V.stat_lambda_bin]):
                 get(row).risk[row[n] + 1] += _ints(row[n + 1:])
+        # Labelled verdicts by job, BPDE, winner and label: the BPDE counts here, and kept for the
+        # HITL cut's counts per job (`_cut_counts`), which are the same rows.
+        by_bpde = self._partial_bpde[(since, until)] = []
         for row in rows(func.count(), condition=_LABELLED, by=[*_BPDE_GROUP, V.winner, V.human_label]):
+            job_id, group = row[0], row[1] if n > 1 else None
+            null, value, winner, label, count = row[n:n + 5]
+            by_bpde.append((job_id, group, null, value, winner, label, count))
             cells = np.zeros(12, dtype=np.int64)
-            cells[CODES[row[n + 2]] * 3 + CODES[row[n + 3]]] = row[n + 4]
-            get(row).add_hitl(bpde_key(None if row[n] else row[n + 1]), cells)
+            cells[CODES[winner] * 3 + CODES[label]] = count
+            get(row).add_hitl(bpde_key(None if null else value), cells)
         return out
 
     # -- the certainty split at an off-grid threshold, by group
@@ -499,14 +523,19 @@ class _Query:
 
         dim = self.verdict_dim()
         bpde = or_(*(V.bpde.is_(None) if null else V.bpde == value for null, value in keys))
-        columns = [V.job_id, dim if dim is not None else NULL,
-                   _chunk_of() if chunked else NULL, *_BPDE_GROUP, V.winner, V.human_label]
+        columns = [V.job_id, dim if dim is not None else NULL, _chunk_of(), *_BPDE_GROUP, V.winner, V.human_label]
         for since, until in self.time.partial:
-            where = [*self.verdict_filter(since, until, owner=False), _LABELLED, bpde]
-            if jobs is not None:
-                where.append(V.job_id.in_(sorted(set(jobs.values()))))
-            for job_id, group, chunk, null, value, winner, label, n in self.conn.execute(
-                    select(*columns, func.count()).where(*where).group_by(*(c for c in columns if c is not NULL))):
+            if chunked:
+                # No job filter in SQL: with one, SQLite reads the jobs' verdicts by job instead of
+                # the cut hour's by created_at. The rows are grouped by job anyway.
+                partial = self.conn.execute(
+                    select(*columns, func.count())
+                    .where(*self.verdict_filter(since, until, owner=False), _LABELLED, bpde)
+                    .group_by(*(c for c in columns if c is not NULL)))
+            else:  # by job: the rows `_verdict_counts` read already
+                partial = ((job, group, None, null, value, winner, label, n)
+                           for job, group, null, value, winner, label, n in self._partial_bpde[(since, until)])
+            for job_id, group, chunk, null, value, winner, label, n in partial:
                 if not self.owned(job_id):
                     continue
                 key = bpde_key(None if null else value)
@@ -588,7 +617,7 @@ def report(
     with engine.connect() as conn:
         if grouping.key is not None and overflowed(conn, selection, grouping.key):
             return None
-        query = _Query(conn, selection, grouping, risk=target_accuracy is not None)
+        query = _Query(conn, selection, grouping, risk=target_accuracy is not None, threshold=threshold)
         groups, models = query.counts()
         if grid_index(threshold) is None:
             splits = query.splits(threshold)

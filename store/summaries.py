@@ -17,6 +17,7 @@ to summary_overflow and by_group over that key falls back to the verdicts. A nul
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -222,9 +223,8 @@ class Delta:
             row["calls_second"] or 0, row["calls_tie"] or 0, longer == 1, longer == 2, bool(row["abstained"]),
             p_a is not None, 0.0 if p_a is None else (p_a - 1.0) ** 2, 0.0 if p_a is None else p_a ** 2)
         cert_bin, lam_bin = row["stat_certainty_bin"], row["stat_lambda_bin"]
-        if has_winner and cert_bin is not None:
-            at = _CERTAINTY_START + 3 * (cert_bin + 1)
-            ints[at:at + 3] = (1, labelled, correct)
+        if has_winner and cert_bin is not None:  # cumulative: every k <= its bin
+            ints[_CERTAINTY_START:].reshape(-1, 3)[:cert_bin + 2] = (1, labelled, correct)
         in_confidence = decided and lam_bin is not None
         if in_confidence:
             ece = row["stat_ece_bin"]
@@ -267,27 +267,51 @@ def _rows(sums: Mapping[tuple[Any, ...], np.ndarray]) -> list[tuple[Any, ...]]:
             for key, values in sorted(sums.items()) if values.any()]
 
 
-_statements: dict[tuple[str, str], str] = {}
+_statements: dict[tuple[str, str], tuple[str, str]] = {}
+POSTGRES_MAX_PARAMETERS = 65535
 
 
 def _upsert_add(conn: Connection, table: Table, key: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     """INSERT ... ON CONFLICT (key) DO UPDATE SET c = c + excluded.c for every other column; rows
     are tuples in the table's column order. Plain SQL text through the driver: building and
-    binding a 375-column statement through SQLAlchemy took most of a worker batch's write time."""
+    binding a 375-column statement through SQLAlchemy cost most of a worker batch's write time.
+
+    SQLite takes the rows with executemany (in process, cheap). PostgreSQL gets one multi-row
+    statement per page of rows, with native $n parameters through a psycopg RawCursor: a statement
+    per row costs a server round of its own, and psycopg re-parses long %s queries on every call."""
     if not rows:
         return
-    sql = _statements.get((conn.dialect.name, table.name))
-    if sql is None:
-        quote = conn.dialect.identifier_preparer.quote
-        name = quote(table.name)
-        columns = [c.name for c in table.columns]
-        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        sql = _statements[(conn.dialect.name, table.name)] = (
-            f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)}) "
-            f"VALUES ({', '.join(marker for _ in columns)}) "
-            f"ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET "
-            + ", ".join(f"{quote(c)} = {name}.{quote(c)} + excluded.{quote(c)}" for c in columns if c not in key))
-    conn.exec_driver_sql(sql, rows)
+    head, tail = _statements.get((conn.dialect.name, table.name)) or _upsert_sql(conn, table, key)
+    columns = len(rows[0])
+    if conn.dialect.name != "postgresql":
+        conn.exec_driver_sql(f"{head} VALUES ({', '.join('?' * columns)}) {tail}", rows)
+        return
+    import psycopg
+
+    page = POSTGRES_MAX_PARAMETERS // columns
+    with psycopg.RawCursor(conn.connection.dbapi_connection) as cursor:  # type: ignore[arg-type]
+        for start in range(0, len(rows), page):
+            chunk = rows[start:start + page]
+            cursor.execute(f"{head} VALUES {_placeholders(len(chunk), columns)} {tail}",
+                           [v for row in chunk for v in row])
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(rows: int, columns: int) -> str:
+    """($1, ..., $columns), ($columns + 1, ...), ... for `rows` rows."""
+    return ", ".join("(" + ", ".join(f"${r * columns + c}" for c in range(1, columns + 1)) + ")"
+                     for r in range(rows))
+
+
+def _upsert_sql(conn: Connection, table: Table, key: Sequence[str]) -> tuple[str, str]:
+    quote = conn.dialect.identifier_preparer.quote
+    name = quote(table.name)
+    columns = [c.name for c in table.columns]
+    statement = _statements[(conn.dialect.name, table.name)] = (
+        f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)})",
+        f"ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET "
+        + ", ".join(f"{quote(c)} = {name}.{quote(c)} + excluded.{quote(c)}" for c in columns if c not in key))
+    return statement
 
 
 def record_overflow(conn: Connection, job_id: str, keys: Iterable[str]) -> None:

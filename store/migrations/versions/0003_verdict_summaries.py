@@ -5,8 +5,8 @@ Revises: 0002
 Create Date: 2027-01-10 10:00:00.000000
 
 Adds the per-verdict stat columns, the jobs' group plan and the summary tables
-(store.models), then fills them for the verdicts already stored (store.summaries.backfill:
-one pass over the verdicts and their calls, in pages per job).
+(store.models). Migration 0004 reshapes summary_main and fills the summaries for the verdicts
+already stored (the fill runs the current code, so it belongs to the latest summary migration).
 """
 
 from __future__ import annotations
@@ -74,10 +74,6 @@ def upgrade() -> None:
     op.create_table('summary_overflow',
                     sa.Column('job_id', sa.String(length=36), sa.ForeignKey('jobs.id'), primary_key=True),
                     sa.Column('group_key', sa.String(length=255), primary_key=True))
-
-    from store.summaries import backfill
-
-    backfill(op.get_bind())
 
 
 def downgrade() -> None:

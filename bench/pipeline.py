@@ -2,8 +2,13 @@
 worker process, SQLite, then PostgreSQL when PJUDGE_TEST_POSTGRES_URL is set) against the
 simulated LLM answering in 0 ms and in 200 ms.
 
+Each job runs on both HTTP transports of the openai-compatible provider: the official SDK's
+client (`transport = "sdk"`, the default) and the lean aiohttp client with the same retry rules
+(`transport = "direct"`).
+
 Compared in the same run with its bound: for 0 ms the calls per second of a bare loop of the same
-SDK calls against the same server; for 200 ms the in-flight limit over the latency.
+SDK calls against the same server (median of 3), with a bare loop of the direct client's calls
+beside it; for 200 ms the in-flight limit over the latency.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import tempfile
 import time
 import urllib.error
@@ -98,6 +104,33 @@ def _peak_rss_mb(pid: int) -> float:
     return peak
 
 
+def _prompt(row: dict[str, Any]) -> str:
+    return (f"[User Profile]\n{row['persona']}\n\n[User Question]\n{row['prompt']}\n\n"
+            f"[The Start of Assistant A's Answer]\n{row['response_a']}\n[The End of Assistant A's Answer]\n\n"
+            f"[The Start of Assistant B's Answer]\n{row['response_b']}\n[The End of Assistant B's Answer]")
+
+
+async def _bare_direct_loop(base_url: str, calls: int, concurrency: int = IN_FLIGHT) -> float:
+    """Calls per second of the direct transport's client alone, with nothing else around it."""
+    from judge.providers.direct_http import DirectJsonClient
+
+    client = DirectJsonClient(base_url, {"Authorization": "Bearer no-key"}, max_retries=0, timeout_s=60)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(row: dict[str, Any]) -> None:
+        async with semaphore:
+            await client.post("/chat/completions", {
+                "model": "sim-judge", "messages": [{"role": "user", "content": _prompt(row)}], "max_tokens": 64,
+                "temperature": 0.0})
+
+    items = _items(calls)
+    started = time.perf_counter()
+    await asyncio.gather(*(one(row) for row in items))
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    return calls / elapsed
+
+
 async def _bare_sdk_loop(base_url: str, calls: int, concurrency: int = IN_FLIGHT) -> float:
     """Calls per second of the same SDK calls the provider makes, with nothing else around them."""
     import openai
@@ -108,12 +141,9 @@ async def _bare_sdk_loop(base_url: str, calls: int, concurrency: int = IN_FLIGHT
     items = _items(calls)
 
     async def one(row: dict[str, Any]) -> None:
-        content = (f"[User Profile]\n{row['persona']}\n\n[User Question]\n{row['prompt']}\n\n"
-                   f"[The Start of Assistant A's Answer]\n{row['response_a']}\n[The End of Assistant A's Answer]\n\n"
-                   f"[The Start of Assistant B's Answer]\n{row['response_b']}\n[The End of Assistant B's Answer]")
         async with semaphore:
             await client.post("/chat/completions", cast_to=object, body={
-                "model": "sim-judge", "messages": [{"role": "user", "content": content}], "max_tokens": 64,
+                "model": "sim-judge", "messages": [{"role": "user", "content": _prompt(row)}], "max_tokens": 64,
                 "temperature": 0.0})
 
     started = time.perf_counter()
@@ -123,7 +153,7 @@ async def _bare_sdk_loop(base_url: str, calls: int, concurrency: int = IN_FLIGHT
     return calls / elapsed
 
 
-def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path) -> dict[str, Any]:
+def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, transport: str) -> dict[str, Any]:
     from tests.services import Process, RedisServer, free_port, wait_for_port
 
     redis = RedisServer(folder / f"redis-{latency_ms}").start()
@@ -136,11 +166,15 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path) -> 
     worker = Process(["worker", f"--concurrency={WORKER_THREADS}", "--no-sweep"], env, folder / "worker.log").start()
     try:
         wait_for_port(port)
-        time.sleep(2.0)  # let the worker connect before the clock starts
+        deadline = time.monotonic() + 120
+        while "pjudge worker ready" not in worker.output():  # the clock starts with a worker taking tasks
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not get ready in 120 s")
+            time.sleep(0.1)
         items = _items(n_items)
         profile = {"profile": "persona-certainty", "provider": "openai-compatible", "model": "sim-judge",
-                   "base_url": sim.openai_base_url}
-        cpu_before = _tree_cpu(api.proc.pid) + _tree_cpu(worker.proc.pid)  # type: ignore[union-attr]
+                   "base_url": sim.openai_base_url, "transport": transport}
+        api_before, worker_before = _tree_cpu(api.proc.pid), _tree_cpu(worker.proc.pid)  # type: ignore[union-attr]
         posted = time.perf_counter()
         job_id = _http("POST", f"http://127.0.0.1:{port}/v1/jobs", {"items": items, "profile": profile})["job_id"]
         post_ms = (time.perf_counter() - posted) * 1000
@@ -154,12 +188,16 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path) -> 
                 break
             time.sleep(0.05)
         elapsed = now - posted
-        cpu = _tree_cpu(api.proc.pid) + _tree_cpu(worker.proc.pid) - cpu_before  # type: ignore[union-attr]
+        api_cpu = _tree_cpu(api.proc.pid) - api_before  # type: ignore[union-attr]
+        worker_cpu = _tree_cpu(worker.proc.pid) - worker_before  # type: ignore[union-attr]
+        cpu = api_cpu + worker_cpu
         calls = job["counts"]["calls"]
         return {"status": job["status"], "calls": calls, "seconds": round(elapsed, 2),
                 "calls_per_s": round(calls / elapsed, 1), "first_verdict_ms": round((first_verdict or 0) * 1000),
                 "post_ms": round(post_ms),
                 "cpu_ms_per_call": round(cpu * 1000 / max(calls, 1), 3),
+                "worker_cpu_ms_per_call": round(worker_cpu * 1000 / max(calls, 1), 3),
+                "api_cpu_ms_per_call": round(api_cpu * 1000 / max(calls, 1), 3),
                 "worker_peak_rss_mb": round(_peak_rss_mb(worker.proc.pid), 1),  # type: ignore[union-attr]
                 "sim_base_url": sim.openai_base_url, "sim": sim}
     except Exception:
@@ -171,6 +209,22 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path) -> 
         redis.stop()
 
 
+def _bare_loops(base_url: str, calls: int) -> dict[str, float]:
+    """Median calls per second of 3 bare loops of each client against the server (the worker's
+    kind of event loop)."""
+    from judge.runner import new_event_loop
+
+    rates: dict[str, list[float]] = {"sdk": [], "direct": []}
+    loop = new_event_loop()
+    try:
+        for _ in range(3):
+            rates["sdk"].append(loop.run_until_complete(_bare_sdk_loop(base_url, calls)))
+            rates["direct"].append(loop.run_until_complete(_bare_direct_loop(base_url, calls)))
+    finally:
+        loop.close()
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def run(as_json: bool, quick: bool = False) -> None:
     n_items = 500 if quick else 5000
     databases = [("sqlite", None)]
@@ -178,38 +232,36 @@ def run(as_json: bool, quick: bool = False) -> None:
         databases.append(("postgresql", os.environ["PJUDGE_TEST_POSTGRES_URL"]))
     for db_name, admin_url in databases:
         for latency_ms in (0, 200):
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp)
-                if admin_url is None:
-                    url = f"sqlite:///{folder}/bench.sqlite"
-                else:
-                    from tests.services import create_postgres_database
-
-                    url = create_postgres_database()
-                result = _run_job(url, latency_ms, n_items, folder)
-                sim = result.pop("sim")
-                try:
-                    if latency_ms == 0:
-                        from judge.runner import new_event_loop  # the worker's own kind of loop
-
-                        loop = new_event_loop()
-                        try:
-                            bound = loop.run_until_complete(
-                                _bare_sdk_loop(result.pop("sim_base_url"), min(n_items * 2, 6000)))
-                        finally:
-                            loop.close()
-                        bound_kind = "bare SDK loop against the same server"
+            for transport in ("sdk", "direct"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    folder = Path(tmp)
+                    if admin_url is None:
+                        url = f"sqlite:///{folder}/bench.sqlite"
                     else:
-                        result.pop("sim_base_url")
-                        bound = IN_FLIGHT / (latency_ms / 1000)
-                        bound_kind = f"{IN_FLIGHT} calls in flight / {latency_ms} ms"
-                finally:
-                    sim.stop()
-                if admin_url is not None:
-                    from tests.services import drop_postgres_database
+                        from tests.services import create_postgres_database
 
-                    drop_postgres_database(url)
-            emit({"benchmark": "pipeline", "database": db_name, "latency_ms": latency_ms, "items": n_items,
-                  **result, "bound_calls_per_s": round(bound, 1),
-                  "bound": bound_kind, "ratio": round(result["calls_per_s"] / bound, 3),
-                  "in_flight": IN_FLIGHT, "worker_threads": WORKER_THREADS}, as_json)
+                        url = create_postgres_database()
+                    result = _run_job(url, latency_ms, n_items, folder, transport)
+                    sim = result.pop("sim")
+                    base_url = result.pop("sim_base_url")
+                    try:
+                        bare = _bare_loops(base_url, min(n_items * 2, 3000)) if latency_ms == 0 else None
+                    finally:
+                        sim.stop()
+                    if admin_url is not None:
+                        from tests.services import drop_postgres_database
+
+                        drop_postgres_database(url)
+                extra: dict[str, Any] = {}
+                if bare is not None:
+                    bound = bare["sdk"]
+                    bound_kind = "bare SDK loop against the same server (median of 3)"
+                    extra = {"bare_direct_calls_per_s": round(bare["direct"], 1),
+                             "ratio_to_bare_direct": round(result["calls_per_s"] / bare["direct"], 3)}
+                else:
+                    bound = IN_FLIGHT / (latency_ms / 1000)
+                    bound_kind = f"{IN_FLIGHT} calls in flight / {latency_ms} ms"
+                emit({"benchmark": "pipeline", "database": db_name, "transport": transport, "latency_ms": latency_ms,
+                      "items": n_items, **result, "bound_calls_per_s": round(bound, 1), "bound": bound_kind,
+                      "ratio": round(result["calls_per_s"] / bound, 3), **extra,
+                      "in_flight": IN_FLIGHT, "worker_threads": WORKER_THREADS}, as_json)

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from judge.paths import user_data_dir
 from judge.templates import Template, get_template
@@ -61,6 +61,9 @@ class JudgeProfile(BaseModel):
     replay_path: str | None = Field(default=None, description="Recorded outputs, for provider 'replay'.")
     requests_per_minute: int | None = Field(default=None, ge=1, description="Shared by all workers (service).")
     tokens_per_minute: int | None = Field(default=None, ge=1, description="Shared by all workers (service).")
+    transport: Literal["sdk", "direct"] = Field(
+        default="sdk", description="'sdk': the official SDK's client. 'direct' (openai-compatible only): the same "
+        "JSON and retry rules on a lean aiohttp client, for high-throughput local servers.")
 
     @field_validator("api_key_env")
     @classmethod
@@ -68,6 +71,12 @@ class JudgeProfile(BaseModel):
         if value is not None and not value.replace("_", "").isalnum():
             raise ValueError("must be the name of an environment variable, not a key")
         return value
+
+    @model_validator(mode="after")
+    def _direct_needs_openai_compatible(self) -> JudgeProfile:
+        if self.transport == "direct" and self.provider != "openai-compatible":
+            raise ValueError("transport 'direct' is for provider 'openai-compatible' only")
+        return self
 
     def load_template(self) -> Template:
         return get_template(self.template)

@@ -195,3 +195,49 @@ def test_ctrl_c_keeps_finished_verdicts_and_the_cache(tmp_path: Path, start_sim)
 def test_sim_rejects_rates_outside_zero_one(flag: str) -> None:
     result = run_pjudge("llm-sim", flag, "1.5", "--port", "0", timeout=30)
     assert result.returncode == 2 and "1.5" in result.stderr
+
+
+def test_direct_transport_makes_the_same_requests_and_verdicts_as_the_sdk(tmp_path: Path, start_sim) -> None:
+    """transport 'direct' keeps the SDK's retry rules: against the same faults (drawn per retry
+    number), both transports send the same requests and reach the same verdicts."""
+    items = generated_items(tmp_path / "items.jsonl", 120, seed=4)
+    runs = {}
+    for transport in ("sdk", "direct"):
+        sim = start_sim("--fail-rate", "0.25", "--malformed-rate", "0.1", "--retry-after-ms", "10", "--seed", "8")
+        out = tmp_path / f"{transport}.jsonl"
+        judge_cli(items, out, sim.openai_base_url, "--transport", transport, "--no-cache")
+        runs[transport] = (read_jsonl(out), sim.stats())
+        sim.stop()
+    (sdk, sdk_stats), (direct, direct_stats) = runs["sdk"], runs["direct"]
+    assert sdk_stats["failures_injected"] > 30
+    for key in ("requests", "failures_injected", "malformed", "completions"):
+        assert sdk_stats[key] == direct_stats[key], key
+    for a, b in zip(sdk, direct, strict=True):
+        assert (a["id"], a["winner"], a["p_a"], a["error"]) == (b["id"], b["winner"], b["p_a"], b["error"])
+        assert [(c["choice"], c["attempts"], c["raw"]) for c in a["calls"]] == \
+               [(c["choice"], c["attempts"], c["raw"]) for c in b["calls"]]
+
+
+def test_direct_transport_errors_read_like_the_sdks(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--fail-rate", "1.0", "--retry-after-ms", "5", "--seed", "3")
+    items = generated_items(tmp_path / "items.jsonl", 6)
+    errors = {}
+    for transport in ("sdk", "direct"):
+        profile = tmp_path / f"{transport}.toml"
+        profile.write_text(f'provider = "openai-compatible"\nmodel = "sim-judge"\nmax_retries = 1\n'
+                           f'transport = "{transport}"\nbase_url = "{sim.openai_base_url}"\n')
+        out = tmp_path / f"{transport}.jsonl"
+        result = run_pjudge("judge", str(items), "-o", str(out), "--profile", str(profile), "--no-cache")
+        assert result.returncode == 0, result.stderr
+        errors[transport] = [c["error"] for v in read_jsonl(out) for c in v["calls"]]
+    assert all(errors["direct"]) and len(errors["direct"]) == 12
+    assert errors["direct"] == errors["sdk"]
+    assert any("RateLimitError (HTTP 429): simulated rate limit" in e for e in errors["direct"])
+
+
+def test_direct_transport_only_for_openai_compatible(tmp_path: Path) -> None:
+    items = generated_items(tmp_path / "items.jsonl", 2)
+    result = run_pjudge("judge", str(items), "-o", str(tmp_path / "v.jsonl"), "--provider", "anthropic",
+                        "--transport", "direct")
+    assert result.returncode == 2
+    assert "transport 'direct' is for provider 'openai-compatible' only" in result.stderr

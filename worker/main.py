@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -79,6 +80,12 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
     activity = Activity()
     signals.task_prerun.connect(activity.started, weak=False)
     signals.task_postrun.connect(activity.finished, weak=False)
+
+    def announce(**_: object) -> None:
+        # One line whatever the log level: people and scripts wait for it before sending work.
+        print(f"pjudge worker ready: queue {QUEUE}, {concurrency} threads", file=sys.stderr, flush=True)
+
+    signals.worker_ready.connect(announce, weak=False)
     threading.Thread(target=_watchdog, args=(activity, concurrency, redis_client_url(), QUEUE),
                      name="pjudge-watchdog", daemon=True).start()
     if sweep:

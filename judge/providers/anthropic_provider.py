@@ -14,6 +14,7 @@ from judge.providers.base import (
     CallResult,
     ProviderError,
     describe_sdk_error,
+    idempotency_keys,
     register,
     response_shape_error,
 )
@@ -33,6 +34,7 @@ class AnthropicProvider:
         api_key = os.environ.get(profile.api_key_env) if profile.api_key_env else None
         if not (api_key or os.environ.get("ANTHROPIC_API_KEY")):
             raise ProviderError("provider 'anthropic' needs a key: set ANTHROPIC_API_KEY (or api_key_env in the profile)")
+        self._idempotency_keys = idempotency_keys()
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=profile.base_url, max_retries=profile.max_retries, timeout=profile.timeout_s,
             http_client=_http_client(),
@@ -48,9 +50,12 @@ class AnthropicProvider:
         }
         if system:
             body["system"] = system
+        options: dict[str, Any] = {"idempotency_key": next(self._idempotency_keys)}
+        if request.extra:
+            options["headers"] = request.extra
         try:
             response = await self._client.post("/v1/messages", body=body, cast_to=object,
-                                               options={"headers": request.extra} if request.extra else {})
+                                               options=options)  # type: ignore[arg-type]
         except anthropic.AnthropicError as exc:
             raise ProviderError(describe_sdk_error(exc)) from None
         try:

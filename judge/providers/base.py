@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import re
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -102,3 +104,10 @@ def describe_sdk_error(exc: BaseException) -> str:
 
 def response_shape_error(kind: str, response: object) -> ProviderError:
     return ProviderError(f"the provider's answer is not a {kind}: {redact(str(response))[:200]}")
+
+
+def idempotency_keys() -> Iterator[str]:
+    """Keys for the SDKs' `idempotency_key` option, one per request. Without one the SDK draws a
+    uuid4 (a urandom system call) for every POST; a process-unique prefix and a counter cost nothing."""
+    prefix = f"pjudge-{uuid.uuid4().hex}-"
+    return (f"{prefix}{n}" for n in itertools.count())

@@ -4,6 +4,8 @@ Calls go through the SDK's client (`client.post`): its retries with exponential 
 jitter, its Retry-After handling, auth headers and error types, on the SDK's own aiohttp
 transport. They skip the SDK's per-call request transformation and response models, which cost
 about a millisecond of CPU per call: a judge service spends its CPU on its own work instead.
+With `transport = "direct"` an OpenAI-compatible profile posts the same JSON through
+judge.providers.direct_http (the SDK's retry rules without its request objects).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from judge.providers.base import (
     CallResult,
     ProviderError,
     describe_sdk_error,
+    idempotency_keys,
     register,
     response_shape_error,
 )
+from judge.providers.direct_http import DirectJsonClient
 
 
 def _http_client() -> Any:
@@ -48,6 +52,13 @@ class OpenAIProvider:
         elif not (api_key or os.environ.get("OPENAI_API_KEY")):
             raise ProviderError("provider 'openai' needs a key: set OPENAI_API_KEY (or api_key_env in the profile)")
         self._compatible = compatible
+        self._direct: DirectJsonClient | None = None
+        if profile.transport == "direct":
+            assert base_url is not None
+            self._direct = DirectJsonClient(base_url, {"Authorization": f"Bearer {api_key}"},
+                                            max_retries=profile.max_retries, timeout_s=profile.timeout_s)
+            return
+        self._idempotency_keys = idempotency_keys()
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, max_retries=profile.max_retries, timeout=profile.timeout_s,
             http_client=_http_client(),
@@ -58,11 +69,17 @@ class OpenAIProvider:
                                 "temperature": request.temperature}
         # OpenAI's own API has renamed the limit; compatible servers know the old name.
         body["max_tokens" if self._compatible else "max_completion_tokens"] = request.max_tokens
-        try:
-            response = await self._client.post("/chat/completions", body=body, cast_to=object,
-                                               options={"headers": request.extra} if request.extra else {})
-        except openai.OpenAIError as exc:
-            raise ProviderError(describe_sdk_error(exc)) from None
+        if self._direct is not None:
+            response = await self._direct.post("/chat/completions", body, request.extra)
+        else:
+            options: dict[str, Any] = {"idempotency_key": next(self._idempotency_keys)}
+            if request.extra:
+                options["headers"] = request.extra
+            try:
+                response = await self._client.post("/chat/completions", body=body, cast_to=object,
+                                                   options=options)  # type: ignore[arg-type]
+            except openai.OpenAIError as exc:
+                raise ProviderError(describe_sdk_error(exc)) from None
         try:
             text = response["choices"][0]["message"].get("content") or ""
             usage = response.get("usage") or {}
@@ -72,7 +89,10 @@ class OpenAIProvider:
                           output_tokens=usage.get("completion_tokens"))
 
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._direct is not None:
+            await self._direct.aclose()
+        else:
+            await self._client.close()
 
 
 @register("openai")

@@ -34,6 +34,9 @@ def profile_options(func: Any) -> Any:
         click.option("--certainty-threshold", type=click.FloatRange(0, 1), default=None,
                      help="Abstain when the aggregated certainty is below this."),
         click.option("--replay", "replay_path", default=None, help="Recorded outputs for provider replay."),
+        click.option("--transport", type=click.Choice(["sdk", "direct"]), default=None,
+                     help="HTTP client: the official SDK's [default], or 'direct' (openai-compatible only): the "
+                          "same requests and retry rules on a lean aiohttp client, for high-throughput servers."),
     ]
     for option in reversed(options):
         func = option(func)

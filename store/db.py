@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import create_engine
 
 from judge.paths import user_data_dir
@@ -48,6 +51,27 @@ def create_db_engine(url: str | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()` for a write. On SQLite the writers of this process first take turns on a
+    lock: SQLite admits one writer at a time and its busy handler makes the others sleep-poll
+    (1 ms, then up to 100 ms per try), which leaves a worker's threads idle; a lock hands over at
+    once. Other processes still wait in the busy handler."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with _lock:
+        writer = _sqlite_writers.get(engine)
+        if writer is None:
+            writer = _sqlite_writers[engine] = threading.RLock()
+    with writer, engine.begin() as conn:
+        yield conn
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to the newest revision, or the given one (idempotent; safe from several
     processes)."""
@@ -57,12 +81,31 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
-    with _lock, engine.begin() as connection:
+    with _lock, _sqlite_file_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Serialize concurrent migrators (API and workers starting together).
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727272)")
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Serialize migrators of one SQLite file across processes (API and worker starting together
+    on a fresh file would both create the tables): SQLite opens no transaction for DDL, so the
+    database's own lock does not cover it."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 _engines: dict[str, Engine] = {}

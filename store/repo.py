@@ -7,20 +7,21 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallResult
 from judge.records import Call, JudgeInfo, PairItem, Verdict
 from store import summaries
+from store.db import transaction
 from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, utcnow
 
 ACTIVE = ("queued", "running")
@@ -46,7 +47,7 @@ def hash_key(key: str) -> str:
 def create_api_key(engine: Engine, name: str = "") -> tuple[str, ApiKey]:
     key = "pj_" + secrets.token_urlsafe(32)
     row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10])
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         result = conn.execute(insert(ApiKey).values(**row.model_dump(exclude={"id"})))
         row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     return key, row
@@ -62,7 +63,7 @@ def revoke_api_key(engine: Engine, key_id_or_prefix: str) -> int:
     condition = ApiKey.prefix == key_id_or_prefix
     if key_id_or_prefix.isdigit():
         condition = ApiKey.id == int(key_id_or_prefix)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         result = conn.execute(update(ApiKey).where(condition, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow()))
     return result.rowcount or 0
 
@@ -103,7 +104,7 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
         summary_keys=json.dumps(plan, ensure_ascii=False),
     )
     try:
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             conn.execute(insert(Job).values(**job.model_dump()))
             summaries.record_overflow(conn, job.id, [key for key, kept in plan.items()
                                                      if not kept and len(key) <= summaries.MAX_OVERFLOW_KEY])
@@ -180,7 +181,7 @@ def done_positions(engine: Engine, job_id: str, start: int, end: int) -> set[int
 
 
 def mark_running(engine: Engine, job_id: str) -> None:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(
             update(Job).where(Job.id == job_id, Job.status == "queued")
             .values(status="running", started_at=utcnow(), updated_at=utcnow())
@@ -188,7 +189,7 @@ def mark_running(engine: Engine, job_id: str) -> None:
 
 
 def cancel_job(engine: Engine, job_id: str) -> bool:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         result = conn.execute(
             update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
             .values(status="cancelled", finished_at=utcnow(), updated_at=utcnow())
@@ -203,13 +204,15 @@ def job_status(engine: Engine, job_id: str) -> str | None:
 
 
 def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, Verdict]],
-                    now: datetime | None = None) -> int:
+                    now: datetime | None = None, also: Callable[[Connection], Any] | None = None) -> int:
     """Store verdicts and their calls exactly once; returns how many were new.
 
     The verdicts go in with one INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows that
     were really new come back, and only their calls, counts and summary contributions are written,
     all in one transaction, so a redelivered task adds nothing and the job's counters and
-    summaries stay exact. `now`: the verdicts' created_at (default: the current time).
+    summaries stay exact. The same transaction marks the job done when these were its last
+    verdicts (see finish_if_complete), and runs `also` (the worker's new cache entries): one write
+    per batch. `now`: the verdicts' created_at (default: the current time).
     """
     batch = list(verdicts)
     if not batch:
@@ -223,7 +226,9 @@ def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, V
         groups, overflow[verdict.id] = summaries.verdict_groups(verdict.metadata, plan)
         rows.append({**_verdict_row(job_id, position, verdict, now), **stats,
                      "group_json": json.dumps(groups, ensure_ascii=False)})
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
+        if also is not None:
+            also(conn)
         statement = insert_ignore(conn, VerdictRow).returning(VerdictRow.item_id)
         new_ids = set(conn.execute(statement, rows).scalars())
         if not new_ids:
@@ -246,6 +251,7 @@ def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, V
         if call_rows:
             conn.execute(insert(CallRow), call_rows)
         summaries.add_verdicts(conn, job_id, new_rows, [key for row in new_rows for key in overflow[row["item_id"]]])
+        _finish_if_complete(conn, job_id)
     return len(new_rows)
 
 
@@ -263,13 +269,18 @@ def _verdict_row(job_id: str, position: int, verdict: Verdict, now: datetime) ->
 
 
 def finish_if_complete(engine: Engine, job_id: str) -> bool:
-    """Mark the job done when every item has a verdict. Run after each task's commit: the last
-    committer always sees every verdict, so completion needs no coordinator."""
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE), Job.n_verdicts >= Job.n_items)
-            .values(status="done", finished_at=utcnow(), updated_at=utcnow())
-        )
+    """Mark the job done when every item has a verdict. record_verdicts does this in its own
+    transaction, where the counter update has the job row: the last of concurrent writers always
+    sees every verdict, so completion needs no coordinator. Tasks that store nothing call this."""
+    with transaction(engine) as conn:
+        return _finish_if_complete(conn, job_id)
+
+
+def _finish_if_complete(conn: Connection, job_id: str) -> bool:
+    result = conn.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE), Job.n_verdicts >= Job.n_items)
+        .values(status="done", finished_at=utcnow(), updated_at=utcnow())
+    )
     return bool(result.rowcount)
 
 
@@ -340,7 +351,7 @@ def attach_labels(engine: Engine, job_id: str, labels: Sequence[tuple[str, str |
     contribution is subtracted and its new one added.
     """
     ids = [item_id for item_id, _ in labels]
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         known = {r[0] for r in conn.execute(
             select(JobItem.item_id).where(JobItem.job_id == job_id, JobItem.item_id.in_(ids))
         ).all()} if ids else set()
@@ -385,7 +396,7 @@ def job_counts(engine: Engine) -> dict[str, int]:
 
 
 def touch_job(engine: Engine, job_id: str) -> None:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
 
 
@@ -405,6 +416,6 @@ class DbCallCache:
         return CallResult(text=row[0], input_tokens=row[1], output_tokens=row[2]) if row else None
 
     def put(self, key: str, result: CallResult) -> None:
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             conn.execute(self._insert.values(key=key, raw=result.text, input_tokens=result.input_tokens,
                                              output_tokens=result.output_tokens, created_at=utcnow()))

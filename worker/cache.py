@@ -5,9 +5,10 @@ round trips would otherwise cost more CPU than the calls themselves at 0 ms prov
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from judge.providers.base import CallResult
+from store.db import transaction
 from store.models import CacheEntry, utcnow
 from store.repo import DbCallCache, insert_ignore
 
@@ -41,16 +42,18 @@ class BatchCallCache:
     def put(self, key: str, result: CallResult) -> None:
         self._new[key] = result
 
-    def flush(self) -> int:
+    def flush(self, conn: Connection | None = None) -> int:
+        """Write the new answers (in `conn`'s transaction when given); returns how many."""
         if not self._new:
             return 0
+        if conn is None:
+            with transaction(self.engine) as own:
+                return self.flush(own)
         rows = [{"key": key, "raw": r.text, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                  "created_at": utcnow()} for key, r in self._new.items()]
-        with self.engine.begin() as conn:
-            statement = insert_ignore(conn, CacheEntry)
-            for start in range(0, len(rows), 500):
-                conn.execute(statement, rows[start:start + 500])
-        written = len(rows)
+        statement = insert_ignore(conn, CacheEntry)
+        for start in range(0, len(rows), 500):
+            conn.execute(statement, rows[start:start + 500])
         self._known.update(self._new)
         self._new.clear()
-        return written
+        return len(rows)

@@ -56,7 +56,8 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
     job = repo.get_job(engine, job_id)
     if job is None or job.status not in repo.ACTIVE:
         return 0
-    repo.mark_running(engine, job_id)
+    if job.status == "queued":
+        repo.mark_running(engine, job_id)
     done = repo.done_positions(engine, job_id, start, end)
     pending = [(p, item) for p, item in repo.job_items(engine, job_id, start, end) if p not in done]
     stored = 0
@@ -67,7 +68,6 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
             judge = runtime().judge_for(profile, limiter=limiter)
             cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending))
             verdicts = runtime().run(_judge_all(judge, pending, cache))
-            cache.flush()
         except Exception as exc:  # noqa: BLE001 - an internal failure must not lose the items
             if self.request.retries < MAX_TASK_RETRIES:
                 log.warning("batch %s[%d:%d] failed (%s); retrying", job_id, start, end, type(exc).__name__)
@@ -76,8 +76,11 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
 
             info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
             verdicts = _error_verdicts(info, pending, f"internal: {type(exc).__name__}")
-        stored = repo.record_verdicts(engine, job_id, verdicts)
-    repo.finish_if_complete(engine, job_id)
+            cache = None
+        # The verdicts, the new cache entries and the job's completion: one transaction.
+        stored = repo.record_verdicts(engine, job_id, verdicts, also=cache.flush if cache is not None else None)
+    if not stored:
+        repo.finish_if_complete(engine, job_id)
     return stored
 
 

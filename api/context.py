@@ -16,7 +16,7 @@ from store.repo import hash_key
 
 Enqueue = Callable[[Any], Any]
 
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_BODY_MB = 50.0
 DEFAULT_STATS_MAX_VERDICTS = 500_000
 

@@ -85,7 +85,7 @@ class JobCreated:
 
 
 def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: JudgeProfile,
-               idempotency_key: str | None = None, batch_size: int = 16, kind: str = "pairwise",
+               idempotency_key: str | None = None, batch_size: int = 32, kind: str = "pairwise",
                inputs: Mapping[str, Any] | None = None) -> JobCreated:
     """Store a job and all its items in one transaction (all or nothing).
 

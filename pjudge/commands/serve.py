@@ -6,6 +6,7 @@ otherwise werkzeug's threaded server; both serve the same app from api.app.creat
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -58,7 +59,7 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
 
     Configured by DATABASE_URL (default: the embedded SQLite), REDIS_URL (default: the embedded
     Redis, shared with `pjudge worker`), PJUDGE_API_KEYS (comma-separated keys accepted besides
-    those of `pjudge keys create`), PJUDGE_MAX_BODY_MB (default 50) and PJUDGE_BATCH_SIZE (default 16).
+    those of `pjudge keys create`), PJUDGE_MAX_BODY_MB (default 50) and PJUDGE_BATCH_SIZE (default 32).
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -66,6 +67,9 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
     from api.app import create_app
 
     app = create_app()
+    # Keep the import-time objects out of every full collection (see worker.main).
+    gc.collect()
+    gc.freeze()
     signal.signal(signal.SIGTERM, _stop)
 
     def announce(bound: int, kind: str) -> None:

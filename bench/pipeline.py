@@ -114,7 +114,7 @@ async def _bare_direct_loop(base_url: str, calls: int, concurrency: int = IN_FLI
     """Calls per second of the direct transport's client alone, with nothing else around it."""
     from judge.providers.direct_http import DirectJsonClient
 
-    client = DirectJsonClient(base_url, {"Authorization": "Bearer no-key"}, max_retries=0, timeout_s=60)
+    client = DirectJsonClient(base_url, "no-key", max_retries=0, timeout_s=60)
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(row: dict[str, Any]) -> None:

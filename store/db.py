@@ -51,6 +51,7 @@ def create_db_engine(url: str | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+_writers_lock = threading.Lock()  # not _lock: a migration waiting on another process holds that
 _sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
@@ -64,7 +65,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         with engine.begin() as conn:
             yield conn
         return
-    with _lock:
+    with _writers_lock:
         writer = _sqlite_writers.get(engine)
         if writer is None:
             writer = _sqlite_writers[engine] = threading.RLock()
@@ -95,10 +96,13 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     on a fresh file would both create the tables): SQLite opens no transaction for DDL, so the
     database's own lock does not cover it."""
     database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:":
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one process at a time is the user's to arrange
+        fcntl = None  # type: ignore[assignment]
+    if not database or database == ":memory:" or fcntl is None:
         yield
         return
-    import fcntl
 
     with open(f"{database}.migrate-lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -57,7 +57,7 @@ class Job(SQLModel, table=True):
     provider: str = Field(max_length=64)
     model: str = Field(max_length=255)
     profile_json: str = Field(sa_column=Column(Text, nullable=False))
-    batch_size: int = 16
+    batch_size: int = 32
     n_items: int = 0
     n_verdicts: int = 0
     n_calls: int = 0

@@ -3,7 +3,7 @@ profile, model, hour, group), kept up to date in the transaction that changes th
 
 - record_verdicts adds the contributions of the verdicts it really inserted (`add_verdicts`);
 - attach_labels subtracts a relabelled verdict's old contribution and adds its new one (`relabel`);
-- migration 0003 builds them for the verdicts stored before (`backfill`).
+- the migrations build them for the jobs stored before they existed (`backfill`).
 
 A batch's contributions are summed in Python first (the batch is small), then written with one
 `INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n` per table, rows in key order: every
@@ -372,10 +372,11 @@ def job_plan(conn: Connection, job_id: str) -> Plan | None:
 # ---------------------------------------------------------------- migration 0003
 
 def backfill(conn: Connection, page: int = 2000) -> None:
-    """Plans, stat columns and summaries for everything stored before migration 0003."""
+    """Plans, stat columns and summaries for the jobs stored before the summaries existed (no
+    plan yet: summary_keys is null); a job with a plan has been summarized as it went."""
     from store.repo import call_from_row, verdict_from_row  # store.repo imports this module
 
-    for job_id in conn.execute(select(Job.id).order_by(Job.id)).scalars().all():
+    for job_id in conn.execute(select(Job.id).where(Job.summary_keys.is_(None)).order_by(Job.id)).scalars().all():
         items = [PairItem.model_validate_json(text) for text in conn.execute(
             select(JobItem.item_json).where(JobItem.job_id == job_id)).scalars()]
         plan = plan_group_keys(items)

@@ -336,6 +336,36 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
     check(engine, Selection(job_id="00000000-0000-0000-0000-000000000001"), group_by="group")
 
 
+def test_migration_0004_converts_stored_summaries_both_ways(unmigrated: Engine) -> None:
+    """A database with live summaries goes down to 0003's per-bin histogram and back up to the
+    cumulative one in place: the bins equal the verdicts' own, and the statistics stay exact."""
+    from alembic import command
+    from alembic.config import Config
+
+    from store.db import MIGRATIONS
+
+    engine = unmigrated
+    migrate(engine)
+    populate(engine, 5, jobs=2, n=40)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with engine.connect() as conn:
+        bins = dict(conn.exec_driver_sql(
+            "SELECT stat_certainty_bin, COUNT(*) FROM verdicts WHERE winner IN ('A', 'B') "
+            "AND stat_certainty_bin IS NOT NULL GROUP BY stat_certainty_bin").all())
+        stored = conn.exec_driver_sql(
+            "SELECT " + ", ".join(f"SUM(cert_n_{'m1' if k < 0 else k})" for k in range(-1, 101))
+            + " FROM summary_main WHERE group_key = '' AND hour = -1").one()  # the jobs' totals
+    assert len(bins) > 5
+    assert [int(v or 0) for v in stored] == [bins.get(k, 0) for k in range(-1, 101)]
+    migrate(engine)
+    check(engine, Selection(owner=OWNER), hitl=0.3, target_accuracy=0.6)
+    check(engine, Selection(owner=OWNER), group_by="dataset", threshold=0.42)
+
+
 def test_models_match_the_migrations(engine: Engine) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext

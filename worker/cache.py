@@ -42,18 +42,27 @@ class BatchCallCache:
     def put(self, key: str, result: CallResult) -> None:
         self._new[key] = result
 
-    def flush(self, conn: Connection | None = None) -> int:
-        """Write the new answers (in `conn`'s transaction when given); returns how many."""
-        if not self._new:
-            return 0
-        if conn is None:
-            with transaction(self.engine) as own:
-                return self.flush(own)
+    def write(self, conn: Connection) -> int:
+        """Insert the new answers in `conn`'s transaction; returns how many. Key order: two
+        deliveries of one batch then lock the same rows in the same order (no deadlock)."""
         rows = [{"key": key, "raw": r.text, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
-                 "created_at": utcnow()} for key, r in self._new.items()]
-        statement = insert_ignore(conn, CacheEntry)
-        for start in range(0, len(rows), 500):
-            conn.execute(statement, rows[start:start + 500])
+                 "created_at": utcnow()} for key, r in sorted(self._new.items())]
+        if rows:
+            statement = insert_ignore(conn, CacheEntry)
+            for start in range(0, len(rows), 500):
+                conn.execute(statement, rows[start:start + 500])
+        return len(rows)
+
+    def committed(self) -> None:
+        """The transaction that wrote the new answers has committed."""
         self._known.update(self._new)
         self._new.clear()
-        return len(rows)
+
+    def flush(self) -> int:
+        """Write the new answers in a transaction of their own."""
+        if not self._new:
+            return 0
+        with transaction(self.engine) as conn:
+            written = self.write(conn)
+        self.committed()
+        return written

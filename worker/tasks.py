@@ -5,10 +5,12 @@ missing, and re-asks nothing the call cache already holds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import DBAPIError
 
 from judge.records import PairItem, Verdict
 from store import repo
@@ -78,7 +80,18 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
             verdicts = _error_verdicts(info, pending, f"internal: {type(exc).__name__}")
             cache = None
         # The verdicts, the new cache entries and the job's completion: one transaction.
-        stored = repo.record_verdicts(engine, job_id, verdicts, also=cache.flush if cache is not None else None)
+        try:
+            stored = repo.record_verdicts(engine, job_id, verdicts, also=cache.write if cache is not None else None)
+        except DBAPIError as exc:
+            if cache is not None:  # keep what the provider was paid for, then try the batch again
+                with contextlib.suppress(DBAPIError):
+                    cache.flush()
+            if self.request.retries < MAX_TASK_RETRIES:
+                log.warning("batch %s[%d:%d] not stored (%s); retrying", job_id, start, end, type(exc).__name__)
+                raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from None
+            raise
+        if cache is not None:
+            cache.committed()
     if not stored:
         repo.finish_if_complete(engine, job_id)
     return stored

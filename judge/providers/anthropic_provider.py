@@ -34,6 +34,7 @@ class AnthropicProvider:
         api_key = os.environ.get(profile.api_key_env) if profile.api_key_env else None
         if not (api_key or os.environ.get("ANTHROPIC_API_KEY")):
             raise ProviderError("provider 'anthropic' needs a key: set ANTHROPIC_API_KEY (or api_key_env in the profile)")
+        self._api_key = api_key
         self._idempotency_keys = idempotency_keys()
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=profile.base_url, max_retries=profile.max_retries, timeout=profile.timeout_s,
@@ -57,7 +58,7 @@ class AnthropicProvider:
             response = await self._client.post("/v1/messages", body=body, cast_to=object,
                                                options=options)  # type: ignore[arg-type]
         except anthropic.AnthropicError as exc:
-            raise ProviderError(describe_sdk_error(exc)) from None
+            raise ProviderError(describe_sdk_error(exc, self._api_key)) from None
         try:
             text = "".join(block.get("text", "") for block in response["content"] if block.get("type") == "text")
             usage = response.get("usage") or {}

@@ -78,15 +78,19 @@ def create_provider(profile: JudgeProfile) -> Provider:
 _KEY_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|sk-ant-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
 
 
-def redact(message: str) -> str:
-    """Remove anything that looks like a key, and the values of key variables in the environment."""
+def redact(message: str, *secrets: str | None) -> str:
+    """Remove anything that looks like a key, the values of key variables in the environment, and
+    the given secrets (a provider's own key, whatever variable it came from)."""
+    for secret in secrets:
+        if secret and len(secret) >= 8:
+            message = message.replace(secret, "***")
     for name, value in os.environ.items():
         if value and len(value) >= 8 and ("KEY" in name or "TOKEN" in name or "SECRET" in name):
             message = message.replace(value, "***")
     return _KEY_PATTERNS.sub("***", message)
 
 
-def describe_sdk_error(exc: BaseException) -> str:
+def describe_sdk_error(exc: BaseException, *secrets: str | None) -> str:
     """A short, key-free description of an SDK exception."""
     status = getattr(exc, "status_code", None)
     kind = type(exc).__name__
@@ -99,7 +103,7 @@ def describe_sdk_error(exc: BaseException) -> str:
     if not detail:
         detail = str(exc).split("\n")[0]
     prefix = f"{kind} (HTTP {status})" if status else kind
-    return redact(f"{prefix}: {detail[:300]}")
+    return redact(f"{prefix}: {detail[:300]}", *secrets)
 
 
 def response_shape_error(kind: str, response: object) -> ProviderError:

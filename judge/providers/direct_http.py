@@ -5,19 +5,21 @@ The official SDK spends about 0.7 ms of CPU per call building and unwrapping its
 second that is most of a worker's one core. This client posts the same JSON on one aiohttp session
 and keeps the SDK's retry rules, so a job behaves the same on either transport:
 
-- retried: connection errors, timeouts, HTTP 408, 409, 429 and 5xx (an `x-should-retry` header
-  overrides), up to `max_retries` times;
-- the wait: the server's `retry-after-ms` or `Retry-After` (seconds or an HTTP date) when it is
-  above 0 and at most 60 s, else 0.5 s x 2^retry capped at 8 s, less up to 25% jitter;
+- retried: connection errors, timeouts, HTTP 408, 409, 429 and 5xx (an `x-should-retry: true`
+  or `false` header overrides), up to `max_retries` times; never when the server asks for a wait
+  longer than 2 minutes;
+- the wait: the server's `retry-after-ms`, else `Retry-After` (seconds, else an HTTP date) when
+  it is above 0 and at most 2 minutes, else 0.5 s x 2^retry capped at 8 s, less up to 25% jitter;
 - each attempt carries its retry number in `x-stainless-retry-count`, as the SDK's do;
 - errors become a ProviderError named like the SDK's exception, with the status and the server's
-  message, never the key.
+  message (or the SDK's fixed text for connection errors and timeouts), never the key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import time
 from typing import Any
@@ -29,7 +31,7 @@ from judge.providers.base import ProviderError, redact
 
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
-MAX_SERVER_DELAY_S = 60.0
+MAX_SERVER_DELAY_S = 120.0  # the SDK's MAX_RETRY_AFTER_DELAY
 # The SDKs' exception names, so that stored errors read the same on either transport.
 STATUS_ERRORS = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                  404: "NotFoundError", 409: "ConflictError", 422: "UnprocessableEntityError",
@@ -37,7 +39,10 @@ STATUS_ERRORS = {400: "BadRequestError", 401: "AuthenticationError", 403: "Permi
 
 
 def should_retry(status: int, headers: Any) -> bool:
-    forced = (headers.get("x-should-retry") or "").lower()
+    server = server_delay(headers)
+    if server is not None and math.isfinite(server) and server > MAX_SERVER_DELAY_S:
+        return False
+    forced = headers.get("x-should-retry")
     if forced in ("true", "false"):
         return forced == "true"
     return status in (408, 409, 429) or status >= 500
@@ -45,28 +50,36 @@ def should_retry(status: int, headers: Any) -> bool:
 
 def retry_delay(retry: int, headers: Any) -> float:
     """Seconds to wait before retry number `retry + 1`."""
-    server = _server_delay(headers) if headers is not None else None
-    if server is not None and 0 < server <= MAX_SERVER_DELAY_S:
+    server = server_delay(headers) if headers is not None else None
+    if server is not None and math.isfinite(server) and 0 < server <= MAX_SERVER_DELAY_S:
         return server
-    return min(INITIAL_RETRY_DELAY_S * 2.0 ** retry, MAX_RETRY_DELAY_S) * (1 - 0.25 * random.random())
+    return min(INITIAL_RETRY_DELAY_S * 2.0 ** min(retry, 1000), MAX_RETRY_DELAY_S) * (1 - 0.25 * random.random())
 
 
-def _server_delay(headers: Any) -> float | None:
+def server_delay(headers: Any) -> float | None:
+    """The wait the server asks for, in seconds: `retry-after-ms`, else `Retry-After` as seconds,
+    else as an HTTP date; an overflowing number counts as too long a wait."""
+    for name, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            delay = float(value)
+        except ValueError:
+            continue
+        if delay == math.inf and value.strip().lower() not in ("inf", "+inf", "infinity", "+infinity"):
+            return MAX_SERVER_DELAY_S + 1
+        return delay / divisor
     try:
-        if value := headers.get("retry-after-ms"):
-            return float(value) / 1000
-        if value := headers.get("retry-after"):
-            try:
-                return float(value)
-            except ValueError:
-                when = email.utils.parsedate_to_datetime(value)
-                return when.timestamp() - time.time()
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_tz(headers.get("retry-after"))
+        if when is None:
+            return None
+        return float(email.utils.mktime_tz(when) - time.time())
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
-    return None
 
 
-def _error_message(status: int, body: bytes) -> str:
+def _error_message(status: int, body: bytes, secret: str) -> str:
     kind = STATUS_ERRORS.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
     detail = ""
     try:
@@ -78,15 +91,17 @@ def _error_message(status: int, body: bytes) -> str:
             detail = inner
     except orjson.JSONDecodeError:
         detail = body[:300].decode("utf-8", "replace")
-    return redact(f"{kind} (HTTP {status}): {detail[:300]}")
+    return redact(f"{kind} (HTTP {status}): {detail[:300]}", secret)
 
 
 class DirectJsonClient:
     """POST a JSON body to base_url + path and return the decoded JSON answer."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], max_retries: int, timeout_s: float):
+    def __init__(self, base_url: str, api_key: str, max_retries: int, timeout_s: float):
         self._base_url = base_url.rstrip("/")
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json", **headers}
+        self._api_key = api_key  # also struck from any error text a server echoes it in
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         "Authorization": f"Bearer {api_key}"}
         self._max_retries = max_retries
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -95,14 +110,16 @@ class DirectJsonClient:
         # Made on first use: a session belongs to the running event loop.
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), timeout=self._timeout,
-                json_serialize=lambda v: orjson.dumps(v).decode())
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), timeout=self._timeout)
         return self._session
 
     async def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         session = self._open()
         url = self._base_url + path
-        data = orjson.dumps(body)
+        try:
+            data = orjson.dumps(body)
+        except TypeError as exc:  # orjson.JSONEncodeError
+            raise ProviderError(f"the request cannot be encoded as JSON: {exc}") from None
         retry = 0
         while True:
             attempt_headers = {**self._headers, **(headers or {}), "x-stainless-retry-count": str(retry)}
@@ -113,17 +130,22 @@ class DirectJsonClient:
                         try:
                             return orjson.loads(payload)
                         except orjson.JSONDecodeError:
-                            raise ProviderError(
-                                f"the provider's answer is not JSON: {redact(payload[:200].decode('utf-8', 'replace'))}"
-                            ) from None
+                            text = payload[:200].decode("utf-8", "replace")
+                            raise ProviderError(f"the provider's answer is not JSON: {redact(text, self._api_key)}"
+                                                ) from None
                     if retry >= self._max_retries or not should_retry(response.status, response.headers):
-                        raise ProviderError(_error_message(response.status, payload))
+                        raise ProviderError(_error_message(response.status, payload, self._api_key))
                     delay = retry_delay(retry, response.headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 if retry >= self._max_retries:
-                    kind = "APITimeoutError" if isinstance(exc, TimeoutError) else "APIConnectionError"
-                    raise ProviderError(redact(f"{kind}: {str(exc)[:300] or type(exc).__name__}")) from None
+                    # The SDK's fixed texts: an aiohttp message can hold the URL, credentials and all.
+                    if isinstance(exc, TimeoutError):
+                        raise ProviderError("APITimeoutError: Request timed out.") from None
+                    raise ProviderError(f"APIConnectionError: Connection error. ({type(exc).__name__})") from None
                 delay = retry_delay(retry, None)
+            except ValueError as exc:  # a request aiohttp refuses to make (e.g. credentials in the URL): no retry
+                raise ProviderError(f"APIConnectionError: the request could not be made ({type(exc).__name__})"
+                                    ) from None
             await asyncio.sleep(delay)
             retry += 1
 

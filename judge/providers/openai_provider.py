@@ -52,11 +52,12 @@ class OpenAIProvider:
         elif not (api_key or os.environ.get("OPENAI_API_KEY")):
             raise ProviderError("provider 'openai' needs a key: set OPENAI_API_KEY (or api_key_env in the profile)")
         self._compatible = compatible
+        self._api_key = api_key
         self._direct: DirectJsonClient | None = None
         if profile.transport == "direct":
             assert base_url is not None
-            self._direct = DirectJsonClient(base_url, {"Authorization": f"Bearer {api_key}"},
-                                            max_retries=profile.max_retries, timeout_s=profile.timeout_s)
+            self._direct = DirectJsonClient(base_url, api_key or "", max_retries=profile.max_retries,
+                                            timeout_s=profile.timeout_s)
             return
         self._idempotency_keys = idempotency_keys()
         self._client = openai.AsyncOpenAI(
@@ -79,7 +80,7 @@ class OpenAIProvider:
                 response = await self._client.post("/chat/completions", body=body, cast_to=object,
                                                    options=options)  # type: ignore[arg-type]
             except openai.OpenAIError as exc:
-                raise ProviderError(describe_sdk_error(exc)) from None
+                raise ProviderError(describe_sdk_error(exc, self._api_key)) from None
         try:
             text = response["choices"][0]["message"].get("content") or ""
             usage = response.get("usage") or {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -165,6 +165,20 @@ def job_items(engine: Engine, job_id: str, start: int, end: int) -> list[tuple[i
         rows = conn.execute(
             select(JobItem.position, JobItem.item_json)
             .where(JobItem.job_id == job_id, JobItem.position >= start, JobItem.position < end)
+            .order_by(JobItem.position)
+        ).all()
+    return [(position, PairItem.model_validate_json(item_json)) for position, item_json in rows]
+
+
+def pending_items(engine: Engine, job_id: str, start: int, end: int) -> list[tuple[int, PairItem]]:
+    """The items in [start, end) that have no verdict yet, in position order: one query (a task's
+    reads cost a round trip each on PostgreSQL)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(JobItem.position, JobItem.item_json)
+            .outerjoin(VerdictRow, and_(VerdictRow.job_id == JobItem.job_id, VerdictRow.position == JobItem.position))
+            .where(JobItem.job_id == job_id, JobItem.position >= start, JobItem.position < end,
+                   VerdictRow.id.is_(None))
             .order_by(JobItem.position)
         ).all()
     return [(position, PairItem.model_validate_json(item_json)) for position, item_json in rows]

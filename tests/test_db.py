@@ -60,3 +60,22 @@ def test_sqlite_writers_of_one_process_take_turns(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT n FROM counter")).scalar_one() == 400  # no lost update
     engine.dispose()
+
+
+def test_pending_items_are_the_batch_items_without_a_verdict(tmp_path: Path) -> None:
+    import random
+
+    from judge.profiles import JudgeProfile
+    from store import repo
+    from store.db import get_engine
+    from tests.test_stats_sql import make_items, random_verdict
+
+    engine = get_engine(f"sqlite:///{tmp_path}/p.sqlite")
+    job = repo.create_job(engine, "owner", make_items(random.Random(2), 40),
+                          JudgeProfile(name="persona-certainty", provider="openai", model="m")).job
+    items = repo.job_items(engine, job.id, 0, 40)
+    judged = [(p, random_verdict(random.Random(p), it, "persona-certainty", "m")) for p, it in items if p % 3 == 0]
+    repo.record_verdicts(engine, job.id, judged)
+    pending = repo.pending_items(engine, job.id, 8, 32)
+    assert [p for p, _ in pending] == [p for p in range(8, 32) if p % 3 != 0]
+    assert [it.id for _, it in pending] == [it.id for p, it in items if 8 <= p < 32 and p % 3 != 0]

@@ -60,8 +60,7 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
         return 0
     if job.status == "queued":
         repo.mark_running(engine, job_id)
-    done = repo.done_positions(engine, job_id, start, end)
-    pending = [(p, item) for p, item in repo.job_items(engine, job_id, start, end) if p not in done]
+    pending = repo.pending_items(engine, job_id, start, end)
     stored = 0
     if pending:
         profile = repo.job_profile(job)

@@ -13,8 +13,8 @@ from judge.providers.base import (
     CallRequest,
     CallResult,
     ProviderError,
-    describe_sdk_error,
     idempotency_keys,
+    post_through_sdk,
     register,
     response_shape_error,
 )
@@ -51,14 +51,8 @@ class AnthropicProvider:
         }
         if system:
             body["system"] = system
-        options: dict[str, Any] = {"idempotency_key": next(self._idempotency_keys)}
-        if request.extra:
-            options["headers"] = request.extra
-        try:
-            response = await self._client.post("/v1/messages", body=body, cast_to=object,
-                                               options=options)  # type: ignore[arg-type]
-        except anthropic.AnthropicError as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key)) from None
+        response = await post_through_sdk(self._client, "/v1/messages", body, request.extra,
+                                          next(self._idempotency_keys), anthropic.AnthropicError, self._api_key)
         try:
             text = "".join(block.get("text", "") for block in response["content"] if block.get("type") == "text")
             usage = response.get("usage") or {}

@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from judge.profiles import JudgeProfile
@@ -115,3 +115,16 @@ def idempotency_keys() -> Iterator[str]:
     uuid4 (a urandom system call) for every POST; a process-unique prefix and a counter cost nothing."""
     prefix = f"pjudge-{uuid.uuid4().hex}-"
     return (f"{prefix}{n}" for n in itertools.count())
+
+
+async def post_through_sdk(client: Any, path: str, body: dict[str, Any], extra_headers: dict[str, str],
+                           idempotency_key: str, sdk_error: type[BaseException], api_key: str | None) -> Any:
+    """POST through an official SDK's low-level client (its retries, Retry-After handling, auth
+    and errors) and return the decoded JSON; an SDK error becomes a key-free ProviderError."""
+    options: dict[str, Any] = {"idempotency_key": idempotency_key}
+    if extra_headers:
+        options["headers"] = extra_headers
+    try:
+        return await client.post(path, body=body, cast_to=object, options=options)
+    except sdk_error as exc:
+        raise ProviderError(describe_sdk_error(exc, api_key)) from None

@@ -20,8 +20,8 @@ from judge.providers.base import (
     CallRequest,
     CallResult,
     ProviderError,
-    describe_sdk_error,
     idempotency_keys,
+    post_through_sdk,
     register,
     response_shape_error,
 )
@@ -73,14 +73,8 @@ class OpenAIProvider:
         if self._direct is not None:
             response = await self._direct.post("/chat/completions", body, request.extra)
         else:
-            options: dict[str, Any] = {"idempotency_key": next(self._idempotency_keys)}
-            if request.extra:
-                options["headers"] = request.extra
-            try:
-                response = await self._client.post("/chat/completions", body=body, cast_to=object,
-                                                   options=options)  # type: ignore[arg-type]
-            except openai.OpenAIError as exc:
-                raise ProviderError(describe_sdk_error(exc, self._api_key)) from None
+            response = await post_through_sdk(self._client, "/chat/completions", body, request.extra,
+                                              next(self._idempotency_keys), openai.OpenAIError, self._api_key)
         try:
             text = response["choices"][0]["message"].get("content") or ""
             usage = response.get("usage") or {}

@@ -159,7 +159,8 @@ def test_report_is_409_until_the_job_is_done(engine: Engine, queued: tuple[Flask
     assert "running (18 of 36" in error["message"]
 
     repo.record_verdicts(engine, job_id, [(p, make_verdict(item, "B", 0.3)) for p, item in stored[18:]])
-    assert repo.finish_if_complete(engine, job_id)
+    assert repo.get_job(engine, job_id).status == "done"  # the last verdicts' transaction finished it
+    assert not repo.finish_if_complete(engine, job_id)
     report = client.get(f"/v1/personalization/{job_id}/report", headers=AUTH_A).get_json()
     # Items are made system by system: the first half is every faithful pair (p_a 0.8), then the shuffled ones.
     faithful, shuffled = report["systems"]["faithful"], report["systems"]["shuffled"]

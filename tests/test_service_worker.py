@@ -50,7 +50,11 @@ class Service:
         self.workers: list[Process] = []
         self.env = dict(os.environ)
         self.env.update({"DATABASE_URL": database_url, "REDIS_URL": redis.url,
-                         "PJUDGE_HOME": str(tmp_path / "home"), "PJUDGE_VISIBILITY_TIMEOUT": "30"})
+                         "PJUDGE_HOME": str(tmp_path / "home"), "PJUDGE_VISIBILITY_TIMEOUT": "30",
+                         # A message popped by a worker just as Redis stops is in no list when it
+                         # comes back (kombu's BRPOP and its unacked bookkeeping are two steps);
+                         # the sweeper re-sends it. Sooner here, so that the tests stay short.
+                         "PJUDGE_SWEEP_AFTER": "20", "PJUDGE_SWEEP_INTERVAL": "3"})
         self._celery: Any = None
 
     def start_worker(self, concurrency: int = 4) -> Process:

@@ -5,6 +5,7 @@ duplicate harmless, so several workers may sweep at once."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +32,11 @@ def sweep_once(stale_after: timedelta) -> int:
     return sent
 
 
-def start_sweeper(interval_s: float = 15.0, stale_after_s: float = 120.0) -> threading.Event:
+def start_sweeper(interval_s: float | None = None, stale_after_s: float | None = None) -> threading.Event:
+    """Every `interval_s` (PJUDGE_SWEEP_INTERVAL, default 15 s), re-send the missing batches of
+    jobs with no progress for `stale_after_s` (PJUDGE_SWEEP_AFTER, default 120 s)."""
+    interval_s = interval_s or float(os.environ.get("PJUDGE_SWEEP_INTERVAL", "15"))
+    stale_after_s = stale_after_s or float(os.environ.get("PJUDGE_SWEEP_AFTER", "120"))
     stop = threading.Event()
 
     def loop() -> None:

@@ -35,7 +35,11 @@ def position_counts(verdicts: Verdicts) -> dict[str, Any]:
     Calls without an order (imports with no order information) are not counted.
     """
     t = build_table(verdicts)
-    first, second, tie = int(t.first_calls.sum()), int(t.second_calls.sum()), int(t.tie_calls.sum())
+    return position_figures(int(t.first_calls.sum()), int(t.second_calls.sum()), int(t.tie_calls.sum()))
+
+
+def position_figures(first: int, second: int, tie: int) -> dict[str, Any]:
+    """SPEC 4's position figures from the calls that chose the first-shown answer, the second, a tie."""
     return {
         "calls": first + second + tie,
         "first": first,

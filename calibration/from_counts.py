@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from calibration.agreement import alpha_of_tables, kappa_of_tables
+from calibration.bias import position_figures
 from calibration.bootstrap import value_with_interval
 from calibration.certainty import COVERAGE_THRESHOLDS, ECE_BINS, reliability_from_bins
 from calibration.report import BOOTSTRAP_METHOD, DEFAULT_DELTA, json_safe
@@ -317,15 +318,7 @@ def _coverage_curve(c: Counts, decided: int) -> list[dict[str, Any]]:
 
 
 def _position_counts(c: Counts) -> dict[str, Any]:
-    first, second, tie = c["calls_first"], c["calls_second"], c["calls_tie"]
-    return {
-        "calls": first + second + tie,
-        "first": first,
-        "second": second,
-        "tie": tie,
-        "rate": ratio(first, first + second + tie),
-        "rate_no_tie": ratio(first, first + second),
-    }
+    return position_figures(c["calls_first"], c["calls_second"], c["calls_tie"])
 
 
 def _risk_control(c: Counts, decided: int, target: float, delta: float) -> dict[str, Any]:

@@ -90,18 +90,19 @@ def redact(message: str, *secrets: str | None) -> str:
     return _KEY_PATTERNS.sub("***", message)
 
 
+def error_detail(body: object) -> str:
+    """The message (else the type) of a provider's JSON error body, `{"error": {...}}` or bare."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(inner, dict):
+        return str(inner.get("message") or inner.get("type") or "")
+    return ""
+
+
 def describe_sdk_error(exc: BaseException, *secrets: str | None) -> str:
     """A short, key-free description of an SDK exception."""
     status = getattr(exc, "status_code", None)
     kind = type(exc).__name__
-    detail = ""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            detail = str(inner.get("message") or inner.get("type") or "")
-    if not detail:
-        detail = str(exc).split("\n")[0]
+    detail = error_detail(getattr(exc, "body", None)) or str(exc).split("\n")[0]
     prefix = f"{kind} (HTTP {status})" if status else kind
     return redact(f"{prefix}: {detail[:300]}", *secrets)
 

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from judge.providers.base import ProviderError, redact
+from judge.providers.base import ProviderError, error_detail, redact
 
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
@@ -81,16 +81,13 @@ def server_delay(headers: Any) -> float | None:
 
 def _error_message(status: int, body: bytes, secret: str) -> str:
     kind = STATUS_ERRORS.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
-    detail = ""
     try:
         parsed = orjson.loads(body)
-        inner = parsed.get("error", parsed) if isinstance(parsed, dict) else None
-        if isinstance(inner, dict):
-            detail = str(inner.get("message") or inner.get("type") or "")
-        elif isinstance(inner, str):
-            detail = inner
     except orjson.JSONDecodeError:
         detail = body[:300].decode("utf-8", "replace")
+    else:
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        detail = error if isinstance(error, str) else error_detail(parsed)
     return redact(f"{kind} (HTTP {status}): {detail[:300]}", secret)
 
 

@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,47 +113,43 @@ def _prompt(row: dict[str, Any]) -> str:
             f"[The Start of Assistant B's Answer]\n{row['response_b']}\n[The End of Assistant B's Answer]")
 
 
-async def _bare_direct_loop(base_url: str, calls: int, concurrency: int = IN_FLIGHT) -> float:
-    """Calls per second of the direct transport's client alone, with nothing else around it."""
-    from judge.providers.direct_http import DirectJsonClient
-
-    client = DirectJsonClient(base_url, "no-key", max_retries=0, timeout_s=60)
+async def _bare_loop(post: Callable[[dict[str, Any]], Awaitable[Any]], calls: int,
+                     concurrency: int = IN_FLIGHT) -> float:
+    """Calls per second of `post` alone on the judge's request bodies, `concurrency` in flight."""
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(row: dict[str, Any]) -> None:
         async with semaphore:
-            await client.post("/chat/completions", {
-                "model": "sim-judge", "messages": [{"role": "user", "content": _prompt(row)}], "max_tokens": 64,
-                "temperature": 0.0})
+            await post({"model": "sim-judge", "messages": [{"role": "user", "content": _prompt(row)}],
+                        "max_tokens": 64, "temperature": 0.0})
 
     items = _items(calls)
     started = time.perf_counter()
     await asyncio.gather(*(one(row) for row in items))
-    elapsed = time.perf_counter() - started
-    await client.aclose()
-    return calls / elapsed
+    return calls / (time.perf_counter() - started)
 
 
-async def _bare_sdk_loop(base_url: str, calls: int, concurrency: int = IN_FLIGHT) -> float:
-    """Calls per second of the same SDK calls the provider makes, with nothing else around them."""
+async def _bare_direct_loop(base_url: str, calls: int) -> float:
+    """The direct transport's client alone, with nothing else around it."""
+    from judge.providers.direct_http import DirectJsonClient
+
+    client = DirectJsonClient(base_url, "no-key", max_retries=0, timeout_s=60)
+    try:
+        return await _bare_loop(lambda body: client.post("/chat/completions", body), calls)
+    finally:
+        await client.aclose()
+
+
+async def _bare_sdk_loop(base_url: str, calls: int) -> float:
+    """The same SDK calls the provider makes, with nothing else around them."""
     import openai
 
     client = openai.AsyncOpenAI(api_key="no-key", base_url=base_url, max_retries=0,
                                 http_client=openai.DefaultAioHttpClient())
-    semaphore = asyncio.Semaphore(concurrency)
-    items = _items(calls)
-
-    async def one(row: dict[str, Any]) -> None:
-        async with semaphore:
-            await client.post("/chat/completions", cast_to=object, body={
-                "model": "sim-judge", "messages": [{"role": "user", "content": _prompt(row)}], "max_tokens": 64,
-                "temperature": 0.0})
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one(row) for row in items))
-    elapsed = time.perf_counter() - started
-    await client.close()
-    return calls / elapsed
+    try:
+        return await _bare_loop(lambda body: client.post("/chat/completions", cast_to=object, body=body), calls)
+    finally:
+        await client.close()
 
 
 def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, transport: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from llm_sim.process import SimProcess
 
@@ -56,3 +57,21 @@ def run_pjudge(*args: str, env: dict[str, str] | None = None, timeout: float = 3
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "pjudge", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated database: SQLite, and PostgreSQL (a fresh database, dropped after) where
+    PJUDGE_TEST_POSTGRES_URL is set (create_postgres_database skips otherwise)."""
+    from store.db import get_engine
+
+    if request.param == "sqlite":
+        yield get_engine(f"sqlite:///{tmp_path}/db.sqlite")
+        return
+    from tests.services import create_postgres_database, drop_postgres_database
+
+    url = create_postgres_database()
+    engine = get_engine(url)
+    yield engine
+    engine.dispose()
+    drop_postgres_database(url)

@@ -9,8 +9,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from sqlalchemy.engine import Engine
 from api.app import create_app
 from judge.records import Call, JudgeInfo, PairItem, Verdict
 from store import repo
-from store.db import get_engine
 from store.models import Job, JobItem
 
 KEY_A = "test-key-alpha-0123456789"
@@ -109,20 +107,6 @@ def new_app(engine: Engine, enqueue: Callable[[Any], Any], **config: Any) -> Fla
 
 
 # ---------------------------------------------------------------- fixtures
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        yield get_engine(f"sqlite:///{tmp_path}/db.sqlite")
-        return
-    from tests.services import create_postgres_database, drop_postgres_database
-
-    url = create_postgres_database()
-    engine = get_engine(url)
-    yield engine
-    engine.dispose()
-    drop_postgres_database(url)
-
 
 @pytest.fixture
 def enqueued() -> list[Any]:

@@ -21,11 +21,8 @@ from api.schemas import PersonalizationReport
 from judge.runner import judge_all
 from store import repo
 from store.models import Job, JobInput, JobItem
-from tests import test_api
 from tests.conftest import run_pjudge
 from tests.test_api import AUTH_A, AUTH_B, count, error_of, make_items, make_verdict, new_app
-
-engine = test_api.engine  # the API tests' fixture: a migrated SQLite database, and PostgreSQL where configured
 
 PERSONAS = {
     "u1": ("gardening", "chess", "tulips", "compost"),

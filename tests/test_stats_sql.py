@@ -22,7 +22,7 @@ from calibration.report import build_report
 from judge.profiles import JudgeProfile
 from judge.records import Call, JudgeInfo, PairItem, Verdict
 from store import repo, stats, summaries
-from store.db import create_db_engine, get_engine, migrate
+from store.db import create_db_engine, migrate
 from store.models import CallRow, Job, JobItem, VerdictRow, summary_main
 from store.stats import Selection
 
@@ -33,20 +33,6 @@ TOLERANCE = 1e-9
 # build_report's own extras that need every verdict's certainty level (see store.stats)
 NOT_FROM_COUNTS = {"coverage_auc"}
 REPORT_ONLY = {"by_group", "group_by", "simulated", "models", "bootstrap"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        yield get_engine(f"sqlite:///{tmp_path}/db.sqlite")
-        return
-    from tests.services import create_postgres_database, drop_postgres_database
-
-    url = create_postgres_database()
-    engine = get_engine(url)
-    yield engine
-    engine.dispose()
-    drop_postgres_database(url)
 
 
 @pytest.fixture(autouse=True)

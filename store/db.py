@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -71,6 +72,16 @@ def transaction(engine: Engine) -> Iterator[Connection]:
             writer = _sqlite_writers[engine] = threading.RLock()
     with writer, engine.begin() as conn:
         yield conn
+
+
+@contextmanager
+def one_round_trip(conn: Connection) -> Iterator[Any]:
+    """`conn`'s psycopg connection (PostgreSQL only) in pipeline mode: the statements that cursors
+    run on it in the block go to the server together and are answered together when the block
+    ends, N statements for the price of one round trip. Errors surface at the end of the block."""
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    with dbapi_connection.pipeline():
+        yield dbapi_connection
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

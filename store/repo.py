@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,8 @@ from judge.profiles import JudgeProfile
 from judge.providers.base import CallResult
 from judge.records import Call, JudgeInfo, PairItem, Verdict
 from store import summaries
-from store.db import transaction
+from store.bulk import insert_many
+from store.db import one_round_trip, transaction
 from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, utcnow
 
 ACTIVE = ("queued", "running")
@@ -113,8 +114,7 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
                  "item_json": item.model_dump_json(exclude_none=True)}
                 for position, item in enumerate(items)
             ]
-            for start in range(0, len(rows), 1000):
-                conn.execute(insert(JobItem), rows[start:start + 1000])
+            insert_many(conn, JobItem.__table__, rows)
             if inputs is not None:
                 conn.execute(insert(JobInput).values(
                     job_id=job.id, inputs_json=json.dumps(inputs, ensure_ascii=False, separators=(",", ":")),
@@ -225,8 +225,8 @@ def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, V
     were really new come back, and only their calls, counts and summary contributions are written,
     all in one transaction, so a redelivered task adds nothing and the job's counters and
     summaries stay exact. The same transaction marks the job done when these were its last
-    verdicts (see finish_if_complete), and runs `also` (the worker's new cache entries): one write
-    per batch. `now`: the verdicts' created_at (default: the current time).
+    verdicts, and runs `also` (the worker's new cache entries): one write per batch. `now`: the
+    verdicts' created_at (default: the current time).
     """
     batch = list(verdicts)
     if not batch:
@@ -240,33 +240,61 @@ def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, V
         groups, overflow[verdict.id] = summaries.verdict_groups(verdict.metadata, plan)
         rows.append({**_verdict_row(job_id, position, verdict, now), **stats,
                      "group_json": json.dumps(groups, ensure_ascii=False)})
+    delta = summaries.delta_of(rows)  # summed before the transaction: less time holding locks
     with transaction(engine) as conn:
+        # First the rows no other writer touches: the cache entries, the verdicts, their calls.
         if also is not None:
             also(conn)
-        statement = insert_ignore(conn, VerdictRow).returning(VerdictRow.item_id)
-        new_ids = set(conn.execute(statement, rows).scalars())
+        new_ids = set(insert_many(conn, VerdictRow.__table__, rows, ignore_conflicts=True, returning="item_id"))
         if not new_ids:
             return 0  # every verdict was stored by an earlier delivery of this task
         new_rows = [row for row in rows if row["item_id"] in new_ids]
-        # The job row before anything else that other writers of this job touch: attach_labels
-        # takes it first too, so the summary rows are always locked under it (no deadlock), and a
-        # relabel never interleaves with these verdicts' contributions.
-        conn.execute(
-            update(Job).where(Job.id == job_id).values(
-                n_verdicts=Job.n_verdicts + len(new_rows),
-                n_calls=Job.n_calls + sum(r["n_calls"] for r in new_rows),
-                n_failed_calls=Job.n_failed_calls + sum(r["n_failed_calls"] for r in new_rows),
-                n_failed_items=Job.n_failed_items + sum(r["winner"] is None for r in new_rows),
-                cost_usd=Job.cost_usd + sum(r["cost_usd"] for r in new_rows), updated_at=now,
-            )
-        )
+        if len(new_rows) < len(rows):
+            delta = summaries.delta_of(new_rows)
         new = [verdict for _, verdict in batch if verdict.id in new_ids]
         call_rows = [_call_row(job_id, verdict.id, call, now) for verdict in new for call in verdict.calls]
-        if call_rows:
-            conn.execute(insert(CallRow), call_rows)
-        summaries.add_verdicts(conn, job_id, new_rows, [key for row in new_rows for key in overflow[row["item_id"]]])
-        _finish_if_complete(conn, job_id)
+        insert_many(conn, CallRow.__table__, call_rows)
+        # Then the rows every writer of this job shares, the job row first: attach_labels takes it
+        # first too, so the summary rows are always locked under it (no deadlock), and a relabel
+        # never interleaves with these verdicts' contributions. Concurrent batches of a job queue
+        # on that lock until commit, so on PostgreSQL everything under it is one round trip.
+        counts = {"job_id": job_id, "now": now, "verdicts": len(new_rows),
+                  "calls": sum(r["n_calls"] for r in new_rows),
+                  "failed_calls": sum(r["n_failed_calls"] for r in new_rows),
+                  "failed_items": sum(r["winner"] is None for r in new_rows),
+                  "cost": sum(r["cost_usd"] for r in new_rows)}
+        if conn.dialect.name == "postgresql":
+            with one_round_trip(conn) as driver:
+                driver.execute(_postgres_statement(conn, _ADD_TO_JOB), counts)
+                delta.apply(conn, driver)
+        else:
+            conn.execute(_ADD_TO_JOB, counts)
+            delta.apply(conn)
+        summaries.record_overflow(conn, job_id, [key for row in new_rows for key in overflow[row["item_id"]]])
     return len(new_rows)
+
+
+# A batch's counts, and the job's completion when these were its last verdicts: one statement,
+# whose SET expressions all see the row as it was (so the last of concurrent writers, which waits
+# for the others' row lock, always sees every verdict; completion needs no coordinator).
+_COMPLETE = f"status IN ({', '.join(repr(status) for status in ACTIVE)}) AND n_verdicts + :verdicts >= n_items"
+_ADD_TO_JOB = text(
+    "UPDATE jobs SET n_verdicts = n_verdicts + :verdicts, n_calls = n_calls + :calls,"
+    " n_failed_calls = n_failed_calls + :failed_calls, n_failed_items = n_failed_items + :failed_items,"
+    " cost_usd = cost_usd + :cost, updated_at = :now,"
+    f" status = CASE WHEN {_COMPLETE} THEN 'done' ELSE status END,"
+    f" finished_at = CASE WHEN {_COMPLETE} THEN :now ELSE finished_at END"
+    " WHERE id = :job_id"
+).bindparams(bindparam("now", type_=Job.__table__.c.updated_at.type))
+_compiled: dict[tuple[str, int], str] = {}
+
+
+def _postgres_statement(conn: Connection, statement: Any) -> str:
+    """`statement` as psycopg's own SQL text (%(name)s parameters), compiled once."""
+    key = (conn.dialect.name, id(statement))
+    if key not in _compiled:
+        _compiled[key] = str(statement.compile(dialect=conn.dialect))
+    return _compiled[key]
 
 
 def _verdict_row(job_id: str, position: int, verdict: Verdict, now: datetime) -> dict[str, Any]:

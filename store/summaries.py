@@ -1,7 +1,7 @@
 """The write side of the verdict summaries: sufficient statistics of the SPEC 4 report per (job,
 profile, model, hour, group), kept up to date in the transaction that changes the verdicts.
 
-- record_verdicts adds the contributions of the verdicts it really inserted (`add_verdicts`);
+- record_verdicts adds the contributions of the verdicts it really inserted (`delta_of`);
 - attach_labels subtracts a relabelled verdict's old contribution and adds its new one (`relabel`);
 - the migrations build them for the jobs stored before they existed (`backfill`).
 
@@ -17,7 +17,6 @@ to summary_overflow and by_group over that key falls back to the verdicts. A nul
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,6 +43,7 @@ from calibration.from_counts import (
 from calibration.report import group_key
 from calibration.table import ABSENT, UNPARSED, build_table
 from judge.records import PairItem, Verdict
+from store.bulk import POSTGRES_MAX_PARAMETERS, placeholders
 from store.models import (
     SUMMARY_KEY,
     CallRow,
@@ -252,14 +252,17 @@ class Delta:
                 self.bpde.setdefault((*key, *hitl[:2]), np.zeros(12, dtype=np.int64))[cell] += sign
                 self.chunks.setdefault((*key, *hitl), np.zeros(12, dtype=np.int64))[cell] += sign
 
-    def apply(self, conn: Connection) -> None:
-        """Write the sums: one upsert per table, rows in key order, skipping rows that add nothing."""
+    def apply(self, conn: Connection, driver: Any = None) -> None:
+        """Write the sums: one upsert per table, rows in key order, skipping rows that add nothing.
+        `driver`: on PostgreSQL, the psycopg connection to run the statements on (one in pipeline
+        mode, see store.db.one_round_trip); `conn`'s own by default."""
         _upsert_add(conn, summary_main, SUMMARY_KEY, [
             (*key, *ints.tolist(), *floats.tolist())
-            for key, (ints, floats) in sorted(self.main.items()) if ints.any() or floats.any()])
-        _upsert_add(conn, summary_lambda, (*SUMMARY_KEY, "lambda_bin"), _rows(self.lambdas))
-        _upsert_add(conn, summary_bpde, (*SUMMARY_KEY, "bpde_null", "bpde"), _rows(self.bpde))
-        _upsert_add(conn, summary_bpde_chunk, (*SUMMARY_KEY, "bpde_null", "bpde", "chunk"), _rows(self.chunks))
+            for key, (ints, floats) in sorted(self.main.items()) if ints.any() or floats.any()], driver)
+        _upsert_add(conn, summary_lambda, (*SUMMARY_KEY, "lambda_bin"), _rows(self.lambdas), driver)
+        _upsert_add(conn, summary_bpde, (*SUMMARY_KEY, "bpde_null", "bpde"), _rows(self.bpde), driver)
+        _upsert_add(conn, summary_bpde_chunk, (*SUMMARY_KEY, "bpde_null", "bpde", "chunk"), _rows(self.chunks),
+                    driver)
 
 
 def _rows(sums: Mapping[tuple[Any, ...], np.ndarray]) -> list[tuple[Any, ...]]:
@@ -268,10 +271,10 @@ def _rows(sums: Mapping[tuple[Any, ...], np.ndarray]) -> list[tuple[Any, ...]]:
 
 
 _statements: dict[tuple[str, str], tuple[str, str]] = {}
-POSTGRES_MAX_PARAMETERS = 65535
 
 
-def _upsert_add(conn: Connection, table: Table, key: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+def _upsert_add(conn: Connection, table: Table, key: Sequence[str], rows: list[tuple[Any, ...]],
+                driver: Any = None) -> None:
     """INSERT ... ON CONFLICT (key) DO UPDATE SET c = c + excluded.c for every other column; rows
     are tuples in the table's column order. Plain SQL text through the driver: building and
     binding a 375-column statement through SQLAlchemy cost most of a worker batch's write time.
@@ -289,18 +292,11 @@ def _upsert_add(conn: Connection, table: Table, key: Sequence[str], rows: list[t
     import psycopg
 
     page = POSTGRES_MAX_PARAMETERS // columns
-    with psycopg.RawCursor(conn.connection.dbapi_connection) as cursor:  # type: ignore[arg-type]
+    with psycopg.RawCursor(driver or conn.connection.dbapi_connection) as cursor:
         for start in range(0, len(rows), page):
             chunk = rows[start:start + page]
-            cursor.execute(f"{head} VALUES {_placeholders(len(chunk), columns)} {tail}",
+            cursor.execute(f"{head} VALUES {placeholders(len(chunk), columns)} {tail}",
                            [v for row in chunk for v in row])
-
-
-@functools.lru_cache(maxsize=256)
-def _placeholders(rows: int, columns: int) -> str:
-    """($1, ..., $columns), ($columns + 1, ...), ... for `rows` rows."""
-    return ", ".join("(" + ", ".join(f"${r * columns + c}" for c in range(1, columns + 1)) + ")"
-                     for r in range(rows))
 
 
 def _upsert_sql(conn: Connection, table: Table, key: Sequence[str]) -> tuple[str, str]:
@@ -323,14 +319,12 @@ def record_overflow(conn: Connection, job_id: str, keys: Iterable[str]) -> None:
 
 # ---------------------------------------------------------------- the writers' entry points
 
-def add_verdicts(conn: Connection, job_id: str, rows: Sequence[Mapping[str, Any]],
-                 overflow: Iterable[str] = ()) -> None:
-    """Add newly inserted verdict rows (with their stat_* columns and group_json)."""
+def delta_of(rows: Iterable[Mapping[str, Any]]) -> Delta:
+    """The summed contributions of verdict rows (with their stat_* columns and group_json)."""
     delta = Delta()
     for row in rows:
         delta.add(row, json.loads(row["group_json"] or "{}"))
-    delta.apply(conn)
-    record_overflow(conn, job_id, overflow)
+    return delta
 
 
 # Columns a relabel needs from the stored verdict rows.

@@ -8,9 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from judge.providers.base import CallResult
+from store.bulk import insert_many
 from store.db import transaction
 from store.models import CacheEntry, utcnow
-from store.repo import DbCallCache, insert_ignore
+from store.repo import DbCallCache
 
 
 class BatchCallCache:
@@ -47,10 +48,7 @@ class BatchCallCache:
         deliveries of one batch then lock the same rows in the same order (no deadlock)."""
         rows = [{"key": key, "raw": r.text, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                  "created_at": utcnow()} for key, r in sorted(self._new.items())]
-        if rows:
-            statement = insert_ignore(conn, CacheEntry)
-            for start in range(0, len(rows), 500):
-                conn.execute(statement, rows[start:start + 500])
+        insert_many(conn, CacheEntry.__table__, rows, ignore_conflicts=True)
         return len(rows)
 
     def committed(self) -> None:

@@ -6,7 +6,9 @@ import multiprocessing
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from store.db import create_db_engine, migrate, transaction
 
@@ -79,3 +81,62 @@ def test_pending_items_are_the_batch_items_without_a_verdict(tmp_path: Path) -> 
     pending = repo.pending_items(engine, job.id, 8, 32)
     assert [p for p, _ in pending] == [p for p in range(8, 32) if p % 3 != 0]
     assert [it.id for _, it in pending] == [it.id for p, it in items if 8 <= p < 32 and p % 3 != 0]
+
+
+def test_insert_many_returns_only_new_rows_pages_past_the_parameter_limit_and_stores_utc(engine: Engine) -> None:
+    """store.bulk.insert_many on both databases: ON CONFLICT DO NOTHING RETURNING gives exactly the
+    rows inserted, a batch over PostgreSQL's 65,535 parameters goes in pages, and datetimes get the
+    column's own conversion (an aware time in another zone reads back as the same instant in UTC)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import func, select
+
+    from store.bulk import insert_many
+    from store.models import CacheEntry
+    from store.repo import DbCallCache
+
+    table = CacheEntry.__table__
+    paris = timezone(timedelta(hours=1))
+    rows = [{"key": f"k{i:05d}", "raw": f"answer {i}", "input_tokens": i, "output_tokens": None,
+             "created_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=paris)} for i in range(14_000)]  # 70k params
+    with transaction(engine) as conn:
+        first = insert_many(conn, table, rows[:9_000], ignore_conflicts=True, returning="key")
+    with transaction(engine) as conn:
+        second = insert_many(conn, table, rows, ignore_conflicts=True, returning="key")
+    assert sorted(first) == [r["key"] for r in rows[:9_000]]
+    assert sorted(second) == [r["key"] for r in rows[9_000:]]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(table)).scalar_one() == 14_000
+        stored = conn.execute(select(CacheEntry.created_at).where(CacheEntry.key == "k00007")).scalar_one()
+    assert stored.replace(tzinfo=stored.tzinfo or UTC) == datetime(2026, 1, 2, 2, 4, 5, tzinfo=UTC)
+    hit = DbCallCache(engine).get("k13999")
+    assert hit is not None and (hit.text, hit.input_tokens, hit.output_tokens) == ("answer 13999", 13999, None)
+    with transaction(engine) as conn, pytest.raises(Exception, match="(?i)unique|duplicate"):
+        insert_many(conn, table, rows[:2])  # without ignore_conflicts a duplicate is an error
+
+
+def test_the_batch_with_the_last_verdicts_marks_the_job_done_and_counts_add_up(engine: Engine) -> None:
+    """Counts and completion are one UPDATE in record_verdicts: a redelivered batch adds nothing,
+    and the job is done exactly when its last item has a verdict."""
+    import random
+
+    from judge.profiles import JudgeProfile
+    from store import repo
+    from tests.test_stats_sql import make_items, random_verdict
+
+    job = repo.create_job(engine, "owner", make_items(random.Random(5), 30),
+                          JudgeProfile(name="persona-certainty", provider="openai", model="m")).job
+    items = repo.job_items(engine, job.id, 0, 30)
+    verdicts = [(p, random_verdict(random.Random(p), it, "persona-certainty", "m")) for p, it in items]
+    assert repo.record_verdicts(engine, job.id, verdicts[:20]) == 20
+    assert repo.get_job(engine, job.id).status == "queued"  # type: ignore[union-attr]
+    assert repo.record_verdicts(engine, job.id, verdicts[10:20]) == 0  # a redelivery
+    assert repo.record_verdicts(engine, job.id, verdicts[15:]) == 10
+    done = repo.get_job(engine, job.id)
+    assert done is not None and done.status == "done" and done.finished_at is not None
+    assert done.n_verdicts == 30
+    assert done.n_calls == sum(len(v.calls) for _, v in verdicts)
+    assert done.n_failed_items == sum(v.winner is None for _, v in verdicts)
+    assert done.cost_usd == pytest.approx(sum(c.cost_usd or 0 for _, v in verdicts for c in v.calls), abs=1e-6)
+    repo.cancel_job(engine, job.id)  # a finished job stays done
+    assert repo.get_job(engine, job.id).status == "done"  # type: ignore[union-attr]

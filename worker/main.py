@@ -77,6 +77,9 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
     import judge.providers.openai_provider  # noqa: F401
     from worker.app import QUEUE, app
     from worker.broker import redis_client_url
+    from worker.tasks import warm_up
+
+    warm_up(connections=concurrency)
 
     # The imports leave some 340k objects that every full collection would walk again, holding
     # the GIL for long enough to stall the event loop's calls (a dip every few seconds at 600

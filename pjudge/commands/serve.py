@@ -67,6 +67,9 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
     from api.app import create_app
 
     app = create_app()
+    from worker.tasks import prepare_publisher
+
+    prepare_publisher()
     # Keep the import-time objects out of every full collection (see worker.main).
     gc.collect()
     gc.freeze()

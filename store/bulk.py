@@ -68,7 +68,8 @@ def _postgres_insert(conn: Connection, table: Table, names: tuple[str, ...], ign
         quote = conn.dialect.identifier_preparer.quote
         processors = []
         for index, name in enumerate(names):
-            process = table.c[name].type.bind_processor(conn.dialect)
+            column_type = table.c[name].type.dialect_impl(conn.dialect)
+            process = column_type.bind_processor(conn.dialect)
             if process is not None:
                 processors.append((index, process))
         head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in names)})"
@@ -78,8 +79,15 @@ def _postgres_insert(conn: Connection, table: Table, names: tuple[str, ...], ign
     return _inserts[key]
 
 
-@functools.lru_cache(maxsize=256)
 def placeholders(rows: int, columns: int) -> str:
-    """($1, ..., $columns), ($columns + 1, ...), ... for `rows` rows."""
+    """($1, ..., $columns), ($columns + 1, ...), ... for `rows` rows; batch-sized shapes are kept
+    (a worker repeats them), a job's pages of thousands of rows are not."""
+    if rows * columns <= 4096:
+        return _placeholders(rows, columns)
+    return _placeholders.__wrapped__(rows, columns)
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(rows: int, columns: int) -> str:
     return ", ".join("(" + ", ".join(f"${r * columns + c}" for c in range(1, columns + 1)) + ")"
                      for r in range(rows))

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import create_engine
 
 from judge.paths import user_data_dir
@@ -72,6 +73,16 @@ def transaction(engine: Engine) -> Iterator[Connection]:
             writer = _sqlite_writers[engine] = threading.RLock()
     with writer, engine.begin() as conn:
         yield conn
+
+
+def database_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a failed database statement: SQLAlchemy's wrapper, and psycopg's own for
+    the statements that bypass SQLAlchemy (store.bulk, one_round_trip)."""
+    try:
+        import psycopg
+    except ImportError:
+        return (DBAPIError,)
+    return (DBAPIError, psycopg.Error)
 
 
 @contextmanager

@@ -257,7 +257,8 @@ def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, V
         # Then the rows every writer of this job shares, the job row first: attach_labels takes it
         # first too, so the summary rows are always locked under it (no deadlock), and a relabel
         # never interleaves with these verdicts' contributions. Concurrent batches of a job queue
-        # on that lock until commit, so on PostgreSQL everything under it is one round trip.
+        # on that lock until commit, so on PostgreSQL its statements go in one round trip (then the
+        # rare overflow keys and the commit).
         counts = {"job_id": job_id, "now": now, "verdicts": len(new_rows),
                   "calls": sum(r["n_calls"] for r in new_rows),
                   "failed_calls": sum(r["n_failed_calls"] for r in new_rows),

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from store.db import create_db_engine, migrate, transaction
+from store.db import create_db_engine, database_errors, migrate, transaction
 
 
 def _migrate(url: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -111,8 +111,32 @@ def test_insert_many_returns_only_new_rows_pages_past_the_parameter_limit_and_st
     assert stored.replace(tzinfo=stored.tzinfo or UTC) == datetime(2026, 1, 2, 2, 4, 5, tzinfo=UTC)
     hit = DbCallCache(engine).get("k13999")
     assert hit is not None and (hit.text, hit.input_tokens, hit.output_tokens) == ("answer 13999", 13999, None)
-    with transaction(engine) as conn, pytest.raises(Exception, match="(?i)unique|duplicate"):
-        insert_many(conn, table, rows[:2])  # without ignore_conflicts a duplicate is an error
+    # Without ignore_conflicts a duplicate is an error, of a kind the worker retries its batch on
+    # (on PostgreSQL psycopg's own, which SQLAlchemy does not wrap on this path).
+    with transaction(engine) as conn, pytest.raises(database_errors(), match="(?i)unique|duplicate"):
+        insert_many(conn, table, rows[:2])
+
+
+def test_worker_warm_up_asks_no_more_connections_than_the_pool_keeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """`pjudge worker --concurrency 40` on SQLite (a pool that keeps 5): the warm-up opens what the
+    pool keeps and runs the task's reads, instead of waiting 30 s for a 41st connection and failing
+    the worker's start."""
+    import logging
+
+    from store.db import get_engine
+
+    url = f"sqlite:///{tmp_path}/warm.sqlite"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never contacted
+    from worker.tasks import warm_up
+
+    engine = get_engine(url)
+    assert engine.pool.size() < 40
+    with caplog.at_level(logging.WARNING, logger="pjudge.worker"):
+        warm_up(connections=40)
+    assert not [r for r in caplog.records if "warm-up" in r.getMessage()]
+    assert engine.pool.checkedout() == 0
 
 
 def test_the_batch_with_the_last_verdicts_marks_the_job_done_and_counts_add_up(engine: Engine) -> None:

@@ -10,11 +10,10 @@ import logging
 from typing import Any
 
 from celery import Task
-from sqlalchemy.exc import DBAPIError
 
 from judge.records import PairItem, Verdict
 from store import repo
-from store.db import get_engine
+from store.db import database_errors, get_engine
 from worker.app import QUEUE, app
 from worker.broker import redis_client_url
 from worker.cache import BatchCallCache
@@ -81,9 +80,9 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
         # The verdicts, the new cache entries and the job's completion: one transaction.
         try:
             stored = repo.record_verdicts(engine, job_id, verdicts, also=cache.write if cache is not None else None)
-        except DBAPIError as exc:
+        except database_errors() as exc:
             if cache is not None:  # keep what the provider was paid for, then try the batch again
-                with contextlib.suppress(DBAPIError):
+                with contextlib.suppress(*database_errors()):
                     cache.flush()
             if self.request.retries < MAX_TASK_RETRIES:
                 log.warning("batch %s[%d:%d] not stored (%s); retrying", job_id, start, end, type(exc).__name__)
@@ -106,19 +105,29 @@ def warm_up(connections: int) -> None:
 
     runtime()
     engine = get_engine()
-    with contextlib.ExitStack() as stack:
-        for _ in range(max(1, connections)):
-            stack.enter_context(engine.connect())
-    repo.get_job(engine, "")
-    repo.pending_items(engine, "", 0, 0)
-    BatchCallCache(engine, [""])
+    # Only the pool's kept connections: overflow ones are closed when returned, and holding more
+    # than the pool allows would wait for its timeout.
+    kept = getattr(engine.pool, "size", lambda: 1)()
+    try:
+        with contextlib.ExitStack() as stack:
+            for _ in range(max(1, min(connections, kept))):
+                stack.enter_context(engine.connect())
+        repo.get_job(engine, "")
+        repo.pending_items(engine, "", 0, 0)
+        BatchCallCache(engine, [""])
+    except Exception as exc:  # noqa: BLE001 - a warm-up must never keep the worker from starting
+        log.warning("warm-up skipped (%s); the first task pays its costs", type(exc).__name__)
 
 
 def prepare_publisher(celery_app: Any = None) -> None:
     """Load the broker's transport before the first job is posted: importing kombu's Redis
-    transport (and redis-py) took about 0.15 s of the first POST. Connects to nothing."""
-    with (celery_app or app).connection_for_write() as connection:
-        connection.transport  # noqa: B018 - resolving it imports it
+    transport (and redis-py) took about 0.15 s of the first POST. Connects to nothing, and a
+    failure only leaves that cost to the first POST."""
+    try:
+        with (celery_app or app).connection_for_write() as connection:
+            connection.transport  # noqa: B018 - resolving it imports it
+    except Exception as exc:  # noqa: BLE001 - the API serves without it
+        log.warning("broker transport not preloaded (%s)", type(exc).__name__)
 
 
 def _send(celery_app: Any, job_id: str, start: int, end: int) -> None:

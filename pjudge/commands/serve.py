@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -67,9 +68,12 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
     from api.app import create_app
 
     app = create_app()
-    from worker.tasks import prepare_publisher
+    if os.environ.get("REDIS_URL"):
+        # Importing the worker's tasks picks the broker: with no REDIS_URL that would start the
+        # embedded Redis, which the API leaves to its first job.
+        from worker.tasks import prepare_publisher
 
-    prepare_publisher()
+        prepare_publisher()
     # Keep the import-time objects out of every full collection (see worker.main).
     gc.collect()
     gc.freeze()

@@ -184,7 +184,12 @@ def test_ctrl_c_keeps_finished_verdicts_and_the_cache(tmp_path: Path, start_sim)
     written = read_jsonl(out)
     assert 0 < len(written) < 400
     assert "interrupted" in stderr
-    served = sim.stats()["completions"]
+    # The calls in flight at the interrupt were abandoned, not cancelled at the server: it still
+    # finishes (and counts) them within its 300 ms latency, so read the count once it is still.
+    served = -1
+    while served != (now := sim.stats()["completions"]):
+        served = now
+        time.sleep(0.6)
     # A rerun answers every finished call from the cache and only asks for the rest.
     summary = judge_cli(items, tmp_path / "v2.jsonl", sim.openai_base_url, "--concurrency", "128")
     assert summary["cached_calls"] >= 2 * len(written)

@@ -83,11 +83,13 @@ def placeholders(rows: int, columns: int) -> str:
     """($1, ..., $columns), ($columns + 1, ...), ... for `rows` rows; batch-sized shapes are kept
     (a worker repeats them), a job's pages of thousands of rows are not."""
     if rows * columns <= 4096:
-        return _placeholders(rows, columns)
-    return _placeholders.__wrapped__(rows, columns)
+        return _batch_placeholders(rows, columns)
+    return _placeholder_text(rows, columns)
 
 
-@functools.lru_cache(maxsize=256)
-def _placeholders(rows: int, columns: int) -> str:
+def _placeholder_text(rows: int, columns: int) -> str:
     return ", ".join("(" + ", ".join(f"${r * columns + c}" for c in range(1, columns + 1)) + ")"
                      for r in range(rows))
+
+
+_batch_placeholders = functools.lru_cache(maxsize=256)(_placeholder_text)

@@ -30,8 +30,13 @@ def embedded_redis_url(data_dir: Path | None = None) -> str:
         return f"redis+socket://{_embedded.socket_file}"
 
 
+def configured_broker_url() -> str | None:
+    """REDIS_URL when set: a broker that exists without starting the embedded one."""
+    return os.environ.get("REDIS_URL") or None
+
+
 def broker_url() -> str:
-    url = os.environ.get("REDIS_URL")
+    url = configured_broker_url()
     if url:
         return url
     url = embedded_redis_url()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import signal
 import sys
 from typing import Any
@@ -68,9 +67,11 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
     from api.app import create_app
 
     app = create_app()
-    if os.environ.get("REDIS_URL"):
-        # Importing the worker's tasks picks the broker: with no REDIS_URL that would start the
-        # embedded Redis, which the API leaves to its first job.
+    from worker.broker import configured_broker_url
+
+    if configured_broker_url():
+        # Importing the worker's tasks picks the broker: without a configured one that would
+        # start the embedded Redis, which the API leaves to its first job.
         from worker.tasks import prepare_publisher
 
         prepare_publisher()

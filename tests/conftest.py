@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
+from judge.settings import reset_settings
 from llm_sim.process import SimProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,14 +20,16 @@ EXAMPLE_ITEMS = REPO / "judge" / "examples" / "items.jsonl"
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test gets its own data directory and call cache, and no real provider key."""
     home = tmp_path / "pjudge-home"
     monkeypatch.setenv("PJUDGE_HOME", str(home))
     monkeypatch.setenv("PJUDGE_CACHE", str(home / "cache.sqlite"))
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "PJUDGE_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    return home
+    reset_settings()  # settings are read once per process; each test reads its own environment
+    yield home
+    reset_settings()
 
 
 @pytest.fixture

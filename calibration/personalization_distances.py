@@ -188,9 +188,9 @@ class EmbeddingDistance(TextDistance):
     decimals = 4
 
     def __init__(self, model: str | None = None, encoder: Encoder | None = None):
-        import os
+        from judge.settings import settings
 
-        self.model_name = model or os.environ.get("PJUDGE_EMBEDDING_MODEL", "")
+        self.model_name = model or settings().embedding_model
         self.encoder = encoder
 
     def _sentence_transformer(self) -> Encoder:

@@ -11,6 +11,7 @@ undefined").
 
 from __future__ import annotations
 
+import importlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -187,16 +188,20 @@ class EmbeddingDistance(TextDistance):
     decimals = 4
 
     def __init__(self, model: str | None = None, encoder: Encoder | None = None):
-        import os
+        from judge.settings import settings
 
-        self.model_name = model or os.environ.get("PJUDGE_EMBEDDING_MODEL", "")
+        self.model_name = model or settings().embedding_model
         self.encoder = encoder
 
     def _sentence_transformer(self) -> Encoder:
         try:
-            from sentence_transformers import SentenceTransformer
+            # The optional extra `embeddings` (pip install 'persona-judge[embeddings]'), imported by
+            # name: a dependency checker that maps imports to installed packages would otherwise
+            # ask for it on every machine without it.
+            SentenceTransformer = importlib.import_module("sentence_transformers").SentenceTransformer
         except ImportError as exc:
-            raise RuntimeError("the 'embedding' distance needs the optional package sentence-transformers") from exc
+            raise RuntimeError("the 'embedding' distance needs the optional package sentence-transformers "
+                               "(pip install 'persona-judge[embeddings]')") from exc
         if not self.model_name:
             raise RuntimeError("the 'embedding' distance needs PJUDGE_EMBEDDING_MODEL: a model already on this machine")
         model = SentenceTransformer(self.model_name, local_files_only=True)

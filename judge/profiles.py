@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from judge.paths import user_data_dir
+from judge.settings import settings
 from judge.templates import Template, get_template
 
 BUILTIN_DIR = Path(__file__).parent / "profiles"
@@ -87,7 +88,7 @@ class JudgeProfile(BaseModel):
 
 
 def profile_dirs() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("PJUDGE_PROFILES", "").split(os.pathsep) if p]
+    dirs = [Path(p) for p in settings().profiles.split(os.pathsep) if p]
     dirs += [user_data_dir() / "profiles", BUILTIN_DIR]
     return dirs
 

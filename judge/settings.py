@@ -64,6 +64,12 @@ class Settings(BaseSettings):
                                "batches are re-sent.")
     sweep_interval: float = Field(default=15.0, gt=0, description="Seconds between sweeps.")
 
+    # ------------------------------------------------------------ client: `pjudge submit` (infra slice)
+    url: str | None = Field(default=None, description="Base URL of the API that `pjudge submit` talks to "
+                            "(its --url).")
+    api_key: SecretStr | None = Field(default=None, description="API key `pjudge submit` sends (its --key; "
+                                      "prefer this variable: a flag shows in the process list).")
+
     @field_validator("api_keys", "api_base_urls", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -83,7 +89,9 @@ class Settings(BaseSettings):
             elif isinstance(value, tuple) and value and isinstance(value[0], SecretStr):
                 value = ["***"] * len(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [_strike_password(part) if isinstance(part, str) else part for part in value]
+            elif isinstance(value, str):
+                value = _strike_password(value)  # a URL given with user:password@
             shown[name] = value
         return shown
 
@@ -103,6 +111,11 @@ def mask_url(value: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = (parts.username or "") + ":***"
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+
+
+def _strike_password(value: str) -> str:
+    """A plain setting as it is, unless it is a URL with a password: then that password struck."""
+    return mask_url(value) if "@" in value and "://" in value else value
 
 
 _settings: Settings | None = None

@@ -18,6 +18,7 @@ from typing import Any
 
 from judge.paths import user_data_dir
 from judge.records import Order, PairItem
+from judge.settings import settings
 
 BUILTIN_DIR = Path(__file__).parent / "templates"
 PARSERS = ("choice-certainty", "choice-tie", "scores")
@@ -123,7 +124,7 @@ def load_template_file(path: str | Path) -> Template:
 
 
 def template_dirs() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("PJUDGE_TEMPLATES", "").split(os.pathsep) if p]
+    dirs = [Path(p) for p in settings().templates.split(os.pathsep) if p]
     dirs.append(user_data_dir() / "templates")
     dirs.append(BUILTIN_DIR)
     return dirs

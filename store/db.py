@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -16,13 +15,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import create_engine
 
 from judge.paths import user_data_dir
+from judge.settings import settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _lock = threading.Lock()
 
 
 def database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
+    secret = settings().database_url
+    url = secret.get_secret_value() if secret is not None else None
     if url:
         # SQLAlchemy wants an explicit driver for psycopg 3.
         if url.startswith("postgres://"):

@@ -23,6 +23,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from api.app import create_app
 from judge.jsonl import read_verdicts
+from judge.settings import reset_settings
 from pjudge.cli import main
 from store import repo
 from store.db import get_engine
@@ -41,7 +42,11 @@ def engine(database_url: str) -> Engine:
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    reset_settings()  # each invocation reads its own environment, as a new `pjudge` process would
+    try:
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    finally:
+        reset_settings()
 
 
 # ---------------------------------------------------------------- keys

@@ -320,5 +320,5 @@ def test_openapi_documents_the_personalization_routes(queued: tuple[FlaskClient,
     assert "kind" in document["components"]["schemas"]["JobOut"]["required"]
     rules = {rule.rule for rule in app.url_map.iter_rules()}
     assert {"/v1/personalization", "/v1/personalization/<job_id>", "/v1/personalization/<job_id>/report"} <= rules
-    validator = pytest.importorskip("openapi_spec_validator")
-    validator.validate(document)
+    import openapi_spec_validator  # the `test` extra
+    openapi_spec_validator.validate(document)

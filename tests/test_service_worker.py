@@ -69,15 +69,7 @@ class Service:
 
             from worker.app import create_app
 
-            previous = os.environ.get("REDIS_URL")
-            os.environ["REDIS_URL"] = self.redis.url
-            try:
-                self._celery = create_app()
-            finally:
-                if previous is None:
-                    os.environ.pop("REDIS_URL", None)
-                else:
-                    os.environ["REDIS_URL"] = previous
+            self._celery = create_app(self.redis.url)
             assert isinstance(self._celery, Celery)
         return self._celery
 

@@ -5,22 +5,24 @@
 - A short visibility timeout and restore interval: unacknowledged tasks of a dead worker are
   redelivered within about half a minute, not kombu's default hour.
 - prefetch multiplier 1: a worker reserves no more than it runs.
+
+Importing this module (or worker.tasks) starts nothing and connects to nothing: the broker (REDIS_URL,
+else the embedded Redis, which resolving it starts) and the settings are read when the app's
+configuration is first used, by the first task sent or by the worker starting.
 """
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 from celery import Celery
 
-from worker.broker import broker_url
-
 QUEUE = "pjudge"
-VISIBILITY_TIMEOUT_S = int(os.environ.get("PJUDGE_VISIBILITY_TIMEOUT", "30"))
 
 
-def create_app() -> Celery:
-    app = Celery("pjudge", broker=broker_url(), include=["worker.tasks"])
+def create_app(broker: str | None = None) -> Celery:
+    """A Celery app of the service; `broker` overrides the configured one (tests)."""
+    app = Celery("pjudge", include=["worker.tasks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -30,11 +32,6 @@ def create_app() -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=QUEUE,
-        broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT_S,
-            "unacked_restore_interval": 2,
-            "unacked_restore_throttle": 1,
-        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_pool_limit=20,
@@ -43,6 +40,22 @@ def create_app() -> Celery:
         task_send_sent_event=False,
         worker_enable_remote_control=False,
     )
+
+    def configure(sender: Celery, **_: Any) -> None:
+        # Celery sends this once, when a setting is first read: before that, nothing is resolved.
+        from judge.settings import settings
+        from worker.broker import broker_url
+
+        sender.conf.update(
+            broker_url=broker or broker_url(),
+            broker_transport_options={
+                "visibility_timeout": settings().visibility_timeout,
+                "unacked_restore_interval": 2,
+                "unacked_restore_throttle": 1,
+            },
+        )
+
+    app.on_configure.connect(configure, sender=app, weak=False)
     return app
 
 

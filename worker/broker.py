@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from judge.paths import user_data_dir
+from judge.settings import settings
 
 _embedded = None
 _lock = threading.Lock()
@@ -32,7 +33,10 @@ def embedded_redis_url(data_dir: Path | None = None) -> str:
 
 def configured_broker_url() -> str | None:
     """REDIS_URL when set: a broker that exists without starting the embedded one."""
-    return os.environ.get("REDIS_URL") or None
+    url = settings().redis_url
+    if url is None:
+        return None
+    return url.get_secret_value() or None
 
 
 def broker_url() -> str:

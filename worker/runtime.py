@@ -4,16 +4,15 @@ keeps hundreds of calls in flight with long-lived provider clients."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from judge.profiles import JudgeProfile
 from judge.runner import Judge, new_event_loop
+from judge.settings import settings
 
 T = TypeVar("T")
-MAX_IN_FLIGHT = int(os.environ.get("PJUDGE_WORKER_MAX_IN_FLIGHT", "256"))
 
 
 class AsyncRuntime:
@@ -28,7 +27,7 @@ class AsyncRuntime:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _make_judge(self, profile: JudgeProfile, limiter: Any) -> Judge:
-        return Judge(profile, max_in_flight=MAX_IN_FLIGHT, limiter=limiter)
+        return Judge(profile, max_in_flight=settings().worker_max_in_flight, limiter=limiter)
 
     def judge_for(self, profile: JudgeProfile, limiter: Any = None) -> Judge:
         """A long-lived Judge per profile (its provider client keeps its connections); each task

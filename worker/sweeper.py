@@ -5,10 +5,10 @@ duplicate harmless, so several workers may sweep at once."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from datetime import UTC, datetime, timedelta
 
+from judge.settings import settings
 from store import repo
 from store.db import get_engine
 
@@ -35,8 +35,8 @@ def sweep_once(stale_after: timedelta) -> int:
 def start_sweeper(interval_s: float | None = None, stale_after_s: float | None = None) -> threading.Event:
     """Every `interval_s` (PJUDGE_SWEEP_INTERVAL, default 15 s), re-send the missing batches of
     jobs with no progress for `stale_after_s` (PJUDGE_SWEEP_AFTER, default 120 s)."""
-    interval_s = interval_s or float(os.environ.get("PJUDGE_SWEEP_INTERVAL", "15"))
-    stale_after_s = stale_after_s or float(os.environ.get("PJUDGE_SWEEP_AFTER", "120"))
+    interval_s = interval_s or settings().sweep_interval
+    stale_after_s = stale_after_s or settings().sweep_after
     stop = threading.Event()
 
     def loop() -> None:

@@ -70,8 +70,8 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
     from worker.broker import configured_broker_url
 
     if configured_broker_url():
-        # Importing the worker's tasks picks the broker: without a configured one that would
-        # start the embedded Redis, which the API leaves to its first job.
+        # Preparing the publisher resolves the broker: without a configured one that would start
+        # the embedded Redis, which the API leaves to its first job.
         from worker.tasks import prepare_publisher
 
         prepare_publisher()

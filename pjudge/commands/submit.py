@@ -21,6 +21,7 @@ import click
 from judge.jsonl import JsonlWriter, read_items
 from judge.profiles import read_profile_file
 from judge.records import Verdict
+from judge.settings import settings
 from pjudge.commands.judging import profile_options
 from pjudge.common import EXIT_BAD_INPUT, EXIT_FAILURE, echo_json, handle_errors
 
@@ -152,11 +153,17 @@ def download_verdicts(client: ApiClient, job_id: str, output: Path, page_size: i
                 return writer.count
 
 
+def _key_from_settings() -> str | None:
+    key = settings().api_key
+    return key.get_secret_value() if key is not None else None
+
+
 @click.command("submit")
 @click.argument("items_path", metavar="ITEMS.jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", required=True, envvar="PJUDGE_URL", help="Base URL of the API, e.g. http://127.0.0.1:8000.")
-@click.option("--key", envvar="PJUDGE_API_KEY", required=True, show_envvar=True,
-              help="API key (prefer the environment variable: a flag shows in the process list).")
+@click.option("--url", required=True, default=lambda: settings().url,
+              help="Base URL of the API, e.g. http://127.0.0.1:8000 [default: PJUDGE_URL].")
+@click.option("--key", required=True, default=_key_from_settings, show_default=False,
+              help="API key (prefer the environment variable PJUDGE_API_KEY: a flag shows in the process list).")
 @profile_options
 @click.option("--idempotency-key", default=None, help="Resubmitting with the same key returns the same job.")
 @click.option("--wait/--no-wait", default=False, help="Wait for the job with a progress bar.")

@@ -33,6 +33,9 @@ class CallResult:
     text: str
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # Set when `text` is only the first characters of the answer (judge.runner caps it): the
+    # answer's full length in characters.
+    truncated_from: int | None = None
 
 
 class ProviderError(Exception):

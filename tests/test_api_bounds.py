@@ -83,7 +83,7 @@ def test_the_operator_sets_the_limits_and_the_built_in_profiles_fit_the_defaults
 
 def test_personalization_jobs_are_bounded_too(client: FlaskClient, engine: Engine) -> None:
     response = client.post("/v1/personalization", json={"responses": response_lines(),
-                                                         "profile": {"max_tokens": 100_000 // 3}}, headers=AUTH_A)
+                                                         "profile": {"max_tokens": 8000}}, headers=AUTH_A)
     assert response.status_code == 422
     assert error_of(response)["details"][0]["field"] == "profile.max_tokens"
     assert count(engine, Job) == 0

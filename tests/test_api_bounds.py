@@ -92,8 +92,9 @@ def test_personalization_jobs_are_bounded_too(client: FlaskClient, engine: Engin
 # ---------------------------------------------------------------- raw answers capped
 
 class _HugeAnswerServer:
-    """An OpenAI-compatible loopback server whose every answer is a parseable verdict followed by
-    HUGE characters; counts the requests."""
+    """A loopback server whose every answer is an OpenAI chat completion holding a parseable
+    verdict followed by HUGE characters; with `declare_length` off it sends no Content-Length
+    (the body ends when the connection closes). Counts the requests."""
 
     def __init__(self) -> None:
         content = "[[A]] [[90]] " + "x" * (HUGE - 13)
@@ -102,6 +103,7 @@ class _HugeAnswerServer:
                                              "message": {"role": "assistant", "content": content}}],
                                 "usage": {"prompt_tokens": 100, "completion_tokens": 10}}).encode()
         self.requests = 0
+        self.declare_length = True
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,11 +114,15 @@ class _HugeAnswerServer:
                 server.requests += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(server.body)))
+                if server.declare_length:
+                    self.send_header("Content-Length", str(len(server.body)))
+                else:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 try:
                     self.wfile.write(server.body)
-                except OSError:  # the direct transport stops reading at its limit
+                except OSError:  # the client stopped reading at its limit
                     pass
 
             def log_message(self, *args: Any) -> None:
@@ -127,8 +133,8 @@ class _HugeAnswerServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
 
 @pytest.fixture
@@ -142,8 +148,9 @@ def huge_server() -> Iterator[_HugeAnswerServer]:
 
 def test_a_50_mb_answer_is_capped_on_the_call_in_the_database_and_in_get_verdicts(
         engine: Engine, huge_server: _HugeAnswerServer) -> None:
+    huge_server.declare_length = False  # so the SDK reads it whole: the runner's cap is what holds
     client = new_app(engine, judging_enqueue(engine)).test_client()
-    profile = {**SIM_PROFILE, "base_url": huge_server.base_url, "max_reasks": 0, "max_retries": 0}
+    profile = {**SIM_PROFILE, "base_url": f"{huge_server.url}/v1", "max_reasks": 0, "max_retries": 0}
     created = post_job(client, make_items(1), profile=profile)
     assert created.status_code == 202, created.get_json()
     job_id = created.get_json()["job_id"]
@@ -161,16 +168,23 @@ def test_a_50_mb_answer_is_capped_on_the_call_in_the_database_and_in_get_verdict
     assert [(len(raw), full) for raw, full in stored] == [(CAP, HUGE), (CAP, HUGE)]
 
 
-def test_the_direct_transport_stops_reading_an_answer_over_its_limit(engine: Engine,
-                                                                     huge_server: _HugeAnswerServer) -> None:
+@pytest.mark.parametrize("transport,provider,declared", [
+    ("sdk", "openai-compatible", True), ("sdk", "anthropic", True),
+    ("direct", "openai-compatible", True), ("direct", "openai-compatible", False)])
+def test_an_answer_over_the_body_limit_fails_its_call_unread_and_unretried(
+        engine: Engine, huge_server: _HugeAnswerServer, monkeypatch: pytest.MonkeyPatch, transport: str,
+        provider: str, declared: bool) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key-0123")
+    huge_server.declare_length = declared
     client = new_app(engine, judging_enqueue(engine)).test_client()
-    profile = {**SIM_PROFILE, "base_url": huge_server.base_url, "transport": "direct", "max_reasks": 0,
-               "max_retries": 0}
+    base_url = huge_server.url if provider == "anthropic" else f"{huge_server.url}/v1"
+    profile = {**SIM_PROFILE, "provider": provider, "base_url": base_url, "transport": transport,
+               "max_reasks": 0, "max_retries": 2}
     job_id = post_job(client, make_items(1), profile=profile).get_json()["job_id"]
     [verdict] = client.get(f"/v1/jobs/{job_id}/verdicts", headers=AUTH_A).get_json()["verdicts"]
-    assert verdict["winner"] is None
+    assert verdict["winner"] is None and huge_server.requests == 2  # no retry
     for call in verdict["calls"]:
-        assert call["raw"] is None and "larger than 4194304 bytes" in call["error"]
+        assert call["raw"] is None and "larger than 4194304 bytes" in call["error"], call
 
 
 class _Answers:
@@ -338,8 +352,9 @@ def test_concurrent_posts_of_one_key_cannot_overrun_its_quota(engine: Engine) ->
 
 
 def test_no_cache_entry_holds_a_cut_answer(engine: Engine, huge_server: _HugeAnswerServer) -> None:
+    huge_server.declare_length = False
     profile = load_profile(SIM_PROFILE["profile"], provider="openai-compatible", model="sim-judge",
-                           base_url=huge_server.base_url, max_reasks=0, max_retries=0)
+                           base_url=f"{huge_server.url}/v1", max_reasks=0, max_retries=0)
     cache = repo.DbCallCache(engine)
 
     async def run() -> Any:

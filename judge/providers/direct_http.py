@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 
 from judge.providers.base import ProviderError, error_detail, redact
-from judge.settings import settings
+from judge.providers.base import max_answer_bytes as max_answer_bytes_setting
 
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
@@ -122,9 +122,7 @@ class DirectJsonClient:
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "Authorization": f"Bearer {api_key}"}
         self._max_retries = max_retries
-        if max_answer_bytes is None:
-            max_answer_bytes = int(settings().provider_max_answer_mb * 1024 * 1024)
-        self._max_answer_bytes = max_answer_bytes
+        self._max_answer_bytes = max_answer_bytes if max_answer_bytes is not None else max_answer_bytes_setting()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 

@@ -126,7 +126,8 @@ def _check_quota(conn: Connection, job: Job, quota: DailyQuota) -> None:
     if quota.cost_usd is not None and cost >= quota.cost_usd:
         limit_usd = quota.cost_usd
         wait = _seconds_until_fits(conn, where, now, 1, lambda left: left < limit_usd)
-        raise QuotaExceeded("USD", limit_usd, round(cost, 6), 0, wait)
+        # Never None in exact arithmetic (no jobs: nothing spent); a rounding error waits a day.
+        raise QuotaExceeded("USD", limit_usd, round(cost, 6), 0, wait or QUOTA_WINDOW.total_seconds())
 
 
 def _seconds_until_fits(conn: Connection, where: Sequence[Any], now: datetime, column: int,

@@ -364,3 +364,11 @@ def test_no_cache_entry_holds_a_cut_answer(engine: Engine, huge_server: _HugeAns
     verdict = asyncio.run(run())
     assert all(c.raw_truncated_from == HUGE for c in verdict.calls)
     assert count(engine, CacheEntry) == 0
+
+
+def test_pjudge_submit_sends_a_local_profile_file_without_its_price(tmp_path: Path) -> None:
+    from pjudge.commands.submit import profile_spec
+
+    path = tmp_path / "mine.toml"
+    path.write_text('model = "sim-judge"\nsamples = 2\n[price]\ninput_per_mtok = 0.0\n', encoding="utf-8")
+    assert profile_spec(str(path), {}) == {"model": "sim-judge", "samples": 2, "name": "mine"}

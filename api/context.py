@@ -11,6 +11,7 @@ from flask import current_app
 from sqlalchemy.engine import Engine
 
 from api.metrics import HttpMetrics
+from judge.prices import PriceTable, price_table
 from judge.settings import Settings, settings
 from store.repo import hash_key
 
@@ -34,6 +35,9 @@ class ApiSettings:
     allowed_base_urls: tuple[str, ...]
     metrics_require_auth: bool
     stats_max_verdicts: int
+    # What jobs on the server's provider keys cost, by model (PJUDGE_PRICES over the built-in
+    # prices): read when the app is built, so a bad table stops the start, not a request.
+    prices: PriceTable
 
     @classmethod
     def load(cls, config: Mapping[str, Any] | None = None) -> ApiSettings:
@@ -53,6 +57,7 @@ class ApiSettings:
             allowed_base_urls=config.api_base_urls,
             metrics_require_auth=config.metrics_auth,
             stats_max_verdicts=config.stats_max_verdicts,
+            prices=price_table(config.prices),
         )
 
 

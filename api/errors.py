@@ -25,6 +25,7 @@ MAX_DETAILS = 100  # a 100k-item body with one problem per item must not answer 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_input",
+    429: "too_many_requests",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -135,6 +136,29 @@ def _unknown_ids(unknown: Sequence[str], labels: Sequence[LabelIn], prefix: str)
     return invalid(f"{len(unknown)} unknown item id(s): {shown}", details)
 
 
+def daily_quota() -> repo.DailyQuota:
+    config = state().settings.config
+    return repo.DailyQuota(items=config.quota_items_per_day, cost_usd=config.quota_cost_per_day)
+
+
+def quota_error(exc: repo.QuotaExceeded, field: str) -> ApiError:
+    """429 with Retry-After while the window has to pass; 422 for a job larger than the quota itself."""
+    if exc.what == "items":
+        limit = f"this key's quota of {exc.limit:g} items per 24 h"
+        used = f"{exc.used:g} item(s) in its jobs of the last 24 h, {exc.requested:g} in this one"
+        detail = problem(field, f"{exc.requested:g} item(s); {exc.used:g} already used of {exc.limit:g} per 24 h")
+    else:
+        limit = f"this key's quota of {exc.limit:g} USD per 24 h"
+        used = f"its jobs of the last 24 h cost {exc.used:g} USD"
+        detail = problem(None, f"{exc.used:g} USD spent of {exc.limit:g} per 24 h")
+    if exc.retry_after is None:
+        return ApiError(422, "quota_exceeded", f"this job alone exceeds {limit}: split it",
+                        [problem(field, f"{exc.requested:g} item(s), more than {exc.limit:g} per 24 h")])
+    seconds = max(1, math.ceil(exc.retry_after))
+    return ApiError(429, "quota_exceeded", f"{limit} is used up ({used}); retry after {seconds} s", [detail],
+                    headers={"Retry-After": str(seconds)})
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -171,8 +195,11 @@ def create_job() -> Response:
         items = [item.model_copy(update={"human_label": by_id[item.id]}) if item.id in by_id else item
                  for item in items]
     owner = current_owner()
-    created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
-                              batch_size=settings.batch_size)
+    try:
+        created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
+                                  batch_size=settings.batch_size, quota=daily_quota())
+    except repo.QuotaExceeded as exc:
+        raise quota_error(exc, "items") from None
     job = created.job
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if not created.created:

@@ -23,7 +23,9 @@ ERRORS = {400: "Unreadable request (malformed JSON, wrong content type, bad quer
           404: "No such job for this key.",
           409: "Conflict with the job's state or an earlier request.",
           413: "Body larger than the server's limit (PJUDGE_MAX_BODY_MB).",
-          422: "Readable but invalid input; details name each field (e.g. items[516].response_b)."}
+          422: "Readable but invalid input; details name each field (e.g. items[516].response_b).",
+          429: "Over this key's daily quota (PJUDGE_QUOTA_ITEMS_PER_DAY, PJUDGE_QUOTA_COST_PER_DAY); "
+               "Retry-After gives the seconds until the job would fit."}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
           "description": "The job_id returned by POST /v1/jobs."}
 PERSONALIZATION_JOB_ID = {**JOB_ID, "description": "The job_id returned by POST /v1/personalization."}
@@ -65,7 +67,7 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/jobs", "Submit pair items for judging.",
           {202: ("Job stored and queued.", s.JobAccepted),
            200: ("The job created earlier with this Idempotency-Key.", s.JobAccepted)},
-          errors=(400, 401, 409, 413, 422), body=s.JobCreate, parameters=(IDEMPOTENCY_KEY,)),
+          errors=(400, 401, 409, 413, 422, 429), body=s.JobCreate, parameters=(IDEMPOTENCY_KEY,)),
     Route("get", "/v1/jobs/{job_id}", "Status, counts and cost of a job.", {200: ("The job.", s.JobOut)},
           parameters=(JOB_ID,), errors=(401, 404)),
     Route("get", "/v1/jobs/{job_id}/verdicts", "Verdicts (SPEC 1.2) in item order, one page at a time.",
@@ -86,7 +88,7 @@ ROUTES: tuple[Route, ...] = (
           "judging of every ordered persona pair as a job of kind personalization.",
           {202: ("Job stored and queued.", s.PersonalizationAccepted),
            200: ("The job created earlier with this Idempotency-Key.", s.PersonalizationAccepted)},
-          errors=(400, 401, 409, 413, 422), body=s.PersonalizationCreate, parameters=(IDEMPOTENCY_KEY,),
+          errors=(400, 401, 409, 413, 422, 429), body=s.PersonalizationCreate, parameters=(IDEMPOTENCY_KEY,),
           tags=("personalization",)),
     Route("get", "/v1/personalization/{job_id}", "Status, counts and cost of a personalization job.",
           {200: ("The job.", s.JobOut)}, parameters=(PERSONALIZATION_JOB_ID,), errors=(401, 404),

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from api.auth import authenticate, current_owner
 from api.context import state
 from api.errors import ApiError, invalid, json_response, not_found, problem, pydantic_problems, summarize
-from api.jobs import MAX_NESTING, job_out, owned_job
+from api.jobs import MAX_NESTING, daily_quota, job_out, owned_job, quota_error
 from api.jobs import _idempotency_key as idempotency_key  # the same header rules as POST /v1/jobs
 from api.parsing import deeper_than, parse_query, read_json_body
 from api.profiles import resolve_profile
@@ -331,9 +331,12 @@ def create() -> Response:
     key = idempotency_key()
     accepted = _accept(_read_body())
     settings = state().settings
-    created = repo.create_job(state().engine, current_owner(), accepted.items, accepted.profile,
-                              idempotency_key=key, batch_size=settings.batch_size, kind=KIND,
-                              inputs=accepted.inputs())
+    try:
+        created = repo.create_job(state().engine, current_owner(), accepted.items, accepted.profile,
+                                  idempotency_key=key, batch_size=settings.batch_size, kind=KIND,
+                                  inputs=accepted.inputs(), quota=daily_quota())
+    except repo.QuotaExceeded as exc:
+        raise quota_error(exc, "responses") from None
     job = created.job
     headers = {"Location": f"/v1/personalization/{job.id}"}
     answer = PersonalizationAccepted(job_id=job.id, status=job.status, kind=KIND, pairs=job.n_items)  # type: ignore[arg-type]

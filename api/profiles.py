@@ -1,5 +1,7 @@
 """The `profile` of a job request: a name or an object of overrides, resolved with
-judge.profiles.load_profile after the checks a network-facing server needs."""
+judge.profiles.load_profile after the checks a network-facing server needs: no server files, only
+provider key variables, the operator's bounds on every field that multiplies a job's requests and
+tokens, and the server's own price (never the client's) for jobs on the server's provider keys."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from pydantic import ValidationError
 from api.context import ApiSettings
 from api.errors import ApiError, invalid, problem, pydantic_problems, summarize
 from api.schemas import ProfileOverrides
-from judge.profiles import DEFAULT_PROFILE, JudgeProfile, ProfileError, available_profiles, load_profile
+from judge.profiles import (
+    DEFAULT_PROFILE,
+    JudgeProfile,
+    Price,
+    ProfileError,
+    available_profiles,
+    load_profile,
+)
 from judge.templates import TemplateError
 
 # A bare name: no separators, no dots (so never "../x" nor "x.toml", which load_profile and
@@ -39,7 +48,47 @@ def _load(spec: str | dict[str, Any], field: str) -> JudgeProfile:
                       .replace("; or give a path)", ")")) from None
 
 
+# (field, setting): the profile fields that multiply what one item costs, and their bound.
+BOUNDED = (("samples", "api_max_samples"), ("max_reasks", "api_max_reasks"), ("max_retries", "api_max_retries"),
+           ("max_tokens", "api_max_tokens"), ("timeout_s", "api_max_timeout_s"))
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.12g}"
+
+
+def check_bounds(profile: JudgeProfile, settings: ApiSettings) -> None:
+    """422 naming every field above the operator's bound (the resolved profile's, whether the
+    client set the field or its base profile did: what is checked is what would run)."""
+    problems = []
+    for name, setting in BOUNDED:
+        value, limit = getattr(profile, name), getattr(settings.config, setting)
+        if value > limit:
+            problems.append(problem(f"profile.{name}", f"at most {_number(limit)} on this server, got "
+                                                       f"{_number(value)} (PJUDGE_{setting.upper()})"))
+    if problems:
+        raise invalid(summarize(problems, "invalid profile"), problems)
+
+
+def server_priced(profile: JudgeProfile, settings: ApiSettings) -> JudgeProfile:
+    """The profile at the server's price for its model (PJUDGE_PRICES): a job on the server's
+    provider keys costs what the operator says. Replay makes no provider call: it costs nothing."""
+    if profile.provider == "replay":
+        return profile.model_copy(update={"price": Price()})
+    price = settings.prices.price_for(profile.model)
+    if price is None:
+        raise _refuse("profile.model", f"this server has no price for model '{profile.model[:100]}' "
+                                       "(the operator sets prices in PJUDGE_PRICES)")
+    return profile.model_copy(update={"price": price})
+
+
 def resolve_profile(spec: Any, settings: ApiSettings) -> JudgeProfile:
+    profile = _resolve(spec, settings)
+    check_bounds(profile, settings)
+    return server_priced(profile, settings)
+
+
+def _resolve(spec: Any, settings: ApiSettings) -> JudgeProfile:
     if spec is None:
         spec = DEFAULT_PROFILE
     if isinstance(spec, str):
@@ -55,6 +104,11 @@ def resolve_profile(spec: Any, settings: ApiSettings) -> JudgeProfile:
         raise invalid(summarize(problems, "invalid profile"), problems) from None
     for key in ("profile", "name", "template"):
         _check_name(f"profile.{key}", fields.get(key), settings)
+    if "price" in fields:
+        # The server prices jobs on its own provider keys (server_priced): a client price of 0
+        # would make them free, and the cost quota meaningless.
+        raise _refuse("profile.price", "this server sets the price of jobs on its provider keys itself "
+                                       "(PJUDGE_PRICES): leave price out")
     base = fields.get("profile")
     if base is not None and base not in available_profiles() and not settings.allow_server_paths:
         raise _refuse("profile.profile", f"unknown profile '{base}' (available: {', '.join(available_profiles())})")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from judge.profiles import DEFAULT_PROFILE, JudgeProfile
+from judge.profiles import DEFAULT_PROFILE, JudgeProfile, Price
 from judge.records import Label, PairItem, Verdict
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -22,7 +22,9 @@ MAX_NAME = 255
 class ProfileOverrides(JudgeProfile):
     """A judge profile as an object: `profile` (or `name`, or `template`) names the base profile,
     every other field given overrides it. Server file paths (`replay_path`, profile or template
-    paths) are refused unless the server allows them (PJUDGE_API_ALLOW_SERVER_PATHS)."""
+    paths) are refused unless the server allows them (PJUDGE_API_ALLOW_SERVER_PATHS). The fields
+    that multiply a job's requests and tokens (samples, max_reasks, max_retries, max_tokens,
+    timeout_s) are bounded by the server's PJUDGE_API_MAX_* settings (422 beyond)."""
 
     model_config = ConfigDict(extra="forbid", title="ProfileOverrides")
 
@@ -31,6 +33,9 @@ class ProfileOverrides(JudgeProfile):
     name: str = Field(default=DEFAULT_PROFILE, min_length=1, max_length=MAX_NAME)
     model: str = Field(default="gpt-4o-2024-08-06", min_length=1, max_length=MAX_NAME)
     template: str = Field(default="persona-certainty", min_length=1, max_length=MAX_NAME)
+    price: Price = Field(
+        default_factory=Price,
+        description="Refused (422): the server prices jobs on its provider keys itself, by model (PJUDGE_PRICES).")
     api_key_env: str | None = Field(
         default=None, max_length=128,
         description="Name of the server's environment variable holding the provider key; it must end in "

@@ -56,6 +56,9 @@ class Call(BaseModel):
     order: Order | None
     sample: int = 0
     raw: str | None = None
+    raw_truncated_from: int | None = Field(
+        default=None, description="Set when `raw` holds only the first characters of the answer (the cap, "
+        "PJUDGE_RAW_MAX_CHARS): the answer's full length in characters; absent or null when raw is whole.")
     choice: Choice | None = None
     certainty: float | None = None
     scores: list[float] | None = None

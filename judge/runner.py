@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from judge.aggregation import aggregate
@@ -18,6 +18,7 @@ from judge.parsers import Parsed, get_parser, to_item_labels
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
 from judge.records import Call, JudgeInfo, Order, PairItem, Verdict
+from judge.settings import settings
 
 REASK = (
     "Your answer could not be read ({error}). Reply again with only the required format, "
@@ -60,6 +61,7 @@ class Judge:
         max_in_flight: int = 64,
         on_call: Callable[[Call], None] | None = None,
         limiter: RateLimiter | None = None,
+        raw_max_chars: int | None = None,
     ):
         self.profile = profile
         self.template = profile.load_template()
@@ -72,6 +74,9 @@ class Judge:
         self.on_call = on_call
         self.limiter = limiter
         self.info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
+        # Answers longer than this are cut (PJUDGE_RAW_MAX_CHARS): a server that answers 50 MB must
+        # not get 50 MB into the cache, the database and every page of verdicts.
+        self.raw_max_chars = raw_max_chars if raw_max_chars is not None else settings().raw_max_chars
 
     async def __aenter__(self) -> Judge:
         return self
@@ -105,18 +110,26 @@ class Judge:
             for item in items for order in self.orders for sample in range(self.profile.samples)
         ]
 
+    def _capped(self, result: CallResult) -> CallResult:
+        """The answer cut to raw_max_chars characters, its full length recorded."""
+        if len(result.text) <= self.raw_max_chars:
+            return result
+        return replace(result, text=result.text[:self.raw_max_chars],
+                       truncated_from=result.truncated_from or len(result.text))
+
     async def _complete(self, request: CallRequest, cache: CallCache) -> tuple[CallResult, bool]:
         key = cache_key(self.profile.provider, self.template.key, request) if self._use_cache else None
         if key is not None:
             hit = cache.get(key)
             if hit is not None:
-                return hit, True
+                return self._capped(hit), True
         if self.limiter is not None:
             prompt_chars = sum(len(m["content"]) for m in request.messages)
             await self.limiter.acquire(self.profile, prompt_chars // 4 + request.max_tokens)
         async with self._calls:
-            result = await self.provider.complete(request)
-        if key is not None:
+            result = self._capped(await self.provider.complete(request))
+        # A cut answer is not cached: the cache keeps whole answers only (and no 50 MB ones).
+        if key is not None and result.truncated_from is None:
             cache.put(key, result)
         return result, False
 
@@ -129,6 +142,7 @@ class Judge:
         all_cached = True
         started = time.perf_counter()
         raw: str | None = None
+        raw_truncated_from: int | None = None
         parsed: Parsed | None = None
         error: str | None = None
         attempt = 0
@@ -145,8 +159,8 @@ class Judge:
             output_tokens += result.output_tokens or 0
             if not cached:
                 cost += self.profile.price.cost(result.input_tokens, result.output_tokens)
-            raw = result.text
-            parsed = self.parse(raw)
+            raw, raw_truncated_from = result.text, result.truncated_from
+            parsed = self.parse(raw)  # as cut: what is stored is what was parsed
             if parsed.ok:
                 error = None
                 break
@@ -155,7 +169,8 @@ class Judge:
                         {"role": "user", "content": REASK.format(error=parsed.error)}]
         choice, scores = to_item_labels(parsed, order) if parsed is not None and parsed.ok else (None, None)
         call = Call(
-            order=order, sample=sample, raw=raw, choice=choice,  # type: ignore[arg-type]
+            order=order, sample=sample, raw=raw, raw_truncated_from=raw_truncated_from,
+            choice=choice,  # type: ignore[arg-type]
             certainty=parsed.certainty if parsed is not None and parsed.ok else None,
             scores=scores, input_tokens=input_tokens, output_tokens=output_tokens,
             cost_usd=round(cost, 9), latency_s=round(time.perf_counter() - started, 4),

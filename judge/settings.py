@@ -70,6 +70,33 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="API key `pjudge submit` sends (its --key; "
                                       "prefer this variable: a flag shows in the process list).")
 
+    # ------------------------------------------------------------ bounds, quotas and prices (issue 12)
+    # A profile sent over HTTP multiplies the provider requests and tokens of every item: orders x
+    # samples x (1 + re-asks) calls, each up to (1 + retries) requests of up to max_tokens tokens.
+    api_max_samples: int = Field(default=8, ge=1, description="Largest `samples` a profile sent over HTTP "
+                                 "may ask for (422 beyond).")
+    api_max_reasks: int = Field(default=3, ge=0, description="Largest `max_reasks` over HTTP (422 beyond).")
+    api_max_retries: int = Field(default=8, ge=0, description="Largest `max_retries` over HTTP (422 beyond).")
+    api_max_tokens: int = Field(default=4096, ge=1, description="Largest `max_tokens` over HTTP (422 beyond).")
+    api_max_timeout_s: float = Field(default=300.0, gt=0, description="Largest `timeout_s` over HTTP, in "
+                                     "seconds (422 beyond).")
+    raw_max_chars: int = Field(default=32768, ge=256, description="Longest raw answer kept on a call, in "
+                               "characters (CLI and service): a longer one is cut, parsed as cut, never "
+                               "cached, and its call records its full length in `raw_truncated_from`.")
+    provider_max_answer_mb: float = Field(default=4.0, gt=0, description="Largest answer body, in MB, the "
+                                          "direct transport reads from a provider (a larger one fails the call).")
+    quota_items_per_day: int | None = Field(default=None, ge=1, description="Items (pair items) one API key "
+                                            "may submit in 24 h, over its jobs of the last 24 h (429 beyond) "
+                                            "[default: no limit].")
+    quota_cost_per_day: float | None = Field(default=None, gt=0, description="USD one API key's jobs of the "
+                                             "last 24 h may cost; once reached, new jobs are refused (429) "
+                                             "[default: no limit].")
+    prices: str = Field(default="", description="Server-side prices of jobs sent over HTTP, USD per million "
+                        "tokens by model: inline JSON or a path to a .json/.toml file of {model: "
+                        "{input_per_mtok, output_per_mtok}} ('*': any other model), over the built-in ones "
+                        "(the built-in profiles' models and the simulator's). A model without a price is "
+                        "refused (422).")
+
     @field_validator("api_keys", "api_base_urls", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

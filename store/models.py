@@ -109,6 +109,7 @@ class CallRow(SQLModel, table=True):
     order: str = Field(default="", max_length=2)
     sample: int = 0
     raw: str | None = Field(default=None, sa_column=Column(Text))
+    raw_truncated_from: int | None = None  # the answer's full length when raw is cut (judge.records.Call)
     choice: str | None = Field(default=None, max_length=3)
     certainty: float | None = None
     scores_json: str | None = None

@@ -9,7 +9,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
@@ -85,13 +85,75 @@ class JobCreated:
     created: bool
 
 
+QUOTA_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class DailyQuota:
+    """What one owner's jobs created in the last 24 h may add up to (None: no limit)."""
+
+    items: int | None = None
+    cost_usd: float | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.items is not None or self.cost_usd is not None
+
+
+class QuotaExceeded(Exception):
+    """A new job would take its owner over a DailyQuota. `retry_after`: seconds until enough of the
+    window has passed for the same job to fit; None when it never will (it alone is too large)."""
+
+    def __init__(self, what: str, limit: float, used: float, requested: float, retry_after: float | None):
+        super().__init__(f"quota of {limit:g} {what} per 24 h: {used:g} used, {requested:g} asked")
+        self.what, self.limit, self.used, self.requested, self.retry_after = what, limit, used, requested, retry_after
+
+
+def _check_quota(conn: Connection, job: Job, quota: DailyQuota) -> None:
+    """Raise QuotaExceeded when the new job's items, or any new job once the cost limit is spent,
+    would take its owner over the quota, counting the owner's other jobs created in the 24 h
+    before it."""
+    now, new_items = job.created_at, job.n_items
+    where = (Job.owner == job.owner, Job.id != job.id, Job.created_at > now - QUOTA_WINDOW)
+    items, cost = conn.execute(select(func.coalesce(func.sum(Job.n_items), 0),
+                                      func.coalesce(func.sum(Job.cost_usd), 0.0)).where(*where)).one()
+    if quota.items is not None and items + new_items > quota.items:
+        limit = quota.items
+        if new_items > limit:
+            raise QuotaExceeded("items", limit, items, new_items, None)
+        wait = _seconds_until_fits(conn, where, now, 0, lambda left: left + new_items <= limit)
+        raise QuotaExceeded("items", limit, items, new_items, wait)
+    if quota.cost_usd is not None and cost >= quota.cost_usd:
+        limit_usd = quota.cost_usd
+        wait = _seconds_until_fits(conn, where, now, 1, lambda left: left < limit_usd)
+        # Never None in exact arithmetic (no jobs: nothing spent); a rounding error waits a day.
+        raise QuotaExceeded("USD", limit_usd, round(cost, 6), 0, wait or QUOTA_WINDOW.total_seconds())
+
+
+def _seconds_until_fits(conn: Connection, where: Sequence[Any], now: datetime, column: int,
+                        fits: Callable[[float], bool]) -> float | None:
+    """Seconds until enough of the oldest jobs in the window have left it for `fits(what is left)`."""
+    jobs = conn.execute(select(Job.created_at, Job.n_items, Job.cost_usd).where(*where)
+                        .order_by(Job.created_at)).all()
+    left = sum(job[1 + column] for job in jobs)
+    for job in jobs:
+        left -= job[1 + column]
+        if fits(left):
+            return max(1.0, (job[0] + QUOTA_WINDOW - now).total_seconds())
+    return None
+
+
 def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: JudgeProfile,
                idempotency_key: str | None = None, batch_size: int = 32, kind: str = "pairwise",
-               inputs: Mapping[str, Any] | None = None) -> JobCreated:
+               inputs: Mapping[str, Any] | None = None, quota: DailyQuota | None = None) -> JobCreated:
     """Store a job and all its items in one transaction (all or nothing).
 
     `inputs`: what the job's report needs beyond its items (a JSON object, see `job_inputs`); stored
-    in the same transaction, so a job never exists without them.
+    in the same transaction, so a job never exists without them. `quota`: the owner's daily quota,
+    checked in the same transaction after the job row is written (QuotaExceeded rolls it back). The
+    write holds SQLite's one write lock, and on PostgreSQL an advisory lock per owner serializes its
+    creations, so concurrent requests of one key cannot both pass on the same remaining quota. A
+    replay of an Idempotency-Key returns the existing job without a quota check.
     """
     if idempotency_key:
         existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
@@ -106,7 +168,11 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
     )
     try:
         with transaction(engine) as conn:
+            if quota is not None and quota.limited and conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _owner_lock_key(owner)})
             conn.execute(insert(Job).values(**job.model_dump()))
+            if quota is not None and quota.limited:
+                _check_quota(conn, job, quota)
             summaries.record_overflow(conn, job.id, [key for key, kept in plan.items()
                                                      if not kept and len(key) <= summaries.MAX_OVERFLOW_KEY])
             rows = [
@@ -127,6 +193,11 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
                 return JobCreated(existing, created=False)
         raise
     return JobCreated(job, created=True)
+
+
+def _owner_lock_key(owner: str) -> int:
+    """A signed 64-bit advisory lock key of an owner (pg_advisory_xact_lock)."""
+    return int.from_bytes(hashlib.sha256(b"pjudge-quota:" + owner.encode()).digest()[:8], "big", signed=True)
 
 
 def job_inputs(engine: Engine, job_id: str) -> dict[str, Any] | None:
@@ -330,7 +401,7 @@ def _finish_if_complete(conn: Connection, job_id: str) -> bool:
 def _call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str, Any]:
     return {
         "job_id": job_id, "item_id": item_id, "order": call.order or "", "sample": call.sample, "raw": call.raw,
-        "choice": call.choice, "certainty": call.certainty,
+        "raw_truncated_from": call.raw_truncated_from, "choice": call.choice, "certainty": call.certainty,
         "scores_json": json.dumps(call.scores) if call.scores is not None else None,
         "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
         "latency_s": call.latency_s, "cached": call.cached, "attempts": call.attempts, "error": call.error,
@@ -340,7 +411,8 @@ def _call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str,
 
 def call_from_row(row: Any) -> Call:
     return Call(
-        order=row.order or None, sample=row.sample, raw=row.raw, choice=row.choice, certainty=row.certainty,
+        order=row.order or None, sample=row.sample, raw=row.raw, raw_truncated_from=row.raw_truncated_from,
+        choice=row.choice, certainty=row.certainty,
         scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
         output_tokens=row.output_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s, cached=row.cached,
         error=row.error, attempts=row.attempts,

@@ -13,18 +13,25 @@ from judge.providers.base import (
     CallRequest,
     CallResult,
     ProviderError,
+    declared_size_hook,
     idempotency_keys,
+    max_answer_bytes,
     post_through_sdk,
     register,
     response_shape_error,
 )
 
 
+class AnswerTooLarge(anthropic.AnthropicError):
+    """An answer body over PJUDGE_PROVIDER_MAX_ANSWER_MB, refused before it is read."""
+
+
 def _http_client() -> Any:
+    hooks = {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
     try:
-        return anthropic.DefaultAioHttpClient()
+        return anthropic.DefaultAioHttpClient(event_hooks=hooks)
     except RuntimeError:
-        return None
+        return anthropic.DefaultAsyncHttpxClient(event_hooks=hooks)
 
 
 class AnthropicProvider:

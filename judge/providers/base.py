@@ -7,7 +7,7 @@ import itertools
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +33,9 @@ class CallResult:
     text: str
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # Set when `text` is only the first characters of the answer (judge.runner caps it): the
+    # answer's full length in characters.
+    truncated_from: int | None = None
 
 
 class ProviderError(Exception):
@@ -109,6 +112,28 @@ def describe_sdk_error(exc: BaseException, *secrets: str | None) -> str:
 
 def response_shape_error(kind: str, response: object) -> ProviderError:
     return ProviderError(f"the provider's answer is not a {kind}: {redact(str(response))[:200]}")
+
+
+def max_answer_bytes() -> int:
+    """PJUDGE_PROVIDER_MAX_ANSWER_MB in bytes: the largest answer body a provider client reads."""
+    from judge.settings import settings
+
+    return int(settings().provider_max_answer_mb * 1024 * 1024)
+
+
+def declared_size_hook(limit: int, too_large: type[Exception]) -> Callable[[Any], Awaitable[None]]:
+    """An SDK http client's response hook that refuses, before its body is read, an answer whose
+    declared Content-Length is over `limit` bytes. `too_large`: a subclass of the SDK's own base
+    error, which the SDKs pass through unretried (post_through_sdk turns it into a ProviderError).
+    An answer without a declared length is read whole by the SDK; the runner still keeps only
+    PJUDGE_RAW_MAX_CHARS of its text."""
+
+    async def hook(response: Any) -> None:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            raise too_large(f"the provider's answer is larger than {limit} bytes ({int(declared)} declared)")
+
+    return hook
 
 
 def idempotency_keys() -> Iterator[str]:

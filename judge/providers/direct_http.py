@@ -12,7 +12,9 @@ and keeps the SDK's retry rules, so a job behaves the same on either transport:
   it is above 0 and at most 2 minutes, else 0.5 s x 2^retry capped at 8 s, less up to 25% jitter;
 - each attempt carries its retry number in `x-stainless-retry-count`, as the SDK's do;
 - errors become a ProviderError named like the SDK's exception, with the status and the server's
-  message (or the SDK's fixed text for connection errors and timeouts), never the key.
+  message (or the SDK's fixed text for connection errors and timeouts), never the key;
+- an answer body is read up to PJUDGE_PROVIDER_MAX_ANSWER_MB (after decompression) and no further:
+  a larger one fails the call at once, without a retry.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import aiohttp
 import orjson
 
 from judge.providers.base import ProviderError, error_detail, redact
+from judge.providers.base import max_answer_bytes as max_answer_bytes_setting
 
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
@@ -91,15 +94,35 @@ def _error_message(status: int, body: bytes, secret: str) -> str:
     return redact(f"{kind} (HTTP {status}): {detail[:300]}", secret)
 
 
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The response's body, decoded, if it is at most `limit` bytes; else a ProviderError before
+    more than about `limit` bytes are held (a server answering 50 MB gets nothing stored)."""
+    length = response.content_length
+    if length is not None and length > limit:
+        raise ProviderError(f"the provider's answer is larger than {limit} bytes ({length} declared)")
+    if length is not None and not response.headers.get("Content-Encoding"):
+        return await response.read()  # the common case: a declared, uncompressed, small body
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise ProviderError(f"the provider's answer is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class DirectJsonClient:
     """POST a JSON body to base_url + path and return the decoded JSON answer."""
 
-    def __init__(self, base_url: str, api_key: str, max_retries: int, timeout_s: float):
+    def __init__(self, base_url: str, api_key: str, max_retries: int, timeout_s: float,
+                 max_answer_bytes: int | None = None):
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key  # also struck from any error text a server echoes it in
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "Authorization": f"Bearer {api_key}"}
         self._max_retries = max_retries
+        self._max_answer_bytes = max_answer_bytes if max_answer_bytes is not None else max_answer_bytes_setting()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -122,7 +145,7 @@ class DirectJsonClient:
             attempt_headers = {**self._headers, **(headers or {}), "x-stainless-retry-count": str(retry)}
             try:
                 async with session.post(url, data=data, headers=attempt_headers) as response:
-                    payload = await response.read()
+                    payload = await read_limited(response, self._max_answer_bytes)
                     if response.status < 300:
                         try:
                             return orjson.loads(payload)

@@ -20,7 +20,9 @@ from judge.providers.base import (
     CallRequest,
     CallResult,
     ProviderError,
+    declared_size_hook,
     idempotency_keys,
+    max_answer_bytes,
     post_through_sdk,
     register,
     response_shape_error,
@@ -28,11 +30,16 @@ from judge.providers.base import (
 from judge.providers.direct_http import DirectJsonClient
 
 
+class AnswerTooLarge(openai.OpenAIError):
+    """An answer body over PJUDGE_PROVIDER_MAX_ANSWER_MB, refused before it is read."""
+
+
 def _http_client() -> Any:
+    hooks = {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
     try:
-        return openai.DefaultAioHttpClient()
+        return openai.DefaultAioHttpClient(event_hooks=hooks)
     except RuntimeError:  # the aiohttp extra is missing: the SDK's default httpx transport
-        return None
+        return openai.DefaultAsyncHttpxClient(event_hooks=hooks)
 
 
 class OpenAIProvider:

@@ -92,12 +92,14 @@ def _api_error(status: int, raw: bytes) -> ApiCallError:
 
 def profile_spec(profile_name: str | None, overrides: dict[str, Any]) -> str | dict[str, Any]:
     """What to send as `profile`: a name for the server to resolve, or an object. A local profile
-    file is read here and sent as an object (the server does not read client paths)."""
+    file is read here and sent as an object (the server does not read client paths), without its
+    `price`: the server prices jobs on its provider keys itself and refuses a client's price."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("replay_path") and not overrides.get("provider"):
         overrides["provider"] = "replay"
     if profile_name and Path(profile_name).suffix in PROFILE_SUFFIXES and Path(profile_name).is_file():
-        return {**read_profile_file(Path(profile_name)), **overrides}
+        fields = {k: v for k, v in read_profile_file(Path(profile_name)).items() if k != "price"}
+        return {**fields, **overrides}
     if not overrides:
         return profile_name or "persona-certainty"
     return {"profile": profile_name, **overrides} if profile_name else overrides

@@ -1,5 +1,8 @@
 """The `profile` of a job request: a name or an object of overrides, resolved with
-judge.profiles.load_profile after the checks a network-facing server needs."""
+judge.profiles.load_profile after the checks a network-facing server needs: no server files,
+and the credential policy of judge/endpoints.py (a client-chosen base_url is a public http(s)
+host; api_key_env only as the operator allows and only at the operator's endpoints; a stored
+credential only the caller's own)."""
 
 from __future__ import annotations
 
@@ -11,14 +14,13 @@ from pydantic import ValidationError
 from api.context import ApiSettings
 from api.errors import ApiError, invalid, problem, pydantic_problems, summarize
 from api.schemas import ProfileOverrides
+from judge.endpoints import EndpointError, check_client_host, operator_endpoints, parse_endpoint
 from judge.profiles import DEFAULT_PROFILE, JudgeProfile, ProfileError, available_profiles, load_profile
 from judge.templates import TemplateError
 
 # A bare name: no separators, no dots (so never "../x" nor "x.toml", which load_profile and
 # get_template would open as files relative to the server's working directory).
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-# Only a provider key may be sent to a provider; any other server variable could be a secret.
-KEY_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]{0,100}_API_KEY$")
 
 
 def _refuse(field: str, message: str) -> ApiError:
@@ -39,7 +41,45 @@ def _load(spec: str | dict[str, Any], field: str) -> JudgeProfile:
                       .replace("; or give a path)", ")")) from None
 
 
-def resolve_profile(spec: Any, settings: ApiSettings) -> JudgeProfile:
+def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, owner: str | None) -> None:
+    """The endpoint and key rules; normalizes `fields["base_url"]` (the URL checked is the URL called)."""
+    config = settings.config
+    operator = True
+    if fields.get("base_url") is not None:
+        try:
+            endpoint = parse_endpoint(fields["base_url"])
+        except EndpointError as exc:
+            raise _refuse("profile.base_url", str(exc)) from None
+        operator = endpoint in operator_endpoints(provider, config)
+        if not operator:
+            if not config.client_endpoints:
+                raise _refuse("profile.base_url", "this server accepts only its configured provider endpoints")
+            try:
+                check_client_host(endpoint, config.allow_private_endpoints)
+            except EndpointError as exc:
+                raise _refuse("profile.base_url", str(exc)) from None
+        fields["base_url"] = endpoint.url
+    key_env, credential = fields.get("api_key_env"), fields.get("credential")
+    if key_env is not None:
+        if credential is not None:
+            raise _refuse("profile.api_key_env", "give credential or api_key_env, not both")
+        if key_env not in config.api_key_envs:
+            raise _refuse("profile.api_key_env", "not a variable this server allows (PJUDGE_API_KEY_ENVS)")
+        if not operator:
+            raise _refuse("profile.api_key_env", "the server's keys are used only with its configured endpoints")
+    if credential is not None:
+        from api.context import state
+        from store import credentials
+
+        stored = credentials.provider_of(state().engine, owner or "", credential) if owner else None
+        if stored is None:
+            raise _refuse("profile.credential", f"unknown credential '{credential}' (see GET /v1/credentials)")
+        if stored != provider:
+            raise _refuse("profile.credential", f"credential '{credential}' is for provider '{stored}'")
+
+
+def resolve_profile(spec: Any, settings: ApiSettings, owner: str | None = None) -> JudgeProfile:
+    """The job's profile; `owner` (the caller) is whose stored credentials it may name."""
     if spec is None:
         spec = DEFAULT_PROFILE
     if isinstance(spec, str):
@@ -60,10 +100,6 @@ def resolve_profile(spec: Any, settings: ApiSettings) -> JudgeProfile:
         raise _refuse("profile.profile", f"unknown profile '{base}' (available: {', '.join(available_profiles())})")
     if fields.get("replay_path") is not None and not settings.allow_server_paths:
         raise _refuse("profile.replay_path", "server file paths are not accepted by this server")
-    key_env = fields.get("api_key_env")
-    if key_env is not None and not KEY_VARIABLE.match(key_env):
-        raise _refuse("profile.api_key_env", "must name a variable ending in _API_KEY")
-    base_url = fields.get("base_url")
-    if base_url is not None and settings.allowed_base_urls and not base_url.startswith(settings.allowed_base_urls):
-        raise _refuse("profile.base_url", "this server accepts only its configured provider base URLs")
-    return _load(fields, "profile")
+    profile = _load(fields, "profile")  # the provider may come from the base profile
+    _check_access(fields, profile.provider, settings, owner)
+    return profile.model_copy(update={"base_url": fields.get("base_url", profile.base_url)})

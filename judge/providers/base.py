@@ -162,3 +162,5 @@ async def post_through_sdk(client: Any, path: str, body: dict[str, Any], extra_h
         return await client.post(path, body=body, cast_to=object, options=options)
     except sdk_error as exc:
         raise ProviderError(describe_sdk_error(exc, api_key, echo=echo)) from None
+    except ValueError:  # a 2xx answer that is not JSON: the SDK lets json's error through
+        raise ProviderError("the provider's answer is not JSON") from None

@@ -240,8 +240,25 @@ def test_a_tenants_stored_credential_is_used_for_its_jobs_only_and_never_shown(
     answers = json.dumps(listed) + stored.get_data(as_text=True)
     assert own_key not in dumped + answers + caplog.text
     assert svc.client.delete("/v1/credentials/mine", headers=AUTH_B).status_code == 404
+    waiting = svc.post(profile)  # queued before the credential is deleted: its calls then fail
     assert svc.client.delete("/v1/credentials/mine", headers=AUTH_A).status_code == 204
     assert svc.client.get("/v1/credentials", headers=AUTH_A).get_json() == {"credentials": []}
+    orphaned = svc.run(waiting.get_json()["job_id"])
+    assert all(v["error"] == "provider: credential 'mine' no longer exists" for v in orphaned)
+
+
+def test_stored_keys_are_encrypted_under_the_servers_secret(service: Callable[..., Service],
+                                                            isolated_home: Path) -> None:
+    from store import credentials, vault
+
+    svc = service()
+    assert credentials.create(svc.engine, "owner", "k", "openai", "sk-plain-0123456789") is not None
+    key_file = isolated_home / vault.KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert credentials.key_of(svc.engine, "owner", "k") == ("openai", "sk-plain-0123456789")
+    other = service(PJUDGE_SECRET_KEY="another server's secret")
+    with pytest.raises(vault.VaultError):
+        credentials.key_of(other.engine, "owner", "k")
 
 
 def test_credentials_are_validated_like_everything_else(service: Callable[..., Service]) -> None:

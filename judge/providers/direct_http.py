@@ -145,7 +145,7 @@ class DirectJsonClient:
                         raise ProviderError(_error_message(response.status, payload, self._api_key, self._echo))
                     delay = retry_delay(retry, response.headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
-                if retry >= self._max_retries:
+                if retry >= self._max_retries or guard.refused(exc):
                     # The SDK's fixed texts: an aiohttp message can hold the URL, credentials and all.
                     if isinstance(exc, TimeoutError):
                         raise ProviderError("APITimeoutError: Request timed out.") from None

@@ -29,6 +29,19 @@ class AddressRefused(OSError):
     """A connection to an address a client-chosen endpoint may not reach (its text names no address)."""
 
 
+REFUSED = "address refused for a client-chosen endpoint"
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a connection error came from refused addresses only (no retry can help). With
+    several addresses aiohappyeyeballs joins their errors into one OSError's text."""
+    error = getattr(exc, "os_error", exc)
+    if isinstance(error, AddressRefused):
+        return True
+    text = str(error)  # "Multiple exceptions: <one>, <other>" when every address failed
+    return REFUSED in text and "Connect call failed" not in text
+
+
 def socket_factory(allow_private: bool) -> Callable[[Any], socket.socket]:
     """An aiohttp `socket_factory` that refuses addresses judge.endpoints.address_problem names."""
 
@@ -39,7 +52,7 @@ def socket_factory(allow_private: bool) -> Callable[[Any], socket.socket]:
         except ValueError:
             raise AddressRefused("not an IP address") from None
         if address_problem(ip, allow_private) is not None:
-            raise AddressRefused("address refused for a client-chosen endpoint")
+            raise AddressRefused(REFUSED)
         return socket.socket(family=family, type=type_, proto=proto)
 
     return make

@@ -42,9 +42,9 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["pjudge"] = ApiState(engine=engine, enqueue=enqueue or _default_enqueue, settings=settings)
 
-    from api import health, jobs, openapi, personalization, stats
+    from api import credentials, health, jobs, openapi, personalization, stats
 
-    for blueprint in (jobs.bp, personalization.bp, stats.bp, health.bp, openapi.bp):
+    for blueprint in (jobs.bp, personalization.bp, stats.bp, credentials.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
 

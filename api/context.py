@@ -30,9 +30,6 @@ class ApiSettings:
     # Off by default: a profile sent over HTTP may not name files on the server (profile or
     # template paths, replay_path), or a client could make the server read any file it can.
     allow_server_paths: bool
-    # Prefixes a profile's base_url must start with (PJUDGE_API_BASE_URLS, comma-separated); empty
-    # accepts any. Set it on a shared server: a client-chosen base_url receives the server's key.
-    allowed_base_urls: tuple[str, ...]
     metrics_require_auth: bool
     stats_max_verdicts: int
     # What jobs on the server's provider keys cost, by model (PJUDGE_PRICES over the built-in
@@ -54,7 +51,6 @@ class ApiSettings:
             max_body_bytes=int(config.max_body_mb * 1024 * 1024),
             env_key_hashes=frozenset(hash_key(key) for key in config.api_key_values),
             allow_server_paths=config.api_allow_server_paths,
-            allowed_base_urls=config.api_base_urls,
             metrics_require_auth=config.metrics_auth,
             stats_max_verdicts=config.stats_max_verdicts,
             prices=price_table(config.prices),

@@ -184,7 +184,7 @@ def create_job() -> Response:
         raise invalid(summarize(details, "invalid request"), details)
     settings = state().settings
     items = _validate_items(body.get("items"))
-    profile = resolve_profile(body.get("profile"), settings)
+    profile = resolve_profile(body.get("profile"), settings, current_owner())
     if body.get("labels") is not None:
         labels = _validate_labels(body["labels"], "labels")
         by_id = {label.id: label.human_label for label in labels}

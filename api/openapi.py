@@ -20,7 +20,7 @@ bp = Blueprint("openapi", __name__)
 REF = "#/components/schemas/{model}"
 ERRORS = {400: "Unreadable request (malformed JSON, wrong content type, bad query parameter).",
           401: "Missing, unknown or revoked key.",
-          404: "No such job for this key.",
+          404: "No such job (or credential) for this key.",
           409: "Conflict with the job's state or an earlier request.",
           413: "Body larger than the server's limit (PJUDGE_MAX_BODY_MB).",
           422: "Readable but invalid input; details name each field (e.g. items[516].response_b).",
@@ -103,6 +103,17 @@ ROUTES: tuple[Route, ...] = (
           {200: ("The report.", s.Report)}, errors=(400, 401, 422), query=s.StatsQuery, tags=("stats",),
           description=REPORT_FROM_SUMMARIES + " 422 too_many_verdicts only where the verdicts must be loaded "
                       "(group_by over such a key) and more than PJUDGE_STATS_MAX_VERDICTS match."),
+    Route("post", "/v1/credentials",
+          "Store a provider key of yours, encrypted; jobs use it by naming it in profile.credential (with "
+          "the server's endpoints or your own base_url). The key is never returned.",
+          {201: ("Stored.", s.CredentialOut)}, errors=(400, 401, 409, 413, 422), body=s.CredentialCreate,
+          tags=("credentials",)),
+    Route("get", "/v1/credentials", "Your stored credentials: name, provider, created_at (never the key).",
+          {200: ("The credentials.", s.CredentialList)}, errors=(401,), tags=("credentials",)),
+    Route("delete", "/v1/credentials/{name}", "Delete a stored credential (jobs naming it then fail their calls).",
+          {204: ("Deleted.", None)}, errors=(401, 404), tags=("credentials",),
+          parameters=({"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+                       "description": "The credential's name."},)),
     Route("get", "/healthz", "Liveness and database check.",
           {200: ("Healthy.", s.Health), 503: ("The database is unreachable.", s.Health)},
           errors=(), public=True, tags=("operations",)),
@@ -145,6 +156,7 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 def _models() -> list[tuple[type[BaseModel], str]]:
     models: list[tuple[type[BaseModel], str]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
                                                   (s.PersonalizationCreate, "validation"),
+                                                  (s.CredentialCreate, "validation"),
                                                   (s.ErrorBody, "serialization"), (Verdict, "serialization")]
     for route in ROUTES:
         for _, model in route.ok.values():
@@ -178,8 +190,9 @@ def build_document() -> dict[str, Any]:
                                         "content": {"application/json": {"schema": ref(route.body, "validation")}}}
         responses: dict[str, Any] = {}
         for status, (description, model) in route.ok.items():
-            responses[str(status)] = {"description": description,
-                                      "content": {route.content_type: {"schema": ref(model, "serialization")}}}
+            responses[str(status)] = {"description": description}
+            if model is not None:
+                responses[str(status)]["content"] = {route.content_type: {"schema": ref(model, "serialization")}}
         for status in route.errors:
             responses[str(status)] = {**error, "description": ERRORS[status]}
         operation["responses"] = responses

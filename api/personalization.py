@@ -157,7 +157,7 @@ def _validate_options(body: Mapping[str, Any]) -> PersonalizationOptions:
 
 
 def _judge_profile(spec: Any) -> JudgeProfile:
-    profile = resolve_profile(spec, state().settings)
+    profile = resolve_profile(spec, state().settings, current_owner())
     if not profile.swap:
         # F_pq is defined as position-debiased: one order would measure the judge's position bias too.
         raise _refuse([problem("profile", "persona fit judges both orders: the profile must not turn swap off")],

@@ -1,7 +1,9 @@
 """The `profile` of a job request: a name or an object of overrides, resolved with
-judge.profiles.load_profile after the checks a network-facing server needs: no server files, only
-provider key variables, the operator's bounds on every field that multiplies a job's requests and
-tokens, and the server's own price (never the client's) for jobs on the server's provider keys."""
+judge.profiles.load_profile after the checks a network-facing server needs: no server files; the
+credential policy of judge/endpoints.py (a client-chosen base_url is a public http(s) host;
+api_key_env only as the operator allows and only at the operator's endpoints; a stored credential
+only the caller's own); the operator's bounds on every field that multiplies a job's requests and
+tokens; and the server's own price (never the client's) for jobs on the server's provider keys."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pydantic import ValidationError
 from api.context import ApiSettings
 from api.errors import ApiError, invalid, problem, pydantic_problems, summarize
 from api.schemas import ProfileOverrides
+from judge.endpoints import EndpointError, check_client_host, operator_endpoints, parse_endpoint
 from judge.profiles import (
     DEFAULT_PROFILE,
     JudgeProfile,
@@ -26,8 +29,6 @@ from judge.templates import TemplateError
 # A bare name: no separators, no dots (so never "../x" nor "x.toml", which load_profile and
 # get_template would open as files relative to the server's working directory).
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-# Only a provider key may be sent to a provider; any other server variable could be a secret.
-KEY_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]{0,100}_API_KEY$")
 
 
 def _refuse(field: str, message: str) -> ApiError:
@@ -82,18 +83,60 @@ def server_priced(profile: JudgeProfile, settings: ApiSettings) -> JudgeProfile:
     return profile.model_copy(update={"price": price})
 
 
-def resolve_profile(spec: Any, settings: ApiSettings) -> JudgeProfile:
-    profile = _resolve(spec, settings)
+def resolve_profile(spec: Any, settings: ApiSettings, owner: str | None = None) -> JudgeProfile:
+    """The job's profile; `owner` (the caller) is whose stored credentials it may name. A job on
+    the server's keys is priced by the server; one on the caller's own credential or endpoint
+    keeps the price it gives (its provider bills the caller, not the server)."""
+    profile, server_keyed = _resolve(spec, settings, owner)
     check_bounds(profile, settings)
-    return server_priced(profile, settings)
+    return server_priced(profile, settings) if server_keyed else profile
 
 
-def _resolve(spec: Any, settings: ApiSettings) -> JudgeProfile:
+def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, owner: str | None) -> bool:
+    """The endpoint and key rules; normalizes `fields["base_url"]` (the URL checked is the URL
+    called). True when the job runs at the operator's endpoint on the server's keys."""
+    config = settings.config
+    operator = True
+    if fields.get("base_url") is not None:
+        try:
+            endpoint = parse_endpoint(fields["base_url"])
+        except EndpointError as exc:
+            raise _refuse("profile.base_url", str(exc)) from None
+        operator = endpoint in operator_endpoints(provider, config)
+        if not operator:
+            if not config.client_endpoints:
+                raise _refuse("profile.base_url", "this server accepts only its configured provider endpoints")
+            try:
+                check_client_host(endpoint, config.allow_private_endpoints)
+            except EndpointError as exc:
+                raise _refuse("profile.base_url", str(exc)) from None
+        fields["base_url"] = endpoint.url
+    key_env, credential = fields.get("api_key_env"), fields.get("credential")
+    if key_env is not None:
+        if credential is not None:
+            raise _refuse("profile.api_key_env", "give credential or api_key_env, not both")
+        if key_env not in config.api_key_envs:
+            raise _refuse("profile.api_key_env", "not a variable this server allows (PJUDGE_API_KEY_ENVS)")
+        if not operator:
+            raise _refuse("profile.api_key_env", "the server's keys are used only with its configured endpoints")
+    if credential is not None:
+        from api.context import state
+        from store import credentials
+
+        stored = credentials.provider_of(state().engine, owner or "", credential) if owner else None
+        if stored is None:
+            raise _refuse("profile.credential", f"unknown credential '{credential}' (see GET /v1/credentials)")
+        if stored != provider:
+            raise _refuse("profile.credential", f"credential '{credential}' is for provider '{stored}'")
+    return operator and credential is None
+
+
+def _resolve(spec: Any, settings: ApiSettings, owner: str | None) -> tuple[JudgeProfile, bool]:
     if spec is None:
         spec = DEFAULT_PROFILE
     if isinstance(spec, str):
         _check_name("profile", spec, settings)
-        return _load(spec, "profile")
+        return _load(spec, "profile"), True
     if not isinstance(spec, dict):
         raise _refuse("profile", "must be a profile name or an object of profile fields")
     try:
@@ -104,20 +147,16 @@ def _resolve(spec: Any, settings: ApiSettings) -> JudgeProfile:
         raise invalid(summarize(problems, "invalid profile"), problems) from None
     for key in ("profile", "name", "template"):
         _check_name(f"profile.{key}", fields.get(key), settings)
-    if "price" in fields:
-        # The server prices jobs on its own provider keys (server_priced): a client price of 0
-        # would make them free, and the cost quota meaningless.
-        raise _refuse("profile.price", "this server sets the price of jobs on its provider keys itself "
-                                       "(PJUDGE_PRICES): leave price out")
     base = fields.get("profile")
     if base is not None and base not in available_profiles() and not settings.allow_server_paths:
         raise _refuse("profile.profile", f"unknown profile '{base}' (available: {', '.join(available_profiles())})")
     if fields.get("replay_path") is not None and not settings.allow_server_paths:
         raise _refuse("profile.replay_path", "server file paths are not accepted by this server")
-    key_env = fields.get("api_key_env")
-    if key_env is not None and not KEY_VARIABLE.match(key_env):
-        raise _refuse("profile.api_key_env", "must name a variable ending in _API_KEY")
-    base_url = fields.get("base_url")
-    if base_url is not None and settings.allowed_base_urls and not base_url.startswith(settings.allowed_base_urls):
-        raise _refuse("profile.base_url", "this server accepts only its configured provider base URLs")
-    return _load(fields, "profile")
+    profile = _load(fields, "profile")  # the provider may come from the base profile
+    server_keyed = _check_access(fields, profile.provider, settings, owner)
+    if server_keyed and "price" in fields:
+        # The server prices jobs on its own provider keys (server_priced): a client price of 0
+        # would make them free, and the cost quota meaningless.
+        raise _refuse("profile.price", "this server sets the price of jobs on its provider keys itself "
+                                       "(PJUDGE_PRICES): leave price out, or use your own credential")
+    return profile.model_copy(update={"base_url": fields.get("base_url", profile.base_url)}), server_keyed

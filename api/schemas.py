@@ -35,12 +35,33 @@ class ProfileOverrides(JudgeProfile):
     template: str = Field(default="persona-certainty", min_length=1, max_length=MAX_NAME)
     price: Price = Field(
         default_factory=Price,
-        description="Refused (422): the server prices jobs on its provider keys itself, by model (PJUDGE_PRICES).")
+        description="On the server's keys refused (422): the server prices those jobs itself, by model (PJUDGE_PRICES); "
+                    "kept with your own `credential` or endpoint.")
+    base_url: str | None = Field(
+        default=None, max_length=2048,
+        description="The provider's endpoint: one the server configured (its keys are used there), or your "
+                    "own public http(s) endpoint (no userinfo; checked when posted and when called; the "
+                    "server's keys are never sent to it: name a stored `credential` for a key).")
     api_key_env: str | None = Field(
         default=None, max_length=128,
-        description="Name of the server's environment variable holding the provider key; it must end in "
-                    "_API_KEY (so no other server secret can be sent to a client-chosen base_url).",
+        description="Name of a server variable holding a provider key, among those the server allows "
+                    "(PJUDGE_API_KEY_ENVS); only with the server's configured endpoints.",
     )
+
+
+CredentialName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+
+
+class CredentialCreate(BaseModel):
+    """POST /v1/credentials: a provider key of yours, stored encrypted; jobs name it in
+    `profile.credential`. The key is never returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: CredentialName
+    provider: Literal["openai", "anthropic", "openai-compatible"]
+    api_key: str = Field(min_length=1, max_length=4096, pattern=r"^[!-~]+$",
+                         description="The provider key (printable ASCII, no spaces); write-only.")
 
 
 class LabelIn(BaseModel):
@@ -320,6 +341,16 @@ class DpoLine(BaseModel):
     chosen: str
     rejected: str
     persona: str | dict[str, Any] | None = Field(default=None, description="Present when the item had one.")
+
+
+class CredentialOut(BaseModel):
+    name: str
+    provider: str
+    created_at: AwareDatetime
+
+
+class CredentialList(BaseModel):
+    credentials: list[CredentialOut]
 
 
 class Health(BaseModel):

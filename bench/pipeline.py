@@ -159,7 +159,8 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
     sim = SimProcess("--latency-ms", str(latency_ms), "--seed", "1").start()
     env = dict(os.environ)
     env.update({"DATABASE_URL": database_url, "REDIS_URL": redis.url, "PJUDGE_HOME": str(folder / "home"),
-                "PJUDGE_API_KEYS": KEY, "PJUDGE_WORKER_MAX_IN_FLIGHT": str(IN_FLIGHT)})
+                "PJUDGE_API_KEYS": KEY, "PJUDGE_WORKER_MAX_IN_FLIGHT": str(IN_FLIGHT),
+                "PJUDGE_ENDPOINTS": sim.openai_base_url})  # the operator's own endpoint, on loopback
     port = free_port()
     api = Process(["serve", "--port", str(port)], env, folder / "api.log").start()
     worker = Process(["worker", f"--concurrency={WORKER_THREADS}", "--no-sweep"], env, folder / "worker.log").start()

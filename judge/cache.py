@@ -1,8 +1,11 @@
 """The call cache: raw answers keyed by a hash of the normalized request.
 
 The key covers everything that can change an answer (provider kind, model, messages, sampling
-parameters, template name/version/text hash, sample index, attempt) and nothing that does not
-(base URL, key, item id), so a rerun of the same items and profile costs zero calls.
+parameters, template name/version/text hash, sample index, attempt) and who answered it: the
+endpoint (normalized base URL) and a fingerprint of the credential (judge.endpoints.Access.
+cache_scope; never the key), so an answer from one server never stands for another's. Not the item
+id: a rerun of the same items and profile against the same endpoint costs zero calls. The service
+also scopes entries per tenant (worker/cache.py).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from typing import Any, Protocol
 from judge.providers.base import CallRequest, CallResult
 
 
-def cache_key(provider: str, template_key: str, request: CallRequest) -> str:
+def cache_key(provider: str, template_key: str, request: CallRequest, scope: str = "") -> str:
     normalized: dict[str, Any] = {
         "provider": provider,
+        "scope": scope,
         "model": request.model,
         "template": template_key,
         "messages": [{"role": m["role"], "content": m["content"]} for m in request.messages],

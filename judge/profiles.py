@@ -56,6 +56,10 @@ class JudgeProfile(BaseModel):
     api_key_env: str | None = Field(
         default=None, description="Name of the environment variable holding the key (never the key itself)."
     )
+    credential: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="Service only: the name of a provider key the job's owner stored with POST /v1/credentials "
+                    "(only the name is kept in the job).")
     max_retries: int = Field(default=6, ge=0, le=20, description="HTTP retries on 429/5xx/timeouts.")
     max_reasks: int = Field(default=2, ge=0, le=10, description="Re-asks after an unparseable answer.")
     timeout_s: float = Field(default=120.0, gt=0)

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from judge.aggregation import aggregate
 from judge.cache import CallCache, NullCache, cache_key
+from judge.endpoints import Access, AccessError, local_access
 from judge.parsers import Parsed, get_parser, to_item_labels
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
@@ -62,11 +63,23 @@ class Judge:
         on_call: Callable[[Call], None] | None = None,
         limiter: RateLimiter | None = None,
         raw_max_chars: int | None = None,
+        access: Access | None = None,
     ):
+        """`access`: the endpoint and key the provider may use (judge/endpoints.py); default: the
+        CLI's (`local_access`). It also scopes the cache keys, whatever `provider` is given."""
         self.profile = profile
         self.template = profile.load_template()
         self.parse = get_parser(self.template.parser)
-        self.provider = provider if provider is not None else create_provider(profile)
+        if access is None:
+            try:
+                access = local_access(profile)
+            except AccessError as exc:
+                if provider is None:
+                    raise ProviderError(str(exc)) from None
+                access = Access(endpoint=None, api_key=None)  # a given provider: its own business
+        self.access = access
+        self.cache_scope = access.cache_scope
+        self.provider = provider if provider is not None else create_provider(profile, access)
         self.cache = cache if cache is not None else NullCache()
         self._use_cache = profile.provider != "replay"
         self.max_in_flight = max(1, max_in_flight)
@@ -106,7 +119,7 @@ class Judge:
             return []
         return [
             cache_key(self.profile.provider, self.template.key,
-                      self._request(item, order, sample, 0, self.template.render(item, order)))
+                      self._request(item, order, sample, 0, self.template.render(item, order)), self.cache_scope)
             for item in items for order in self.orders for sample in range(self.profile.samples)
         ]
 
@@ -118,7 +131,7 @@ class Judge:
                        truncated_from=result.truncated_from or len(result.text))
 
     async def _complete(self, request: CallRequest, cache: CallCache) -> tuple[CallResult, bool]:
-        key = cache_key(self.profile.provider, self.template.key, request) if self._use_cache else None
+        key = cache_key(self.profile.provider, self.template.key, request, self.cache_scope) if self._use_cache else None
         if key is not None:
             hit = cache.get(key)
             if hit is not None:

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     api_allow_server_paths: bool = Field(default=False, description="Let profiles sent over HTTP name files "
                                          "on the server (profile/template paths, replay_path).")
     api_base_urls: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="Prefixes a profile's base_url must start with over HTTP (comma-separated).")
+        default=(), description="Older name of PJUDGE_ENDPOINTS (its entries are added to them).")
     metrics_auth: bool = Field(default=False, description="/metrics needs an API key.")
     stats_max_verdicts: int = Field(default=500_000, ge=1, description="Most verdicts a stats query reads "
                                     "when it cannot use the summaries.")
@@ -97,7 +97,28 @@ class Settings(BaseSettings):
                         "(the built-in profiles' models and the simulator's). A model without a price is "
                         "refused (422).")
 
-    @field_validator("api_keys", "api_base_urls", mode="before")
+
+    # ------------------------------------------------------------ endpoints and credentials (issue 12:
+    # the credential model, cache isolation). judge/endpoints.py applies them.
+    endpoints: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Operator-configured provider endpoints besides each provider's default, "
+        "OPENAI_BASE_URL, ANTHROPIC_BASE_URL and PJUDGE_BASE_URL (comma-separated base URLs, each optionally "
+        "`provider=URL`). Only these receive the server's provider keys; compared exactly (scheme, host, "
+        "port, path).")
+    client_endpoints: bool = Field(default=True, description="Profiles sent over HTTP may name other base "
+                                   "URLs (checked at POST and at call time, never given a server key).")
+    allow_private_endpoints: bool = Field(default=False, description="Client-chosen endpoints may be loopback, "
+                                          "private, link-local or otherwise non-public addresses (cloud "
+                                          "metadata addresses stay refused).")
+    api_key_envs: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Variables a profile sent over HTTP may name in api_key_env (comma-separated; "
+        "used only with the operator's endpoints of the profile's provider).")
+    secret_key: SecretStr | None = Field(default=None, description="Encrypts the tenants' stored provider keys "
+                                         "[default: a key file generated in <home>, mode 0600].")
+    shared_cache: bool = Field(default=False, description="API keys share the call-cache entries made with the "
+                               "operator's endpoints and keys (else each API key has its own entries).")
+
+    @field_validator("api_keys", "api_base_urls", "endpoints", "api_key_envs", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)

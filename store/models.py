@@ -41,6 +41,22 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+class Credential(SQLModel, table=True):
+    """A tenant's own provider key (POST /v1/credentials), encrypted at rest (store/vault.py); a
+    job names it in its profile (`credential`), and only a worker building that job's provider
+    decrypts it."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_credentials_owner_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(max_length=64)  # hash of the API key that stored it
+    name: str = Field(max_length=128)
+    provider: str = Field(max_length=64)
+    ciphertext: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (

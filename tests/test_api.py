@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -171,7 +172,8 @@ def test_get_job_reports_status_counts_and_iso_times(client: FlaskClient, engine
 
 def test_profile_object_overrides_a_base_and_batch_size_is_configurable(engine: Engine) -> None:
     sent: list[Any] = []
-    client = new_app(engine, sent.append, PJUDGE_BATCH_SIZE=50).test_client()
+    client = new_app(engine, sent.append, PJUDGE_BATCH_SIZE=50, PJUDGE_ENDPOINTS="http://127.0.0.1:9/v1",
+                     PJUDGE_API_KEY_ENVS="SIM_API_KEY").test_client()
     profile = {"profile": "persona-tie", "provider": "openai-compatible", "model": "sim-judge",
                "base_url": "http://127.0.0.1:9/v1", "samples": 2, "api_key_env": "SIM_API_KEY"}
     response = post_job(client, make_items(120), profile=profile)
@@ -339,11 +341,16 @@ def test_bad_profiles_are_422_naming_the_field(client: FlaskClient, engine: Engi
 
 
 def test_base_url_allow_list(engine: Engine) -> None:
-    client = new_app(engine, lambda job: None, PJUDGE_API_BASE_URLS="http://llm.internal/").test_client()
-    ok = post_job(client, make_items(1), profile={"base_url": "http://llm.internal/v1"})
-    bad = post_job(client, make_items(1), profile={"base_url": "https://collector.example/v1"})
-    assert ok.status_code == 202 and bad.status_code == 422
-    assert error_of(bad)["details"][0]["field"] == "profile.base_url"
+    """PJUDGE_API_BASE_URLS (the older name of PJUDGE_ENDPOINTS) lists endpoints compared by their
+    parsed parts: a look-alike host that merely starts with one is not it."""
+    client = new_app(engine, lambda job: None, PJUDGE_API_BASE_URLS="http://llm.internal/v1",
+                     PJUDGE_CLIENT_ENDPOINTS=False).test_client()
+    ok = post_job(client, make_items(1), profile={"base_url": "http://llm.internal/v1/"})
+    bad = [post_job(client, make_items(1), profile={"base_url": url})
+           for url in ("https://collector.example/v1", "http://llm.internal/v1.evil", "http://llm.internal.evil/v1",
+                       "http://llm.internal:8080/v1", "https://llm.internal/v1")]
+    assert ok.status_code == 202 and [r.status_code for r in bad] == [422] * 5
+    assert all(error_of(r)["details"][0]["field"] == "profile.base_url" for r in bad)
 
 
 class _CountingStream(io.RawIOBase):
@@ -648,7 +655,7 @@ def test_openapi_documents_every_route(app: Flask, client: FlaskClient) -> None:
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<job_id>", "{job_id}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:  # type: ignore[operator]
             assert (method, path) in documented
     create = document["paths"]["/v1/jobs"]["post"]
@@ -670,6 +677,7 @@ def test_no_key_appears_in_logs_or_responses(engine: Engine, caplog: pytest.LogC
     provider_key = "sk-test-provider-secret-0123456789abcdef"
     monkeypatch.setenv("OPENAI_API_KEY", provider_key)
     monkeypatch.setenv("PJUDGE_API_KEYS", KEY_A)
+    monkeypatch.setenv("PJUDGE_API_KEY_ENVS", "OPENAI_API_KEY")
     stored_key, _ = repo.create_api_key(engine, name="logged?")
 
     def failing_enqueue(job: Any) -> None:

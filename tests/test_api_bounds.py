@@ -26,6 +26,7 @@ from judge.profiles import BUILTIN_DIR, load_profile
 from judge.providers.base import CallRequest, CallResult
 from judge.records import PairItem
 from judge.runner import Judge
+from judge.settings import reset_settings
 from store import repo
 from store.models import CacheEntry, CallRow, Job, utcnow
 from tests.test_api import AUTH_A, AUTH_B, KEY_A, count, error_of, judge_all, make_items, new_app, post_job
@@ -138,9 +139,12 @@ class _HugeAnswerServer:
 
 
 @pytest.fixture
-def huge_server() -> Iterator[_HugeAnswerServer]:
+def huge_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_HugeAnswerServer]:
+    """A server the operator configured (PJUDGE_ENDPOINTS), so loopback is allowed."""
     server = _HugeAnswerServer()
     server.thread.start()
+    monkeypatch.setenv("PJUDGE_ENDPOINTS", f"{server.url},{server.url}/v1")
+    reset_settings()
     yield server
     server.httpd.shutdown()
     server.httpd.server_close()
@@ -238,8 +242,11 @@ def test_the_runner_caps_raw_answers_for_the_cli_too_and_never_caches_a_cut_one(
 
 # ---------------------------------------------------------------- server-side prices
 
-def test_a_client_price_of_zero_cannot_make_a_server_keyed_job_free(engine: Engine, start_sim: Any) -> None:
+def test_a_client_price_of_zero_cannot_make_a_server_keyed_job_free(engine: Engine, start_sim: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     sim = start_sim("--seed", "5")
+    monkeypatch.setenv("PJUDGE_ENDPOINTS", sim.openai_base_url)  # the operator's endpoint: its keys, its prices
+    reset_settings()
     prices = {"sim-judge": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}}
     client = new_app(engine, judging_enqueue(engine), PJUDGE_PRICES=json.dumps(prices)).test_client()
     free = {**SIM_PROFILE, "base_url": sim.openai_base_url, "price": {"input_per_mtok": 0, "output_per_mtok": 0}}

@@ -88,7 +88,7 @@ def queued(engine: Engine) -> tuple[FlaskClient, list[Job]]:
 def test_report_equals_the_cli_for_the_same_responses(engine: Engine, tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim("--noise", "0.0", "--first-bias", "0.2", "--seed", "3")
     lines = response_lines()
-    client = new_app(engine, judging_enqueue(engine)).test_client()
+    client = new_app(engine, judging_enqueue(engine), PJUDGE_ENDPOINTS=sim.openai_base_url).test_client()
     profile = {**SIM_PROFILE, "base_url": sim.openai_base_url}
 
     created = post(client, {"responses": lines, "profile": profile})

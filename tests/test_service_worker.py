@@ -54,7 +54,10 @@ class Service:
                          # A message popped by a worker just as Redis stops is in no list when it
                          # comes back (kombu's BRPOP and its unacked bookkeeping are two steps);
                          # the sweeper re-sends it. Sooner here, so that the tests stay short.
-                         "PJUDGE_SWEEP_AFTER": "20", "PJUDGE_SWEEP_INTERVAL": "3"})
+                         "PJUDGE_SWEEP_AFTER": "20", "PJUDGE_SWEEP_INTERVAL": "3",
+                         # The simulators are on loopback with ports chosen per test: not listed as
+                         # operator endpoints, so called as client-chosen ones, which this allows.
+                         "PJUDGE_ALLOW_PRIVATE_ENDPOINTS": "true"})
         self._celery: Any = None
 
     def start_worker(self, concurrency: int = 4) -> Process:

@@ -1,8 +1,13 @@
 """The call cache as a worker uses it: one query reads every first-attempt answer of a batch,
 new answers stay in memory, and one statement writes them after the batch. Per-call database
-round trips would otherwise cost more CPU than the calls themselves at 0 ms provider latency."""
+round trips would otherwise cost more CPU than the calls themselves at 0 ms provider latency.
+
+Entries are per tenant: with a `tenant` (the job's owner) every key is hashed with it, so one API
+key's jobs never read answers another's stored, nor learn that another judged the same items."""
 
 from __future__ import annotations
+
+import hashlib
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
@@ -15,8 +20,10 @@ from store.repo import DbCallCache
 
 
 class BatchCallCache:
-    def __init__(self, engine: Engine, keys: list[str]):
+    def __init__(self, engine: Engine, keys: list[str], tenant: str = ""):
         self.engine = engine
+        self.tenant = tenant
+        keys = [self._scoped(key) for key in keys]
         self._fallback = DbCallCache(engine)  # re-asks, whose keys are not known in advance
         self._known: dict[str, CallResult] = {}
         self._new: dict[str, CallResult] = {}
@@ -31,7 +38,13 @@ class BatchCallCache:
                         self._known[key] = CallResult(text=raw, input_tokens=input_tokens, output_tokens=output_tokens)
         self._keys = set(keys)
 
+    def _scoped(self, key: str) -> str:
+        if not self.tenant:
+            return key
+        return hashlib.sha256(f"{self.tenant}\n{key}".encode()).hexdigest()
+
     def get(self, key: str) -> CallResult | None:
+        key = self._scoped(key)
         if key in self._known:
             return self._known[key]
         if key in self._new:
@@ -41,7 +54,7 @@ class BatchCallCache:
         return self._fallback.get(key)
 
     def put(self, key: str, result: CallResult) -> None:
-        self._new[key] = result
+        self._new[self._scoped(key)] = result
 
     def write(self, conn: Connection) -> int:
         """Insert the new answers in `conn`'s transaction; returns how many. Key order: two

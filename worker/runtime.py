@@ -8,6 +8,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from judge.endpoints import Access
 from judge.profiles import JudgeProfile
 from judge.runner import Judge, new_event_loop
 from judge.settings import settings
@@ -26,17 +27,17 @@ class AsyncRuntime:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def _make_judge(self, profile: JudgeProfile, limiter: Any) -> Judge:
-        return Judge(profile, max_in_flight=settings().worker_max_in_flight, limiter=limiter)
+    async def _make_judge(self, profile: JudgeProfile, access: Access, limiter: Any) -> Judge:
+        return Judge(profile, max_in_flight=settings().worker_max_in_flight, limiter=limiter, access=access)
 
-    def judge_for(self, profile: JudgeProfile, limiter: Any = None) -> Judge:
-        """A long-lived Judge per profile (its provider client keeps its connections); each task
-        passes its own call cache."""
-        key = profile.model_dump_json()
+    def judge_for(self, profile: JudgeProfile, access: Access, limiter: Any = None) -> Judge:
+        """A long-lived Judge per profile and access (its provider client keeps its connections;
+        two tenants' keys never share one); each task passes its own call cache."""
+        key = "\n".join((profile.model_dump_json(), access.cache_scope, repr(access), str(access.allow_private)))
         with self._lock:
             judge = self._judges.get(key)
             if judge is None:
-                judge = self.run(self._make_judge(profile, limiter))
+                judge = self.run(self._make_judge(profile, access, limiter))
                 self._judges[key] = judge
         return judge
 

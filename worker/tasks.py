@@ -11,9 +11,11 @@ from typing import Any
 
 from celery import Task
 
-from judge.records import PairItem, Verdict
+from judge.endpoints import AccessError
+from judge.records import JudgeInfo, PairItem, Verdict
 from store import repo
 from store.db import database_errors, get_engine
+from worker.access import job_access
 from worker.app import QUEUE, app
 from worker.broker import redis_client_url
 from worker.cache import BatchCallCache
@@ -63,18 +65,21 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
     stored = 0
     if pending:
         profile = repo.job_profile(job)
+        info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
         try:
+            access, tenant = job_access(engine, job, profile)
             limiter = _rate_limiter() if (profile.requests_per_minute or profile.tokens_per_minute) else None
-            judge = runtime().judge_for(profile, limiter=limiter)
-            cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending))
+            judge = runtime().judge_for(profile, access, limiter=limiter)
+            cache: BatchCallCache | None = BatchCallCache(engine, judge.cache_keys(item for _, item in pending),
+                                                          tenant=tenant)
             verdicts = runtime().run(_judge_all(judge, pending, cache))
+        except AccessError as exc:  # the job cannot run as stored: no retry helps
+            verdicts = _error_verdicts(info, pending, f"provider: {exc}")
+            cache = None
         except Exception as exc:  # noqa: BLE001 - an internal failure must not lose the items
             if self.request.retries < MAX_TASK_RETRIES:
                 log.warning("batch %s[%d:%d] failed (%s); retrying", job_id, start, end, type(exc).__name__)
                 raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from None
-            from judge.records import JudgeInfo
-
-            info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
             verdicts = _error_verdicts(info, pending, f"internal: {type(exc).__name__}")
             cache = None
         # The verdicts, the new cache entries and the job's completion: one transaction.

@@ -3,12 +3,13 @@ and errors, on its aiohttp transport; see openai_provider for why the low-level 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import anthropic
 
+from judge.endpoints import NO_KEY, Access
 from judge.profiles import JudgeProfile
+from judge.providers import guard
 from judge.providers.base import (
     CallRequest,
     CallResult,
@@ -26,26 +27,24 @@ class AnswerTooLarge(anthropic.AnthropicError):
     """An answer body over PJUDGE_PROVIDER_MAX_ANSWER_MB, refused before it is read."""
 
 
-def _http_client() -> Any:
-    hooks = {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
-    try:
-        return anthropic.DefaultAioHttpClient(event_hooks=hooks)
-    except RuntimeError:
-        return anthropic.DefaultAsyncHttpxClient(event_hooks=hooks)
+def _size_hooks() -> dict[str, list[Any]]:
+    return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
+
 
 
 class AnthropicProvider:
     name = "anthropic"
 
-    def __init__(self, profile: JudgeProfile):
-        api_key = os.environ.get(profile.api_key_env) if profile.api_key_env else None
-        if not (api_key or os.environ.get("ANTHROPIC_API_KEY")):
+    def __init__(self, profile: JudgeProfile, access: Access):
+        if access.api_key is None and access.operator:
             raise ProviderError("provider 'anthropic' needs a key: set ANTHROPIC_API_KEY (or api_key_env in the profile)")
-        self._api_key = api_key
+        # Explicit key and base URL: without them the SDK reads its own environment variables.
+        self._api_key = access.api_key or NO_KEY
+        self._echo = access.operator  # a client-chosen endpoint's error bodies are never shown
         self._idempotency_keys = idempotency_keys()
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=profile.base_url, max_retries=profile.max_retries, timeout=profile.timeout_s,
-            http_client=_http_client(),
+            api_key=self._api_key, base_url=access.base_url, max_retries=profile.max_retries,
+            timeout=profile.timeout_s, http_client=guard.sdk_http_client(anthropic, access, _size_hooks()),
         )
 
     async def complete(self, request: CallRequest) -> CallResult:
@@ -59,12 +58,13 @@ class AnthropicProvider:
         if system:
             body["system"] = system
         response = await post_through_sdk(self._client, "/v1/messages", body, request.extra,
-                                          next(self._idempotency_keys), anthropic.AnthropicError, self._api_key)
+                                          next(self._idempotency_keys), anthropic.AnthropicError, self._api_key,
+                                          echo=self._echo)
         try:
             text = "".join(block.get("text", "") for block in response["content"] if block.get("type") == "text")
             usage = response.get("usage") or {}
         except (TypeError, KeyError, AttributeError):
-            raise response_shape_error("message", response) from None
+            raise response_shape_error("message", response, self._echo) from None
         return CallResult(text=text, input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"))
 
     async def aclose(self) -> None:
@@ -72,5 +72,5 @@ class AnthropicProvider:
 
 
 @register("anthropic")
-def _anthropic(profile: JudgeProfile) -> AnthropicProvider:
-    return AnthropicProvider(profile)
+def _anthropic(profile: JudgeProfile, access: Access) -> AnthropicProvider:
+    return AnthropicProvider(profile, access)

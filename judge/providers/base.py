@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from judge.endpoints import Access
     from judge.profiles import JudgeProfile
 
 
@@ -50,7 +51,10 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-_REGISTRY: dict[str, Callable[[JudgeProfile], Provider]] = {}
+# A factory gets the profile and the Access the policy decided (judge/endpoints.py): the endpoint
+# and key it may use. Providers never read keys or base URLs from the environment themselves.
+Factory = Callable[["JudgeProfile", "Access"], Provider]
+_REGISTRY: dict[str, Factory] = {}
 # Built-ins are imported on first use: each SDK takes a second or more to import.
 _BUILTIN_MODULES = {
     "openai": "judge.providers.openai_provider",
@@ -60,22 +64,30 @@ _BUILTIN_MODULES = {
 }
 
 
-def register(name: str) -> Callable[[Callable[[JudgeProfile], Provider]], Callable[[JudgeProfile], Provider]]:
-    def wrap(factory: Callable[[JudgeProfile], Provider]) -> Callable[[JudgeProfile], Provider]:
+def register(name: str) -> Callable[[Factory], Factory]:
+    def wrap(factory: Factory) -> Factory:
         _REGISTRY[name] = factory
         return factory
 
     return wrap
 
 
-def create_provider(profile: JudgeProfile) -> Provider:
+def create_provider(profile: JudgeProfile, access: Access | None = None) -> Provider:
+    """The profile's provider; without `access`, the CLI's (judge.endpoints.local_access)."""
+    from judge.endpoints import AccessError, local_access
+
+    if access is None:
+        try:
+            access = local_access(profile)
+        except AccessError as exc:
+            raise ProviderError(str(exc)) from None
     if profile.provider not in _REGISTRY and profile.provider in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[profile.provider])  # registers it
     try:
         factory = _REGISTRY[profile.provider]
     except KeyError:
         raise ProviderError(f"unknown provider '{profile.provider}' (known: {', '.join(sorted(_REGISTRY))})") from None
-    return factory(profile)
+    return factory(profile, access)
 
 
 _KEY_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|sk-ant-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
@@ -101,16 +113,36 @@ def error_detail(body: object) -> str:
     return ""
 
 
-def describe_sdk_error(exc: BaseException, *secrets: str | None) -> str:
-    """A short, key-free description of an SDK exception."""
+# What a client-chosen endpoint's error reads as: its body is never shown (it could be anything
+# the endpoint can read, e.g. an internal service's answer).
+FIXED_TEXTS = {400: "bad request", 401: "authentication failed", 403: "permission denied", 404: "not found",
+               408: "request timeout", 409: "conflict", 413: "request too large", 422: "unprocessable request",
+               429: "rate limited"}
+
+
+def fixed_text(status: int) -> str:
+    return FIXED_TEXTS.get(status, "server error" if status >= 500 else "request failed")
+
+
+def describe_sdk_error(exc: BaseException, *secrets: str | None, echo: bool = True) -> str:
+    """A short, key-free description of an SDK exception: its class name, HTTP status and, from an
+    operator's endpoint (`echo`), the server's message; else a fixed text."""
     status = getattr(exc, "status_code", None)
     kind = type(exc).__name__
-    detail = error_detail(getattr(exc, "body", None)) or str(exc).split("\n")[0]
     prefix = f"{kind} (HTTP {status})" if status else kind
+    if not echo:
+        if isinstance(status, int):
+            return f"{prefix}: {fixed_text(status)}"
+        # The SDKs' connection and timeout errors have fixed texts of their own; nothing else is shown.
+        text = str(exc).split("\n")[0] if kind in ("APIConnectionError", "APITimeoutError") else ""
+        return redact(f"{prefix}: {text[:60]}", *secrets) if text else prefix
+    detail = error_detail(getattr(exc, "body", None)) or str(exc).split("\n")[0]
     return redact(f"{prefix}: {detail[:300]}", *secrets)
 
 
-def response_shape_error(kind: str, response: object) -> ProviderError:
+def response_shape_error(kind: str, response: object, echo: bool = True) -> ProviderError:
+    if not echo:
+        return ProviderError(f"the provider's answer is not a {kind}")
     return ProviderError(f"the provider's answer is not a {kind}: {redact(str(response))[:200]}")
 
 
@@ -144,7 +176,8 @@ def idempotency_keys() -> Iterator[str]:
 
 
 async def post_through_sdk(client: Any, path: str, body: dict[str, Any], extra_headers: dict[str, str],
-                           idempotency_key: str, sdk_error: type[BaseException], api_key: str | None) -> Any:
+                           idempotency_key: str, sdk_error: type[BaseException], api_key: str | None,
+                           echo: bool = True) -> Any:
     """POST through an official SDK's low-level client (its retries, Retry-After handling, auth
     and errors) and return the decoded JSON; an SDK error becomes a key-free ProviderError."""
     options: dict[str, Any] = {"idempotency_key": idempotency_key}
@@ -153,4 +186,6 @@ async def post_through_sdk(client: Any, path: str, body: dict[str, Any], extra_h
     try:
         return await client.post(path, body=body, cast_to=object, options=options)
     except sdk_error as exc:
-        raise ProviderError(describe_sdk_error(exc, api_key)) from None
+        raise ProviderError(describe_sdk_error(exc, api_key, echo=echo)) from None
+    except ValueError:  # a 2xx answer that is not JSON: the SDK lets json's error through
+        raise ProviderError("the provider's answer is not JSON") from None

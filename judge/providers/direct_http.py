@@ -12,7 +12,8 @@ and keeps the SDK's retry rules, so a job behaves the same on either transport:
   it is above 0 and at most 2 minutes, else 0.5 s x 2^retry capped at 8 s, less up to 25% jitter;
 - each attempt carries its retry number in `x-stainless-retry-count`, as the SDK's do;
 - errors become a ProviderError named like the SDK's exception, with the status and the server's
-  message (or the SDK's fixed text for connection errors and timeouts), never the key;
+  message (or the SDK's fixed text for connection errors and timeouts), never the key; from a
+  client-chosen endpoint, a fixed text instead of the server's message (judge/endpoints.py);
 - an answer body is read up to PJUDGE_PROVIDER_MAX_ANSWER_MB (after decompression) and no further:
   a larger one fails the call at once, without a retry.
 """
@@ -29,7 +30,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from judge.providers.base import ProviderError, error_detail, redact
+from judge.endpoints import Access
+from judge.providers import guard
+from judge.providers.base import ProviderError, error_detail, fixed_text, redact
 from judge.providers.base import max_answer_bytes as max_answer_bytes_setting
 
 INITIAL_RETRY_DELAY_S = 0.5
@@ -82,8 +85,10 @@ def server_delay(headers: Any) -> float | None:
         return None
 
 
-def _error_message(status: int, body: bytes, secret: str) -> str:
+def _error_message(status: int, body: bytes, secret: str, echo: bool = True) -> str:
     kind = STATUS_ERRORS.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
+    if not echo:
+        return f"{kind} (HTTP {status}): {fixed_text(status)}"
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -116,8 +121,11 @@ class DirectJsonClient:
     """POST a JSON body to base_url + path and return the decoded JSON answer."""
 
     def __init__(self, base_url: str, api_key: str, max_retries: int, timeout_s: float,
-                 max_answer_bytes: int | None = None):
+                 max_answer_bytes: int | None = None, access: Access | None = None):
         self._base_url = base_url.rstrip("/")
+        # Without an Access: the caller's own endpoint (benchmarks), no address checks.
+        self._access = access if access is not None else Access(endpoint=None, api_key=api_key)
+        self._echo = self._access.operator
         self._api_key = api_key  # also struck from any error text a server echoes it in
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "Authorization": f"Bearer {api_key}"}
@@ -130,7 +138,7 @@ class DirectJsonClient:
         # Made on first use: a session belongs to the running event loop.
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), timeout=self._timeout)
+                connector=guard.connector(self._access, limit=0, ttl_dns_cache=300), timeout=self._timeout)
         return self._session
 
     async def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
@@ -150,14 +158,16 @@ class DirectJsonClient:
                         try:
                             return orjson.loads(payload)
                         except orjson.JSONDecodeError:
+                            if not self._echo:
+                                raise ProviderError("the provider's answer is not JSON") from None
                             text = payload[:200].decode("utf-8", "replace")
                             raise ProviderError(f"the provider's answer is not JSON: {redact(text, self._api_key)}"
                                                 ) from None
                     if retry >= self._max_retries or not should_retry(response.status, response.headers):
-                        raise ProviderError(_error_message(response.status, payload, self._api_key))
+                        raise ProviderError(_error_message(response.status, payload, self._api_key, self._echo))
                     delay = retry_delay(retry, response.headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
-                if retry >= self._max_retries:
+                if retry >= self._max_retries or guard.refused(exc):
                     # The SDK's fixed texts: an aiohttp message can hold the URL, credentials and all.
                     if isinstance(exc, TimeoutError):
                         raise ProviderError("APITimeoutError: Request timed out.") from None

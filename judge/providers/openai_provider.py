@@ -10,12 +10,13 @@ judge.providers.direct_http (the SDK's retry rules without its request objects).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import openai
 
+from judge.endpoints import NO_KEY, Access
 from judge.profiles import JudgeProfile
+from judge.providers import guard
 from judge.providers.base import (
     CallRequest,
     CallResult,
@@ -34,42 +35,33 @@ class AnswerTooLarge(openai.OpenAIError):
     """An answer body over PJUDGE_PROVIDER_MAX_ANSWER_MB, refused before it is read."""
 
 
-def _http_client() -> Any:
-    hooks = {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
-    try:
-        return openai.DefaultAioHttpClient(event_hooks=hooks)
-    except RuntimeError:  # the aiohttp extra is missing: the SDK's default httpx transport
-        return openai.DefaultAsyncHttpxClient(event_hooks=hooks)
+def _size_hooks() -> dict[str, list[Any]]:
+    return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
+
 
 
 class OpenAIProvider:
-    def __init__(self, profile: JudgeProfile, compatible: bool):
+    def __init__(self, profile: JudgeProfile, access: Access, compatible: bool):
         self.name = "openai-compatible" if compatible else "openai"
-        api_key = os.environ.get(profile.api_key_env) if profile.api_key_env else None
-        base_url = profile.base_url
-        if compatible:
-            base_url = base_url or os.environ.get("PJUDGE_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-            if not base_url:
-                raise ProviderError(
-                    "provider 'openai-compatible' needs a base URL: set base_url in the profile, "
-                    "--base-url, or PJUDGE_BASE_URL / OPENAI_BASE_URL"
-                )
-            # Local servers often need no key, but the SDK insists on one.
-            api_key = api_key or os.environ.get("OPENAI_API_KEY") or "no-key"
-        elif not (api_key or os.environ.get("OPENAI_API_KEY")):
+        if access.base_url is None:
+            raise ProviderError(f"provider '{self.name}' needs a base URL")
+        if access.api_key is None and access.operator and not compatible:
             raise ProviderError("provider 'openai' needs a key: set OPENAI_API_KEY (or api_key_env in the profile)")
+        # Local servers often need no key, but the SDK insists on one (and would read the
+        # environment's without an explicit value).
+        api_key = access.api_key or NO_KEY
         self._compatible = compatible
         self._api_key = api_key
+        self._echo = access.operator  # a client-chosen endpoint's error bodies are never shown
         self._direct: DirectJsonClient | None = None
         if profile.transport == "direct":
-            assert base_url is not None
-            self._direct = DirectJsonClient(base_url, api_key or "", max_retries=profile.max_retries,
-                                            timeout_s=profile.timeout_s)
+            self._direct = DirectJsonClient(access.base_url, api_key, max_retries=profile.max_retries,
+                                            timeout_s=profile.timeout_s, access=access)
             return
         self._idempotency_keys = idempotency_keys()
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=profile.max_retries, timeout=profile.timeout_s,
-            http_client=_http_client(),
+            api_key=api_key, base_url=access.base_url, max_retries=profile.max_retries, timeout=profile.timeout_s,
+            http_client=guard.sdk_http_client(openai, access, _size_hooks()),
         )
 
     async def complete(self, request: CallRequest) -> CallResult:
@@ -81,12 +73,13 @@ class OpenAIProvider:
             response = await self._direct.post("/chat/completions", body, request.extra)
         else:
             response = await post_through_sdk(self._client, "/chat/completions", body, request.extra,
-                                              next(self._idempotency_keys), openai.OpenAIError, self._api_key)
+                                              next(self._idempotency_keys), openai.OpenAIError, self._api_key,
+                                              echo=self._echo)
         try:
             text = response["choices"][0]["message"].get("content") or ""
             usage = response.get("usage") or {}
         except (TypeError, KeyError, IndexError, AttributeError):
-            raise response_shape_error("chat completion", response) from None
+            raise response_shape_error("chat completion", response, self._echo) from None
         return CallResult(text=text, input_tokens=usage.get("prompt_tokens"),
                           output_tokens=usage.get("completion_tokens"))
 
@@ -98,10 +91,10 @@ class OpenAIProvider:
 
 
 @register("openai")
-def _openai(profile: JudgeProfile) -> OpenAIProvider:
-    return OpenAIProvider(profile, compatible=False)
+def _openai(profile: JudgeProfile, access: Access) -> OpenAIProvider:
+    return OpenAIProvider(profile, access, compatible=False)
 
 
 @register("openai-compatible")
-def _compatible(profile: JudgeProfile) -> OpenAIProvider:
-    return OpenAIProvider(profile, compatible=True)
+def _compatible(profile: JudgeProfile, access: Access) -> OpenAIProvider:
+    return OpenAIProvider(profile, access, compatible=True)

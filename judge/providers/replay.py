@@ -6,6 +6,7 @@ The recording is a JSON Lines file of either verdicts (each with `calls`) or raw
 
 from __future__ import annotations
 
+from judge.endpoints import Access
 from judge.jsonl import iter_json_lines
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, ProviderError, register
@@ -50,5 +51,5 @@ class ReplayProvider:
 
 
 @register("replay")
-def _replay(profile: JudgeProfile) -> ReplayProvider:
+def _replay(profile: JudgeProfile, access: Access) -> ReplayProvider:
     return ReplayProvider(profile)

@@ -50,14 +50,15 @@ class _ApiThread:
 
 
 class _WorkerProcess:
-    def __init__(self, log: Path):
+    def __init__(self, log: Path, env: dict[str, str] | None = None):
         self.log = log
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> _WorkerProcess:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "worker.main", "--concurrency=4", "--no-sweep"],
-                                     stdout=handle, stderr=subprocess.STDOUT, env=dict(os.environ))
+                                     stdout=handle, stderr=subprocess.STDOUT, env=self.env)
         handle.close()
         return self
 
@@ -68,6 +69,11 @@ class _WorkerProcess:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def _with_endpoint(url: str) -> str:
+    """PJUDGE_ENDPOINTS of the environment plus `url`."""
+    return ",".join(part for part in (os.environ.get("PJUDGE_ENDPOINTS", ""), url) if part)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -117,8 +123,11 @@ def demo_command(output: Path | None, first_bias: float, noise: float, output_fo
     get_engine()  # SQLite in the user data directory unless DATABASE_URL is set; migrated
     key = "demo-" + secrets.token_urlsafe(24)  # accepted by this run's API only
     settings = ServerSettings(first_bias=first_bias, noise=noise, seed=7)
-    with SimServerThread(settings) as sim, _ApiThread({"PJUDGE_API_KEYS": key}) as api, \
-            _WorkerProcess(demo_dir / "worker.log"):
+    # The simulator is this run's own endpoint: configured by the operator (this command), so
+    # allowed although it is on loopback (judge/endpoints.py).
+    with SimServerThread(settings) as sim, \
+            _ApiThread({"PJUDGE_API_KEYS": key, "PJUDGE_ENDPOINTS": _with_endpoint(f"{sim.url}/v1")}) as api, \
+            _WorkerProcess(demo_dir / "worker.log", {"PJUDGE_ENDPOINTS": _with_endpoint(f"{sim.url}/v1")}):
         if text:
             click.echo(f"simulated judge {sim.url} (first-bias {first_bias}, noise {noise}), API {api.url}, "
                        "one worker process")

@@ -1,7 +1,7 @@
 """calls.raw_truncated_from: the full length of an answer whose raw text was cut
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0006
 Create Date: 2027-01-20 10:00:00.000000
 
 Additive: one nullable column, null for every existing call (their raw text is whole).
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0004'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,115 @@
+"""The call-time half of the endpoint policy (judge/endpoints.py) for client-chosen endpoints.
+
+- Every socket is checked on the address it is about to connect to (aiohttp's `socket_factory`
+  receives the resolved address): a host that resolved to a public address at POST and to
+  169.254.169.254 now (DNS rebinding), a redirect to an internal host, an IP literal: all refused
+  before a byte is sent. Used by the direct transport's connector and, through the SDKs' own
+  aiohttp transport, by the SDK transport.
+- On the SDK transport, only the headers a judge call needs leave: an SDK adds what its
+  environment variables say (organization ids, ANTHROPIC_CUSTOM_HEADERS, ANTHROPIC_AUTH_TOKEN...),
+  and none of that may reach a host the operator did not choose. Authorization / x-api-key pass
+  only with the key the policy chose (the tenant's own, or a placeholder).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from judge.endpoints import NO_KEY, Access, address_problem
+
+SAFE_HEADERS = frozenset({"accept", "accept-encoding", "content-type", "content-length", "user-agent", "host",
+                          "connection", "transfer-encoding", "anthropic-version", "idempotency-key",
+                          "x-pjudge-sample"})
+
+
+class AddressRefused(OSError):
+    """A connection to an address a client-chosen endpoint may not reach (its text names no address)."""
+
+
+REFUSED = "address refused for a client-chosen endpoint"
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a connection error came from refused addresses only (no retry can help). With
+    several addresses aiohappyeyeballs joins their errors into one OSError's text."""
+    error = getattr(exc, "os_error", exc)
+    if isinstance(error, AddressRefused):
+        return True
+    text = str(error)  # "Multiple exceptions: <one>, <other>" when every address failed
+    return REFUSED in text and "Connect call failed" not in text
+
+
+def socket_factory(allow_private: bool) -> Callable[[Any], socket.socket]:
+    """An aiohttp `socket_factory` that refuses addresses judge.endpoints.address_problem names."""
+
+    def make(addr_info: Any) -> socket.socket:
+        family, type_, proto, _, address = addr_info
+        try:
+            ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
+        except ValueError:
+            raise AddressRefused("not an IP address") from None
+        if address_problem(ip, allow_private) is not None:
+            raise AddressRefused(REFUSED)
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return make
+
+
+def connector(access: Access, **options: Any) -> Any:
+    """An aiohttp TCPConnector; for a client-chosen endpoint, one that checks every address."""
+    import aiohttp
+
+    if not access.operator:
+        options["socket_factory"] = socket_factory(access.allow_private)
+    return aiohttp.TCPConnector(**options)
+
+
+def _allowed(name: str, value: str, key: str) -> bool:
+    name = name.lower()
+    if name in SAFE_HEADERS or name.startswith("x-stainless-"):
+        return True
+    if name == "authorization":
+        return value == f"Bearer {key}"
+    return name == "x-api-key" and value == key
+
+
+def sdk_http_client(sdk: Any, access: Access, event_hooks: dict[str, list[Any]] | None = None) -> Any:
+    """The SDK's aiohttp http client (`sdk.DefaultAioHttpClient`) with `event_hooks`; for a
+    client-chosen endpoint, on a transport whose connector checks addresses and which sends only
+    the safe headers. At operator endpoints without the aiohttp extra: the SDK's httpx client."""
+    hooks = event_hooks or {}
+    if access.operator:
+        try:
+            return sdk.DefaultAioHttpClient(event_hooks=hooks)
+        except RuntimeError:  # the aiohttp extra is missing: the SDK's default httpx transport
+            return sdk.DefaultAsyncHttpxClient(event_hooks=hooks)
+    transport_class = _vendored_transport(sdk)
+    key = access.api_key or NO_KEY
+
+    class GuardedTransport(transport_class):  # type: ignore[misc, valid-type]
+        async def handle_async_request(self, request: Any) -> Any:
+            for name in [n for n, v in request.headers.items() if not _allowed(n, v, key)]:
+                del request.headers[name]
+            return await super().handle_async_request(request)
+
+    def session() -> Any:
+        import aiohttp
+
+        return aiohttp.ClientSession(connector=connector(access, limit=1000))
+
+    return sdk.DefaultAioHttpClient(transport=GuardedTransport(client=session), event_hooks=hooks)
+
+
+def _vendored_transport(sdk: Any) -> Any:
+    import importlib
+
+    from judge.providers.base import ProviderError
+
+    try:
+        return importlib.import_module(f"{sdk.__name__}._vendor.httpx_aiohttp").AiohttpTransport
+    except (ImportError, AttributeError):
+        raise ProviderError("a client-chosen endpoint needs the SDK's aiohttp transport (this SDK version has "
+                            "none); use transport 'direct'") from None

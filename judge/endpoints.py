@@ -114,10 +114,17 @@ def _try_parse(url: str | None) -> Endpoint | None:
         return None
 
 
+def _variable(name: str, config: Settings) -> str | None:
+    """A base URL variable's value: the project's own through its settings, the SDKs' from the environment."""
+    if name == "PJUDGE_BASE_URL":
+        return config.base_url
+    return os.environ.get(name)
+
+
 def default_endpoint(provider: str, config: Settings) -> Endpoint | None:
     """Where a profile without base_url goes: the operator's base URL variable, else the provider's default."""
     for variable in BASE_URL_VARIABLES.get(provider, ()):
-        value = config.base_url if variable == "PJUDGE_BASE_URL" else os.environ.get(variable)
+        value = _variable(variable, config)
         if value:
             return _try_parse(value)
     return _try_parse(PROVIDER_DEFAULTS.get(provider))
@@ -127,7 +134,7 @@ def operator_endpoints(provider: str, config: Settings) -> frozenset[Endpoint]:
     """The endpoints the operator configured for `provider`: its default, its base URL variables,
     and PJUDGE_ENDPOINTS entries (`URL` for every provider, `provider=URL` for one)."""
     urls = [PROVIDER_DEFAULTS.get(provider)]
-    urls += [config.base_url if v == "PJUDGE_BASE_URL" else os.environ.get(v) for v in BASE_URL_VARIABLES.get(provider, ())]
+    urls += [_variable(v, config) for v in BASE_URL_VARIABLES.get(provider, ())]
     for entry in (*config.endpoints, *config.api_base_urls):
         name, separator, rest = entry.partition("=")
         if separator and name.strip() in ENDPOINT_PROVIDERS:

@@ -72,8 +72,10 @@ class _WorkerProcess:
 
 
 def _with_endpoint(url: str) -> str:
-    """PJUDGE_ENDPOINTS of the environment plus `url`."""
-    return ",".join(part for part in (os.environ.get("PJUDGE_ENDPOINTS", ""), url) if part)
+    """PJUDGE_ENDPOINTS of the settings plus `url` (for the demo's child processes)."""
+    from judge.settings import settings
+
+    return ",".join((*settings().endpoints, url))
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

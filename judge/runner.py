@@ -60,6 +60,7 @@ class Judge:
         max_in_flight: int = 64,
         on_call: Callable[[Call], None] | None = None,
         limiter: RateLimiter | None = None,
+        call_deadline_s: float | None = None,
     ):
         self.profile = profile
         self.template = profile.load_template()
@@ -71,6 +72,13 @@ class Judge:
         self._calls = asyncio.Semaphore(self.max_in_flight)
         self.on_call = on_call
         self.limiter = limiter
+        if call_deadline_s is None:
+            from judge.settings import settings
+
+            call_deadline_s = settings().call_deadline_s
+        # The whole of one provider call, its own retries and their waits included: a server that
+        # accepts the connection and never answers (or a huge timeout_s) ends here.
+        self.call_deadline_s = call_deadline_s
         self.info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
 
     async def __aenter__(self) -> Judge:
@@ -115,10 +123,21 @@ class Judge:
             prompt_chars = sum(len(m["content"]) for m in request.messages)
             await self.limiter.acquire(self.profile, prompt_chars // 4 + request.max_tokens)
         async with self._calls:
-            result = await self.provider.complete(request)
+            result = await self._deadlined(request)
         if key is not None:
             cache.put(key, result)
         return result, False
+
+    async def _deadlined(self, request: CallRequest) -> CallResult:
+        deadline = asyncio.timeout(self.call_deadline_s)
+        try:
+            async with deadline:
+                return await self.provider.complete(request)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # not ours: the provider's own (a provider should have made it a ProviderError)
+            raise ProviderError(f"no answer within the call's deadline ({self.call_deadline_s:g} s, "
+                                "retries included)") from None
 
     async def call(self, item: PairItem, order: Order, sample: int, cache: CallCache | None = None) -> Call:
         """One position of one sample, re-asked while the answer cannot be parsed."""

@@ -167,8 +167,8 @@ class HangingServer:
             try:
                 while await reader.read(65536):
                     pass  # never answer; wait for the client to give up
-            except OSError:
-                pass
+            except (OSError, asyncio.CancelledError):
+                pass  # the client went away, or the server stops
             finally:
                 self.open -= 1
                 writer.close()

@@ -42,6 +42,9 @@ class Activity:
 def _watchdog(activity: Activity, concurrency: int, redis_url: str, queue: str, interval: float = 1.0) -> None:
     import redis
 
+    from judge.settings import settings
+    from worker.batches import RUNNING, stop_after_grace
+
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     broker_was_down = False
     waiting_since: float | None = None
@@ -59,6 +62,8 @@ def _watchdog(activity: Activity, concurrency: int, redis_url: str, queue: str, 
         if broker_was_down or stalled:
             reason = "the broker came back" if broker_was_down else "tasks wait while this worker is idle"
             log.warning("restarting the worker process: %s", reason)
+            # Running batches get the same grace as on SIGTERM, then go back to the queue.
+            stop_after_grace(RUNNING, settings().shutdown_grace_s)
             deadline = now + 60
             while activity.running > 0 and time.monotonic() < deadline:
                 time.sleep(0.2)

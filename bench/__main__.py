@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ("pipeline", "report", "personalization", "cost", "stats")
+BENCHMARKS = ("pipeline", "report", "personalization", "cost", "stats", "fairness")
 
 
 def main() -> None:

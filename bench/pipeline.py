@@ -54,10 +54,10 @@ def _items(n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _http(method: str, url: str, body: Any = None) -> Any:
+def _http(method: str, url: str, body: Any = None, key: str = KEY) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
             return json.loads(response.read())

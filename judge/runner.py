@@ -19,7 +19,6 @@ from judge.parsers import Parsed, get_parser, to_item_labels
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
 from judge.records import Call, JudgeInfo, Order, PairItem, Verdict
-from judge.settings import settings
 
 REASK = (
     "Your answer could not be read ({error}). Reply again with only the required format, "
@@ -64,6 +63,7 @@ class Judge:
         limiter: RateLimiter | None = None,
         raw_max_chars: int | None = None,
         access: Access | None = None,
+        call_deadline_s: float | None = None,
     ):
         """`access`: the endpoint and key the provider may use (judge/endpoints.py); default: the
         CLI's (`local_access`). It also scopes the cache keys, whatever `provider` is given."""
@@ -86,6 +86,13 @@ class Judge:
         self._calls = asyncio.Semaphore(self.max_in_flight)
         self.on_call = on_call
         self.limiter = limiter
+        if call_deadline_s is None:
+            from judge.settings import settings
+
+            call_deadline_s = settings().call_deadline_s
+        # The whole of one provider call, its own retries and their waits included: a server that
+        # accepts the connection and never answers (or a huge timeout_s) ends here.
+        self.call_deadline_s = call_deadline_s
         self.info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
         # Answers longer than this are cut (PJUDGE_RAW_MAX_CHARS): a server that answers 50 MB must
         # not get 50 MB into the cache, the database and every page of verdicts.
@@ -140,11 +147,22 @@ class Judge:
             prompt_chars = sum(len(m["content"]) for m in request.messages)
             await self.limiter.acquire(self.profile, prompt_chars // 4 + request.max_tokens)
         async with self._calls:
-            result = self._capped(await self.provider.complete(request))
+            result = self._capped(await self._deadlined(request))
         # A cut answer is not cached: the cache keeps whole answers only (and no 50 MB ones).
         if key is not None and result.truncated_from is None:
             cache.put(key, result)
         return result, False
+
+    async def _deadlined(self, request: CallRequest) -> CallResult:
+        deadline = asyncio.timeout(self.call_deadline_s)
+        try:
+            async with deadline:
+                return await self.provider.complete(request)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # not ours: the provider's own (a provider should have made it a ProviderError)
+            raise ProviderError(f"no answer within the call's deadline ({self.call_deadline_s:g} s, "
+                                "retries included)") from None
 
     async def call(self, item: PairItem, order: Order, sample: int, cache: CallCache | None = None) -> Call:
         """One position of one sample, re-asked while the answer cannot be parsed."""

@@ -97,7 +97,6 @@ class Settings(BaseSettings):
                         "(the built-in profiles' models and the simulator's). A model without a price is "
                         "refused (422).")
 
-
     # ------------------------------------------------------------ endpoints and credentials (issue 12:
     # the credential model, cache isolation). judge/endpoints.py applies them.
     endpoints: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -117,6 +116,16 @@ class Settings(BaseSettings):
                                          "[default: a key file generated in <home>, mode 0600].")
     shared_cache: bool = Field(default=False, description="API keys share the call-cache entries made with the "
                                "operator's endpoints and keys (else each API key has its own entries).")
+
+    # ------------------------------------------------------------ fairness and bounds (issue 12: scheduling)
+    call_deadline_s: float = Field(default=300.0, gt=0, description="Most seconds one provider call may take, "
+                                   "the provider's own retries included; then it fails like a provider error.")
+    lanes: int = Field(default=16, ge=1, le=256, description="Queue lanes: each tenant with queued batches gets "
+                       "a lane of its own (while there are lanes), and workers take from the lanes in turn.")
+    tenant_share: float = Field(default=0.5, gt=0, le=1, description="Share of a worker's threads one tenant's "
+                                "batches keep while another tenant's batches wait; the rest are handed back.")
+    shutdown_grace_s: float = Field(default=5.0, ge=0, description="Seconds a stopping worker lets running "
+                                    "batches finish before it hands them back to the queue.")
 
     @field_validator("api_keys", "api_base_urls", "endpoints", "api_key_envs", mode="before")
     @classmethod

@@ -288,6 +288,17 @@ def job_status(engine: Engine, job_id: str) -> str | None:
     return row[0] if row else None
 
 
+def job_statuses(engine: Engine, job_ids: Iterable[str]) -> dict[str, str]:
+    """{job id: status} of the given jobs in one query (a missing job is absent): what a worker
+    polls every second for the jobs it is running, to stop a cancelled job's calls."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all()
+    return {job_id: status for job_id, status in rows}
+
+
 def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, Verdict]],
                     now: datetime | None = None, also: Callable[[Connection], Any] | None = None) -> int:
     """Store verdicts and their calls exactly once; returns how many were new.

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +135,55 @@ class Process:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class HangingServer:
+    """A loopback HTTP endpoint that accepts connections, reads what is sent and never answers:
+    an LLM endpoint that hangs. Counts the connections open now and ever opened."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.open = 0
+        self.accepted = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="hanging-server", daemon=True)
+        self._loop: Any = None
+        self._stop: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> HangingServer:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the hanging server did not start")
+        return self
+
+    def _serve(self) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.open += 1
+            self.accepted += 1
+            try:
+                while await reader.read(65536):
+                    pass  # never answer; wait for the client to give up
+            except (OSError, asyncio.CancelledError):
+                pass  # the client went away, or the server stops
+            finally:
+                self.open -= 1
+                writer.close()
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port, backlog=1024)
+            self._ready.set()
+            async with server:
+                await self._stop.wait()
+
+        asyncio.run(main())
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)

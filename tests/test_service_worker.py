@@ -76,10 +76,10 @@ class Service:
             assert isinstance(self._celery, Celery)
         return self._celery
 
-    def submit(self, items: list[PairItem], profile: Any, batch_size: int = 16) -> str:
+    def submit(self, items: list[PairItem], profile: Any, batch_size: int = 16, owner: str = "test-owner") -> str:
         from worker.tasks import enqueue_job
 
-        job = repo.create_job(self.engine, "test-owner", items, profile, batch_size=batch_size).job
+        job = repo.create_job(self.engine, owner, items, profile, batch_size=batch_size).job
         enqueue_job(job, self.celery())
         return job.id
 

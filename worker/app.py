@@ -5,6 +5,9 @@
 - A short visibility timeout and restore interval: unacknowledged tasks of a dead worker are
   redelivered within about half a minute, not kombu's default hour.
 - prefetch multiplier 1: a worker reserves no more than it runs.
+- Queue lanes (worker.lanes): a job's batches go to its owner's lane and workers take from the
+  lanes in turn; worker.batches caps a tenant's share of a worker while others wait, stops the
+  batches of cancelled jobs, and hands running batches back to the queue on shutdown.
 
 Importing this module (or worker.tasks) starts nothing and connects to nothing: the broker (REDIS_URL,
 else the embedded Redis, which resolving it starts) and the settings are read when the app's

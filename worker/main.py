@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+from worker import lanes
+
 RESTART_EXIT_CODE = 75
 log = logging.getLogger("pjudge.worker")
 
@@ -40,13 +42,16 @@ class Activity:
 def _watchdog(activity: Activity, concurrency: int, redis_url: str, queue: str, interval: float = 1.0) -> None:
     import redis
 
+    from judge.settings import settings
+    from worker.batches import RUNNING, stop_after_grace
+
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     broker_was_down = False
     waiting_since: float | None = None
     while True:
         time.sleep(interval)
         try:
-            backlog = int(client.llen(queue))
+            backlog = lanes.backlog(client, queue)
         except Exception:  # noqa: BLE001 - any failure to reach the broker
             broker_was_down = True
             continue
@@ -57,6 +62,8 @@ def _watchdog(activity: Activity, concurrency: int, redis_url: str, queue: str, 
         if broker_was_down or stalled:
             reason = "the broker came back" if broker_was_down else "tasks wait while this worker is idle"
             log.warning("restarting the worker process: %s", reason)
+            # Running batches get the same grace as on SIGTERM, then go back to the queue.
+            stop_after_grace(RUNNING, settings().shutdown_grace_s)
             deadline = now + 60
             while activity.running > 0 and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -64,11 +71,32 @@ def _watchdog(activity: Activity, concurrency: int, redis_url: str, queue: str, 
             os._exit(RESTART_EXIT_CODE)
 
 
+def _watch_batches(concurrency: int, redis_url: str, queue: str) -> None:
+    """Cap each tenant's share of this process's threads and stop the batches of cancelled jobs
+    (worker.batches)."""
+    import redis
+
+    from judge.settings import settings
+    from store import repo
+    from store.db import get_engine
+    from worker.batches import RUNNING, start_monitor
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    engine = get_engine()
+
+    def waiting() -> set[str]:
+        return lanes.waiting_owners(client, queue)
+
+    RUNNING.configure(concurrency, settings().tenant_share, waiting_now=waiting)
+    start_monitor(RUNNING, lambda ids: repo.job_statuses(engine, ids), waiting, repo.ACTIVE)
+
+
 def run(concurrency: int, loglevel: str, sweep: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     from celery import signals
 
+    from judge.settings import settings
     from store.db import get_engine
 
     get_engine()  # migrate before taking tasks
@@ -76,6 +104,7 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
     import judge.providers.anthropic_provider  # noqa: F401
     import judge.providers.openai_provider  # noqa: F401
     from worker.app import QUEUE, app
+    from worker.batches import RUNNING, stop_after_grace
     from worker.broker import redis_client_url
     from worker.tasks import warm_up
 
@@ -98,12 +127,19 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
     signals.worker_ready.connect(announce, weak=False)
     threading.Thread(target=_watchdog, args=(activity, concurrency, redis_client_url(), QUEUE),
                      name="pjudge-watchdog", daemon=True).start()
+    _watch_batches(concurrency, redis_client_url(), QUEUE)
+
+    def shutting_down(**_: object) -> None:
+        stop_after_grace(RUNNING, settings().shutdown_grace_s)
+
+    signals.worker_shutting_down.connect(shutting_down, weak=False)
     if sweep:
         from worker.sweeper import start_sweeper
 
         start_sweeper()
     app.worker_main([
-        "worker", "--pool=threads", f"--concurrency={concurrency}", "-Q", QUEUE, f"--loglevel={loglevel}",
+        "worker", "--pool=threads", f"--concurrency={concurrency}", "-Q", ",".join(lanes.all_queues(QUEUE)),
+        f"--loglevel={loglevel}",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "--prefetch-multiplier=1",
     ])
 

@@ -4,6 +4,7 @@ keeps hundreds of calls in flight with long-lived provider clients."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -25,7 +26,10 @@ class AsyncRuntime:
         self._lock = threading.Lock()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self.submit(coro).result()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _make_judge(self, profile: JudgeProfile, access: Access, limiter: Any) -> Judge:
         return Judge(profile, max_in_flight=settings().worker_max_in_flight, limiter=limiter, access=access)

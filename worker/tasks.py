@@ -7,16 +7,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import traceback
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 
 from judge.endpoints import AccessError
 from judge.records import JudgeInfo, PairItem, Verdict
 from store import repo
 from store.db import database_errors, get_engine
+from worker import lanes
 from worker.access import job_access
 from worker.app import QUEUE, app
+from worker.batches import CANCELLED, RUNNING, Batch, Stopped
 from worker.broker import redis_client_url
 from worker.cache import BatchCallCache
 from worker.runtime import runtime
@@ -59,6 +64,20 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
     job = repo.get_job(engine, job_id)
     if job is None or job.status not in repo.ACTIVE:
         return 0
+    entered = RUNNING.enter(job_id, job.owner, f"{job_id}[{start}:{end}]")
+    if entered is None:
+        # Its tenant holds its share of this worker while another tenant's batches wait: hand the
+        # message back (to the end of its lane) and free the thread at once.
+        raise Reject("tenant at its share while another waits", requeue=True)
+    key, batch = entered
+    try:
+        return _judge_batch(self, engine, job, start, end, batch)
+    finally:
+        RUNNING.leave(key)
+
+
+def _judge_batch(task: Task, engine: Any, job: Any, start: int, end: int, batch: Batch) -> int:
+    job_id = job.id
     if job.status == "queued":
         repo.mark_running(engine, job_id)
     pending = repo.pending_items(engine, job_id, start, end)
@@ -66,20 +85,25 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
     if pending:
         profile = repo.job_profile(job)
         info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
+        cache: BatchCallCache | None = None
         try:
             access, tenant = job_access(engine, job, profile)
             limiter = _rate_limiter() if (profile.requests_per_minute or profile.tokens_per_minute) else None
             judge = runtime().judge_for(profile, access, limiter=limiter)
-            cache: BatchCallCache | None = BatchCallCache(engine, judge.cache_keys(item for _, item in pending),
-                                                          tenant=tenant)
-            verdicts = runtime().run(_judge_all(judge, pending, cache))
+            cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending), tenant=tenant)
+            verdicts = batch.run(runtime().submit, _judge_all(judge, pending, cache))
+        except Stopped as stop:
+            return _stopped(engine, batch, stop.reason, cache)
         except AccessError as exc:  # the job cannot run as stored: no retry helps
             verdicts = _error_verdicts(info, pending, f"provider: {exc}")
             cache = None
         except Exception as exc:  # noqa: BLE001 - an internal failure must not lose the items
-            if self.request.retries < MAX_TASK_RETRIES:
-                log.warning("batch %s[%d:%d] failed (%s); retrying", job_id, start, end, type(exc).__name__)
-                raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from None
+            if task.request.retries < MAX_TASK_RETRIES:
+                log.warning("batch %s failed (%s); retrying", batch.label, type(exc).__name__)
+                raise task.retry(exc=exc, countdown=min(30, 2 ** task.request.retries)) from None
+            log.error("batch %s (job %s, items %d to %d) failed %d times; its %d items get error verdicts\n%s",
+                      batch.label, job_id, start, end - 1, task.request.retries + 1, len(pending),
+                      safe_traceback(exc))
             verdicts = _error_verdicts(info, pending, f"internal: {type(exc).__name__}")
             cache = None
         # The verdicts, the new cache entries and the job's completion: one transaction.
@@ -89,15 +113,43 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
             if cache is not None:  # keep what the provider was paid for, then try the batch again
                 with contextlib.suppress(*database_errors()):
                     cache.flush()
-            if self.request.retries < MAX_TASK_RETRIES:
-                log.warning("batch %s[%d:%d] not stored (%s); retrying", job_id, start, end, type(exc).__name__)
-                raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from None
+            if task.request.retries < MAX_TASK_RETRIES:
+                log.warning("batch %s not stored (%s); retrying", batch.label, type(exc).__name__)
+                raise task.retry(exc=exc, countdown=min(30, 2 ** task.request.retries)) from None
+            log.error("batch %s (job %s) not stored after %d tries\n%s", batch.label, job_id,
+                      task.request.retries + 1, safe_traceback(exc))
             raise
         if cache is not None:
             cache.committed()
     if not stored:
         repo.finish_if_complete(engine, job_id)
     return stored
+
+
+def _stopped(engine: Any, batch: Batch, reason: str, cache: BatchCallCache | None) -> int:
+    """A batch stopped from outside (worker.batches). A cancelled job's batch stores nothing and
+    its message is done with; a batch handed back (another tenant waits, or the worker stops)
+    keeps the answers paid for in the call cache and goes back to the queue, to be judged again
+    from the cache."""
+    if reason == CANCELLED:
+        log.info("batch %s stopped: its job is no longer active", batch.label)
+        return 0
+    if cache is not None:
+        with contextlib.suppress(*database_errors()):
+            cache.flush()
+    raise Reject(f"batch {batch.label} {reason}; back to the queue", requeue=True)
+
+
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@/\s]+@")
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """The exception's traceback for the log, without secrets: key-like strings and the values of
+    key variables struck (judge.providers.base.redact), and URL passwords masked."""
+    from judge.providers.base import redact
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return _URL_PASSWORD.sub(r"\1***@", redact(text))
 
 
 def warm_up(connections: int) -> None:
@@ -135,25 +187,40 @@ def prepare_publisher(celery_app: Any = None) -> None:
         log.warning("broker transport not preloaded (%s)", type(exc).__name__)
 
 
-def _send(celery_app: Any, job_id: str, start: int, end: int) -> None:
-    celery_app.send_task("pjudge.judge_batch", args=(job_id, start, end), queue=QUEUE, retry=True,
+def _send(celery_app: Any, job_id: str, start: int, end: int, queue: str = QUEUE) -> None:
+    celery_app.send_task("pjudge.judge_batch", args=(job_id, start, end), queue=queue, retry=True,
                          retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
 
 
+def lane_for(celery_app: Any, owner: str) -> str:
+    """The queue lane for `owner`'s batches (worker.lanes); the legacy queue, which every worker
+    also consumes, when the broker cannot be asked (fairness lost for that job, nothing else)."""
+    try:
+        with celery_app.pool.acquire(block=True) as connection:
+            return lanes.assign_lane(connection.default_channel.client, owner)
+    except Exception as exc:  # noqa: BLE001 - the send itself reports a broker that is away
+        log.warning("no queue lane for this job's batches (%s); using the shared queue", type(exc).__name__)
+        return QUEUE
+
+
 def enqueue_job(job: Any, celery_app: Any = None) -> int:
-    """Send one task per batch of the job; returns how many were sent."""
+    """Send one task per batch of the job, to its owner's lane; returns how many were sent."""
+    celery_app = celery_app or app
     batches = repo.batches(job)
+    queue = lane_for(celery_app, job.owner)
     for start, end in batches:
-        _send(celery_app or app, job.id, start, end)
+        _send(celery_app, job.id, start, end, queue)
     return len(batches)
 
 
 def requeue_missing(engine: Any, job: Any, celery_app: Any = None) -> int:
     """Re-send the batches of an active job that still miss verdicts (a safety net for a broker
     that lost messages); duplicates are harmless because writes are idempotent."""
-    sent = 0
-    for start, end in repo.batches(job):
-        if len(repo.done_positions(engine, job.id, start, end)) < end - start:
-            _send(celery_app or app, job.id, start, end)
-            sent += 1
-    return sent
+    celery_app = celery_app or app
+    missing = [(start, end) for start, end in repo.batches(job)
+               if len(repo.done_positions(engine, job.id, start, end)) < end - start]
+    if missing:
+        queue = lane_for(celery_app, job.owner)
+        for start, end in missing:
+            _send(celery_app, job.id, start, end, queue)
+    return len(missing)

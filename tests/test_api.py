@@ -230,6 +230,36 @@ def test_same_idempotency_key_returns_the_same_job(client: FlaskClient, engine: 
     assert bad.status_code == 400 and error_of(bad)["details"][0]["field"] == "Idempotency-Key"
 
 
+@pytest.mark.parametrize("change", ["other items of the same count", "other labels", "base_url", "samples",
+                                    "temperature", "swap", "another profile"])
+def test_the_same_idempotency_key_with_any_other_request_is_409(client: FlaskClient, engine: Engine,
+                                                               enqueued: list[Any], change: str) -> None:
+    items = make_items(6)
+    profile: dict[str, Any] = {"profile": "persona-certainty", "base_url": "http://llm.internal/v1", "samples": 1,
+                               "temperature": 0.0, "swap": True}
+    labels = [{"id": items[0]["id"], "human_label": "A"}]
+    headers = {**AUTH_A, "Idempotency-Key": "retry-me"}
+    assert post_job(client, items, headers, profile=profile, labels=labels).status_code == 202
+    same = post_job(client, json.loads(json.dumps(items)), headers, profile=dict(reversed(profile.items())),
+                    labels=labels)
+    assert same.status_code == 200 and same.headers.get("Idempotent-Replayed") == "true"
+    other_items, other_profile, other_labels = items, dict(profile), labels
+    if change == "other items of the same count":
+        other_items = [*items[:5], {**items[5], "response_b": items[5]["response_b"] + " Or not."}]
+    elif change == "other labels":
+        other_labels = [{"id": items[0]["id"], "human_label": "B"}]
+    elif change == "another profile":
+        other_profile["profile"] = "persona-tie"
+    else:
+        other_profile[change] = {"base_url": "http://llm2.internal/v1", "samples": 3, "temperature": 0.7,
+                                 "swap": False}[change]
+    conflict = post_job(client, other_items, headers, profile=other_profile, labels=other_labels)
+    assert conflict.status_code == 409, conflict.get_json()
+    error = error_of(conflict)
+    assert error["code"] == "conflict" and error["details"][0]["field"] == "Idempotency-Key"
+    assert count(engine, Job) == 1 and len(enqueued) == 1
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_item_517_missing_response_b_names_index_and_field_and_stores_nothing(client: FlaskClient,

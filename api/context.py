@@ -11,6 +11,7 @@ from flask import current_app
 from sqlalchemy.engine import Engine
 
 from api.metrics import HttpMetrics
+from api.throttle import AuthThrottle
 from judge.settings import Settings, settings
 from store.repo import hash_key
 
@@ -34,6 +35,7 @@ class ApiSettings:
     allowed_base_urls: tuple[str, ...]
     metrics_require_auth: bool
     stats_max_verdicts: int
+    auth_failures_per_minute: int
 
     @classmethod
     def load(cls, config: Mapping[str, Any] | None = None) -> ApiSettings:
@@ -53,6 +55,7 @@ class ApiSettings:
             allowed_base_urls=config.api_base_urls,
             metrics_require_auth=config.metrics_auth,
             stats_max_verdicts=config.stats_max_verdicts,
+            auth_failures_per_minute=config.auth_failures_per_minute,
         )
 
 
@@ -62,6 +65,10 @@ class ApiState:
     enqueue: Enqueue
     settings: ApiSettings
     metrics: HttpMetrics = field(default_factory=HttpMetrics)
+    throttle: AuthThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
 
 
 def state() -> ApiState:

@@ -23,7 +23,9 @@ ERRORS = {400: "Unreadable request (malformed JSON, wrong content type, bad quer
           404: "No such job for this key.",
           409: "Conflict with the job's state or an earlier request.",
           413: "Body larger than the server's limit (PJUDGE_MAX_BODY_MB).",
-          422: "Readable but invalid input; details name each field (e.g. items[516].response_b)."}
+          422: "Readable but invalid input; details name each field (e.g. items[516].response_b).",
+          429: "Too many failed authentications from this address (PJUDGE_AUTH_FAILURES_PER_MINUTE); "
+               "see Retry-After."}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
           "description": "The job_id returned by POST /v1/jobs."}
 PERSONALIZATION_JOB_ID = {**JOB_ID, "description": "The job_id returned by POST /v1/personalization."}
@@ -178,7 +180,7 @@ def build_document() -> dict[str, Any]:
         for status, (description, model) in route.ok.items():
             responses[str(status)] = {"description": description,
                                       "content": {route.content_type: {"schema": ref(model, "serialization")}}}
-        for status in route.errors:
+        for status in (*route.errors, *((429,) if 401 in route.errors else ())):
             responses[str(status)] = {**error, "description": ERRORS[status]}
         operation["responses"] = responses
         if route.public:

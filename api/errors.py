@@ -59,14 +59,27 @@ def json_response(document: Any, status: int = 200, headers: Mapping[str, str] |
     return Response(body, status=status, mimetype="application/json", headers=dict(headers or {}))
 
 
-def error_response(status: int, code: str, message: str, details: Iterable[Mapping[str, Any]] = (),
-                   headers: Mapping[str, str] | None = None) -> Response:
+def error_document(code: str, message: str, details: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The error shape itself (also written by the WSGI server's own errors: pjudge.commands.serve)."""
     shown = list(details)
     if len(shown) > MAX_DETAILS:
         more = len(shown) - MAX_DETAILS
         shown = shown[:MAX_DETAILS] + [problem(None, f"... and {more} more problem(s)")]
-    document = {"error": {"code": code, "message": message, "details": shown}}
-    return json_response(document, status, headers)
+    return {"error": {"code": code, "message": message, "details": shown}}
+
+
+def http_code(status: int) -> str:
+    """The error code of a plain HTTP status."""
+    return _HTTP_CODES.get(status, "http_error")
+
+
+def body_too_large_message(limit: int | None) -> str:
+    return "request body too large" + (f" (limit {limit} bytes)" if limit else "")
+
+
+def error_response(status: int, code: str, message: str, details: Iterable[Mapping[str, Any]] = (),
+                   headers: Mapping[str, str] | None = None) -> Response:
+    return json_response(error_document(code, message, details), status, headers)
 
 
 # ---------------------------------------------------------------- pydantic / InputError -> details
@@ -132,8 +145,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
-        limit = app.config.get("MAX_CONTENT_LENGTH")
-        message = "request body too large" + (f" (limit {limit} bytes)" if limit else "")
+        message = body_too_large_message(app.config.get("MAX_CONTENT_LENGTH"))
         # No "Connection: close" here: hop-by-hop headers are the server's business (PEP 3333).
         return error_response(413, "body_too_large", message)
 
@@ -145,7 +157,7 @@ def register_error_handlers(app: Flask) -> None:
             allowed = getattr(exc, "valid_methods", None)
             if allowed:
                 headers["Allow"] = ", ".join(allowed)
-        return error_response(status, _HTTP_CODES.get(status, "http_error"), exc.description or exc.name,
+        return error_response(status, http_code(status), exc.description or exc.name,
                               headers=headers)
 
     @app.errorhandler(Exception)

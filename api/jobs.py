@@ -170,6 +170,14 @@ def _idempotency_key() -> str | None:
     return key
 
 
+def idempotency_conflict(job: Job) -> ApiError:
+    """The same key with another request (another route, items, labels or profile field) is a client
+    bug: say so rather than answer for the first request or drop the new one."""
+    return ApiError(409, "conflict", "Idempotency-Key already used for a different request",
+                    [problem("Idempotency-Key", f"used by job {job.id} for another request; "
+                                                "send a new key for a new request")])
+
+
 # ---------------------------------------------------------------- routes
 
 @bp.post("")
@@ -203,11 +211,8 @@ def create_job() -> Response:
     job = created.job
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if not created.created:
-        # The same key with another request is a client bug; say so rather than answer for the first.
-        if (job.n_items, job.profile_name, job.provider, job.model) != (
-                len(items), profile.name, profile.provider, profile.model):
-            raise ApiError(409, "conflict", "Idempotency-Key already used for a different job",
-                           [problem("Idempotency-Key", f"used by job {job.id}")])
+        if not created.same_request:
+            raise idempotency_conflict(job)
         headers["Idempotent-Replayed"] = "true"
         return _model(JobAccepted(job_id=job.id, status=job.status), 200, headers)  # type: ignore[arg-type]
     try:

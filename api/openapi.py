@@ -24,8 +24,9 @@ ERRORS = {400: "Unreadable request (malformed JSON, wrong content type, bad quer
           409: "Conflict with the job's state or an earlier request.",
           413: "Body larger than the server's limit (PJUDGE_MAX_BODY_MB).",
           422: "Readable but invalid input; details name each field (e.g. items[516].response_b).",
-          429: "Over this key's daily quota (PJUDGE_QUOTA_ITEMS_PER_DAY, PJUDGE_QUOTA_COST_PER_DAY); "
-               "Retry-After gives the seconds until the job would fit."}
+          429: "Too many requests: over this key's daily quota (PJUDGE_QUOTA_ITEMS_PER_DAY, "
+               "PJUDGE_QUOTA_COST_PER_DAY), or too many failed authentications from this address "
+               "(PJUDGE_AUTH_FAILURES_PER_MINUTE); Retry-After gives the seconds to wait."}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
           "description": "The job_id returned by POST /v1/jobs."}
 PERSONALIZATION_JOB_ID = {**JOB_ID, "description": "The job_id returned by POST /v1/personalization."}
@@ -193,7 +194,7 @@ def build_document() -> dict[str, Any]:
             responses[str(status)] = {"description": description}
             if model is not None:
                 responses[str(status)]["content"] = {route.content_type: {"schema": ref(model, "serialization")}}
-        for status in route.errors:
+        for status in sorted({*route.errors, *((429,) if 401 in route.errors else ())}):
             responses[str(status)] = {**error, "description": ERRORS[status]}
         operation["responses"] = responses
         if route.public:

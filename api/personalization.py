@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from api.auth import authenticate, current_owner
 from api.context import state
 from api.errors import ApiError, invalid, json_response, not_found, problem, pydantic_problems, summarize
-from api.jobs import MAX_NESTING, daily_quota, job_out, owned_job, quota_error
+from api.jobs import MAX_NESTING, daily_quota, idempotency_conflict, job_out, owned_job, quota_error
 from api.jobs import _idempotency_key as idempotency_key  # the same header rules as POST /v1/jobs
 from api.parsing import deeper_than, parse_query, read_json_body
 from api.profiles import resolve_profile
@@ -270,15 +270,6 @@ def _model(document: Any, status: int = 200, headers: dict[str, str] | None = No
     return json_response(document.model_dump(mode="json"), status, headers)
 
 
-def _same_request(job: Job, accepted: _Accepted) -> bool:
-    """Whether an earlier job with this Idempotency-Key was made from this very request."""
-    if (job.kind, job.n_items, job.profile_name, job.provider, job.model) != (
-            KIND, len(accepted.items), accepted.profile.name, accepted.profile.provider, accepted.profile.model):
-        return False
-    # Through JSON, as stored: a tuple and a list, or 1.0 and 1, must not count as different.
-    return repo.job_inputs(state().engine, job.id) == json.loads(json.dumps(accepted.inputs(), ensure_ascii=False))
-
-
 def _enqueue(job: Job) -> None:
     try:
         state().enqueue(job)
@@ -341,10 +332,8 @@ def create() -> Response:
     headers = {"Location": f"/v1/personalization/{job.id}"}
     answer = PersonalizationAccepted(job_id=job.id, status=job.status, kind=KIND, pairs=job.n_items)  # type: ignore[arg-type]
     if not created.created:
-        # The same key with another request is a client bug; say so rather than answer for the first.
-        if not _same_request(job, accepted):
-            raise ApiError(409, "conflict", "Idempotency-Key already used for a different job",
-                           [problem("Idempotency-Key", f"used by job {job.id}")])
+        if not created.same_request:
+            raise idempotency_conflict(job)
         headers["Idempotent-Replayed"] = "true"
         return _model(answer, 200, headers)
     _enqueue(job)

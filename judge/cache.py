@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from judge.private import private_sqlite
 from judge.providers.base import CallRequest, CallResult
 
 
@@ -55,8 +56,7 @@ class SqliteCallCache:
     """A SQLite file shared safely by threads and processes (WAL; each write is its own commit)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = private_sqlite(Path(path))
         self._local = threading.local()
         with self._connect() as conn:
             conn.execute(

@@ -127,6 +127,16 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=5.0, ge=0, description="Seconds a stopping worker lets running "
                                     "batches finish before it hands them back to the queue.")
 
+    # ------------------------------------------------------------ serving edges (issue 12: correct edges)
+    serve_connection_limit: int = Field(default=1000, ge=1, description="Most client connections `pjudge serve` "
+                                        "(waitress) keeps open at once; more wait unanswered until one closes.")
+    serve_channel_timeout: int = Field(default=30, ge=1, description="Seconds a connection with no request in "
+                                       "progress stays open (waitress), so idle clients cannot hold every slot.")
+    serve_cleanup_interval: int = Field(default=5, ge=1, description="Seconds between closes of idle "
+                                        "connections (waitress).")
+    auth_failures_per_minute: int = Field(default=30, ge=0, description="Failed authentications a client "
+                                          "address may make per minute before 429 (per API process; 0: no limit).")
+
     @field_validator("api_keys", "api_base_urls", "endpoints", "api_key_envs", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

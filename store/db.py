@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import create_engine
 
 from judge.paths import user_data_dir
+from judge.private import private_dir, private_file, private_sqlite
 from judge.settings import settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -31,8 +32,7 @@ def database_url() -> str:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
         return url
-    path = user_data_dir() / "pjudge.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = private_dir(user_data_dir()) / "pjudge.sqlite"
     return f"sqlite:///{path}"
 
 
@@ -49,6 +49,8 @@ def create_db_engine(url: str | None = None) -> Engine:
     url = url or database_url()
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if engine.url.database and engine.url.database != ":memory:" and not engine.url.database.startswith("file:"):
+            private_sqlite(Path(engine.url.database))  # before SQLite makes it (and its WAL) 0644
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -127,7 +129,7 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
         yield
         return
 
-    with open(f"{database}.migrate-lock", "a") as handle:
+    with open(private_file(Path(f"{database}.migrate-lock")), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -83,6 +83,9 @@ class Job(SQLModel, table=True):
     # JSON {metadata key: summarized?} fixed at creation (store.summaries.plan_group_keys): which
     # keys get by-group summary rows. Never changes, so workers may cache it.
     summary_keys: str | None = Field(default=None, sa_column=Column(Text))
+    # SHA-256 of the request the job was made from (store.repo.request_fingerprint): a replayed
+    # Idempotency-Key must come with the same request.
+    request_fingerprint: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -83,6 +83,60 @@ def key_is_active(engine: Engine, key_hash: str) -> bool:
 class JobCreated:
     job: Job
     created: bool
+    # False when an earlier job holds the Idempotency-Key but was made from another request
+    # (another route, items, labels or profile): the caller answers 409, not the old job.
+    same_request: bool = True
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def request_fingerprint(kind: str, items: Iterable[Mapping[str, Any]], profile: Mapping[str, Any],
+                        inputs: Any = None) -> str:
+    """SHA-256 of the request a job was made from, as it is stored: its kind (one creating route
+    each: /v1/jobs, /v1/personalization), its items in order with their labels, the resolved
+    profile and the stored inputs. Two requests that would make the same job have the same
+    fingerprint; 1 and 1.0, or key order, make no difference (canonical JSON of the stored forms)."""
+    digest = hashlib.sha256(_canonical({"kind": kind, "profile": profile, "inputs": inputs}))
+    for item in items:
+        digest.update(b"\n")
+        digest.update(_canonical(item))
+    return digest.hexdigest()
+
+
+def _stored_form(value: Any) -> Any:
+    """A JSON value as it reads back from the database (tuples as lists, floats as stored)."""
+    return json.loads(json.dumps(value, ensure_ascii=False))
+
+
+def fingerprint_of_request(kind: str, items: Sequence[PairItem], profile: JudgeProfile,
+                           inputs: Mapping[str, Any] | None) -> str:
+    return request_fingerprint(kind, (json.loads(item.model_dump_json(exclude_none=True)) for item in items),
+                               json.loads(profile.model_dump_json()),
+                               None if inputs is None else _stored_form(inputs))
+
+
+def fingerprint_of_stored_job(conn: Connection, job_id: str) -> str | None:
+    """The fingerprint of a job stored before fingerprints were (migration 0005, and any such job
+    found on a replay), from its stored items, profile and inputs."""
+    job = conn.execute(select(Job.kind, Job.profile_json).where(Job.id == job_id)).first()
+    if job is None:
+        return None
+    items = conn.execute(select(JobItem.item_json).where(JobItem.job_id == job_id)
+                         .order_by(JobItem.position)).scalars()
+    inputs = conn.execute(select(JobInput.inputs_json).where(JobInput.job_id == job_id)).scalar_one_or_none()
+    return request_fingerprint(job.kind, (json.loads(text) for text in items),
+                               json.loads(JudgeProfile.model_validate_json(job.profile_json).model_dump_json()),
+                               None if inputs is None else json.loads(inputs))
+
+
+def _replayed(engine: Engine, existing: Job, fingerprint: str) -> JobCreated:
+    stored = existing.request_fingerprint
+    if stored is None:
+        with engine.connect() as conn:
+            stored = fingerprint_of_stored_job(conn, existing.id)
+    return JobCreated(existing, created=False, same_request=stored == fingerprint)
 
 
 QUOTA_WINDOW = timedelta(hours=24)
@@ -149,22 +203,25 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
     """Store a job and all its items in one transaction (all or nothing).
 
     `inputs`: what the job's report needs beyond its items (a JSON object, see `job_inputs`); stored
-    in the same transaction, so a job never exists without them. `quota`: the owner's daily quota,
+    in the same transaction, so a job never exists without them. With an `idempotency_key` the
+    owner used before, nothing is stored: the earlier job comes back, `same_request` telling
+    whether it was made from this very request (`request_fingerprint`). `quota`: the owner's daily quota,
     checked in the same transaction after the job row is written (QuotaExceeded rolls it back). The
     write holds SQLite's one write lock, and on PostgreSQL an advisory lock per owner serializes its
     creations, so concurrent requests of one key cannot both pass on the same remaining quota. A
     replay of an Idempotency-Key returns the existing job without a quota check.
     """
+    fingerprint = fingerprint_of_request(kind, items, profile, inputs)
     if idempotency_key:
         existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
         if existing is not None:
-            return JobCreated(existing, created=False)
+            return _replayed(engine, existing, fingerprint)
     plan = summaries.plan_group_keys(items)
     job = Job(
         id=str(uuid.uuid4()), owner=owner, kind=kind, idempotency_key=idempotency_key,
         profile_name=profile.name, provider=profile.provider, model=profile.model,
         profile_json=profile.model_dump_json(), batch_size=batch_size, n_items=len(items),
-        summary_keys=json.dumps(plan, ensure_ascii=False),
+        summary_keys=json.dumps(plan, ensure_ascii=False), request_fingerprint=fingerprint,
     )
     try:
         with transaction(engine) as conn:
@@ -174,7 +231,7 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
             if quota is not None and quota.limited:
                 _check_quota(conn, job, quota)
             summaries.record_overflow(conn, job.id, [key for key, kept in plan.items()
-                                                     if not kept and len(key) <= summaries.MAX_OVERFLOW_KEY])
+                                                     if not kept and summaries.overflow_key(key)])
             rows = [
                 {"job_id": job.id, "item_id": item.id, "position": position,
                  "item_json": item.model_dump_json(exclude_none=True)}
@@ -190,7 +247,7 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
         if idempotency_key:
             existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
             if existing is not None:
-                return JobCreated(existing, created=False)
+                return _replayed(engine, existing, fingerprint)
         raise
     return JobCreated(job, created=True)
 

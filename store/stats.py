@@ -16,7 +16,8 @@ Two steps need more than the summaries, both resolved exactly:
   positions the chunk, and one query reads at most 1024 verdict rows of that chunk.
 
 `report` returns None when group_by names a metadata key some verdicts of the selection are not
-summarized under (summary_overflow); the caller then computes from the verdicts.
+summarized under (summary_overflow), or a key never summarized ("", or holding NUL: see
+store.summaries); the caller then computes from the verdicts.
 """
 
 from __future__ import annotations
@@ -615,7 +616,8 @@ def report(
     `builtin_groups`: group_by "profile", "model" and "job" group by those columns."""
     grouping = Grouping.of(group_by, builtin_groups)
     with engine.connect() as conn:
-        if grouping.key is not None and overflowed(conn, selection, grouping.key):
+        if grouping.key is not None and (summaries.never_summarized(grouping.key)
+                                         or overflowed(conn, selection, grouping.key)):
             return None
         query = _Query(conn, selection, grouping, risk=target_accuracy is not None, threshold=threshold)
         groups, models = query.counts()

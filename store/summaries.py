@@ -13,6 +13,10 @@ Groups: a verdict is summarized under a metadata key when the job's plan (fixed 
 `plan_group_keys`) says so and its group name is short enough; otherwise the (job, key) pair goes
 to summary_overflow and by_group over that key falls back to the verdicts. A null value is the
 "(missing)" group, which the reader gets as the total minus the other groups.
+
+The ungrouped rows are those with group_key "" (UNGROUPED), so a metadata key "" is never
+summarized under: its rows would be read as part of every total. Nor is a key or name holding NUL
+(PostgreSQL text refuses it). Grouping by such a key reads the verdicts.
 """
 
 from __future__ import annotations
@@ -131,7 +135,20 @@ def stat_columns(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
 
 
 def _fits(key: str, name: str) -> bool:
-    return len(key.encode("utf-8")) <= MAX_KEY_BYTES and len(name.encode("utf-8")) <= MAX_VALUE_BYTES
+    """Whether a (key, group name) can be a summary row: a key other than the ungrouped rows' "",
+    names short enough for the primary key and storable as text (PostgreSQL refuses NUL)."""
+    return (key != UNGROUPED[0] and len(key.encode("utf-8")) <= MAX_KEY_BYTES
+            and len(name.encode("utf-8")) <= MAX_VALUE_BYTES and "\x00" not in key and "\x00" not in name)
+
+
+def overflow_key(key: str) -> bool:
+    """Whether summary_overflow can name this key (group_by can: see `store.stats.report` for the others)."""
+    return len(key) <= MAX_OVERFLOW_KEY and "\x00" not in key
+
+
+def never_summarized(key: str) -> bool:
+    """Keys no job is summarized under nor overflows: by_group over them reads the verdicts."""
+    return key == UNGROUPED[0] or not overflow_key(key)
 
 
 def plan_group_keys(items: Iterable[PairItem]) -> Plan:
@@ -164,7 +181,7 @@ def verdict_groups(metadata: Mapping[str, Any], plan: Plan | None) -> tuple[dict
         name = group_key(value) if summarized else ""
         if summarized and _fits(key, name):
             groups[key] = name
-        elif summarized is not False and len(key) <= MAX_OVERFLOW_KEY:
+        elif summarized is not False and overflow_key(key):
             overflow.append(key)  # unknown to the plan, or too long: False keys are recorded already
     return groups, overflow
 
@@ -375,7 +392,7 @@ def backfill(conn: Connection, page: int = 2000) -> None:
             select(JobItem.item_json).where(JobItem.job_id == job_id)).scalars()]
         plan = plan_group_keys(items)
         conn.execute(update(Job).where(Job.id == job_id).values(summary_keys=json.dumps(plan)))
-        record_overflow(conn, job_id, [k for k, kept in plan.items() if not kept and len(k) <= MAX_OVERFLOW_KEY])
+        record_overflow(conn, job_id, [k for k, kept in plan.items() if not kept and overflow_key(k)])
         after = -1
         while True:
             rows = conn.execute(select(VerdictRow).where(VerdictRow.job_id == job_id, VerdictRow.position > after)
@@ -402,3 +419,22 @@ def backfill(conn: Connection, page: int = 2000) -> None:
             delta.apply(conn)
             record_overflow(conn, job_id, overflow)
 
+
+
+# ---------------------------------------------------------------- migration 0005
+
+def rebuild_empty_key_jobs(conn: Connection) -> None:
+    """Summaries made anew for the jobs whose plan summarized a metadata key "" (before it was
+    refused): their "" rows were read as part of every total. Their rows are dropped and the job
+    summarized again by `backfill`, which refuses the key now."""
+    from sqlalchemy import delete
+
+    broken = [job_id for job_id, plan in conn.execute(
+        select(Job.id, Job.summary_keys).where(Job.summary_keys.is_not(None))) if json.loads(plan).get(UNGROUPED[0])]
+    for job_id in broken:
+        for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk, summary_overflow):
+            conn.execute(delete(table).where(table.c.job_id == job_id))
+        conn.execute(update(Job).where(Job.id == job_id).values(summary_keys=None))
+        _plans.pop(job_id, None)
+    if broken:
+        backfill(conn)

@@ -232,6 +232,36 @@ def test_same_idempotency_key_returns_the_same_job(client: FlaskClient, engine: 
     assert bad.status_code == 400 and error_of(bad)["details"][0]["field"] == "Idempotency-Key"
 
 
+@pytest.mark.parametrize("change", ["other items of the same count", "other labels", "base_url", "samples",
+                                    "temperature", "swap", "another profile"])
+def test_the_same_idempotency_key_with_any_other_request_is_409(client: FlaskClient, engine: Engine,
+                                                               enqueued: list[Any], change: str) -> None:
+    items = make_items(6)
+    profile: dict[str, Any] = {"profile": "persona-certainty", "base_url": "http://llm.internal/v1", "samples": 1,
+                               "temperature": 0.0, "swap": True}
+    labels = [{"id": items[0]["id"], "human_label": "A"}]
+    headers = {**AUTH_A, "Idempotency-Key": "retry-me"}
+    assert post_job(client, items, headers, profile=profile, labels=labels).status_code == 202
+    same = post_job(client, json.loads(json.dumps(items)), headers, profile=dict(reversed(profile.items())),
+                    labels=labels)
+    assert same.status_code == 200 and same.headers.get("Idempotent-Replayed") == "true"
+    other_items, other_profile, other_labels = items, dict(profile), labels
+    if change == "other items of the same count":
+        other_items = [*items[:5], {**items[5], "response_b": items[5]["response_b"] + " Or not."}]
+    elif change == "other labels":
+        other_labels = [{"id": items[0]["id"], "human_label": "B"}]
+    elif change == "another profile":
+        other_profile["profile"] = "persona-tie"
+    else:
+        other_profile[change] = {"base_url": "http://llm2.internal/v1", "samples": 3, "temperature": 0.7,
+                                 "swap": False}[change]
+    conflict = post_job(client, other_items, headers, profile=other_profile, labels=other_labels)
+    assert conflict.status_code == 409, conflict.get_json()
+    error = error_of(conflict)
+    assert error["code"] == "conflict" and error["details"][0]["field"] == "Idempotency-Key"
+    assert count(engine, Job) == 1 and len(enqueued) == 1
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_item_517_missing_response_b_names_index_and_field_and_stores_nothing(client: FlaskClient,
@@ -424,6 +454,37 @@ def test_missing_wrong_and_revoked_keys_are_401(client: FlaskClient, engine: Eng
     assert repo.revoke_api_key(engine, row.prefix) == 1
     assert post_job(client, make_items(2), headers=stored).status_code == 401
     assert count(engine, Job) == 2  # the job fixture's and the stored key's; the revoked key made none
+
+
+def test_bad_keys_are_throttled_per_client_address(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import throttle
+
+    now = [1000.0]
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: now[0])
+    client = new_app(engine, lambda job: None, PJUDGE_AUTH_FAILURES_PER_MINUTE=5).test_client()
+
+    def get(address: str, headers: dict[str, str]) -> Any:
+        return client.get("/v1/stats/agreement", headers=headers, environ_base={"REMOTE_ADDR": address})
+
+    bad = {"Authorization": "Bearer guess-0001"}
+    for _ in range(3):
+        assert get("10.0.0.1", bad).status_code == 401
+        now[0] += 1
+    assert get("10.0.0.1", AUTH_A).status_code == 200  # a success in between resets nothing
+    for _ in range(2):
+        assert get("10.0.0.1", {}).status_code == 401
+    throttled = get("10.0.0.1", bad)
+    assert throttled.status_code == 429
+    error = error_of(throttled)
+    assert error["code"] == "too_many_requests" and error["details"][0]["field"] == "Authorization"
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    # Throttled whatever it sends (a right key must not tell a guesser it was right) ...
+    assert get("10.0.0.1", AUTH_A).status_code == 429
+    # ... while other addresses and unauthenticated routes are served.
+    assert get("10.0.0.2", AUTH_A).status_code == 200 and get("10.0.0.2", bad).status_code == 401
+    assert client.get("/healthz", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
+    now[0] += 61  # a minute after the failures
+    assert get("10.0.0.1", AUTH_A).status_code == 200
 
 
 def test_another_keys_job_is_404_everywhere(client: FlaskClient, engine: Engine, job_id: str) -> None:

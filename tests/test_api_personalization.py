@@ -276,6 +276,13 @@ def test_same_idempotency_key_returns_the_same_job(engine: Engine, queued: tuple
                        headers={**AUTH_A, "Idempotency-Key": "pairwise-1"}).status_code == 202
     assert post(client, body, {**AUTH_A, "Idempotency-Key": "pairwise-1"}).status_code == 409
     assert count(engine, Job) == 2
+    # ... and a key first used here is refused on /v1/jobs, whatever that request holds.
+    stored = repo.job_items(engine, first.get_json()["job_id"], 0, 1000)
+    same_items = [item.model_dump(mode="json", exclude_none=True) for _, item in stored]
+    conflict = client.post("/v1/jobs", json={"items": same_items},  # the same job but for its route
+                           headers={**AUTH_A, "Idempotency-Key": "pers-1"})
+    assert conflict.status_code == 409 and error_of(conflict)["details"][0]["field"] == "Idempotency-Key"
+    assert count(engine, Job) == 2 and len(sent) == 2
 
 
 def test_another_keys_job_and_a_pairwise_job_are_not_found(queued: tuple[FlaskClient, list[Job]]) -> None:

@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import math
 import random
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
@@ -273,6 +276,85 @@ def test_metadata_that_cannot_be_summarized_falls_back(engine: Engine) -> None:
     check(engine, selection, group_by="dataset")
 
 
+# Metadata keys that collide with the summaries' own names: "" is the ungrouped rows' group_key,
+# "(missing)" the name of the null group; and keys and values too long to be summarized.
+KEYS = st.sampled_from(["", "g", "(missing)", " ", "dataset", "é", "k" * 129, "k" * 256, "0", "\x00"]) | st.text(max_size=6)
+VALUES = (st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["", "(missing)", "x", "v" * 201, "0", "a\x00"])
+          | st.text(max_size=4) | st.lists(st.integers(0, 1), max_size=2) | st.dictionaries(st.sampled_from("ab"),
+                                                                                              st.integers(0, 1)))
+
+
+@given(data=st.data())
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_random_metadata_keys_never_break_the_summed_report(engine: Engine, data: st.DataObject) -> None:
+    """Whatever the metadata keys and values, the report summed in SQL (overall and by any key) is
+    build_report's on the same verdicts, and it never errors (a key "" made the HITL cut fail)."""
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    rng = random.Random(seed)
+    owner = f"prop-{uuid.uuid4()}"  # one engine for all examples: each example is its own owner
+    keys = data.draw(st.lists(KEYS, min_size=1, max_size=4, unique=True), label="keys")
+    profile = JudgeProfile(name="persona-certainty", provider="openai", model="gpt-4o")
+    for j in range(data.draw(st.integers(1, 2), label="jobs")):
+        n = data.draw(st.integers(1, 24), label="items")
+        items = [PairItem(id=f"it-{i}", prompt="p", response_a="a" * rng.randint(1, 80),
+                          response_b="b" * rng.randint(1, 80), human_label=rng.choice(["A", "B", "tie", None]),
+                          metadata={key: data.draw(VALUES) for key in keys if data.draw(st.booleans())})
+                 for i in range(n)]
+        job = repo.create_job(engine, owner, items, profile).job
+        verdicts = [(p, random_verdict(rng, it, profile.name, profile.model))
+                    for p, it in repo.job_items(engine, job.id, 0, n)]
+        repo.record_verdicts(engine, job.id, verdicts, now=T0 + timedelta(minutes=37 * j))
+    selection = Selection(owner=owner)
+    hitl = data.draw(st.sampled_from([0.2, 0.5, 1.0]), label="hitl")
+    check(engine, selection, hitl=hitl, bootstrap_resamples=20)
+    for key in [*keys, "g"]:
+        got = stats.report(engine, selection, group_by=key, hitl=hitl, bootstrap_resamples=20)
+        if got is None:  # not summarized under this key: the API reads the verdicts
+            with engine.connect() as conn:
+                assert summaries.never_summarized(key) or stats.overflowed(conn, selection, key)
+            continue
+        assert_same(got, reference(engine, selection, key, hitl=hitl, bootstrap_resamples=20))
+
+
+def test_migration_0005_fingerprints_keyed_jobs_and_summarizes_anew_those_that_grouped_a_key_named_empty(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(3)
+    items = [it.model_copy(update={"metadata": {"": rng.choice(["x", "y", ""]), "g": i % 2}})
+             for i, it in enumerate(make_items(rng, 30))]
+    profile = JudgeProfile(name="persona-certainty", provider="openai", model="gpt-4o")
+    with monkeypatch.context() as patched:  # summarized as before the fix: "" rows beside the totals
+        patched.setattr(summaries, "_fits", lambda key, name: True)
+        job = repo.create_job(engine, OWNER, items, profile).job
+        assert json.loads(job.summary_keys or "{}")[""] is True
+        repo.record_verdicts(engine, job.id, [(p, random_verdict(rng, it, profile.name, profile.model))
+                                              for p, it in repo.job_items(engine, job.id, 0, 30)])
+    with pytest.raises((AssertionError, ValueError)):  # the "" rows counted into the totals
+        check(engine, Selection(owner=OWNER), group_by="g")
+    keyed = repo.create_job(engine, OTHER, items[:5], profile, idempotency_key="k-1").job
+    _down_to(engine, "0004")
+    migrate(engine)
+    # A job stored with an Idempotency-Key before 0005 gets its request's fingerprint.
+    assert repo.get_job(engine, keyed.id).request_fingerprint == keyed.request_fingerprint is not None  # type: ignore[union-attr]
+    assert repo.create_job(engine, OTHER, items[:5], profile, idempotency_key="k-1").same_request
+    assert not repo.create_job(engine, OTHER, items[1:6], profile, idempotency_key="k-1").same_request
+    check(engine, Selection(owner=OWNER), group_by="g", hitl=0.5)
+    check(engine, Selection(job_id=job.id), hitl=0.3)
+    assert stats.report(engine, Selection(owner=OWNER), group_by="") is None  # from the verdicts
+
+
+def _down_to(engine: Engine, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from store.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
@@ -304,7 +386,7 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
             job = Job(id=f"00000000-0000-0000-0000-00000000000{j}", owner=OWNER, profile_name=profile.name,
                       provider=profile.provider, model=profile.model, profile_json=profile.model_dump_json(),
                       n_items=len(items), created_at=T0 + timedelta(seconds=j))
-            conn.execute(insert(Job.__table__), [job.model_dump(exclude={"summary_keys"})])
+            conn.execute(insert(Job.__table__), [job.model_dump(exclude={"summary_keys", "request_fingerprint"})])
             conn.execute(insert(JobItem.__table__), [
                 {"job_id": job.id, "item_id": it.id, "position": i, "item_json": it.model_dump_json()}
                 for i, it in enumerate(items)])

@@ -1,12 +1,15 @@
 """`pjudge serve`: run the HTTP API (SPEC section 8).
 
 The server is waitress when it is installed (a production WSGI server, pure Python) and
-otherwise werkzeug's threaded server; both serve the same app from api.app.create_app.
+otherwise werkzeug's threaded server; both serve the same app from api.app.create_app. Under
+waitress a body over the API's limit is refused when its headers arrive, in the API's JSON error
+shape, and idle connections are bounded in number and time (judge.settings: serve_*).
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import signal
 import sys
@@ -14,6 +17,7 @@ from typing import Any
 
 import click
 
+from judge.settings import settings
 from pjudge.common import handle_errors
 
 
@@ -32,18 +36,124 @@ def _werkzeug(app: Any, host: str, port: int, announce: Any) -> None:
         server.server_close()
 
 
+# After answering an error before the body was read (413 at header time), the rest of the upload is
+# read and dropped for this long (and up to this much) before closing: closing with unread input
+# resets the connection, and a client still sending would lose the answer.
+DRAIN_SECONDS = 5.0
+DRAIN_BYTES = 256 * 1024 * 1024
+
+
+def _json_error_channel() -> type:
+    """waitress's channel with its own error answers (a body over the limit refused at header time,
+    an unparsable request) written in the API's error shape instead of plain text, then a lingering
+    close (see DRAIN_SECONDS)."""
+    import socket
+    import time
+
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    from api.errors import body_too_large_message, error_document, http_code
+
+    class JsonErrorTask(ErrorTask):  # type: ignore[misc]
+        def execute(self) -> None:
+            error = self.request.error
+            if error.code == 413:
+                message = body_too_large_message(self.channel.server.adj.max_request_body_size - 1)
+            else:
+                message = f"{error.reason}: {error.body}"
+            body = json.dumps(error_document(http_code(error.code), message), separators=(",", ":")).encode()
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.channel.answered_error = True
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):  # type: ignore[misc]
+        error_task_class = JsonErrorTask
+        answered_error = False
+        drain_until: float | None = None
+        drained = 0
+
+        def handle_close(self) -> None:
+            if self.drain_until is None and self.answered_error and self.connected and not self.total_outbufs_len:
+                try:
+                    self.socket.shutdown(socket.SHUT_WR)  # the answer is out: the client sees it end
+                except OSError:
+                    super().handle_close()
+                    return
+                self.will_close = False
+                self.drain_until = time.monotonic() + DRAIN_SECONDS
+                return
+            if self.socket is not None:
+                super().handle_close()
+
+        def readable(self) -> bool:
+            return True if self.drain_until is not None else bool(super().readable())
+
+        def writable(self) -> bool:  # polled every loop: a drain past its time ends in handle_write
+            if self.drain_until is not None:
+                return time.monotonic() > self.drain_until
+            return bool(super().writable())
+
+        def handle_write(self) -> None:
+            if self.drain_until is not None:
+                super().handle_close()
+                return
+            super().handle_write()
+
+        def handle_read(self) -> None:
+            if self.drain_until is None:
+                super().handle_read()
+                return
+            try:
+                data = self.socket.recv(65536)
+            except OSError:
+                data = b""
+            self.drained += len(data)
+            if not data or self.drained > DRAIN_BYTES or time.monotonic() > self.drain_until:
+                super().handle_close()
+
+    return JsonErrorChannel
+
+
 def _waitress(app: Any, host: str, port: int, threads: int, announce: Any) -> None:
     from waitress.server import create_server
 
-    # waitress spools a body to a temporary file before the app runs; past twice the API's own
-    # limit it answers 413 itself (plain text) instead of spooling up to its 1 GB default.
-    limit = app.config["MAX_CONTENT_LENGTH"]
-    server = create_server(app, host=host, port=port, threads=threads, max_request_body_size=2 * limit + 2**20)
+    config = settings()
+    # waitress reads a whole body before the app runs: with its limit at the API's own, a larger
+    # declared Content-Length (or a chunked body growing past it) is refused as soon as seen,
+    # instead of waiting for (or spooling) the body. Idle connections are closed after
+    # serve_channel_timeout, and up to serve_connection_limit are kept, so that idle clients cannot
+    # take every slot from /healthz and real requests.
+    server = create_server(
+        app, host=host, port=port, threads=threads, max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1,
+        connection_limit=config.serve_connection_limit, channel_timeout=config.serve_channel_timeout,
+        cleanup_interval=config.serve_cleanup_interval)
+    server.channel_class = _json_error_channel()  # type: ignore[union-attr]
+    _raise_file_limit(config.serve_connection_limit)
     announce(server.effective_port, f"waitress ({threads} threads)")  # type: ignore[union-attr]
     try:
         server.run()
     finally:
         server.close()
+
+
+def _raise_file_limit(connections: int) -> None:
+    """Let the process open a descriptor per connection, with room for its own files."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):  # noqa: S110 - best effort: the default limit still serves
+            pass
 
 
 @click.command("serve")
@@ -60,6 +170,8 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
     Configured by DATABASE_URL (default: the embedded SQLite), REDIS_URL (default: the embedded
     Redis, shared with `pjudge worker`), PJUDGE_API_KEYS (comma-separated keys accepted besides
     those of `pjudge keys create`), PJUDGE_MAX_BODY_MB (default 50) and PJUDGE_BATCH_SIZE (default 32).
+    Under waitress: PJUDGE_SERVE_CONNECTION_LIMIT (1000), PJUDGE_SERVE_CHANNEL_TIMEOUT (30 s idle) and
+    PJUDGE_SERVE_CLEANUP_INTERVAL (5 s).
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

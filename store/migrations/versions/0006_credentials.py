@@ -1,7 +1,7 @@
 """tenant credentials (provider keys stored encrypted, per API key)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2027-01-20 10:00:00.000000
 
 Additive: a new table only, so existing jobs and running workers are unaffected.
@@ -14,7 +14,7 @@ import sqlmodel
 from alembic import op
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """calls.raw_truncated_from: the full length of an answer whose raw text was cut
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
 Create Date: 2027-01-20 10:00:00.000000
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0008'
+revision = '0007'
 down_revision = '0006'
 branch_labels = None
 depends_on = None

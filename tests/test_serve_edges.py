@@ -1,0 +1,137 @@
+"""`pjudge serve` at its edges, over real sockets: oversized declared bodies refused at once in the
+API's error shape (waitress and werkzeug), idle connections that cannot starve /healthz."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_api import KEY_A
+
+MB = 1024 * 1024
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[str], port: int):
+        self.proc, self.port = proc, port
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def exchange(self, head: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+        """Send a request head (and nothing more) and read the answer until the server closes or
+        the declared length is in."""
+        with self.connect(timeout) as sock:
+            sock.sendall(head)
+            return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(server: str, **env: str) -> Served:
+        full = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/serve.sqlite", "PJUDGE_API_KEYS": KEY_A,
+                "REDIS_URL": "redis://127.0.0.1:9/0", "PJUDGE_HOME": str(tmp_path / "home"), **env}
+        proc = subprocess.Popen([sys.executable, "-m", "pjudge", "serve", "--port", "0", "--server", server],
+                                cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        started.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line
+        return Served(proc, int(line.split("http://127.0.0.1:")[1].split()[0]))
+
+    yield start
+    for proc in started:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def post_head(length: int) -> bytes:
+    return (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY_A}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("server", ["waitress", "werkzeug"])
+def test_a_declared_oversized_body_is_refused_at_once_with_the_json_413(serve: Callable[..., Served],
+                                                                        server: str) -> None:
+    served = serve(server)
+    for length in (60 * MB, 2048 * MB):  # under waitress's old 1 GB spool limit, and over it
+        started = time.perf_counter()
+        status, headers, body = served.exchange(post_head(length), timeout=10)  # no body is ever sent
+        elapsed = time.perf_counter() - started
+        assert status == 413 and elapsed < 5, (length, status, elapsed)
+        assert headers["content-type"].startswith("application/json")
+        error = json.loads(body)["error"]
+        assert error["code"] == "body_too_large" and isinstance(error["details"], list), error
+    # A body within the limit still reaches the app.
+    status, _, _ = served.exchange(post_head(2) + b"{}")
+    assert status == 422
+
+
+def healthz(served: Served, timeout: float) -> int:
+    with served.connect(timeout) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return read_answer(sock)[0]
+
+
+def test_110_idle_connections_do_not_stop_healthz_answering(serve: Callable[..., Served]) -> None:
+    served = serve("waitress", PJUDGE_SERVE_CHANNEL_TIMEOUT="3", PJUDGE_SERVE_CLEANUP_INTERVAL="1")
+    idle = [served.connect() for _ in range(130)]  # unauthenticated, never sending a byte
+    try:
+        time.sleep(0.5)  # all accepted
+        started = time.perf_counter()
+        assert healthz(served, timeout=5) == 200
+        assert time.perf_counter() - started < 5
+        # ... and idle connections are closed after the channel timeout, freeing their slots.
+        idle[0].settimeout(15)
+        assert idle[0].recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_idle_connections_beyond_the_limit_wait_only_until_the_channel_timeout(serve: Callable[..., Served]) -> None:
+    served = serve("waitress", PJUDGE_SERVE_CONNECTION_LIMIT="20", PJUDGE_SERVE_CHANNEL_TIMEOUT="2",
+                   PJUDGE_SERVE_CLEANUP_INTERVAL="1")
+    idle = [served.connect() for _ in range(25)]
+    try:
+        started = time.perf_counter()
+        assert healthz(served, timeout=15) == 200
+        assert time.perf_counter() - started < 10
+    finally:
+        for sock in idle:
+            sock.close()

@@ -118,7 +118,7 @@ def fingerprint_of_request(kind: str, items: Sequence[PairItem], profile: JudgeP
 
 
 def fingerprint_of_stored_job(conn: Connection, job_id: str) -> str | None:
-    """The fingerprint of a job stored before fingerprints were (migration 0005, and any such job
+    """The fingerprint of a job stored before fingerprints were (migration 0007, and any such job
     found on a replay), from its stored items, profile and inputs."""
     job = conn.execute(select(Job.kind, Job.profile_json).where(Job.id == job_id)).first()
     if job is None:
@@ -479,7 +479,9 @@ def _call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str,
 
 def call_from_row(row: Any) -> Call:
     return Call(
-        order=row.order or None, sample=row.sample, raw=row.raw, raw_truncated_from=row.raw_truncated_from,
+        # .get: a migration's backfill reads the calls table as it is then, before later columns.
+        order=row.order or None, sample=row.sample, raw=row.raw,
+        raw_truncated_from=row._mapping.get("raw_truncated_from"),
         choice=row.choice, certainty=row.certainty,
         scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
         output_tokens=row.output_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s, cached=row.cached,

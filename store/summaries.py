@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -387,6 +387,9 @@ def backfill(conn: Connection, page: int = 2000) -> None:
     plan yet: summary_keys is null); a job with a plan has been summarized as it went."""
     from store.repo import call_from_row, verdict_from_row  # store.repo imports this module
 
+    # The columns of `calls` as they are at this migration: later migrations add others.
+    present = {column["name"] for column in inspect(conn).get_columns("calls")}
+    call_columns = [column for column in CallRow.__table__.columns if column.name in present]
     for job_id in conn.execute(select(Job.id).where(Job.summary_keys.is_(None)).order_by(Job.id)).scalars().all():
         items = [PairItem.model_validate_json(text) for text in conn.execute(
             select(JobItem.item_json).where(JobItem.job_id == job_id)).scalars()]
@@ -401,7 +404,7 @@ def backfill(conn: Connection, page: int = 2000) -> None:
                 break
             after = rows[-1].position
             calls: dict[str, list[Any]] = {}
-            for call in conn.execute(select(CallRow).where(
+            for call in conn.execute(select(*call_columns).where(
                     CallRow.job_id == job_id, CallRow.item_id.in_([r.item_id for r in rows]))
                     .order_by(CallRow.item_id, CallRow.order, CallRow.sample)):
                 calls.setdefault(call.item_id, []).append(call_from_row(call))
@@ -421,7 +424,7 @@ def backfill(conn: Connection, page: int = 2000) -> None:
 
 
 
-# ---------------------------------------------------------------- migration 0005
+# ---------------------------------------------------------------- migration 0007
 
 def rebuild_empty_key_jobs(conn: Connection) -> None:
     """Summaries made anew for the jobs whose plan summarized a metadata key "" (before it was

@@ -234,8 +234,10 @@ def test_same_idempotency_key_returns_the_same_job(client: FlaskClient, engine: 
 
 @pytest.mark.parametrize("change", ["other items of the same count", "other labels", "base_url", "samples",
                                     "temperature", "swap", "another profile"])
-def test_the_same_idempotency_key_with_any_other_request_is_409(client: FlaskClient, engine: Engine,
-                                                               enqueued: list[Any], change: str) -> None:
+def test_the_same_idempotency_key_with_any_other_request_is_409(engine: Engine, enqueued: list[Any],
+                                                               change: str) -> None:
+    client = new_app(engine, enqueued.append,  # the operator's endpoints: the base_url change is allowed
+                     PJUDGE_ENDPOINTS="http://llm.internal/v1,http://llm2.internal/v1").test_client()
     items = make_items(6)
     profile: dict[str, Any] = {"profile": "persona-certainty", "base_url": "http://llm.internal/v1", "samples": 1,
                                "temperature": 0.0, "swap": True}

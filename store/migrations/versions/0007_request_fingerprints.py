@@ -1,7 +1,7 @@
 """request fingerprints for Idempotency-Key replays; summaries without a metadata key ""
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2027-01-20 10:00:00.000000
 
 jobs.request_fingerprint: SHA-256 of the request a job was made from (store.repo
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """calls.raw_truncated_from: the full length of an answer whose raw text was cut
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0005
+Revises: 0004
 Create Date: 2027-01-20 10:00:00.000000
 
 Additive: one nullable column, null for every existing call (their raw text is whole).
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

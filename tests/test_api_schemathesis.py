@@ -25,7 +25,9 @@ MAX_EXAMPLES = 40  # per operation; the coverage phase adds its own boundary cas
 @pytest.fixture
 def seeded_app(tmp_path: Path) -> tuple[Flask, str]:
     engine = get_engine(f"sqlite:///{tmp_path}/schemathesis.sqlite")
-    app = create_app(engine, lambda job: None, {"PJUDGE_API_KEYS": KEY_A})
+    # Unthrottled: schemathesis sends hundreds of requests without a key on purpose, and expects
+    # each to be a 401 (the throttle's 429 has tests of its own).
+    app = create_app(engine, lambda job: None, {"PJUDGE_API_KEYS": KEY_A, "PJUDGE_AUTH_FAILURES_PER_MINUTE": 0})
     response = app.test_client().post("/v1/jobs", json={"items": make_items(12)}, headers=AUTH_A)
     job_id = response.get_json()["job_id"]
     judge_all(engine, job_id)

@@ -146,3 +146,15 @@ def test_pjudge_config_names_the_variable_that_does_not_parse() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: PJUDGE_BATCH_SIZE: ")
     assert "db-password-93f1" not in result.stdout + result.stderr
+
+
+def test_the_readme_settings_table_lists_every_setting_with_its_description() -> None:
+    from judge.settings import Settings
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Settings"):]
+    for name, field in Settings.model_fields.items():
+        variable = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}.get(name, f"PJUDGE_{name.upper()}")
+        rows = [line for line in table.splitlines() if line.startswith(f"| `{variable}` |")]
+        assert len(rows) == 1, f"{variable} is not in the README's settings table"
+        assert (field.description or "").replace("|", "\\|") in rows[0], f"{variable}: README and code differ"

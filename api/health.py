@@ -9,8 +9,8 @@ from api.auth import authenticate
 from api.context import state
 from api.errors import json_response
 from api.metrics import CONTENT_TYPE, render
-from api.queries import ping, totals
 from store import repo
+from store.queries import ping, totals
 
 bp = Blueprint("health", __name__)
 

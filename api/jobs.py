@@ -287,7 +287,7 @@ def cancel(job_id: str) -> Response:
 def export(job_id: str) -> Response:
     job = owned_job(job_id)
     parse_query(ExportQuery)
-    from api.queries import dpo_lines
+    from store.queries import dpo_lines
 
     engine = state().engine
 

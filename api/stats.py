@@ -11,9 +11,9 @@ from api.auth import authenticate, current_owner
 from api.context import state
 from api.errors import ApiError, json_response
 from api.parsing import parse_query
-from api.queries import VerdictFilter, agreement_verdicts, count_agreement_verdicts
 from api.schemas import StatsQuery
 from store import stats
+from store.queries import VerdictFilter, agreement_verdicts, count_agreement_verdicts
 
 bp = Blueprint("stats", __name__, url_prefix="/v1/stats")
 

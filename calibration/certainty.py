@@ -1,8 +1,10 @@
 """Is the judge's certainty worth anything? (SPEC 4: high/low certainty, coverage, ECE, Brier.)
 
-Vocabulary (calibration.table): "with a winner" = winner A or B, labelled or not; "decided" = SPEC 4's
-decided, labelled items with winner A or B. A tie label on a decided item counts as wrong, as in
-`accuracy_no_tie`. Certainty is |2 p_a - 1| (or the template's), confidence is max(p_a, 1 - p_a).
+The statistics of a list of verdicts, through their Counts (the formulas are
+calibration.from_counts'), and `coverage_auc`, the one extra that needs every verdict's certainty.
+Vocabulary (calibration.table.Outcomes): "with a winner" = winner A or B, labelled or not;
+"decided" = SPEC 4's decided, labelled items with winner A or B. Certainty is |2 p_a - 1| (or the
+template's), confidence is max(p_a, 1 - p_a).
 """
 
 from __future__ import annotations
@@ -12,62 +14,49 @@ from typing import Any
 
 import numpy as np
 
-from calibration.table import DECIMALS, A, B, VerdictTable, build_table, ratio
+from calibration import from_counts
+from calibration.counts import (
+    COVERAGE_THRESHOLDS,
+    ECE_BINS,
+    Counts,
+    counts_of,
+    ece_bin,
+    split_histogram,
+)
+from calibration.from_counts import reliability_from_bins
+from calibration.table import DECIMALS, VerdictTable, build_table
 from judge.records import Verdict
 
 Verdicts = Sequence[Verdict] | VerdictTable
 
-COVERAGE_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(10))
-ECE_BINS = 10
+
+def _counts(verdicts: Verdicts) -> Counts:
+    return counts_of(verdicts, risk=False, hitl=False)
 
 
-def _split_side(t: VerdictTable, mask: np.ndarray, threshold: float) -> dict[str, Any]:
-    labelled = mask & t.labelled
-    correct = int((mask & t.correct).sum())
-    return {
-        "threshold": threshold,
-        "n": int(mask.sum()),
-        "labelled": int(labelled.sum()),
-        "correct": correct,
-        "accuracy": ratio(correct, labelled.sum()),
-    }
+def split_counts(t: VerdictTable, threshold: float, group: np.ndarray | None = None,
+                 groups: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per group, the ([n, labelled, correct] high, ... low) split of the table's rows at a threshold
+    (certainty rounded to 9 decimals, SPEC 3.1; so is the cut): what `Counts.split` holds."""
+    cut = round(threshold, DECIMALS)
+    known = np.isfinite(t.certainty)
+    with np.errstate(invalid="ignore"):
+        high = t.certainty >= cut
+    g = np.zeros(len(t), dtype=np.int64) if group is None else group
+    return split_histogram(g, groups, t.winner, t.label, np.ones(len(t), dtype=np.int64), high, known)
 
 
 def certainty_split(verdicts: Verdicts, threshold: float = 0.8) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(high_certainty, low_certainty) at `threshold`, inclusive on the high side.
-
-    `n` counts items with winner A or B on that side (labelled or not, so an unlabelled job still shows
-    how many verdicts are confident); `labelled` those with a human label; `correct` those whose winner
-    equals the label; `accuracy` = correct / labelled (null without labelled items). Items with a
-    winner but no certainty at all (neither certainty nor p_a) are on neither side.
-    """
+    """(high_certainty, low_certainty) at `threshold` (calibration.from_counts.certainty_split)."""
     t = build_table(verdicts)
-    cut = round(threshold, DECIMALS)  # certainty is rounded to 9 decimals (SPEC 3.1); so is the cut
-    pool = t.ab_winner & np.isfinite(t.certainty)
-    high = pool & (t.certainty >= cut)
-    low = pool & (t.certainty < cut)
-    return _split_side(t, high, threshold), _split_side(t, low, threshold)
+    c = _counts(t)
+    c.split = split_counts(t, threshold)[0]
+    return from_counts.certainty_split(c, threshold)
 
 
-def coverage_curve(verdicts: Verdicts, thresholds: Sequence[float] = COVERAGE_THRESHOLDS) -> list[dict[str, Any]]:
-    """[{threshold, coverage, accuracy, n}]: coverage = share of decided items with certainty >= the
-    threshold, accuracy among those (null where none), n = how many those are."""
-    t = build_table(verdicts)
-    decided = t.decided
-    total = int(decided.sum())
-    out = []
-    for threshold in thresholds:
-        kept = decided & (t.certainty >= round(threshold, DECIMALS))
-        n = int(kept.sum())
-        out.append(
-            {
-                "threshold": threshold,
-                "coverage": ratio(n, total),
-                "accuracy": ratio((kept & t.correct).sum(), n),
-                "n": n,
-            }
-        )
-    return out
+def coverage_curve(verdicts: Verdicts) -> list[dict[str, Any]]:
+    """[{threshold, coverage, accuracy, n}] at COVERAGE_THRESHOLDS (calibration.from_counts)."""
+    return from_counts.coverage_curve(_counts(verdicts))
 
 
 def coverage_auc(verdicts: Verdicts) -> float | None:
@@ -79,13 +68,14 @@ def coverage_auc(verdicts: Verdicts) -> float | None:
     certainty carries no information. `coverage_curve` samples this curve at 10 thresholds.
     """
     t = build_table(verdicts)
-    pool = t.decided & np.isfinite(t.certainty)
-    total = int(t.decided.sum())
+    outcomes = t.outcomes
+    pool = outcomes.decided & np.isfinite(t.certainty)
+    total = int(outcomes.decided.sum())
     if not pool.any():
         return None
     order = np.argsort(-t.certainty[pool], kind="stable")
     certainty = t.certainty[pool][order]
-    cum_correct = np.cumsum(t.correct[pool][order])
+    cum_correct = np.cumsum(outcomes.correct[pool][order])
     ends = np.flatnonzero(np.r_[certainty[1:] != certainty[:-1], True])  # last index of each level
     accepted = ends + 1
     coverage = accepted / total
@@ -94,67 +84,19 @@ def coverage_auc(verdicts: Verdicts) -> float | None:
     return float((widths * accuracy).sum())
 
 
-def reliability(verdicts: Verdicts, bins: int = ECE_BINS) -> tuple[float | None, list[dict[str, Any]]]:
-    """(ECE, reliability table) over decided items, confidence max(p_a, 1 - p_a) in `bins` equal-width
-    bins over [0.5, 1]; bins are closed on the left, the last also on the right.
-
-    ECE = sum over bins of (n_bin / n) * |accuracy_bin - mean confidence_bin|.
-    """
-    t = build_table(verdicts)
-    confidence = t.confidence
-    pool = t.decided & np.isfinite(confidence)
-    conf = confidence[pool]
-    correct = t.correct[pool].astype(float)
-    index = ece_bin(conf, bins)
-    n_bin = np.bincount(index, minlength=bins)
-    conf_sum = np.bincount(index, weights=conf, minlength=bins)
-    correct_sum = np.bincount(index, weights=correct, minlength=bins)
-    return reliability_from_bins(n_bin, conf_sum, correct_sum)
+def reliability(verdicts: Verdicts) -> tuple[float | None, list[dict[str, Any]]]:
+    """(ECE, reliability table) over decided items (calibration.from_counts.reliability)."""
+    return from_counts.reliability(_counts(verdicts))
 
 
-def ece_bin(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
-    """The reliability bin of each confidence: equal-width bins over [0.5, 1], closed on the left,
-    the last also on the right. Rounding before floor keeps a confidence of exactly 0.55 in bin 1
-    despite binary fractions."""
-    return np.clip(np.floor(np.round((confidence - 0.5) * 2 * bins, DECIMALS)), 0, bins - 1).astype(np.int64)
-
-
-def reliability_from_bins(n_bin: np.ndarray, conf_sum: np.ndarray,
-                          correct_sum: np.ndarray) -> tuple[float | None, list[dict[str, Any]]]:
-    """(ECE, reliability table) from per-bin counts, confidence sums and correct counts (the
-    sufficient statistics, so that stored summaries give the same numbers as the verdicts)."""
-    bins = len(n_bin)
-    total = int(np.sum(n_bin))
-    table = []
-    ece = 0.0
-    width = 0.5 / bins
-    for b in range(bins):
-        n = int(n_bin[b])
-        mean_conf = float(conf_sum[b]) / n if n else None
-        acc = float(correct_sum[b]) / n if n else None
-        if n:
-            ece += n / total * abs(acc - mean_conf)  # type: ignore[operator]
-        table.append(
-            {
-                "lo": round(0.5 + b * width, 6),
-                "hi": round(0.5 + (b + 1) * width, 6),
-                "n": n,
-                "confidence": mean_conf,
-                "accuracy": acc,
-            }
-        )
-    return (float(ece) if total else None), table
-
-
-def ece(verdicts: Verdicts, bins: int = ECE_BINS) -> float | None:
-    return reliability(verdicts, bins)[0]
+def ece(verdicts: Verdicts) -> float | None:
+    return reliability(verdicts)[0]
 
 
 def brier(verdicts: Verdicts) -> float | None:
     """Mean of (p_a - 1[label = A])^2 over items labelled A or B that have a p_a."""
-    t = build_table(verdicts)
-    mask = ((t.label == A) | (t.label == B)) & np.isfinite(t.p_a)
-    if not mask.any():
-        return None
-    target = (t.label[mask] == A).astype(float)
-    return float(np.mean((t.p_a[mask] - target) ** 2))
+    return from_counts.brier(_counts(verdicts))
+
+
+__all__ = ["COVERAGE_THRESHOLDS", "ECE_BINS", "brier", "certainty_split", "coverage_auc", "coverage_curve", "ece",
+           "ece_bin", "reliability", "reliability_from_bins", "split_counts"]

@@ -1,300 +1,156 @@
-"""The SPEC 4 report from sufficient statistics (counts) instead of verdicts.
+"""The SPEC 4 report from Counts (calibration.counts): every statistic's formula, once.
 
-Every SPEC 4 number depends on the verdicts only through a few tables of counts: the judge x human
-confusion table (accuracy, counts, Cohen's kappa, Krippendorff's alpha and their bootstrap, which
-already resamples the table), a cumulative certainty histogram at 0.01 steps (high/low certainty,
-coverage curve), the reliability bins (ECE), a confidence histogram on SPEC 4's own lambda grid
-(risk control), sums (Brier, position, length, abstention) and, for the HITL selection, the
-confusion of labelled items per BPDE value. Counts add up, so stored per-job summaries summed in SQL give the statistics of
-any set of jobs; this module turns such counts into the same dict as `report.statistics`, with the
-same code where the step is shared (bootstrap, reliability, risk control).
+`pjudge report` (calibration.report.build_report, counts projected from the verdicts in memory),
+the API's job report and /v1/stats/agreement (store.stats, counts summed in SQL) all call
+`report_from_counts`, so that a number means the same everywhere by construction. The per-statistic
+functions of calibration.agreement, .bias, .certainty, .hitl and .risk are these same functions
+applied to the Counts of a list of verdicts.
 
-Exactness: equal to `report.statistics` (floating sums aside) with two documented limits, both
-resolved by the caller: the certainty split at a threshold off the 0.01 grid needs the split
-itself (`Counts.split`), and the HITL selection at a BPDE value shared across the cut needs the
-first m items of that value in input order (`Cut`, `Boundaries`). `coverage_auc` needs every
-distinct certainty level and is not produced.
+Two steps need more than the counts, both resolved by the caller: the certainty split at a
+threshold off the 0.01 grid needs the split itself (`Counts.split`), and the HITL selection at a
+BPDE value shared across the cut needs the first m items of that value in input order (`Cut`,
+`Boundaries`). `coverage_auc` needs every distinct certainty level: the in-memory caller passes it.
 
-No import of store/ or api/: the caller (store.stats) fetches the counts.
+No import of store/ or api/.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from scipy.stats import beta as beta_dist
 
-from calibration.agreement import alpha_of_tables, kappa_of_tables
-from calibration.bias import position_figures
 from calibration.bootstrap import value_with_interval
-from calibration.certainty import COVERAGE_THRESHOLDS, ECE_BINS, reliability_from_bins
-from calibration.report import BOOTSTRAP_METHOD, DEFAULT_DELTA, json_safe
-from calibration.risk import CANDIDATES, MIN_ACCEPTED, risk_from_candidates
-from calibration.table import DECIMALS, NAMES, ratio
-
-# Rows of the confusion table: judge winner A, B, tie, null; columns: human label A, B, tie, none.
-CODES: dict[str | None, int] = {"A": 0, "B": 1, "tie": 2, None: 3}
-_LETTERS = "abtn"
-CONFUSION_FIELDS = tuple(f"w{w}_l{label}" for w in _LETTERS for label in _LETTERS)
-# The scalar counts of one set of verdicts, in this order (store.models names its columns so).
-MAIN_FIELDS = (
-    "items",
-    *CONFUSION_FIELDS,
-    "brier_n",  # labelled A or B with a p_a; brier_sum is a float field
-    "pos_both",  # first samples in both orders
-    "pos_agree",  # ... that agree
-    "calls_first",
-    "calls_second",
-    "calls_tie",
-    "len_pairs",  # winner A or B, lengths differ by more than 30 characters
-    "len_pairs_longer",  # ... and the winner is the longer response
-    "len_decided",  # the same over decided items (prefers_longer)
-    "len_decided_longer",
-    "len_labelled",  # labelled A or B, lengths differ by more than 30 characters
-    "len_labelled_longer",  # ... and the label is the longer response
-    "abstained",
-    "kept",  # decided and not abstained
-    "kept_correct",
+from calibration.counts import (
+    CANDIDATES,
+    COVERAGE_THRESHOLDS,
+    BpdeKey,
+    Counts,
+    IntArray,
+    grid_index,
+    hitl_n_sent,
+    hitl_order,
 )
+from calibration.table import NAMES, ratio
 
-# Certainty bins: bin k holds certainties c with GRID[k] <= c < GRID[k + 1] (k = -1 below 0, 100 at
-# 1 and above). Any threshold on the grid splits exactly; that covers the default 0.8 and the
-# coverage curve's 0, 0.1, ..., 0.9.
-CERTAINTY_GRID = np.array([round(k / 100, DECIMALS) for k in range(101)])
-# SPEC 4's candidate lambdas, rounded as calibration.risk compares them. Lambda bin i holds the
-# confidences c with LAMBDA_GRID[i] <= c < LAMBDA_GRID[i + 1], so "confidence >= lambda_i" is
-# exactly "bin >= i".
-LAMBDA_GRID = np.round(np.linspace(0.0, 1.0, CANDIDATES), DECIMALS)
-assert all(round(t, DECIMALS) in CERTAINTY_GRID for t in COVERAGE_THRESHOLDS)
+DEFAULT_DELTA = 0.1  # Jung et al. 2024's delta, used when only a target accuracy is given
+MIN_ACCEPTED = 30
+BOOTSTRAP_METHOD = "percentile; items resampled with replacement (multinomial on the judge x human table)"
 
-
-def _bin(k: int) -> str:
-    return "m1" if k < 0 else str(k)
-
-
-# The reliability bins (decided items: n, correct; and the confidence sum, a float) and the
-# certainty histogram are fixed-size, so they are fields too: one summary row holds every count but
-# the risk grid's and the BPDE groups'. The certainty histogram is cumulative: for each k in -1 ..
-# 100, the items with winner A or B and certainty >= GRID[k] (k = -1: any certainty), how many are
-# labelled, how many correct. A split at GRID[k] then reads 3 fields, not 100 bins: a query sums
-# only the fields its thresholds need (summing all 375 fields costs PostgreSQL more to plan than to run).
-ECE_FIELDS = tuple(f"ece_{name}_{b}" for b in range(ECE_BINS) for name in ("n", "correct"))
-_CERTAINTY_NAMES = ("n", "labelled", "correct")
-CERTAINTY_FIELDS = tuple(f"cert_{name}_ge_{_bin(k)}" for k in range(-1, len(CERTAINTY_GRID))
-                         for name in _CERTAINTY_NAMES)
-INT_FIELDS = (*MAIN_FIELDS, *ECE_FIELDS, *CERTAINTY_FIELDS)
-FLOAT_FIELDS = ("brier_sum", *(f"ece_confidence_{b}" for b in range(ECE_BINS)))
-FIELD = {name: i for i, name in enumerate(INT_FIELDS)}
-FLOAT_FIELD = {name: i for i, name in enumerate(FLOAT_FIELDS)}
-_CONFUSION = slice(FIELD["wa_la"], FIELD["wa_la"] + 16)
-_ECE = slice(len(MAIN_FIELDS), len(MAIN_FIELDS) + len(ECE_FIELDS))
-_CERTAINTY = slice(_ECE.stop, len(INT_FIELDS))
-
-BpdeKey = tuple[bool, float]
-"""(null, value) of a BPDE: null BPDEs rank above every number (calibration.hitl)."""
 Cut = tuple[BpdeKey, int]
 """Where a HITL selection cuts through the labelled items sharing a BPDE value: (the value, m), the
 selection takes the first m of them in input order."""
-Boundaries = Callable[[Mapping[str | None, Cut]], Mapping[str | None, np.ndarray]]
+Boundaries = Callable[[Mapping[str | None, Cut]], Mapping[str | None, IntArray]]
 """{set (None: all the verdicts, else a group name): its cut} -> {set: the 4 x 3 winner x label
 counts of the m items the cut takes}. One call for every set of a report, so that the caller can
 resolve them together."""
+_ABSENT: Any = object()
 
 
-def certainty_bin(certainty: np.ndarray) -> np.ndarray:
-    """The certainty bin of each value (-1 .. 100); NaN gives 100, mask it first."""
-    return np.searchsorted(CERTAINTY_GRID, certainty, side="right") - 1
+# ---------------------------------------------------------------- agreement
 
-
-def lambda_bin(confidence: np.ndarray) -> np.ndarray:
-    """The lambda bin of each confidence (-1 .. CANDIDATES - 1); NaN gives the last, mask it first."""
-    return np.searchsorted(LAMBDA_GRID, confidence, side="right") - 1
-
-
-def certainty_fields(threshold: float) -> tuple[str, ...]:
-    """The certainty fields the statistics read at this threshold: any certainty, the coverage
-    curve's thresholds, and the threshold itself when it is on the grid."""
-    ks = {-1, *(grid_index(t) for t in COVERAGE_THRESHOLDS), grid_index(threshold)}
-    return tuple(f"cert_{name}_ge_{_bin(k)}" for k in sorted(k for k in ks if k is not None)
-                 for name in _CERTAINTY_NAMES)
-
-
-def grid_index(threshold: float) -> int | None:
-    """k with CERTAINTY_GRID[k] equal to the threshold as the statistics compare it, else None."""
-    cut = round(threshold, DECIMALS)
-    found = np.flatnonzero(CERTAINTY_GRID == cut)
-    return int(found[0]) if found.size else None
-
-
-def bpde_key(value: float | None) -> BpdeKey:
-    """The HITL group of a BPDE: None and NaN together; -0.0 is 0.0 (numpy's sort ties them too)."""
-    if value is None or math.isnan(value):
-        return (True, 0.0)
-    return (False, float(value) + 0.0)
-
-
-def _zeros(*shape: int) -> np.ndarray:
-    return np.zeros(shape, dtype=np.int64)
-
-
-@dataclass
-class Counts:
-    """The sufficient statistics of one set of verdicts."""
-
-    ints: np.ndarray = field(default_factory=lambda: _zeros(len(INT_FIELDS)))
-    floats: np.ndarray = field(default_factory=lambda: np.zeros(len(FLOAT_FIELDS)))
-    # (lambda bin + 1) -> [decided items, errors], over finite confidences; only filled when asked
-    # for (risk control), it is the one histogram too fine to be fields
-    risk: np.ndarray = field(default_factory=lambda: _zeros(CANDIDATES + 1, 2))
-    # BPDE group -> 4 x 3 winner x label counts of labelled items
-    hitl: dict[BpdeKey, np.ndarray] = field(default_factory=dict)
-    # The certainty split at an off-grid threshold, when the caller computed it:
-    # ([n, labelled, correct] high, [n, labelled, correct] low).
-    split: tuple[np.ndarray, np.ndarray] | None = None
-
-    def __getitem__(self, name: str) -> int:
-        return int(self.ints[FIELD[name]])
-
-    # Views into `ints` (writable: adding to them adds to the fields).
-    @property
-    def confusion(self) -> np.ndarray:
-        return self.ints[_CONFUSION].reshape(4, 4)
-
-    @property
-    def ece(self) -> np.ndarray:
-        """reliability bin -> [decided items, correct]"""
-        return self.ints[_ECE].reshape(ECE_BINS, 2)
-
-    @property
-    def certainty_ge(self) -> np.ndarray:
-        """k + 1 -> [items with winner A or B and certainty >= CERTAINTY_GRID[k], ... labelled,
-        ... correct] (k = -1: with any certainty). Counts read from summaries may hold only the
-        rows `certainty_fields` names for the request's threshold."""
-        return self.ints[_CERTAINTY].reshape(len(CERTAINTY_GRID) + 1, 3)
-
-    def add_certainty_bin(self, k: int, values: Sequence[int]) -> None:
-        """Add [n, labelled, correct] of items whose certainty is in bin k (-1 .. 100)."""
-        self.certainty_ge[:k + 2] += np.asarray(values, dtype=np.int64)
-
-    @property
-    def brier_sum(self) -> float:
-        return float(self.floats[0])
-
-    @property
-    def ece_confidence(self) -> np.ndarray:
-        return self.floats[1:]
-
-    def add(self, other: Counts, sign: int = 1) -> Counts:
-        """Add (sign 1) or subtract (sign -1) another set's counts, in place."""
-        self.ints += sign * other.ints
-        self.floats += sign * other.floats
-        self.risk += sign * other.risk
-        for key, cells in other.hitl.items():
-            self.hitl[key] = self.hitl.get(key, _zeros(4, 3)) + sign * cells
-        if other.split is not None:
-            high, low = self.split or (_zeros(3), _zeros(3))
-            self.split = (high + sign * other.split[0], low + sign * other.split[1])
-        return self
-
-    def add_fields(self, names: Sequence[str], values: Sequence[Any]) -> None:
-        """Add a summary row's named fields (INT_FIELDS or FLOAT_FIELDS; None as 0)."""
-        for name, value in zip(names, values, strict=True):
-            if name in FIELD:
-                self.ints[FIELD[name]] += int(value or 0)
-            else:
-                self.floats[FLOAT_FIELD[name]] += float(value or 0.0)
-
-    def add_main(self, values: Sequence[Any], brier_sum: float) -> None:
-        """Add MAIN_FIELDS counts (None as 0) and a Brier sum."""
-        self.ints[:len(MAIN_FIELDS)] += np.fromiter((int(v or 0) for v in values), dtype=np.int64,
-                                                    count=len(MAIN_FIELDS))
-        self.floats[0] += float(brier_sum or 0.0)
-
-    def add_hitl(self, key: BpdeKey, cells: Iterable[Any]) -> None:
-        values = np.fromiter((int(v or 0) for v in cells), dtype=np.int64, count=12).reshape(4, 3)
-        self.hitl[key] = self.hitl.get(key, _zeros(4, 3)) + values
-
-
-def hitl_order(keys: Iterable[BpdeKey]) -> list[BpdeKey]:
-    """BPDE groups in selection order: null first, then the highest BPDE."""
-    return sorted(keys, key=lambda k: (not k[0], -k[1]))
-
-
-def statistics_from_counts(
-    c: Counts,
-    cut_items: np.ndarray | None = None,
-    threshold: float = 0.8,
-    hitl: float = 0.2,
-    target_accuracy: float | None = None,
-    delta: float | None = None,
-    bootstrap_resamples: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """What `report.statistics` gives for the verdicts these counts summarize (without
-    coverage_auc). `cut_items`: the 4 x 3 counts of the items the HITL selection takes from the
-    BPDE value it cuts through (see `hitl_cut`), when it cuts through one."""
+def counts_summary(c: Counts) -> dict[str, int]:
+    """SPEC 4 `counts`: the parts of `accuracy` (correct / labelled) and `accuracy_no_tie`
+    (correct_no_tie / decided)."""
     confusion = c.confusion
-    table = confusion[:3, :3]  # labelled items with a winner: kappa, alpha, confusion
-    counts = {
+    return {
         "items": c["items"],
         "labelled": int(confusion[:, :3].sum()),
         "decided": int(confusion[:2, :3].sum()),
-        "correct": int(np.trace(table)),
+        "correct": int(np.trace(confusion[:3, :3])),
         "correct_no_tie": int(confusion[0, 0] + confusion[1, 1]),
     }
-    high, low = _certainty_split(c, threshold)
-    ece, reliability_table = reliability_from_bins(c.ece[:, 0], c.ece_confidence, c.ece[:, 1])
-    out: dict[str, Any] = {
-        "accuracy": ratio(counts["correct"], counts["labelled"]),
-        "accuracy_no_tie": ratio(counts["correct_no_tie"], counts["decided"]),
-        "counts": counts,
-        "cohen_kappa": value_with_interval(table, kappa_of_tables, bootstrap_resamples, seed),
-        # The closed form on the table is what the krippendorff package computes for two coders
-        # who rated every unit (tests/test_calibration_agreement.py); equal to rounding.
-        "krippendorff_alpha": value_with_interval(table, alpha_of_tables, bootstrap_resamples, seed),
-        "high_certainty": high,
-        "low_certainty": low,
-        "coverage_curve": _coverage_curve(c, counts["decided"]),
-        "ece": ece,
-        "brier": c.brier_sum / c["brier_n"] if c["brier_n"] else None,
-        "position_consistency": ratio(c["pos_agree"], c["pos_both"]),
-        "first_position_rate": None,
-        "prefers_longer": ratio(c["len_decided_longer"], c["len_decided"]),
-        "hitl": _hitl(c, hitl, cut_items, bootstrap_resamples, seed),
-    }
-    first = _position_counts(c)
-    out["first_position_rate"] = first["rate"]
-    if target_accuracy is not None:
-        out["risk_control"] = _risk_control(c, counts["decided"], target_accuracy,
-                                            DEFAULT_DELTA if delta is None else delta)
-    out["reliability"] = reliability_table
-    out["first_position"] = first
-    out["length"] = {
-        "pairs": c["len_pairs"],
-        "judge_prefers_longer": ratio(c["len_pairs_longer"], c["len_pairs"]),
-        "labelled_pairs": c["len_labelled"],
-        "human_prefers_longer": ratio(c["len_labelled_longer"], c["len_labelled"]),
-    }
-    out["abstention"] = {
-        "abstained": c["abstained"],
-        "coverage": ratio(c["kept"], counts["decided"]),
-        "accuracy": ratio(c["kept_correct"], c["kept"]),
-    }
-    out["confusion"] = {judge: {human: int(table[i, j]) for j, human in enumerate(NAMES)}
-                        for i, judge in enumerate(NAMES)}
-    return out
 
 
-def _side(threshold: float, n_labelled_correct: np.ndarray) -> dict[str, Any]:
+def accuracy(c: Counts) -> float | None:
+    """Over labelled items, winner == label; a null winner is wrong. None without labels."""
+    parts = counts_summary(c)
+    return ratio(parts["correct"], parts["labelled"])
+
+
+def accuracy_no_tie(c: Counts) -> float | None:
+    """Over labelled items with winner A or B; a tie label is wrong. None when there are none."""
+    parts = counts_summary(c)
+    return ratio(parts["correct_no_tie"], parts["decided"])
+
+
+def agreement_table(c: Counts) -> IntArray:
+    """3 x 3 counts, rows = judge winner, columns = human label, in the order A, B, tie: the
+    labelled items with a winner, which kappa and alpha are over."""
+    return c.confusion[:3, :3]
+
+
+def kappa_of_tables(tables: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """Cohen's kappa of (..., K, K) count tables; NaN where undefined (chance agreement = 1).
+
+    Computed on integers, (n * trace - sum r c) / (n^2 - sum r c), so that "undefined" is an exact
+    zero test rather than a float comparison.
+    """
+    t = tables.astype(np.int64)
+    n = t.sum(axis=(-2, -1))
+    agree = np.trace(t, axis1=-2, axis2=-1)
+    chance = (t.sum(axis=-1) * t.sum(axis=-2)).sum(axis=-1)
+    num = n * agree - chance
+    den = n * n - chance
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def alpha_of_tables(tables: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """Nominal Krippendorff's alpha for two coders who both rated every unit, from (..., K, K) tables.
+
+    Coincidence matrix o = T + T'; with n.. = 2n pairable values and n_c its margins,
+    alpha = 1 - (n.. - 1) * sum_{c != k} o_ck / sum_{c != k} n_c n_k. This is what the `krippendorff`
+    package computes for such data (tests/test_calibration_agreement.py checks it on random tables);
+    the closed form is what the bootstrap needs.
+    """
+    t = tables.astype(np.int64)
+    n = t.sum(axis=(-2, -1))
+    disagree = 2 * (n - np.trace(t, axis1=-2, axis2=-1))
+    margins = t.sum(axis=-1) + t.sum(axis=-2)
+    total = 2 * n
+    expected = total * total - (margins * margins).sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(expected > 0, 1.0 - (total - 1) * disagree / np.where(expected > 0, expected, 1), np.nan)
+
+
+def cohen_kappa(c: Counts, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """{"value", "ci95"}: Cohen's kappa over {A, B, tie} on labelled items with a winner."""
+    return value_with_interval(agreement_table(c), kappa_of_tables, resamples, seed)
+
+
+def krippendorff_alpha(c: Counts, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """{"value", "ci95"}: nominal Krippendorff's alpha, judge and human as two coders (the same
+    resamples as kappa's for the same seed)."""
+    return value_with_interval(agreement_table(c), alpha_of_tables, resamples, seed)
+
+
+def confusion(c: Counts) -> dict[str, dict[str, int]]:
+    """Judge winner (outer key) x human label (inner key) over labelled items with a winner."""
+    table = agreement_table(c)
+    return {judge: {human: int(table[i, j]) for j, human in enumerate(NAMES)} for i, judge in enumerate(NAMES)}
+
+
+# ---------------------------------------------------------------- certainty
+
+def _side(threshold: float, n_labelled_correct: IntArray) -> dict[str, Any]:
     n, labelled, correct = (int(v) for v in n_labelled_correct)
     return {"threshold": threshold, "n": n, "labelled": labelled, "correct": correct,
             "accuracy": ratio(correct, labelled)}
 
 
-def _certainty_split(c: Counts, threshold: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def certainty_split(c: Counts, threshold: float = 0.8) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(high_certainty, low_certainty) at `threshold`, inclusive on the high side.
+
+    `n` counts items with winner A or B on that side (labelled or not, so an unlabelled job still shows
+    how many verdicts are confident); `labelled` those with a human label; `correct` those whose winner
+    equals the label; `accuracy` = correct / labelled (null without labelled items). Items with a
+    winner but no certainty at all (neither certainty nor p_a) are on neither side.
+    """
     if c.split is not None:
         high, low = c.split
     else:
@@ -306,7 +162,10 @@ def _certainty_split(c: Counts, threshold: float) -> tuple[dict[str, Any], dict[
     return _side(threshold, high), _side(threshold, low)
 
 
-def _coverage_curve(c: Counts, decided: int) -> list[dict[str, Any]]:
+def coverage_curve(c: Counts) -> list[dict[str, Any]]:
+    """[{threshold, coverage, accuracy, n}]: coverage = share of decided items with certainty >= the
+    threshold, accuracy among those (null where none), n = how many those are."""
+    decided = counts_summary(c)["decided"]
     out = []
     for threshold in COVERAGE_THRESHOLDS:
         k = grid_index(threshold)
@@ -317,23 +176,100 @@ def _coverage_curve(c: Counts, decided: int) -> list[dict[str, Any]]:
     return out
 
 
-def _position_counts(c: Counts) -> dict[str, Any]:
+def reliability_from_bins(n_bin: npt.NDArray[Any], conf_sum: npt.NDArray[Any],
+                          correct_sum: npt.NDArray[Any]) -> tuple[float | None, list[dict[str, Any]]]:
+    """(ECE, reliability table) from per-bin counts, confidence sums and correct counts.
+
+    ECE = sum over bins of (n_bin / n) * |accuracy_bin - mean confidence_bin|; bins are equal-width
+    over [0.5, 1] (calibration.counts.ece_bin).
+    """
+    bins = len(n_bin)
+    total = int(np.sum(n_bin))
+    table = []
+    ece = 0.0
+    width = 0.5 / bins
+    for b in range(bins):
+        n = int(n_bin[b])
+        mean_conf = float(conf_sum[b]) / n if n else None
+        acc = float(correct_sum[b]) / n if n else None
+        if mean_conf is not None and acc is not None:
+            ece += n / total * abs(acc - mean_conf)
+        table.append({"lo": round(0.5 + b * width, 6), "hi": round(0.5 + (b + 1) * width, 6), "n": n,
+                      "confidence": mean_conf, "accuracy": acc})
+    return (float(ece) if total else None), table
+
+
+def reliability(c: Counts) -> tuple[float | None, list[dict[str, Any]]]:
+    """(ECE, reliability table) over decided items, confidence max(p_a, 1 - p_a)."""
+    return reliability_from_bins(c.ece[:, 0], c.ece_confidence, c.ece[:, 1])
+
+
+def brier(c: Counts) -> float | None:
+    """Mean of (p_a - 1[label = A])^2 over items labelled A or B that have a p_a."""
+    return c.brier_sum / c["brier_n"] if c["brier_n"] else None
+
+
+def abstention(c: Counts) -> dict[str, Any]:
+    """How the profile's own certainty threshold did: decided items it kept, and their accuracy."""
+    return {
+        "abstained": c["abstained"],
+        "coverage": ratio(c["kept"], counts_summary(c)["decided"]),
+        "accuracy": ratio(c["kept_correct"], c["kept"]),
+    }
+
+
+# ---------------------------------------------------------------- position and length
+
+def position_consistency(c: Counts) -> float | None:
+    """Over items with calls in both orders, the share whose first samples agree as win/tie/lose
+    for A (an unparsed first sample disagrees). None when no item was judged in both orders."""
+    return ratio(c["pos_agree"], c["pos_both"])
+
+
+def position_figures(first: int, second: int, tie: int) -> dict[str, Any]:
+    """Parsed calls that know their order, by the position of the answer they chose.
+
+    `rate` (SPEC 4 `first_position_rate`: "share of parsed calls choosing the answer shown first")
+    keeps tie calls in the denominator, as the SPEC's wording says; so with ties its unbiased value
+    is below 0.5. `rate_no_tie` drops them, where 0.5 means no position bias.
+    """
+    return {
+        "calls": first + second + tie,
+        "first": first,
+        "second": second,
+        "tie": tie,
+        "rate": ratio(first, first + second + tie),
+        "rate_no_tie": ratio(first, first + second),
+    }
+
+
+def position_counts(c: Counts) -> dict[str, Any]:
     return position_figures(c["calls_first"], c["calls_second"], c["calls_tie"])
 
 
-def _risk_control(c: Counts, decided: int, target: float, delta: float) -> dict[str, Any]:
-    # Candidate i accepts the confidences in lambda bins >= i: suffix sums over bins 0 .. 4999
-    # (index 0 is bin -1, confidences below 0, never accepted).
-    suffix = np.cumsum(c.risk[1:][::-1], axis=0)[::-1]
-    return risk_from_candidates(suffix[:, 0], suffix[:, 1], decided, target, delta, MIN_ACCEPTED)
+def prefers_longer(c: Counts) -> float | None:
+    """Share of decided items whose winner is the longer response, among pairs whose lengths differ
+    by more than 30 characters. None when no such pair."""
+    return ratio(c["len_decided_longer"], c["len_decided"])
 
 
-def _hitl_walk(c: Counts, beta: float) -> tuple[int, int, np.ndarray, Cut | None]:
-    """(labelled, n_sent, counts of the whole BPDE values selected, the cut or None): the selection
-    of calibration.hitl.hitl_selection, by BPDE value."""
-    confusion = c.confusion
-    labelled = int(confusion[:, :3].sum())
-    n_sent = math.floor(round(beta * labelled, 9) + 0.5)  # as calibration.hitl.hitl_selection
+def length_counts(c: Counts) -> dict[str, Any]:
+    """The judge's prefers_longer (over items with winner A or B) beside the humans' own rate on
+    the same kind of pairs, since humans often prefer the longer answer too."""
+    return {
+        "pairs": c["len_pairs"],
+        "judge_prefers_longer": ratio(c["len_pairs_longer"], c["len_pairs"]),
+        "labelled_pairs": c["len_labelled"],
+        "human_prefers_longer": ratio(c["len_labelled_longer"], c["len_labelled"]),
+    }
+
+
+# ---------------------------------------------------------------- HITL (SPEC 3.3)
+
+def _hitl_walk(c: Counts, beta: float) -> tuple[int, int, IntArray, Cut | None]:
+    """(labelled, n_sent, counts of the whole BPDE values selected, the cut or None)."""
+    labelled = counts_summary(c)["labelled"]
+    n_sent = hitl_n_sent(beta, labelled)
     selected = np.zeros((4, 3), dtype=np.int64)
     remaining = n_sent
     for key in hitl_order(c.hitl):
@@ -353,22 +289,139 @@ def hitl_cut(c: Counts, beta: float) -> Cut | None:
     return _hitl_walk(c, beta)[3]
 
 
-def _hitl(c: Counts, beta: float, cut_items: np.ndarray | None, resamples: int, seed: int) -> dict[str, Any]:
-    """calibration.hitl.hitl from counts: the selected items' winners become their labels."""
+def hitl(c: Counts, beta: float = 0.2, cut_items: IntArray | None = None, resamples: int = 1000,
+         seed: int = 0) -> dict[str, Any]:
+    """{beta, n_sent, accuracy, cohen_kappa} after the BPDE selection got their human labels (their
+    winners become their labels). accuracy is SPEC 4's `accuracy`, cohen_kappa has the top-level
+    one's shape. `cut_items`: the 4 x 3 counts of the items the selection takes from the BPDE value
+    it cuts through (see `hitl_cut`), when it cuts through one."""
     labelled, n_sent, selected, cut = _hitl_walk(c, beta)
     if cut is not None:
         if cut_items is None or int(cut_items.sum()) != cut[1]:
             raise ValueError(f"the HITL cut at BPDE {cut[0]} needs its first {cut[1]} items")
         selected = selected + cut_items
-    confusion = c.confusion
-    table = confusion[:3, :3] - selected[:3] + np.diag(selected.sum(axis=0))
-    correct = int(np.trace(confusion[:3, :3]) - np.trace(selected[:3]) + selected.sum())
+    table = c.confusion[:3, :3] - selected[:3] + np.diag(selected.sum(axis=0))
+    correct = int(np.trace(c.confusion[:3, :3]) - np.trace(selected[:3]) + selected.sum())
     return {
         "beta": beta,
         "n_sent": n_sent,
         "accuracy": ratio(correct, labelled),
         "cohen_kappa": value_with_interval(table, kappa_of_tables, resamples, seed),
     }
+
+
+# ---------------------------------------------------------------- risk control
+
+def clopper_pearson_upper(errors: Any, n: Any, delta: float) -> Any:
+    """One-sided Clopper-Pearson upper bound at level 1 - delta on an error rate:
+    Beta^-1(1 - delta; errors + 1, n - errors); 1.0 where every item is an error (or n = 0).
+    Works elementwise on arrays."""
+    errors = np.asarray(errors, dtype=float)
+    n = np.asarray(n, dtype=float)
+    b = n - errors
+    valid = b > 0
+    bound = np.where(valid, beta_dist.ppf(1.0 - delta, errors + 1.0, np.where(valid, b, 1.0)), 1.0)
+    return float(bound) if bound.ndim == 0 else bound
+
+
+def risk_from_candidates(accepted: IntArray, errors: IntArray, decided: int, target: float,
+                         delta: float = DEFAULT_DELTA, min_accepted: int = MIN_ACCEPTED) -> dict[str, Any]:
+    """SPEC 4 `risk_control`, the fixed-sequence rule of Jung et al. 2024 ("Trust or Escalate")
+    without their code's fallback of keeping a failing top threshold, from each candidate lambda's
+    accepted and error counts (candidates = linspace(0, 1, len(accepted)), ascending); `decided` is
+    the coverage denominator.
+
+    Start at the highest lambda whose accepted set holds `min_accepted` items, walk down, stop at the
+    first lambda whose bound exceeds 1 - target; the threshold is the last lambda that passed. With
+    a null threshold nothing is accepted (coverage 0, accuracy null) and `bound` is the one that
+    failed at the starting lambda (null when no lambda holds `min_accepted` items); `reason` then
+    says which case it was.
+    """
+    lambdas = np.linspace(0.0, 1.0, len(accepted))
+    result: dict[str, Any] = {"target": target, "delta": delta, "threshold": None, "accepted": 0, "errors": 0,
+                              "bound": None, "coverage": 0.0, "accuracy": None}
+    eligible = np.flatnonzero(accepted >= min_accepted)  # a prefix: accepted shrinks as lambda grows
+    if eligible.size == 0:
+        result["reason"] = f"fewer than {min_accepted} labelled decided items"
+        return result
+    start = int(eligible[-1])
+    bounds = clopper_pearson_upper(errors[: start + 1], accepted[: start + 1], delta)
+    failing = np.flatnonzero(bounds > 1.0 - target)
+    if failing.size and failing[-1] == start:
+        result["bound"] = float(bounds[start])
+        result["reason"] = "the bound fails already at the starting threshold"
+        return result
+    chosen = int(failing[-1]) + 1 if failing.size else 0
+    n, e = int(accepted[chosen]), int(errors[chosen])
+    result.update(threshold=float(lambdas[chosen]), accepted=n, errors=e, bound=float(bounds[chosen]),
+                  coverage=ratio(n, decided), accuracy=1.0 - e / n)
+    return result
+
+
+def risk_from_histogram(histogram: IntArray, decided: int, target: float, delta: float = DEFAULT_DELTA,
+                        min_accepted: int = MIN_ACCEPTED) -> dict[str, Any]:
+    """`risk_from_candidates` from a lambda histogram (calibration.counts.risk_histogram: row 0 holds
+    confidences below the first candidate): candidate i accepts the confidences in bins >= i."""
+    suffix = np.cumsum(histogram[1:][::-1], axis=0)[::-1]
+    return risk_from_candidates(suffix[:, 0], suffix[:, 1], decided, target, delta, min_accepted)
+
+
+def risk_control(c: Counts, target: float, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+    """SPEC 4 `risk_control` over SPEC 4's 5,000 candidates; coverage over decided items."""
+    assert c.risk.shape[0] == CANDIDATES + 1
+    return risk_from_histogram(c.risk, counts_summary(c)["decided"], target, delta)
+
+
+# ---------------------------------------------------------------- the report
+
+def statistics_from_counts(
+    c: Counts,
+    cut_items: IntArray | None = None,
+    threshold: float = 0.8,
+    hitl: float = 0.2,
+    target_accuracy: float | None = None,
+    delta: float | None = None,
+    bootstrap_resamples: int = 1000,
+    seed: int = 0,
+    coverage_auc: Any = _ABSENT,
+) -> dict[str, Any]:
+    """The SPEC 4 numbers of one set of verdicts (no by_group), followed by extras. `cut_items`: see
+    `hitl`. `coverage_auc`: the extra only the verdicts can give (left out when not passed)."""
+    parts = counts_summary(c)
+    high, low = certainty_split(c, threshold)
+    ece, reliability_table = reliability(c)
+    out: dict[str, Any] = {
+        "accuracy": ratio(parts["correct"], parts["labelled"]),
+        "accuracy_no_tie": ratio(parts["correct_no_tie"], parts["decided"]),
+        "counts": parts,
+        "cohen_kappa": cohen_kappa(c, bootstrap_resamples, seed),
+        "krippendorff_alpha": krippendorff_alpha(c, bootstrap_resamples, seed),
+        "high_certainty": high,
+        "low_certainty": low,
+        "coverage_curve": coverage_curve(c),
+        "ece": ece,
+        "brier": brier(c),
+        "position_consistency": position_consistency(c),
+        "first_position_rate": None,
+        "prefers_longer": prefers_longer(c),
+        "hitl": _hitl_of(c, hitl, cut_items, bootstrap_resamples, seed),
+    }
+    first = position_counts(c)
+    out["first_position_rate"] = first["rate"]
+    if target_accuracy is not None:
+        out["risk_control"] = risk_control(c, target_accuracy, DEFAULT_DELTA if delta is None else delta)
+    # Extras, beyond SPEC 4's keys.
+    if coverage_auc is not _ABSENT:
+        out["coverage_auc"] = coverage_auc
+    out["reliability"] = reliability_table
+    out["first_position"] = first
+    out["length"] = length_counts(c)
+    out["abstention"] = abstention(c)
+    out["confusion"] = confusion(c)
+    return out
+
+
+_hitl_of = hitl
 
 
 def report_from_counts(
@@ -383,10 +436,15 @@ def report_from_counts(
     delta: float | None = None,
     bootstrap_resamples: int = 1000,
     seed: int = 0,
+    coverage_auc: Mapping[str | None, float | None] | None = None,
 ) -> dict[str, Any]:
-    """`report.build_report` from counts: `total` for everything, `by_group` per group name (groups
-    without items are left out, as build_report never sees them), `boundaries` the resolver of the
-    HITL cuts (see `Boundaries`). `models`: the judge models of the verdicts."""
+    """The SPEC 4 report: `total` for everything, `by_group` per group name (groups without items
+    are left out), `boundaries` the resolver of the HITL cuts (see `Boundaries`), `models` the judge
+    models of the verdicts, `coverage_auc` per set when the caller has it. by_group when
+    `group_by` is given, risk_control when `target_accuracy` is (delta defaults to 0.1); extras:
+    `simulated` (any judge model starts with "sim-"), `models`, the bootstrap settings, the full
+    reliability table, position and length counts, abstention, the confusion table. Values are
+    JSON-serialisable and never NaN (undefined = None)."""
     options: dict[str, Any] = {"threshold": threshold, "hitl": hitl, "target_accuracy": target_accuracy,
                                "delta": delta, "bootstrap_resamples": bootstrap_resamples, "seed": seed}
     sets: dict[str | None, Counts] = {None: total}
@@ -394,13 +452,31 @@ def report_from_counts(
         sets.update((name, counts) for name, counts in sorted((by_group or {}).items()) if counts["items"] > 0)
     cuts = {name: cut for name, counts in sets.items() if (cut := hitl_cut(counts, hitl)) is not None}
     taken = boundaries(cuts) if cuts else {}
-    report = statistics_from_counts(total, taken.get(None), **options)
+
+    def of(name: str | None) -> dict[str, Any]:
+        extra = {} if coverage_auc is None else {"coverage_auc": coverage_auc.get(name)}
+        return statistics_from_counts(sets[name], taken.get(name), **options, **extra)
+
+    report = of(None)
     if group_by is not None:
-        report["by_group"] = {name: statistics_from_counts(counts, taken.get(name), **options)
-                              for name, counts in sets.items() if name is not None}
+        report["by_group"] = {name: of(name) for name in sets if name is not None}
         report["group_by"] = group_by
     names = sorted(set(models))
     report["simulated"] = any(name.startswith("sim-") for name in names)
     report["models"] = names
     report["bootstrap"] = {"resamples": bootstrap_resamples, "seed": seed, "method": BOOTSTRAP_METHOD}
-    return json_safe(report)  # type: ignore[no-any-return]
+    out: dict[str, Any] = json_safe(report)
+    return out
+
+
+def json_safe(value: Any) -> Any:
+    """Plain Python types only, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

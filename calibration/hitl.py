@@ -1,16 +1,21 @@
 """BPDE human-in-the-loop (SPEC 3.3): what accuracy would we get if humans labelled the items the
-judge was least sure of (highest entropy of its calls' win/tie/lose outcomes)?"""
+judge was least sure of (highest entropy of its calls' win/tie/lose outcomes)?
+
+The statistic is calibration.from_counts.hitl; this module selects rows in memory: the rows a
+selection sends (`hitl_selection`, for the HTML report's queue) and the items it takes from the
+BPDE value it cuts through (`cut_items`, what store.stats reads from SQL instead)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from calibration.agreement import accuracy, cohen_kappa
+from calibration import from_counts
+from calibration.counts import counts_of, hitl_n_sent
+from calibration.from_counts import Cut
 from calibration.table import VerdictTable, build_table
 from judge.records import Verdict
 
@@ -20,11 +25,11 @@ Verdicts = Sequence[Verdict] | VerdictTable
 def hitl_selection(verdicts: Verdicts, beta: float) -> np.ndarray:
     """Row indices of the floor(beta * n + 0.5) labelled items with the highest BPDE, most uncertain
     first. The sort is stable, so equal BPDE keeps input order. A null BPDE (no call parsed) ranks
-    above every number: the judge said nothing, so that item needs a human most."""
+    above every number: the judge said nothing, so that item needs a human most (the order of
+    calibration.counts.hitl_order)."""
     t = build_table(verdicts)
     labelled = np.flatnonzero(t.labelled)
-    # round() first: 0.2 * 80 is 16.000000000000004 in binary and must not round differently
-    n_sent = math.floor(round(beta * labelled.size, 9) + 0.5)
+    n_sent = hitl_n_sent(beta, labelled.size)
     key = np.where(np.isnan(t.bpde[labelled]), np.inf, t.bpde[labelled])
     order = np.argsort(-key, kind="stable")
     return labelled[order[:n_sent]]
@@ -38,17 +43,31 @@ def with_human_labels(verdicts: Verdicts, rows: np.ndarray) -> VerdictTable:
     return dataclasses.replace(t, winner=winner)
 
 
-def hitl(verdicts: Verdicts, beta: float = 0.2, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """{beta, n_sent, accuracy, cohen_kappa} after the BPDE selection got their human labels.
+def cut_items(t: VerdictTable, rows: np.ndarray | None, cut: Cut) -> np.ndarray:
+    """The 4 x 3 winner x label counts of the first m labelled rows (among `rows`, all when None)
+    with the cut's BPDE value, in input order."""
+    (null, value), m = cut
+    members = np.arange(len(t)) if rows is None else rows
+    bpde = t.bpde[members]
+    same = np.isnan(bpde) if null else (bpde == value)
+    taken = members[same & t.labelled[members]][:m]
+    cells = np.zeros((4, 3), dtype=np.int64)
+    np.add.at(cells, (t.winner[taken].astype(np.int64), t.label[taken].astype(np.int64)), 1)
+    return cells
 
-    accuracy is SPEC 4's `accuracy` (over all labelled items) and cohen_kappa has the same shape as the
-    report's top-level one ({"value", "ci95"})."""
+
+def resolve_cuts(t: VerdictTable, members: Mapping[str | None, np.ndarray | None]) -> from_counts.Boundaries:
+    """The in-memory `Boundaries` of a table: {set: its rows (None: all)}."""
+    def resolve(cuts: Mapping[str | None, Cut]) -> dict[str | None, np.ndarray]:
+        return {name: cut_items(t, members[name], cut) for name, cut in cuts.items()}
+    return resolve
+
+
+def hitl(verdicts: Verdicts, beta: float = 0.2, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """{beta, n_sent, accuracy, cohen_kappa} after the BPDE selection got their human labels
+    (calibration.from_counts.hitl)."""
     t = build_table(verdicts)
-    rows = hitl_selection(t, beta)
-    replaced = with_human_labels(t, rows)
-    return {
-        "beta": beta,
-        "n_sent": int(rows.size),
-        "accuracy": accuracy(replaced),
-        "cohen_kappa": cohen_kappa(replaced, resamples=resamples, seed=seed),
-    }
+    c = counts_of(t, risk=False)
+    cut = from_counts.hitl_cut(c, beta)
+    taken = None if cut is None else cut_items(t, None, cut)
+    return from_counts.hitl(c, beta, taken, resamples, seed)

@@ -1,94 +1,29 @@
-"""The SPEC 4 report: every statistic of a list of verdicts in one JSON-serialisable dict.
+"""The SPEC 4 report of a list of verdicts (`pjudge report`, the demo, the API's fallbacks).
 
-Used alike by `pjudge report`, the HTTP API and the demo, so that a number means the same everywhere.
+The verdicts become columns (calibration.table), their per-group Counts (calibration.counts: the
+same projection the service applies when it stores a verdict) and then the report
+(calibration.from_counts.report_from_counts: the same function the service's SQL path calls), so
+that a number means the same everywhere by construction.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from calibration.agreement import agreement_table, cohen_kappa, counts, judge_human_alpha
-from calibration.bias import (
-    first_position_rate,
-    length_counts,
-    position_consistency,
-    position_counts,
-    prefers_longer,
-)
-from calibration.certainty import brier, certainty_split, coverage_auc, coverage_curve, reliability
-from calibration.hitl import hitl as hitl_stats
-from calibration.risk import risk_control as risk_stats
-from calibration.table import NAMES, VerdictTable, build_table, ratio
+from calibration.certainty import coverage_auc, split_counts
+from calibration.counts import Rows, project
+from calibration.from_counts import BOOTSTRAP_METHOD, DEFAULT_DELTA, grid_index, json_safe, report_from_counts
+from calibration.hitl import resolve_cuts
+from calibration.table import build_table
 from judge.jsonl import gc_paused
 from judge.records import Verdict
 
-DEFAULT_DELTA = 0.1  # Jung et al. 2024's delta, used when only a target accuracy is given
 MISSING_GROUP = "(missing)"
-BOOTSTRAP_METHOD = "percentile; items resampled with replacement (multinomial on the judge x human table)"
-
-
-def statistics(
-    table: VerdictTable,
-    threshold: float = 0.8,
-    hitl: float = 0.2,
-    target_accuracy: float | None = None,
-    delta: float | None = None,
-    bootstrap_resamples: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The SPEC 4 numbers of one set of verdicts (no by_group), followed by extra keys."""
-    c = counts(table)
-    high, low = certainty_split(table, threshold)
-    ece, reliability_table = reliability(table)
-    out: dict[str, Any] = {
-        "accuracy": ratio(c["correct"], c["labelled"]),
-        "accuracy_no_tie": ratio(c["correct_no_tie"], c["decided"]),
-        "counts": c,
-        "cohen_kappa": cohen_kappa(table, bootstrap_resamples, seed),
-        "krippendorff_alpha": judge_human_alpha(table, bootstrap_resamples, seed),
-        "high_certainty": high,
-        "low_certainty": low,
-        "coverage_curve": coverage_curve(table),
-        "ece": ece,
-        "brier": brier(table),
-        "position_consistency": position_consistency(table),
-        "first_position_rate": first_position_rate(table),
-        "prefers_longer": prefers_longer(table),
-        "hitl": hitl_stats(table, hitl, bootstrap_resamples, seed),
-    }
-    if target_accuracy is not None:
-        out["risk_control"] = risk_stats(
-            table, target_accuracy, DEFAULT_DELTA if delta is None else delta
-        )
-    # Extras, beyond SPEC 4's keys.
-    out["coverage_auc"] = coverage_auc(table)
-    out["reliability"] = reliability_table
-    out["first_position"] = position_counts(table)
-    out["length"] = length_counts(table)
-    out["abstention"] = _abstention(table)
-    out["confusion"] = _confusion(table)
-    return out
-
-
-def _abstention(t: VerdictTable) -> dict[str, Any]:
-    """How the profile's own certainty threshold did: decided items it kept, and their accuracy."""
-    kept = t.decided & ~t.abstained
-    return {
-        "abstained": int(t.abstained.sum()),
-        "coverage": ratio(kept.sum(), t.decided.sum()),
-        "accuracy": ratio((kept & t.correct).sum(), kept.sum()),
-    }
-
-
-def _confusion(t: VerdictTable) -> dict[str, dict[str, int]]:
-    """Judge winner (outer key) x human label (inner key) over labelled items with a winner."""
-    table = agreement_table(t)
-    return {judge: {human: int(table[i, j]) for j, human in enumerate(NAMES)} for i, judge in enumerate(NAMES)}
+__all__ = ["BOOTSTRAP_METHOD", "DEFAULT_DELTA", "MISSING_GROUP", "build_report", "group_key", "json_safe"]
 
 
 def group_key(value: Any) -> str:
@@ -98,6 +33,24 @@ def group_key(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _group_codes(verdicts: Sequence[Verdict], group_by: str) -> tuple[list[str], np.ndarray]:
+    """(sorted group names, each verdict's index into them)."""
+    keys: list[str] = []
+    seen: dict[tuple[type, Any], str] = {}  # json.dumps once per distinct value, not per verdict
+    for v in verdicts:
+        value = v.metadata.get(group_by)
+        try:
+            key = seen.get((type(value), value))
+            if key is None:
+                key = seen[(type(value), value)] = group_key(value)
+        except TypeError:  # unhashable (list, dict): no cache
+            key = group_key(value)
+        keys.append(key)
+    names = sorted(set(keys))
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
 
 
 def build_report(
@@ -110,52 +63,31 @@ def build_report(
     bootstrap_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Every SPEC 4 statistic of `verdicts` (by_group when `group_by` names a metadata key,
-    risk_control when `target_accuracy` is given; delta defaults to 0.1), plus extras: `simulated`
-    (true when any judge model starts with "sim-"), `models`, the bootstrap settings, the full
-    reliability table, coverage_auc, position and length counts, abstention, the confusion table.
-    Values are JSON-serialisable and never NaN (undefined = None)."""
+    """Every SPEC 4 statistic of `verdicts` (see calibration.from_counts.report_from_counts), plus
+    coverage_auc, which needs every verdict's certainty."""
     with gc_paused():
         table = build_table(verdicts)
-    options = {
-        "threshold": threshold,
-        "hitl": hitl,
-        "target_accuracy": target_accuracy,
-        "delta": delta,
-        "bootstrap_resamples": bootstrap_resamples,
-        "seed": seed,
-    }
-    report = statistics(table, **options)
+    rows = Rows.of(table)
+    risk = target_accuracy is not None
+    total = project(rows, risk=risk)[0]
+    members: dict[str | None, np.ndarray | None] = {None: None}
+    by_group = None
+    auc: dict[str | None, float | None] = {None: coverage_auc(table)}
+    off_grid = grid_index(threshold) is None
+    if off_grid:
+        total.split = split_counts(table, threshold)[0]
     if group_by is not None:
-        codes: dict[str, list[int]] = {}
-        seen: dict[tuple[type, Any], str] = {}  # json.dumps once per distinct value, not per verdict
-        for row, v in enumerate(verdicts):
-            value = v.metadata.get(group_by)
-            try:
-                key = seen.get((type(value), value))
-                if key is None:
-                    key = seen[(type(value), value)] = group_key(value)
-            except TypeError:  # unhashable (list, dict): no cache
-                key = group_key(value)
-            codes.setdefault(key, []).append(row)
-        report["by_group"] = {
-            key: statistics(table.subset(np.asarray(codes[key])), **options) for key in sorted(codes)
-        }
-        report["group_by"] = group_by
-    report["simulated"] = bool(table.simulated.any())
-    report["models"] = sorted({v.judge.model for v in verdicts})
-    report["bootstrap"] = {"resamples": bootstrap_resamples, "seed": seed, "method": BOOTSTRAP_METHOD}
-    return json_safe(report)
-
-
-def json_safe(value: Any) -> Any:
-    """Plain Python types only, NaN and infinities as None."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+        names, codes = _group_codes(verdicts, group_by)
+        grouped = project(rows, codes, len(names), risk=risk)
+        splits = split_counts(table, threshold, codes, len(names)) if off_grid else None
+        by_group = {}
+        for g, name in enumerate(names):
+            members[name] = np.flatnonzero(codes == g)
+            auc[name] = coverage_auc(table.subset(members[name]))
+            if splits is not None:
+                grouped[g].split = splits[g]
+            by_group[name] = grouped[g]
+    return report_from_counts(
+        total, resolve_cuts(table, members), (v.judge.model for v in verdicts), by_group=by_group,
+        group_by=group_by, threshold=threshold, hitl=hitl, target_accuracy=target_accuracy, delta=delta,
+        bootstrap_resamples=bootstrap_resamples, seed=seed, coverage_auc=auc)

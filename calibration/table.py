@@ -11,12 +11,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from judge.aggregation import outcome
 from judge.records import Call, Verdict
 
 # Integer codes for winners and labels. NONE marks a null winner / a missing human label.
-A, B, TIE, NONE = 0, 1, 2, -1
+A, B, TIE, NONE = 0, 1, 2, 3
 CODES: dict[str | None, int] = {"A": A, "B": B, "tie": TIE, None: NONE}
 NAMES = ("A", "B", "tie")
 
@@ -26,6 +27,9 @@ WIN, DRAW, LOSE, UNPARSED, ABSENT = 0, 1, 2, 3, 4
 _OUTCOMES = {"win": WIN, "tie": DRAW, "lose": LOSE}
 
 DECIMALS = 9  # SPEC 3.1: p_a and certainty are compared after rounding to 9 decimals
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -53,33 +57,59 @@ class VerdictTable:
     def subset(self, mask: np.ndarray) -> VerdictTable:
         return VerdictTable(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
 
-    # Masks shared by several statistics; named after SPEC 4's vocabulary.
+    # SPEC 4's vocabulary (`Outcomes`), as masks over the rows.
+    @property
+    def outcomes(self) -> Outcomes:
+        return Outcomes.of(self.winner, self.label)
+
     @property
     def labelled(self) -> np.ndarray:
-        return self.label != NONE
+        return self.outcomes.labelled
 
     @property
     def ab_winner(self) -> np.ndarray:
         """Winner A or B, labelled or not."""
-        return (self.winner == A) | (self.winner == B)
+        return self.outcomes.ab_winner
 
     @property
     def decided(self) -> np.ndarray:
         """SPEC 4 `decided`: labelled items with winner A or B."""
-        return self.labelled & self.ab_winner
+        return self.outcomes.decided
 
     @property
     def correct(self) -> np.ndarray:
         """Winner equals the label (False where either is missing)."""
-        return (self.winner == self.label) & self.labelled & (self.winner != NONE)
+        return self.outcomes.correct
 
     @property
     def confidence(self) -> np.ndarray:
-        """max(p_a, 1 - p_a), falling back on (1 + certainty) / 2 when p_a is null."""
-        conf = np.maximum(self.p_a, 1.0 - self.p_a)
-        fallback = (1.0 + self.certainty) / 2.0
-        conf = np.where(np.isnan(conf), fallback, conf)
-        return np.round(conf, DECIMALS)
+        return confidence_of(self.p_a, self.certainty)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """SPEC 4's vocabulary as masks over winner and label codes (calibration.table's): the one
+    definition of labelled, decided and correct."""
+
+    labelled: BoolArray  # a human label
+    ab_winner: BoolArray  # winner A or B, labelled or not
+    decided: BoolArray  # SPEC 4 `decided`: labelled items with winner A or B
+    correct: BoolArray  # winner equals the label (False where either is missing)
+    label_ab: BoolArray  # labelled A or B (Brier, the humans' length preference)
+
+    @classmethod
+    def of(cls, winner: npt.NDArray[Any], label: npt.NDArray[Any]) -> Outcomes:
+        labelled = label != NONE
+        ab_winner = (winner == A) | (winner == B)
+        return cls(labelled=labelled, ab_winner=ab_winner, decided=labelled & ab_winner,
+                   correct=labelled & (winner == label), label_ab=(label == A) | (label == B))
+
+
+def confidence_of(p_a: FloatArray, certainty: FloatArray) -> FloatArray:
+    """max(p_a, 1 - p_a), falling back on (1 + certainty) / 2 when p_a is null; rounded (SPEC 3.1)."""
+    conf = np.maximum(p_a, 1.0 - p_a)
+    conf = np.where(np.isnan(conf), (1.0 + certainty) / 2.0, conf)
+    return np.round(conf, DECIMALS)
 
 
 def _call_columns(calls: Sequence[Call]) -> tuple[int, int, int, int, int]:

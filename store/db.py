@@ -78,6 +78,31 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+Bind = Engine | Connection
+"""What the queries take: a Connection (the caller owns the transaction) or an Engine (the query
+opens its own)."""
+
+
+@contextmanager
+def reading(bind: Bind) -> Iterator[Connection]:
+    """The connection itself, or a new one of the engine's for the block."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
+
+
+@contextmanager
+def writing(bind: Bind) -> Iterator[Connection]:
+    """The connection itself (its transaction is the caller's), or `transaction(engine)`."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with transaction(bind) as conn:
+        yield conn
+
+
 def database_errors() -> tuple[type[BaseException], ...]:
     """The exceptions of a failed database statement: SQLAlchemy's wrapper, and psycopg's own for
     the statements that bypass SQLAlchemy (store.bulk, one_round_trip)."""

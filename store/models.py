@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from calibration.from_counts import FLOAT_FIELDS, INT_FIELDS
+from calibration.counts import FLOAT_FIELDS, INT_FIELDS
 
 
 def utcnow() -> datetime:
@@ -231,7 +231,7 @@ def _counts(names: tuple[str, ...]) -> list[Column]:  # type: ignore[type-arg]
     return [Column(name, Integer, nullable=False, server_default="0") for name in names]
 
 
-# Every fixed-size count in one row per key (calibration.from_counts.INT_FIELDS: the scalar counts,
+# Every fixed-size count in one row per key (calibration.counts.INT_FIELDS: the scalar counts,
 # the reliability bins and the 0.01-wide certainty histogram; FLOAT_FIELDS: the sums of squares and
 # of confidence), so that a dashboard query sums a few rows per job instead of a histogram's worth.
 summary_main = Table(

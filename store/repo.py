@@ -1,5 +1,7 @@
-"""The queries the API and the workers need, in one place. Functions take an Engine and open
-their own short transactions, so callers never hold a session across network calls."""
+"""The queries the API and the workers need. Each takes a bind: a Connection, whose transaction
+the caller owns (several calls, and the caller's own writes, commit together), or an Engine, for
+which the function opens its own short transaction (store.db.reading / writing), so callers never
+hold a session across network calls. Row <-> record conversions are store.rows'."""
 
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from sqlalchemy.exc import IntegrityError
 
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallResult
-from judge.records import Call, JudgeInfo, PairItem, Verdict
+from judge.records import Call, PairItem, Verdict
 from store import summaries
 from store.bulk import insert_many
-from store.db import one_round_trip, transaction
+from store.db import Bind, one_round_trip, reading, writing
 from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, utcnow
+from store.rows import call_from_row, call_row, verdict_from_row, verdict_row
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
@@ -45,32 +48,32 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_api_key(engine: Engine, name: str = "") -> tuple[str, ApiKey]:
+def create_api_key(bind: Bind, name: str = "") -> tuple[str, ApiKey]:
     key = "pj_" + secrets.token_urlsafe(32)
     row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10])
-    with transaction(engine) as conn:
+    with writing(bind) as conn:
         result = conn.execute(insert(ApiKey).values(**row.model_dump(exclude={"id"})))
         row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     return key, row
 
 
-def list_api_keys(engine: Engine) -> list[ApiKey]:
-    with engine.connect() as conn:
+def list_api_keys(bind: Bind) -> list[ApiKey]:
+    with reading(bind) as conn:
         rows = conn.execute(select(ApiKey).order_by(ApiKey.id)).mappings().all()
     return [ApiKey.model_validate(dict(r)) for r in rows]
 
 
-def revoke_api_key(engine: Engine, key_id_or_prefix: str) -> int:
+def revoke_api_key(bind: Bind, key_id_or_prefix: str) -> int:
     condition = ApiKey.prefix == key_id_or_prefix
     if key_id_or_prefix.isdigit():
         condition = ApiKey.id == int(key_id_or_prefix)
-    with transaction(engine) as conn:
+    with writing(bind) as conn:
         result = conn.execute(update(ApiKey).where(condition, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow()))
     return result.rowcount or 0
 
 
-def key_is_active(engine: Engine, key_hash: str) -> bool:
-    with engine.connect() as conn:
+def key_is_active(bind: Bind, key_hash: str) -> bool:
+    with reading(bind) as conn:
         row = conn.execute(
             select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
         ).first()
@@ -131,10 +134,10 @@ def fingerprint_of_stored_job(conn: Connection, job_id: str) -> str | None:
                                None if inputs is None else json.loads(inputs))
 
 
-def _replayed(engine: Engine, existing: Job, fingerprint: str) -> JobCreated:
+def _replayed(bind: Bind, existing: Job, fingerprint: str) -> JobCreated:
     stored = existing.request_fingerprint
     if stored is None:
-        with engine.connect() as conn:
+        with reading(bind) as conn:
             stored = fingerprint_of_stored_job(conn, existing.id)
     return JobCreated(existing, created=False, same_request=stored == fingerprint)
 
@@ -197,7 +200,7 @@ def _seconds_until_fits(conn: Connection, where: Sequence[Any], now: datetime, c
     return None
 
 
-def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: JudgeProfile,
+def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: JudgeProfile,
                idempotency_key: str | None = None, batch_size: int = 32, kind: str = "pairwise",
                inputs: Mapping[str, Any] | None = None, quota: DailyQuota | None = None) -> JobCreated:
     """Store a job and all its items in one transaction (all or nothing).
@@ -213,9 +216,9 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
     """
     fingerprint = fingerprint_of_request(kind, items, profile, inputs)
     if idempotency_key:
-        existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
+        existing = find_job_by_idempotency_key(bind, owner, idempotency_key)
         if existing is not None:
-            return _replayed(engine, existing, fingerprint)
+            return _replayed(bind, existing, fingerprint)
     plan = summaries.plan_group_keys(items)
     job = Job(
         id=str(uuid.uuid4()), owner=owner, kind=kind, idempotency_key=idempotency_key,
@@ -224,7 +227,7 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
         summary_keys=json.dumps(plan, ensure_ascii=False), request_fingerprint=fingerprint,
     )
     try:
-        with transaction(engine) as conn:
+        with writing(bind) as conn:
             if quota is not None and quota.limited and conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _owner_lock_key(owner)})
             conn.execute(insert(Job).values(**job.model_dump()))
@@ -245,9 +248,9 @@ def create_job(engine: Engine, owner: str, items: Sequence[PairItem], profile: J
     except IntegrityError:
         # A concurrent POST with the same Idempotency-Key won the race.
         if idempotency_key:
-            existing = find_job_by_idempotency_key(engine, owner, idempotency_key)
+            existing = find_job_by_idempotency_key(bind, owner, idempotency_key)
             if existing is not None:
-                return _replayed(engine, existing, fingerprint)
+                return _replayed(bind, existing, fingerprint)
         raise
     return JobCreated(job, created=True)
 
@@ -257,24 +260,24 @@ def _owner_lock_key(owner: str) -> int:
     return int.from_bytes(hashlib.sha256(b"pjudge-quota:" + owner.encode()).digest()[:8], "big", signed=True)
 
 
-def job_inputs(engine: Engine, job_id: str) -> dict[str, Any] | None:
+def job_inputs(bind: Bind, job_id: str) -> dict[str, Any] | None:
     """The `inputs` stored with the job by create_job; None when it was created without."""
-    with engine.connect() as conn:
+    with reading(bind) as conn:
         row = conn.execute(select(JobInput.inputs_json).where(JobInput.job_id == job_id)).first()
     return json.loads(row[0]) if row else None
 
 
-def find_job_by_idempotency_key(engine: Engine, owner: str, key: str) -> Job | None:
-    with engine.connect() as conn:
+def find_job_by_idempotency_key(bind: Bind, owner: str, key: str) -> Job | None:
+    with reading(bind) as conn:
         row = conn.execute(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).mappings().first()
     return Job.model_validate(dict(row)) if row else None
 
 
-def get_job(engine: Engine, job_id: str, owner: str | None = None) -> Job | None:
+def get_job(bind: Bind, job_id: str, owner: str | None = None) -> Job | None:
     query = select(Job).where(Job.id == job_id)
     if owner is not None:
         query = query.where(Job.owner == owner)
-    with engine.connect() as conn:
+    with reading(bind) as conn:
         row = conn.execute(query).mappings().first()
     return Job.model_validate(dict(row)) if row else None
 
@@ -288,8 +291,8 @@ def batches(job: Job) -> list[tuple[int, int]]:
     return [(start, min(start + job.batch_size, job.n_items)) for start in range(0, job.n_items, job.batch_size)]
 
 
-def job_items(engine: Engine, job_id: str, start: int, end: int) -> list[tuple[int, PairItem]]:
-    with engine.connect() as conn:
+def job_items(bind: Bind, job_id: str, start: int, end: int) -> list[tuple[int, PairItem]]:
+    with reading(bind) as conn:
         rows = conn.execute(
             select(JobItem.position, JobItem.item_json)
             .where(JobItem.job_id == job_id, JobItem.position >= start, JobItem.position < end)
@@ -298,10 +301,10 @@ def job_items(engine: Engine, job_id: str, start: int, end: int) -> list[tuple[i
     return [(position, PairItem.model_validate_json(item_json)) for position, item_json in rows]
 
 
-def pending_items(engine: Engine, job_id: str, start: int, end: int) -> list[tuple[int, PairItem]]:
+def pending_items(bind: Bind, job_id: str, start: int, end: int) -> list[tuple[int, PairItem]]:
     """The items in [start, end) that have no verdict yet, in position order: one query (a task's
     reads cost a round trip each on PostgreSQL)."""
-    with engine.connect() as conn:
+    with reading(bind) as conn:
         rows = conn.execute(
             select(JobItem.position, JobItem.item_json)
             .outerjoin(VerdictRow, and_(VerdictRow.job_id == JobItem.job_id, VerdictRow.position == JobItem.position))
@@ -312,8 +315,8 @@ def pending_items(engine: Engine, job_id: str, start: int, end: int) -> list[tup
     return [(position, PairItem.model_validate_json(item_json)) for position, item_json in rows]
 
 
-def done_positions(engine: Engine, job_id: str, start: int, end: int) -> set[int]:
-    with engine.connect() as conn:
+def done_positions(bind: Bind, job_id: str, start: int, end: int) -> set[int]:
+    with reading(bind) as conn:
         rows = conn.execute(
             select(VerdictRow.position).where(
                 VerdictRow.job_id == job_id, VerdictRow.position >= start, VerdictRow.position < end
@@ -322,16 +325,16 @@ def done_positions(engine: Engine, job_id: str, start: int, end: int) -> set[int
     return {r[0] for r in rows}
 
 
-def mark_running(engine: Engine, job_id: str) -> None:
-    with transaction(engine) as conn:
+def mark_running(bind: Bind, job_id: str) -> None:
+    with writing(bind) as conn:
         conn.execute(
             update(Job).where(Job.id == job_id, Job.status == "queued")
             .values(status="running", started_at=utcnow(), updated_at=utcnow())
         )
 
 
-def cancel_job(engine: Engine, job_id: str) -> bool:
-    with transaction(engine) as conn:
+def cancel_job(bind: Bind, job_id: str) -> bool:
+    with writing(bind) as conn:
         result = conn.execute(
             update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
             .values(status="cancelled", finished_at=utcnow(), updated_at=utcnow())
@@ -339,79 +342,106 @@ def cancel_job(engine: Engine, job_id: str) -> bool:
     return bool(result.rowcount)
 
 
-def job_status(engine: Engine, job_id: str) -> str | None:
-    with engine.connect() as conn:
+def job_status(bind: Bind, job_id: str) -> str | None:
+    with reading(bind) as conn:
         row = conn.execute(select(Job.status).where(Job.id == job_id)).first()
     return row[0] if row else None
 
 
-def job_statuses(engine: Engine, job_ids: Iterable[str]) -> dict[str, str]:
+def job_statuses(bind: Bind, job_ids: Iterable[str]) -> dict[str, str]:
     """{job id: status} of the given jobs in one query (a missing job is absent): what a worker
     polls every second for the jobs it is running, to stop a cancelled job's calls."""
     ids = sorted(set(job_ids))
     if not ids:
         return {}
-    with engine.connect() as conn:
+    with reading(bind) as conn:
         rows = conn.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all()
     return {job_id: status for job_id, status in rows}
 
 
-def record_verdicts(engine: Engine, job_id: str, verdicts: Iterable[tuple[int, Verdict]],
-                    now: datetime | None = None, also: Callable[[Connection], Any] | None = None) -> int:
-    """Store verdicts and their calls exactly once; returns how many were new.
+@dataclass(frozen=True)
+class VerdictBatch:
+    """A batch of verdicts as rows, ready to store (`prepare_verdicts`): the verdict rows with their
+    stat columns and groups, the summary contributions of all of them, the overflow keys."""
 
-    The verdicts go in with one INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows that
-    were really new come back, and only their calls, counts and summary contributions are written,
-    all in one transaction, so a redelivered task adds nothing and the job's counters and
-    summaries stay exact. The same transaction marks the job done when these were its last
-    verdicts, and runs `also` (the worker's new cache entries): one write per batch. `now`: the
-    verdicts' created_at (default: the current time).
-    """
-    batch = list(verdicts)
-    if not batch:
-        return 0
+    job_id: str
+    verdicts: tuple[tuple[int, Verdict], ...]
+    rows: tuple[dict[str, Any], ...]
+    delta: summaries.Delta
+    overflow: Mapping[str, list[str]]
+    now: datetime
+
+
+def prepare_verdicts(bind: Bind, job_id: str, verdicts: Iterable[tuple[int, Verdict]],
+                     now: datetime | None = None) -> VerdictBatch:
+    """The rows of verdicts and their summed summary contributions, computed before the write
+    transaction (less time holding locks). `now`: their created_at (default: the current time)."""
+    batch = tuple(verdicts)
     now = now or utcnow()
-    with engine.connect() as conn:
-        plan = summaries.job_plan(conn, job_id)
+    plan = None
+    if batch:
+        with reading(bind) as conn:
+            plan = summaries.job_plan(conn, job_id)
     rows = []
     overflow: dict[str, list[str]] = {}
     for (position, verdict), stats in zip(batch, summaries.stat_columns([v for _, v in batch]), strict=True):
         groups, overflow[verdict.id] = summaries.verdict_groups(verdict.metadata, plan)
-        rows.append({**_verdict_row(job_id, position, verdict, now), **stats,
+        rows.append({**verdict_row(job_id, position, verdict, now), **stats,
                      "group_json": json.dumps(groups, ensure_ascii=False)})
-    delta = summaries.delta_of(rows)  # summed before the transaction: less time holding locks
-    with transaction(engine) as conn:
-        # First the rows no other writer touches: the cache entries, the verdicts, their calls.
-        if also is not None:
-            also(conn)
-        new_ids = set(insert_many(conn, VerdictRow.__table__, rows, ignore_conflicts=True, returning="item_id"))
-        if not new_ids:
-            return 0  # every verdict was stored by an earlier delivery of this task
-        new_rows = [row for row in rows if row["item_id"] in new_ids]
-        if len(new_rows) < len(rows):
-            delta = summaries.delta_of(new_rows)
-        new = [verdict for _, verdict in batch if verdict.id in new_ids]
-        call_rows = [_call_row(job_id, verdict.id, call, now) for verdict in new for call in verdict.calls]
-        insert_many(conn, CallRow.__table__, call_rows)
-        # Then the rows every writer of this job shares, the job row first: attach_labels takes it
-        # first too, so the summary rows are always locked under it (no deadlock), and a relabel
-        # never interleaves with these verdicts' contributions. Concurrent batches of a job queue
-        # on that lock until commit, so on PostgreSQL its statements go in one round trip (then the
-        # rare overflow keys and the commit).
-        counts = {"job_id": job_id, "now": now, "verdicts": len(new_rows),
-                  "calls": sum(r["n_calls"] for r in new_rows),
-                  "failed_calls": sum(r["n_failed_calls"] for r in new_rows),
-                  "failed_items": sum(r["winner"] is None for r in new_rows),
-                  "cost": sum(r["cost_usd"] for r in new_rows)}
-        if conn.dialect.name == "postgresql":
-            with one_round_trip(conn) as driver:
-                driver.execute(_postgres_statement(conn, _ADD_TO_JOB), counts)
-                delta.apply(conn, driver)
-        else:
-            conn.execute(_ADD_TO_JOB, counts)
-            delta.apply(conn)
-        summaries.record_overflow(conn, job_id, [key for row in new_rows for key in overflow[row["item_id"]]])
+    return VerdictBatch(job_id, batch, tuple(rows), summaries.delta_of(rows), overflow, now)
+
+
+def store_verdicts(conn: Connection, prepared: VerdictBatch) -> int:
+    """Store a prepared batch exactly once in `conn`'s transaction; returns how many were new.
+
+    The verdicts go in with one INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows that
+    were really new come back, and only their calls, counts and summary contributions are written,
+    so a redelivered task adds nothing and the job's counters and summaries stay exact. The same
+    transaction marks the job done when these were its last verdicts. The caller commits: the
+    worker writes its new cache entries in the same transaction, one write per batch.
+    """
+    job_id, rows, now, delta = prepared.job_id, list(prepared.rows), prepared.now, prepared.delta
+    if not rows:
+        return 0
+    # First the rows no other writer touches: the verdicts, their calls.
+    new_ids = set(insert_many(conn, VerdictRow.__table__, rows, ignore_conflicts=True, returning="item_id"))
+    if not new_ids:
+        return 0  # every verdict was stored by an earlier delivery of this task
+    new_rows = [row for row in rows if row["item_id"] in new_ids]
+    if len(new_rows) < len(rows):
+        delta = summaries.delta_of(new_rows)
+    new = [verdict for _, verdict in prepared.verdicts if verdict.id in new_ids]
+    call_rows = [call_row(job_id, verdict.id, call, now) for verdict in new for call in verdict.calls]
+    insert_many(conn, CallRow.__table__, call_rows)
+    # Then the rows every writer of this job shares, the job row first: attach_labels takes it
+    # first too, so the summary rows are always locked under it (no deadlock), and a relabel
+    # never interleaves with these verdicts' contributions. Concurrent batches of a job queue
+    # on that lock until commit, so on PostgreSQL its statements go in one round trip (then the
+    # rare overflow keys and the commit).
+    counts = {"job_id": job_id, "now": now, "verdicts": len(new_rows),
+              "calls": sum(r["n_calls"] for r in new_rows),
+              "failed_calls": sum(r["n_failed_calls"] for r in new_rows),
+              "failed_items": sum(r["winner"] is None for r in new_rows),
+              "cost": sum(r["cost_usd"] for r in new_rows)}
+    if conn.dialect.name == "postgresql":
+        with one_round_trip(conn) as driver:
+            driver.execute(_postgres_statement(conn, _ADD_TO_JOB), counts)
+            delta.apply(conn, driver)
+    else:
+        conn.execute(_ADD_TO_JOB, counts)
+        delta.apply(conn)
+    summaries.record_overflow(conn, job_id, [key for row in new_rows for key in prepared.overflow[row["item_id"]]])
     return len(new_rows)
+
+
+def record_verdicts(bind: Bind, job_id: str, verdicts: Iterable[tuple[int, Verdict]],
+                    now: datetime | None = None) -> int:
+    """`prepare_verdicts` then `store_verdicts` in the bind's transaction (an Engine's own)."""
+    prepared = prepare_verdicts(bind, job_id, verdicts, now)
+    if not prepared.rows:
+        return 0
+    with writing(bind) as conn:
+        return store_verdicts(conn, prepared)
 
 
 # A batch's counts, and the job's completion when these were its last verdicts: one statement,
@@ -437,24 +467,11 @@ def _postgres_statement(conn: Connection, statement: Any) -> str:
     return _compiled[key]
 
 
-def _verdict_row(job_id: str, position: int, verdict: Verdict, now: datetime) -> dict[str, Any]:
-    return {
-        "job_id": job_id, "item_id": verdict.id, "position": position, "winner": verdict.winner,
-        "p_a": verdict.p_a, "certainty": verdict.certainty, "consistent": verdict.consistent,
-        "abstained": verdict.abstained, "bpde": verdict.bpde, "human_label": verdict.human_label,
-        "len_a": verdict.len_a, "len_b": verdict.len_b, "error": verdict.error, "n_calls": len(verdict.calls),
-        "n_failed_calls": sum(c.error is not None for c in verdict.calls),
-        "cost_usd": round(sum(c.cost_usd or 0.0 for c in verdict.calls), 9),
-        "profile": verdict.judge.profile, "provider": verdict.judge.provider, "model": verdict.judge.model,
-        "metadata_json": json.dumps(verdict.metadata, ensure_ascii=False), "created_at": now,
-    }
-
-
-def finish_if_complete(engine: Engine, job_id: str) -> bool:
+def finish_if_complete(bind: Bind, job_id: str) -> bool:
     """Mark the job done when every item has a verdict. record_verdicts does this in its own
     transaction, where the counter update has the job row: the last of concurrent writers always
     sees every verdict, so completion needs no coordinator. Tasks that store nothing call this."""
-    with transaction(engine) as conn:
+    with writing(bind) as conn:
         return _finish_if_complete(conn, job_id)
 
 
@@ -466,42 +483,10 @@ def _finish_if_complete(conn: Connection, job_id: str) -> bool:
     return bool(result.rowcount)
 
 
-def _call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str, Any]:
-    return {
-        "job_id": job_id, "item_id": item_id, "order": call.order or "", "sample": call.sample, "raw": call.raw,
-        "raw_truncated_from": call.raw_truncated_from, "choice": call.choice, "certainty": call.certainty,
-        "scores_json": json.dumps(call.scores) if call.scores is not None else None,
-        "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
-        "latency_s": call.latency_s, "cached": call.cached, "attempts": call.attempts, "error": call.error,
-        "created_at": now,
-    }
-
-
-def call_from_row(row: Any) -> Call:
-    return Call(
-        # .get: a migration's backfill reads the calls table as it is then, before later columns.
-        order=row.order or None, sample=row.sample, raw=row.raw,
-        raw_truncated_from=row._mapping.get("raw_truncated_from"),
-        choice=row.choice, certainty=row.certainty,
-        scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s, cached=row.cached,
-        error=row.error, attempts=row.attempts,
-    )
-
-
-def verdict_from_row(row: Any, calls: list[Call]) -> Verdict:
-    return Verdict(
-        id=row.item_id, winner=row.winner, p_a=row.p_a, certainty=row.certainty, consistent=row.consistent,
-        abstained=row.abstained, bpde=row.bpde, human_label=row.human_label,
-        judge=JudgeInfo(profile=row.profile, provider=row.provider, model=row.model), calls=calls,
-        len_a=row.len_a, len_b=row.len_b, error=row.error, metadata=json.loads(row.metadata_json or "{}"),
-    )
-
-
-def list_verdicts(engine: Engine, job_id: str, after_position: int = -1, limit: int = 100,
+def list_verdicts(bind: Bind, job_id: str, after_position: int = -1, limit: int = 100,
                   with_calls: bool = True) -> list[tuple[int, Verdict]]:
     """Verdicts in item order after a cursor position (keyset pagination)."""
-    with engine.connect() as conn:
+    with reading(bind) as conn:
         rows = conn.execute(
             select(VerdictRow).where(VerdictRow.job_id == job_id, VerdictRow.position > after_position)
             .order_by(VerdictRow.position).limit(limit)
@@ -518,25 +503,25 @@ def list_verdicts(engine: Engine, job_id: str, after_position: int = -1, limit: 
     return [(r.position, verdict_from_row(r, calls.get(r.item_id, []))) for r in rows]
 
 
-def all_verdicts(engine: Engine, job_id: str, with_calls: bool = True) -> list[Verdict]:
+def all_verdicts(bind: Bind, job_id: str, with_calls: bool = True) -> list[Verdict]:
     result: list[Verdict] = []
     cursor = -1
     while True:
-        page = list_verdicts(engine, job_id, cursor, 2000, with_calls)
+        page = list_verdicts(bind, job_id, cursor, 2000, with_calls)
         if not page:
             return result
         result.extend(v for _, v in page)
         cursor = page[-1][0]
 
 
-def attach_labels(engine: Engine, job_id: str, labels: Sequence[tuple[str, str | None]]) -> tuple[int, list[str]]:
+def attach_labels(bind: Bind, job_id: str, labels: Sequence[tuple[str, str | None]]) -> tuple[int, list[str]]:
     """Set human labels by item id; returns (updated, unknown ids). Nothing changes if any id is unknown.
 
     The job's summaries move with the labels in the same transaction: each changed verdict's old
     contribution is subtracted and its new one added.
     """
     ids = [item_id for item_id, _ in labels]
-    with transaction(engine) as conn:
+    with writing(bind) as conn:
         known = {r[0] for r in conn.execute(
             select(JobItem.item_id).where(JobItem.job_id == job_id, JobItem.item_id.in_(ids))
         ).all()} if ids else set()
@@ -568,20 +553,20 @@ def attach_labels(engine: Engine, job_id: str, labels: Sequence[tuple[str, str |
     return updated, []
 
 
-def active_jobs(engine: Engine) -> list[Job]:
-    with engine.connect() as conn:
+def active_jobs(bind: Bind) -> list[Job]:
+    with reading(bind) as conn:
         rows = conn.execute(select(Job).where(Job.status.in_(ACTIVE))).mappings().all()
     return [Job.model_validate(dict(r)) for r in rows]
 
 
-def job_counts(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
+def job_counts(bind: Bind) -> dict[str, int]:
+    with reading(bind) as conn:
         rows = conn.execute(select(Job.status, func.count()).group_by(Job.status)).all()
     return {status: count for status, count in rows}
 
 
-def touch_job(engine: Engine, job_id: str) -> None:
-    with transaction(engine) as conn:
+def touch_job(bind: Bind, job_id: str) -> None:
+    with writing(bind) as conn:
         conn.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
 
 
@@ -601,6 +586,6 @@ class DbCallCache:
         return CallResult(text=row[0], input_tokens=row[1], output_tokens=row[2]) if row else None
 
     def put(self, key: str, result: CallResult) -> None:
-        with transaction(self.engine) as conn:
+        with writing(self.engine) as conn:
             conn.execute(self._insert.values(key=key, raw=result.text, input_tokens=result.input_tokens,
                                              output_tokens=result.output_tokens, created_at=utcnow()))

@@ -23,35 +23,35 @@ store.summaries); the caller then computes from the verdicts.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Table, and_, case, cast, func, literal, literal_column, or_, select, tuple_
+from sqlalchemy import Table, case, cast, func, literal, literal_column, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from calibration.from_counts import (
-    CODES,
+from calibration import counts as projection
+from calibration.counts import (
     ECE_FIELDS,
     FLOAT_FIELDS,
     MAIN_FIELDS,
     BpdeKey,
     Counts,
-    Cut,
     bpde_key,
     certainty_fields,
     grid_index,
-    report_from_counts,
 )
+from calibration.from_counts import Cut, report_from_counts
 from calibration.report import MISSING_GROUP
-from calibration.table import DECIMALS
+from calibration.table import CODES, DECIMALS
 from store import summaries
 from store.models import (
     HITL_CELLS,
+    LAMBDA_COUNTS,
     Job,
     VerdictRow,
     summary_bpde,
@@ -125,10 +125,6 @@ class Grouping:
 
 # ---------------------------------------------------------------- SQL pieces
 
-def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
-    return func.sum(case((condition, 1), else_=0))
-
-
 def _is(column: Any, value: str | None) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]
 
@@ -157,24 +153,49 @@ def _chunk_of() -> ColumnElement[int]:
     return V.position // literal_column(str(summaries.CHUNK))
 
 
+# Labelled rows: the HITL selection's population, as a filter (what a labelled item is, and every
+# other formula, is calibration.counts').
 _LABELLED = V.human_label.is_not(None)
-_HAS_WINNER = V.winner.in_(("A", "B"))
-_DECIDED = and_(_LABELLED, _HAS_WINNER)
-_CORRECT = and_(_LABELLED, V.winner == V.human_label)
-_IN_CERTAINTY = and_(_HAS_WINNER, V.stat_certainty_bin.is_not(None))
-_IN_CONFIDENCE = and_(_DECIDED, V.stat_lambda_bin.is_not(None))
+_BPDE_NULL = case((V.bpde.is_(None), literal_column("1")), else_=literal_column("0"))
+_BPDE_VALUE = func.coalesce(V.bpde, literal_column("0.0"))
 
-# Aggregates over verdict rows (the cut hours), grouped by winner and label: the per-row work
-# stays a few plain sums (SQLite evaluates every expression of every row), and
-# store.summaries.outcome_fields turns each (winner, label) group into the summary fields.
-VERDICT_OUTCOME = [
-    func.count(), _count(V.stat_position >= 1), _count(V.stat_position == 2), func.sum(V.calls_first),
-    func.sum(V.calls_second), func.sum(V.calls_tie), _count(V.stat_longer == 1), _count(V.stat_longer == 2),
-    _count(V.abstained.is_(True)), func.count(V.stat_p_a), func.sum((V.stat_p_a - 1.0) * (V.stat_p_a - 1.0)),
-    func.sum(V.stat_p_a * V.stat_p_a),
-]
-_BPDE_GROUP = [case((V.bpde.is_(None), literal_column("1")), else_=literal_column("0")),
-               func.coalesce(V.bpde, literal_column("0.0"))]
+Named = dict[str, ColumnElement[Any]]
+"""Result columns by name: a query selects their values, its rows come back as dicts by name."""
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """Grouped verdict rows as the projection's arrays: `group` indexes the query's sets."""
+
+    group: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    @property
+    def winner(self) -> np.ndarray:
+        return self.columns["winner"]
+
+    @property
+    def label(self) -> np.ndarray:
+        return self.columns["label"]
+
+
+def _arrays(rows: Sequence[dict[str, Any]], sets: dict[str | None, int], names: Sequence[str],
+            floats: Sequence[str] = ()) -> _Arrays:
+    """Rows with "set", "winner", "label" and the named sums (None as 0; a bin's None as NO_BIN)."""
+    group = np.array([sets.setdefault(r["set"], len(sets)) for r in rows], dtype=np.int64)
+    columns = {
+        "winner": np.array([CODES[r["winner"]] for r in rows], dtype=np.int64),
+        "label": np.array([CODES[r["label"]] for r in rows], dtype=np.int64),
+    }
+    for name in names:
+        missing = projection.NO_BIN if name.endswith("bin") else 0
+        columns[name] = np.array([missing if r[name] is None else int(r[name]) for r in rows], dtype=np.int64)
+    for name in floats:
+        columns[name] = np.array([0.0 if r[name] is None else float(r[name]) for r in rows], dtype=np.float64)
+    return _Arrays(group, columns)
 
 
 def _sums(table: Table, names: Sequence[str]) -> ColumnElement[Any]:
@@ -190,7 +211,7 @@ def _main_fields(threshold: float) -> tuple[tuple[str, ...], ColumnElement[Any]]
     return fields, _sums(summary_main, fields)
 
 
-LAMBDA_SUMS = _sums(summary_lambda, ("n_decided", "n_errors"))
+LAMBDA_SUMS = _sums(summary_lambda, LAMBDA_COUNTS)
 CELL_SUMS = {table.name: _sums(table, HITL_CELLS) for table in (summary_bpde, summary_bpde_chunk)}
 
 
@@ -199,8 +220,6 @@ _JOINED = {table.name: table.join(Job, Job.id == table.c.job_id)
            for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk)}
 
 
-NULL = literal_column("NULL")  # a placeholder column, left out of GROUP BY
-NO_BIN = literal_column("-2")  # a missing bin, as a constant in the SQL text (GROUP BY on PostgreSQL)
 
 
 def _counts_of(groups: dict[str | None, Counts], name: str | None) -> Counts:
@@ -209,6 +228,11 @@ def _counts_of(groups: dict[str | None, Counts], name: str | None) -> Counts:
     if counts is None:
         counts = groups[name] = Counts()
     return counts
+
+
+def _bpde_array(a: _Arrays) -> np.ndarray:
+    """The rows' BPDE, NaN when null."""
+    return np.where(a["bpde_null"] == 1, np.nan, a["bpde"])
 
 
 def _ints(values: Iterable[Any]) -> np.ndarray:
@@ -231,7 +255,7 @@ class _Query:
     _dim: ColumnElement[Any] | None = field(init=False, default=None)
     _filter_dim: ColumnElement[Any] | None = field(init=False, default=None)
     _owned: set[str] | None = field(init=False, default=None)
-    _partial_bpde: dict[tuple[datetime, datetime], list[tuple[Any, ...]]] = field(init=False, default_factory=dict)
+    _partial_bpde: dict[tuple[datetime, datetime], list[dict[str, Any]]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.time = split_time(self.selection.since, self.selection.until)
@@ -331,9 +355,8 @@ class _Query:
                     missing.add(counts, -1)
             named[MISSING_GROUP] = missing
             groups.update(named)
-        dim = self.verdict_dim()
         for since, until in self.time.partial:
-            for name, counts in self._verdict_counts(since, until, dim, models).items():
+            for name, counts in self._verdict_counts(since, until, models).items():
                 _counts_of(groups, name).add(counts)
                 if g.key is not None:
                     groups[None].add(counts)
@@ -346,106 +369,118 @@ class _Query:
         return groups, models
 
     def _summary_counts(self, group_key: str, dim: str | None, models: set[str]) -> dict[str | None, Counts]:
+        """{set: Counts} summed from the summary rows of `group_key` ("": the ungrouped rows), the
+        sets named by the `dim` column (None: one set, None)."""
         out: dict[str | None, Counts] = {}
 
-        def select_by(table: Table, *columns: Any) -> tuple[Any, int]:
-            dims = [table.c[dim]] if dim is not None else []
-            query = (select(*dims, *columns).select_from(self.summary_from(table))
-                     .where(*self.summary_filter(table, group_key)))
-            return query, len(dims)
-
-        def get(row: Any, n: int) -> Counts:
-            return _counts_of(out, row[0] if n else None)
+        def rows(table: Table, by: Named, sums: ColumnElement[Any], names: Sequence[str]
+                 ) -> Iterator[tuple[Counts, dict[str, Any], Sequence[Any]]]:
+            """(the set's Counts, the row's `by` values, its sums in `names` order)."""
+            dims: Named = {"set": table.c[dim]} if dim is not None else {}
+            columns = {**dims, **by}
+            query = (select(*columns.values(), sums).select_from(self.summary_from(table))
+                     .where(*self.summary_filter(table, group_key)).group_by(*columns.values()))
+            for values in self.conn.execute(query):
+                row = dict(zip(columns, values[:len(columns)], strict=True))
+                yield _counts_of(out, row.get("set")), row, values[len(columns):len(columns) + len(names)]
 
         t = summary_main
         fields, sums = _main_fields(self.threshold)
-        query, n = select_by(t, t.c.model, sums)
-        for row in self.conn.execute(query.group_by(*_row_dims(t, dim), t.c.model)):
-            models.add(row[n])
-            get(row, n).add_fields(fields, row[n + 1:])
+        for counts, row, values in rows(t, {"model": t.c.model}, sums, fields):
+            models.add(row["model"])
+            counts.add_fields(fields, values)
         if self.risk:
             t = summary_lambda
-            query, n = select_by(t, t.c.lambda_bin, LAMBDA_SUMS)
-            for row in self.conn.execute(query.group_by(*_row_dims(t, dim), t.c.lambda_bin)):
-                get(row, n).risk[row[n] + 1] += (int(row[n + 1]), int(row[n + 2]))
+            for counts, row, values in rows(t, {"lambda_bin": t.c.lambda_bin}, LAMBDA_SUMS, LAMBDA_COUNTS):
+                counts.risk[row["lambda_bin"] + 1] += _ints(values)
         t = summary_bpde
-        query, n = select_by(t, t.c.bpde_null, t.c.bpde, CELL_SUMS[t.name])
-        for row in self.conn.execute(query.group_by(*_row_dims(t, dim), t.c.bpde_null, t.c.bpde)):
-            get(row, n).add_hitl(bpde_key(None if row[n] else row[n + 1]), row[n + 2:])
+        for counts, row, values in rows(t, {"bpde_null": t.c.bpde_null, "bpde": t.c.bpde}, CELL_SUMS[t.name],
+                                        HITL_CELLS):
+            counts.add_hitl(bpde_key(None if row["bpde_null"] else row["bpde"]), _ints(values))
         return out
 
-    def _verdict_counts(self, since: datetime | None, until: datetime | None, dim: ColumnElement[Any] | None,
+    def _verdict_rows(self, since: datetime | None, until: datetime | None, by: Named, sums: Named,
+                      where: Sequence[ColumnElement[bool]] = ()) -> list[dict[str, Any]]:
+        """The selection's verdict rows created in [since, until), grouped by job, set (the group
+        name; None without grouping), winner, label and `by`, with the `sums`; the owner's jobs
+        only (grouped by job, cheaper than a lookup per row)."""
+        dim = self.verdict_dim()
+        dims: Named = {"job_id": V.job_id, **({"set": dim} if dim is not None else {}),
+                       "winner": V.winner, "label": V.human_label, **by}
+        columns = {**dims, **sums}
+        query = (select(*columns.values()).where(*self.verdict_filter(since, until, owner=False), *where)
+                 .group_by(*dims.values()))
+        out = []
+        for values in self.conn.execute(query):
+            row = dict(zip(columns, values, strict=True))
+            if self.owned(row["job_id"]):
+                row.setdefault("set", None)
+                out.append(row)
+        return out
+
+    def _verdict_counts(self, since: datetime | None, until: datetime | None,
                         models: set[str]) -> dict[str | None, Counts]:
-        """The same sums straight from the verdict rows created in [since, until) (grouped by job
-        too, to keep the owner's)."""
-        out: dict[str | None, Counts] = {}
-        dims = [V.job_id, *([dim] if dim is not None else [])]
-        n = len(dims)
-        where = self.verdict_filter(since, until, owner=False)
+        """The same counts straight from the verdict rows created in [since, until): SQL groups
+        them and sums their stored stat columns, calibration.counts projects the groups."""
+        sets: dict[str | None, int] = {}
+        batches: list[tuple[str, _Arrays]] = []
 
-        def rows(*columns: Any, condition: Any = None, by: Sequence[Any] = ()) -> Iterable[Any]:
-            query = select(*dims, *by, *columns).where(*where)
-            if condition is not None:
-                query = query.where(condition)
-            return (row for row in self.conn.execute(query.group_by(*dims, *by)) if self.owned(row[0]))
-
-        def get(row: Any) -> Counts:
-            return _counts_of(out, row[1] if n > 1 else None)
-
-        for row in rows(*VERDICT_OUTCOME, by=[V.model, V.winner, V.human_label]):
-            models.add(row[n])
-            fields, brier = summaries.outcome_fields(*row[n + 1:n + 3], *(int(v or 0) for v in row[n + 3:n + 13]),
-                                                     float(row[n + 13] or 0.0), float(row[n + 14] or 0.0))
-            get(row).add_main(fields, brier)
+        main = self._verdict_rows(since, until, {"model": V.model, "abstained": V.abstained,
+                                                 "position": V.stat_position, "longer": V.stat_longer}, {
+            "n": func.count(), "calls_first": func.sum(V.calls_first), "calls_second": func.sum(V.calls_second),
+            "calls_tie": func.sum(V.calls_tie), "p_n": func.count(V.stat_p_a), "p_sum": func.sum(V.stat_p_a),
+            "p_squares": func.sum(V.stat_p_a * V.stat_p_a)})
+        models.update(row["model"] for row in main)
+        for row in main:
+            row["abstained"] = bool(row["abstained"])
+        batches.append(("main", _arrays(main, sets, ("n", "abstained", "position", "longer", "calls_first",
+                                                     "calls_second", "calls_tie", "p_n"), ("p_sum", "p_squares"))))
         # The certainty histogram and the reliability bins in one pass (their bins go together).
-        bins = [func.coalesce(V.stat_certainty_bin, NO_BIN), func.coalesce(V.stat_ece_bin, NO_BIN)]
-        for row in rows(_count(_IN_CERTAINTY), _count(and_(_IN_CERTAINTY, _LABELLED)),
-                        _count(and_(_IN_CERTAINTY, _CORRECT)), _count(_IN_CONFIDENCE),
-                        _count(and_(_IN_CONFIDENCE, _CORRECT)),
-                        func.sum(case((_IN_CONFIDENCE, V.stat_confidence), else_=0.0)),
-                        condition=or_(_IN_CERTAINTY, _IN_CONFIDENCE), by=bins):
-            counts, (cert_bin, ece_bin) = get(row), row[n:n + 2]
-            if row[n + 2]:
-                counts.add_certainty_bin(cert_bin, _ints(row[n + 2:n + 5]))
-            if row[n + 5]:
-                counts.ece[ece_bin] += _ints(row[n + 5:n + 7])
-                counts.ece_confidence[ece_bin] += float(row[n + 7])
+        bins = self._verdict_rows(since, until, {"certainty_bin": V.stat_certainty_bin, "ece_bin": V.stat_ece_bin},
+                                  {"n": func.count(), "confidence_sum": func.sum(V.stat_confidence)})
+        batches.append(("bins", _arrays(bins, sets, ("n", "certainty_bin", "ece_bin"), ("confidence_sum",))))
         if self.risk:
-            for row in rows(func.count(), _count(V.winner != V.human_label), condition=_IN_CONFIDENCE,
-                            by=[V.stat_lambda_bin]):
-                get(row).risk[row[n] + 1] += _ints(row[n + 1:])
-        # Labelled verdicts by job, BPDE, winner and label: the BPDE counts here, and kept for the
-        # HITL cut's counts per job (`_cut_counts`), which are the same rows.
-        by_bpde = self._partial_bpde[(since, until)] = []
-        for row in rows(func.count(), condition=_LABELLED, by=[*_BPDE_GROUP, V.winner, V.human_label]):
-            job_id, group = row[0], row[1] if n > 1 else None
-            null, value, winner, label, count = row[n:n + 5]
-            by_bpde.append((job_id, group, null, value, winner, label, count))
-            cells = np.zeros(12, dtype=np.int64)
-            cells[CODES[winner] * 3 + CODES[label]] = count
-            get(row).add_hitl(bpde_key(None if null else value), cells)
-        return out
+            risk = self._verdict_rows(since, until, {"lambda_bin": V.stat_lambda_bin}, {"n": func.count()})
+            batches.append(("risk", _arrays(risk, sets, ("n", "lambda_bin"))))
+        # Labelled verdicts by BPDE: the HITL table here, and kept for the HITL cut's counts per job
+        # (`_cut_counts_by_job`), which are the same rows.
+        hitl = self._partial_bpde[(since, until)] = self._verdict_rows(
+            since, until, {"bpde_null": _BPDE_NULL, "bpde": _BPDE_VALUE}, {"n": func.count()}, [_LABELLED])
+        batches.append(("hitl", _arrays(hitl, sets, ("n", "bpde_null"), ("bpde",))))
+
+        out = [Counts() for _ in sets]
+        for family, a in batches:
+            if family == "main":
+                projection.add_main(out, a.group, a.winner, a.label, a["n"], a["abstained"] * a["n"], a["position"],
+                                    a["longer"], a["calls_first"], a["calls_second"], a["calls_tie"], a["p_n"],
+                                    a["p_sum"], a["p_squares"])
+            elif family == "bins":
+                projection.add_certainty(out, a.group, a.winner, a.label, a["n"], a["certainty_bin"])
+                projection.add_reliability(out, a.group, a.winner, a.label, a["n"], a["ece_bin"],
+                                           a["confidence_sum"])
+            elif family == "risk":
+                projection.add_risk(out, a.group, a.winner, a.label, a["n"], a["lambda_bin"])
+            else:
+                projection.add_hitl(out, a.group, a.winner, a.label, a["n"], _bpde_array(a))
+        return {name: out[i] for name, i in sets.items()}
 
     # -- the certainty split at an off-grid threshold, by group
     def splits(self, threshold: float) -> dict[str | None, tuple[np.ndarray, np.ndarray]]:
-        cut = round(threshold, DECIMALS)  # as calibration.certainty.certainty_split
-        dim = self.verdict_dim()
-        dims = [dim] if dim is not None else []
-        high, low = V.stat_certainty >= cut, V.stat_certainty < cut
-        sums = [_count(high), _count(and_(high, _LABELLED)), _count(and_(high, _CORRECT)),
-                _count(low), _count(and_(low, _LABELLED)), _count(and_(low, _CORRECT))]
-        rows = self.conn.execute(
-            select(*dims, *sums)
-            .where(*self.verdict_filter(self.selection.since, self.selection.until), _HAS_WINNER,
-                   V.stat_certainty.is_not(None))
-            .group_by(*dims))
-        out: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
-        total = (np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64))
-        for row in rows:
-            values = _ints(row[len(dims):])
-            out[row[0] if dims else None] = (values[:3], values[3:])
-            total = (total[0] + values[:3], total[1] + values[3:])
-        out[None] = total
+        """{set: ([n, labelled, correct] high, ... low)} of the selection's verdicts with a
+        certainty (calibration.counts.split_histogram of the rows grouped by side)."""
+        cut = round(threshold, DECIMALS)  # as calibration.certainty.split_counts
+        rows = self._verdict_rows(self.selection.since, self.selection.until,
+                                  {"high": case((V.stat_certainty >= cut, 1), else_=0)}, {"n": func.count()},
+                                  [V.stat_certainty.is_not(None)])
+        sets: dict[str | None, int] = {None: 0}
+        a = _arrays(rows, sets, ("n", "high"))
+        known = np.ones(len(rows), dtype=bool)
+        total = projection.split_histogram(np.zeros(len(rows), dtype=np.int64), 1, a.winner, a.label, a["n"],
+                                           a["high"], known)[0]
+        out = {None: total}
+        if self.verdict_dim() is not None:
+            grouped = projection.split_histogram(a.group, len(sets), a.winner, a.label, a["n"], a["high"], known)
+            out.update((name, grouped[i]) for name, i in sets.items() if name is not None)
         return out
 
     # -- the HITL cuts
@@ -455,7 +490,7 @@ class _Query:
         sets), that job's counts per chunk the chunk (one query), then one query per set reads at
         most a chunk of verdict rows."""
         taken = {name: np.zeros((4, 3), dtype=np.int64) for name in cuts}
-        by_job = self._cut_counts(summary_bpde, cuts)
+        by_job = self._cut_counts_by_job(cuts)
         created = self._job_created({job for counts in by_job.values() for job in counts})
         ends: dict[str | None, tuple[str, int]] = {}
         for name, (_, m) in cuts.items():
@@ -467,8 +502,8 @@ class _Query:
                     continue
                 ends[name] = (job_id, m)
                 break
-        by_chunk = self._cut_counts(summary_bpde_chunk, {name: cuts[name] for name in ends},
-                                    {name: job for name, (job, _) in ends.items()}) if ends else {}
+        by_chunk = self._cut_counts_by_chunk({name: cuts[name] for name in ends},
+                                             {name: job for name, (job, _) in ends.items()}) if ends else {}
         for name, (job_id, m) in ends.items():
             key = cuts[name][0]
             for chunk in sorted(by_chunk[name]):
@@ -493,59 +528,72 @@ class _Query:
             return int(group_key == g.key and group_value == name)
         return 1 if group_key == "" else -int(group_value != MISSING_GROUP)
 
-    def _cut_counts(self, table: Table, cuts: Mapping[str | None, Cut],
-                    jobs: Mapping[str | None, str] | None = None) -> dict[str | None, dict[Any, np.ndarray]]:
-        """{set: {job (or chunk, with `jobs`: the set's job) -> 4 x 3 counts}} of the labelled items
-        with each set's cut BPDE value: summaries for the whole hours, verdicts for the cut ones."""
+    def _cut_counts_by_job(self, cuts: Mapping[str | None, Cut]) -> dict[str | None, dict[str, np.ndarray]]:
+        """{set: {job: 4 x 3 counts}} of the labelled items with each set's cut BPDE value:
+        summary_bpde for the whole hours, the rows `_verdict_counts` read for the cut ones."""
+        out: dict[str | None, dict[str, np.ndarray]] = {name: {} for name in cuts}
+        for name, row, cells in self._cut_summary_rows(summary_bpde, cuts, None):
+            _add_cells(out[name], row["job_id"], cells)
+        for since, until in self.time.partial:
+            for name, row, cells in self._cut_verdict_rows(self._partial_bpde[(since, until)], cuts, None):
+                _add_cells(out[name], row["job_id"], cells)
+        return out
+
+    def _cut_counts_by_chunk(self, cuts: Mapping[str | None, Cut],
+                             jobs: Mapping[str | None, str]) -> dict[str | None, dict[int, np.ndarray]]:
+        """{set: {chunk of the set's job: 4 x 3 counts}} of the labelled items with each set's cut
+        BPDE value: summary_bpde_chunk for the whole hours, the verdict rows for the cut ones."""
+        out: dict[str | None, dict[int, np.ndarray]] = {name: {} for name in cuts}
+        for name, row, cells in self._cut_summary_rows(summary_bpde_chunk, cuts, jobs):
+            _add_cells(out[name], row["chunk"], cells)
+        bpde = or_(*(V.bpde.is_(None) if null else V.bpde == value for null, value in _cut_keys(cuts)))
+        for since, until in self.time.partial:
+            # No job filter in SQL: with one, SQLite reads the jobs' verdicts by job instead of the
+            # cut hour's by created_at. The rows are grouped by job anyway.
+            rows = self._verdict_rows(since, until, {"chunk": _chunk_of(), "bpde_null": _BPDE_NULL,
+                                                     "bpde": _BPDE_VALUE}, {"n": func.count()}, [_LABELLED, bpde])
+            for name, row, cells in self._cut_verdict_rows(rows, cuts, jobs):
+                _add_cells(out[name], row["chunk"], cells)
+        return out
+
+    def _cut_summary_rows(self, table: Table, cuts: Mapping[str | None, Cut], jobs: Mapping[str | None, str] | None
+                          ) -> Iterator[tuple[str | None, dict[str, Any], np.ndarray]]:
+        """(set, row, its signed 4 x 3 counts toward the set) of a HITL summary table's rows (by job,
+        and by chunk for summary_bpde_chunk) with a cut BPDE value; `jobs`: only each set's job."""
         g = self.grouping
-        out: dict[str | None, dict[Any, np.ndarray]] = {name: {} for name in cuts}
-        keys = sorted({cut[0] for cut in cuts.values()})
-
-        def add(name: str | None, value: Any, cells: np.ndarray) -> None:
-            counts = out[name]
-            counts[value] = counts[value] + cells if value in counts else cells
-
-        chunked = jobs is not None
-        columns = [table.c.group_key, table.c.group_value, table.c[g.column] if g.column else NULL,
-                   table.c.job_id, table.c.chunk if chunked else NULL,
-                   table.c.bpde_null, table.c.bpde]
+        columns: Named = {"group_key": table.c.group_key, "group_value": table.c.group_value,
+                          **({"column_value": table.c[g.column]} if g.column else {}), "job_id": table.c.job_id,
+                          **({"chunk": table.c.chunk} if "chunk" in table.c else {}),
+                          "bpde_null": table.c.bpde_null, "bpde": table.c.bpde}
         where = [*self.summary_filter(table, None), table.c.group_key.in_(["", *([g.key] if g.key else [])]),
-                 tuple_(table.c.bpde_null, table.c.bpde).in_([(int(null), value) for null, value in keys])]
+                 tuple_(table.c.bpde_null, table.c.bpde).in_([(int(null), value) for null, value in _cut_keys(cuts)])]
         if jobs is not None:
             where.append(table.c.job_id.in_(sorted(set(jobs.values()))))
-        rows = self.conn.execute(select(*columns, CELL_SUMS[table.name]).select_from(self.summary_from(table))
-                                 .where(*where).group_by(*(c for c in columns if c is not NULL)))
-        for group_key, group_value, column_value, job_id, chunk, null, value, *cells in rows:
-            key = bpde_key(None if null else value)
+        query = (select(*columns.values(), CELL_SUMS[table.name]).select_from(self.summary_from(table))
+                 .where(*where).group_by(*columns.values()))
+        for values in self.conn.execute(query):
+            row = dict(zip(columns, values[:len(columns)], strict=True))
+            cells = _ints(values[len(columns):]).reshape(4, 3)  # HITL_CELLS, in CELL_SUMS's order
+            key = bpde_key(None if row["bpde_null"] else row["bpde"])
             for name, (cut_key, _) in cuts.items():
-                sign = self._member(name, group_key, group_value, column_value)
-                if cut_key == key and sign and (jobs is None or jobs[name] == job_id):
-                    add(name, chunk if chunked else job_id, sign * _ints(cells).reshape(4, 3))
+                sign = self._member(name, row["group_key"], row["group_value"], row.get("column_value"))
+                if cut_key == key and sign and (jobs is None or jobs[name] == row["job_id"]):
+                    yield name, row, sign * cells
 
-        dim = self.verdict_dim()
-        bpde = or_(*(V.bpde.is_(None) if null else V.bpde == value for null, value in keys))
-        columns = [V.job_id, dim if dim is not None else NULL, _chunk_of(), *_BPDE_GROUP, V.winner, V.human_label]
-        for since, until in self.time.partial:
-            if chunked:
-                # No job filter in SQL: with one, SQLite reads the jobs' verdicts by job instead of
-                # the cut hour's by created_at. The rows are grouped by job anyway.
-                partial = self.conn.execute(
-                    select(*columns, func.count())
-                    .where(*self.verdict_filter(since, until, owner=False), _LABELLED, bpde)
-                    .group_by(*(c for c in columns if c is not NULL)))
-            else:  # by job: the rows `_verdict_counts` read already
-                partial = ((job, group, None, null, value, winner, label, n)
-                           for job, group, null, value, winner, label, n in self._partial_bpde[(since, until)])
-            for job_id, group, chunk, null, value, winner, label, n in partial:
-                if not self.owned(job_id):
-                    continue
-                key = bpde_key(None if null else value)
-                cells = np.zeros((4, 3), dtype=np.int64)
-                cells[CODES[winner], CODES[label]] = n
-                for name, (cut_key, _) in cuts.items():
-                    if cut_key == key and (name is None or group == name) and (jobs is None or jobs[name] == job_id):
-                        add(name, chunk if chunked else job_id, cells)
-        return out
+    def _cut_verdict_rows(self, rows: Iterable[dict[str, Any]], cuts: Mapping[str | None, Cut],
+                          jobs: Mapping[str | None, str] | None
+                          ) -> Iterator[tuple[str | None, dict[str, Any], np.ndarray]]:
+        """(set, row, its 4 x 3 counts) of grouped labelled verdict rows (`_verdict_rows`) with a cut
+        BPDE value; `jobs`: only each set's job."""
+        for row in rows:
+            if row["label"] is None:
+                continue
+            key = bpde_key(None if row["bpde_null"] else row["bpde"])
+            cells = np.zeros((4, 3), dtype=np.int64)
+            cells[CODES[row["winner"]], CODES[row["label"]]] = row["n"]
+            for name, (cut_key, _) in cuts.items():
+                if cut_key == key and (name is None or row["set"] == name) and (jobs is None or jobs[name] == row["job_id"]):
+                    yield name, row, cells
 
     def _verdict_group(self, group: str | None) -> list[ColumnElement[bool]]:
         """The filter of a set's verdict rows (None: all)."""
@@ -582,8 +630,12 @@ class _Query:
         return self._created
 
 
-def _row_dims(table: Table, dim: str | None) -> list[Any]:
-    return [table.c[dim]] if dim is not None else []
+def _cut_keys(cuts: Mapping[str | None, Cut]) -> list[BpdeKey]:
+    return sorted({cut[0] for cut in cuts.values()})
+
+
+def _add_cells(counts: dict[Any, np.ndarray], key: Any, cells: np.ndarray) -> None:
+    counts[key] = counts[key] + cells if key in counts else cells
 
 
 # ---------------------------------------------------------------- entry points

@@ -3,7 +3,7 @@ profile, model, hour, group), kept up to date in the transaction that changes th
 
 - record_verdicts adds the contributions of the verdicts it really inserted (`delta_of`);
 - attach_labels subtracts a relabelled verdict's old contribution and adds its new one (`relabel`);
-- the migrations build them for the jobs stored before they existed (`backfill`).
+- the migrations build them for the jobs stored before they existed (store.backfills).
 
 A batch's contributions are summed in Python first (the batch is small), then written with one
 `INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n` per table, rows in key order: every
@@ -28,31 +28,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Table, bindparam, inspect, select, update
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from calibration.bias import LENGTH_MARGIN
-from calibration.certainty import ece_bin
-from calibration.from_counts import (
-    CODES,
-    ECE_FIELDS,
-    FLOAT_FIELDS,
-    INT_FIELDS,
-    MAIN_FIELDS,
-    bpde_key,
-    certainty_bin,
-    lambda_bin,
-)
+from calibration import counts
+from calibration.counts import NO_BIN
 from calibration.report import group_key
-from calibration.table import ABSENT, UNPARSED, build_table
+from calibration.table import CODES, build_table
 from judge.records import PairItem, Verdict
 from store.bulk import POSTGRES_MAX_PARAMETERS, placeholders
 from store.models import (
     SUMMARY_KEY,
-    CallRow,
     Job,
-    JobItem,
     VerdictRow,
     summary_bpde,
     summary_bpde_chunk,
@@ -94,44 +82,61 @@ def hour_start(hour: int) -> datetime:
 
 # ---------------------------------------------------------------- per verdict
 
-def _value(x: Any) -> float | None:
+def _value(x: float) -> float | None:
     return None if not math.isfinite(x) else float(x)
 
 
+def _bin(k: int) -> int | None:
+    return None if k == NO_BIN else int(k)
+
+
 def stat_columns(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
-    """The stat_* and calls_* columns of each verdict (see store.models.VerdictRow), computed by
-    calibration.table.build_table itself so that they are the report's own numbers."""
+    """The stat_* and calls_* columns of each verdict (see store.models.VerdictRow):
+    calibration.counts.stat_columns, the projection's own per-verdict inputs."""
     if not verdicts:
         return []
-    t = build_table(verdicts)
-    certainty, confidence = t.certainty, t.confidence
-    has_certainty, has_confidence = np.isfinite(certainty), np.isfinite(confidence)
-    cert_bins = certainty_bin(np.where(has_certainty, certainty, 0.0))
-    lambda_bins = lambda_bin(np.where(has_confidence, confidence, 0.0))
-    ece_bins = ece_bin(np.where(has_confidence, confidence, 0.5))
-    both = (t.first_ab != ABSENT) & (t.first_ba != ABSENT)
-    agree = both & (t.first_ab == t.first_ba) & (t.first_ab < UNPARSED)
-    position = both.astype(np.int64) + agree
-    known = np.isfinite(t.len_a) & np.isfinite(t.len_b)
-    with np.errstate(invalid="ignore"):
-        differ = known & (np.abs(t.len_a - t.len_b) > LENGTH_MARGIN)
-        longer = np.where(differ, np.where(t.len_a > t.len_b, 1, 2), 0)
+    s = counts.stat_columns(build_table(verdicts))
     return [
         {
-            "stat_certainty": _value(certainty[i]),
-            "stat_certainty_bin": int(cert_bins[i]) if has_certainty[i] else None,
-            "stat_confidence": _value(confidence[i]),
-            "stat_lambda_bin": int(lambda_bins[i]) if has_confidence[i] else None,
-            "stat_ece_bin": int(ece_bins[i]) if has_confidence[i] else None,
-            "stat_p_a": _value(t.p_a[i]),
-            "stat_position": int(position[i]),
-            "stat_longer": int(longer[i]),
-            "calls_first": int(t.first_calls[i]),
-            "calls_second": int(t.second_calls[i]),
-            "calls_tie": int(t.tie_calls[i]),
+            "stat_certainty": _value(certainty),
+            "stat_certainty_bin": _bin(certainty_bin),
+            "stat_confidence": _value(confidence),
+            "stat_lambda_bin": _bin(lambda_bin),
+            "stat_ece_bin": _bin(ece_bin),
+            "stat_p_a": _value(p_a),
+            "stat_position": position,
+            "stat_longer": longer,
+            "calls_first": first,
+            "calls_second": second,
+            "calls_tie": tie,
         }
-        for i in range(len(t))
+        for certainty, certainty_bin, confidence, lambda_bin, ece_bin, p_a, position, longer, first, second, tie
+        in zip(s.certainty.tolist(), s.certainty_bin.tolist(), s.confidence.tolist(), s.lambda_bin.tolist(),
+               s.ece_bin.tolist(), s.p_a.tolist(), s.position.tolist(), s.longer.tolist(),
+               s.calls_first.tolist(), s.calls_second.tolist(), s.calls_tie.tolist(), strict=True)
     ]
+
+
+def rows_of(rows: Sequence[Mapping[str, Any]]) -> counts.Rows:
+    """Stored verdict rows (VerdictRow's columns) as the projection reads them."""
+    def ints(name: str, missing: int = 0) -> np.ndarray:
+        return np.array([missing if r[name] is None else r[name] for r in rows], dtype=np.int64)
+
+    def floats(name: str) -> np.ndarray:
+        return np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=np.float64)
+
+    stats = counts.StatColumns(
+        certainty=np.array([np.nan if r.get("stat_certainty") is None else r["stat_certainty"] for r in rows],
+                           dtype=np.float64),
+        certainty_bin=ints("stat_certainty_bin", NO_BIN), confidence=floats("stat_confidence"),
+        lambda_bin=ints("stat_lambda_bin", NO_BIN), ece_bin=ints("stat_ece_bin", NO_BIN), p_a=floats("stat_p_a"),
+        position=ints("stat_position"), longer=ints("stat_longer"), calls_first=ints("calls_first"),
+        calls_second=ints("calls_second"), calls_tie=ints("calls_tie"))
+    return counts.Rows(
+        winner=np.array([CODES[r["winner"]] for r in rows], dtype=np.int64),
+        label=np.array([CODES[r["human_label"]] for r in rows], dtype=np.int64),
+        abstained=np.array([bool(r["abstained"]) for r in rows], dtype=bool),
+        bpde=floats("bpde"), stats=stats)
 
 
 def _fits(key: str, name: str) -> bool:
@@ -188,94 +193,72 @@ def verdict_groups(metadata: Mapping[str, Any], plan: Plan | None) -> tuple[dict
 
 # ---------------------------------------------------------------- summing contributions
 
-def outcome_fields(winner: str | None, label: str | None, n: int, pos_both: int, pos_agree: int,
-                   calls_first: int, calls_second: int, calls_tie: int, a_longer: int, b_longer: int,
-                   abstained: int, with_p_a: int, squares_a: float, squares_b: float) -> tuple[list[int], float]:
-    """(MAIN_FIELDS counts, Brier sum) of n verdicts with this winner and label, from their sums:
-    pos_both/pos_agree, calls by position, how many have A / B the longer response (by more than 30
-    characters), are abstained, have a p_a, and the sums of (p_a - 1)^2 and p_a^2 over those.
-    One verdict (n = 1) for the summaries, or a group of verdict rows summed by SQL."""
-    w, lb = CODES[winner], CODES[label]
-    labelled, has_winner = lb < 3, w < 2
-    decided = labelled and has_winner
-    differ = a_longer + b_longer
-    winner_longer = a_longer if w == 0 else b_longer if w == 1 else 0
-    label_longer = a_longer if lb == 0 else b_longer if lb == 1 else 0
-    kept = n - abstained if decided else 0
-    confusion = [0] * 16
-    confusion[w * 4 + lb] = n
-    return [
-        n, *confusion, with_p_a if lb < 2 else 0, pos_both, pos_agree, calls_first, calls_second, calls_tie,
-        differ if has_winner else 0, winner_longer, differ if decided else 0, winner_longer if labelled else 0,
-        differ if lb < 2 else 0, label_longer, abstained, kept, kept if w == lb else 0,
-    ], (squares_a if lb == 0 else squares_b if lb == 1 else 0.0)
-
-
-_ECE_START = len(MAIN_FIELDS)
-_CERTAINTY_START = _ECE_START + len(ECE_FIELDS)
-
-
 class Delta:
-    """Contributions of some verdicts to the summary tables, summed by summary row."""
+    """Contributions of some verdict rows to the summary tables, summed by summary row with the
+    projection of calibration.counts (the report's own)."""
 
     def __init__(self) -> None:
-        self.main: dict[SummaryKey, list[np.ndarray]] = {}
+        self.main: dict[SummaryKey, counts.Counts] = {}
         self.lambdas: dict[tuple[Any, ...], np.ndarray] = {}
         self.bpde: dict[tuple[Any, ...], np.ndarray] = {}
         self.chunks: dict[tuple[Any, ...], np.ndarray] = {}
 
-    def add(self, row: Mapping[str, Any], groups: Mapping[str, str], sign: int = 1) -> None:
-        """Add (sign 1) or remove (sign -1) one verdict row (a dict or DB row of VerdictRow's
-        columns), exactly as calibration.table and its statistics classify it."""
-        w, label = CODES[row["winner"]], CODES[row["human_label"]]
-        labelled, has_winner = label < 3, w < 2
-        decided = labelled and has_winner
-        correct = labelled and w == label
-        p_a = row["stat_p_a"]
-        position, longer = row["stat_position"] or 0, row["stat_longer"] or 0
-        ints = np.zeros(len(INT_FIELDS), dtype=np.int64)
-        floats = np.zeros(len(FLOAT_FIELDS))
-        ints[:len(MAIN_FIELDS)], floats[0] = outcome_fields(
-            row["winner"], row["human_label"], 1, position >= 1, position == 2, row["calls_first"] or 0,
-            row["calls_second"] or 0, row["calls_tie"] or 0, longer == 1, longer == 2, bool(row["abstained"]),
-            p_a is not None, 0.0 if p_a is None else (p_a - 1.0) ** 2, 0.0 if p_a is None else p_a ** 2)
-        cert_bin, lam_bin = row["stat_certainty_bin"], row["stat_lambda_bin"]
-        if has_winner and cert_bin is not None:  # cumulative: every k <= its bin
-            ints[_CERTAINTY_START:].reshape(-1, 3)[:cert_bin + 2] = (1, labelled, correct)
-        in_confidence = decided and lam_bin is not None
-        if in_confidence:
-            ece = row["stat_ece_bin"]
-            ints[_ECE_START + 2 * ece:_ECE_START + 2 * ece + 2] = (1, correct)
-            floats[1 + ece] = row["stat_confidence"]
-        ints *= sign
-        floats *= sign
-        cell = w * 3 + label
-        hitl = (*bpde_key(row["bpde"]), row["position"] // CHUNK) if labelled else None
-
-        base = (row["job_id"], hour_of(row["created_at"]), row["profile"], row["model"])
-        for group in (UNGROUPED, *groups.items()):
-            key: SummaryKey = (base[0], group[0], group[1], base[1], base[2], base[3])
-            for main_key in (key, (*key[:3], ALL_HOURS, *key[4:])):
-                entry = self.main.get(main_key)  # type: ignore[arg-type]
-                if entry is None:
-                    self.main[main_key] = [ints.copy(), floats.copy()]  # type: ignore[index]
-                else:
-                    entry[0] += ints
-                    entry[1] += floats
-            if in_confidence:
-                lam = self.lambdas.setdefault((*key, lam_bin), np.zeros(2, dtype=np.int64))
-                lam += (sign, sign * (not correct))
-            if hitl is not None:
-                self.bpde.setdefault((*key, *hitl[:2]), np.zeros(12, dtype=np.int64))[cell] += sign
-                self.chunks.setdefault((*key, *hitl), np.zeros(12, dtype=np.int64))[cell] += sign
+    @classmethod
+    def of(cls, rows: Sequence[Mapping[str, Any]], groups: Sequence[Mapping[str, str]],
+           signs: Sequence[int] | None = None) -> Delta:
+        """Add (sign 1) or remove (sign -1) each verdict row (a dict or DB row of VerdictRow's
+        columns) under the ungrouped rows and its groups, in its hour and in ALL_HOURS."""
+        delta = cls()
+        if not rows:
+            return delta
+        keys: dict[SummaryKey, int] = {}
+        row_of: list[int] = []  # (row, key) pairs: the row, and below its key's index
+        key_of: list[int] = []
+        for i, (row, named) in enumerate(zip(rows, groups, strict=True)):
+            hour = hour_of(row["created_at"])
+            for group in (UNGROUPED, *named.items()):
+                key: SummaryKey = (row["job_id"], group[0], group[1], hour, row["profile"], row["model"])
+                row_of.append(i)
+                key_of.append(keys.setdefault(key, len(keys)))
+        main_keys = list(keys)
+        all_hours = {key: i for i, key in enumerate(dict.fromkeys((*k[:3], ALL_HOURS, *k[4:]) for k in main_keys))}
+        r = np.array(row_of, dtype=np.int64)
+        g = np.array(key_of, dtype=np.int64)
+        v = rows_of(rows)
+        sign = np.ones(len(rows), dtype=np.int64) if signs is None else np.asarray(signs, dtype=np.int64)
+        n = sign[r]
+        s = v.stats
+        winner, label = v.winner[r], v.label[r]
+        has_p = np.isfinite(s.p_a[r])
+        p = np.where(has_p, s.p_a[r], 0.0)
+        confidence = np.where(np.isfinite(s.confidence[r]), s.confidence[r], 0.0)
+        to_all = np.array([all_hours[(*k[:3], ALL_HOURS, *k[4:])] for k in main_keys], dtype=np.int64)
+        for group_index, out_keys in ((g, main_keys), (to_all[g], list(all_hours))):
+            out = [counts.Counts(risk=np.zeros((0, 2), dtype=np.int64)) for _ in out_keys]
+            counts.add_main(out, group_index, winner, label, n, n * v.abstained[r], s.position[r], s.longer[r],
+                            n * s.calls_first[r], n * s.calls_second[r], n * s.calls_tie[r], n * has_p, n * p,
+                            n * p * p)
+            counts.add_certainty(out, group_index, winner, label, n, s.certainty_bin[r])
+            counts.add_reliability(out, group_index, winner, label, n, s.ece_bin[r], n * confidence)
+            delta.main.update(zip(out_keys, out, strict=True))
+        risk = counts.risk_histogram(g, len(main_keys), winner, label, n, s.lambda_bin[r], counts.CANDIDATES)
+        for k, b in zip(*np.nonzero(risk.any(axis=-1)), strict=True):
+            delta.lambdas[(*main_keys[k], int(b) - 1)] = risk[k, b]
+        chunk = np.array([row["position"] // CHUNK for row in rows], dtype=np.int64)[r]
+        for (k, bpde, c), cells in counts.hitl_cells(g, winner, label, n, v.bpde[r], chunk).items():
+            flat = cells.reshape(12)
+            delta.chunks[(*main_keys[k], *bpde, c)] = flat
+            key = (*main_keys[k], *bpde)
+            delta.bpde[key] = delta.bpde[key] + flat if key in delta.bpde else flat.copy()
+        return delta
 
     def apply(self, conn: Connection, driver: Any = None) -> None:
         """Write the sums: one upsert per table, rows in key order, skipping rows that add nothing.
         `driver`: on PostgreSQL, the psycopg connection to run the statements on (one in pipeline
         mode, see store.db.one_round_trip); `conn`'s own by default."""
         _upsert_add(conn, summary_main, SUMMARY_KEY, [
-            (*key, *ints.tolist(), *floats.tolist())
-            for key, (ints, floats) in sorted(self.main.items()) if ints.any() or floats.any()], driver)
+            (*key, *c.ints.tolist(), *c.floats.tolist())
+            for key, c in sorted(self.main.items()) if c.ints.any() or c.floats.any()], driver)
         _upsert_add(conn, summary_lambda, (*SUMMARY_KEY, "lambda_bin"), _rows(self.lambdas), driver)
         _upsert_add(conn, summary_bpde, (*SUMMARY_KEY, "bpde_null", "bpde"), _rows(self.bpde), driver)
         _upsert_add(conn, summary_bpde_chunk, (*SUMMARY_KEY, "bpde_null", "bpde", "chunk"), _rows(self.chunks),
@@ -338,10 +321,8 @@ def record_overflow(conn: Connection, job_id: str, keys: Iterable[str]) -> None:
 
 def delta_of(rows: Iterable[Mapping[str, Any]]) -> Delta:
     """The summed contributions of verdict rows (with their stat_* columns and group_json)."""
-    delta = Delta()
-    for row in rows:
-        delta.add(row, json.loads(row["group_json"] or "{}"))
-    return delta
+    rows = list(rows)
+    return Delta.of(rows, [json.loads(row["group_json"] or "{}") for row in rows])
 
 
 # Columns a relabel needs from the stored verdict rows.
@@ -356,18 +337,26 @@ RELABEL_COLUMNS = (
 
 def relabel(conn: Connection, rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str | None]) -> None:
     """Move the verdict rows (RELABEL_COLUMNS, read before the update) to their new labels."""
-    delta = Delta()
+    moved: list[Mapping[str, Any]] = []
+    groups: list[dict[str, str]] = []
+    signs: list[int] = []
     for row in rows:
         new = labels[row["item_id"]]
         if new == row["human_label"]:
             continue
-        groups = json.loads(row["group_json"] or "{}")
-        delta.add(row, groups, -1)
-        delta.add({**row, "human_label": new}, groups, +1)
-    delta.apply(conn)
+        named = json.loads(row["group_json"] or "{}")
+        moved += [row, {**row, "human_label": new}]
+        groups += [named, named]
+        signs += [-1, 1]
+    Delta.of(moved, groups, signs).apply(conn)
 
 
 _plans: dict[str, Plan | None] = {}
+
+
+def forget_plan(job_id: str) -> None:
+    """Drop a job's cached plan (a migration reset it)."""
+    _plans.pop(job_id, None)
 
 
 def job_plan(conn: Connection, job_id: str) -> Plan | None:
@@ -378,66 +367,3 @@ def job_plan(conn: Connection, job_id: str) -> Plan | None:
             _plans.clear()
         _plans[job_id] = json.loads(text) if text else None
     return _plans[job_id]
-
-
-# ---------------------------------------------------------------- migration 0003
-
-def backfill(conn: Connection, page: int = 2000) -> None:
-    """Plans, stat columns and summaries for the jobs stored before the summaries existed (no
-    plan yet: summary_keys is null); a job with a plan has been summarized as it went."""
-    from store.repo import call_from_row, verdict_from_row  # store.repo imports this module
-
-    # The columns of `calls` as they are at this migration: later migrations add others.
-    present = {column["name"] for column in inspect(conn).get_columns("calls")}
-    call_columns = [column for column in CallRow.__table__.columns if column.name in present]
-    for job_id in conn.execute(select(Job.id).where(Job.summary_keys.is_(None)).order_by(Job.id)).scalars().all():
-        items = [PairItem.model_validate_json(text) for text in conn.execute(
-            select(JobItem.item_json).where(JobItem.job_id == job_id)).scalars()]
-        plan = plan_group_keys(items)
-        conn.execute(update(Job).where(Job.id == job_id).values(summary_keys=json.dumps(plan)))
-        record_overflow(conn, job_id, [k for k, kept in plan.items() if not kept and overflow_key(k)])
-        after = -1
-        while True:
-            rows = conn.execute(select(VerdictRow).where(VerdictRow.job_id == job_id, VerdictRow.position > after)
-                                .order_by(VerdictRow.position).limit(page)).all()
-            if not rows:
-                break
-            after = rows[-1].position
-            calls: dict[str, list[Any]] = {}
-            for call in conn.execute(select(*call_columns).where(
-                    CallRow.job_id == job_id, CallRow.item_id.in_([r.item_id for r in rows]))
-                    .order_by(CallRow.item_id, CallRow.order, CallRow.sample)):
-                calls.setdefault(call.item_id, []).append(call_from_row(call))
-            verdicts = [verdict_from_row(r, calls.get(r.item_id, [])) for r in rows]
-            delta = Delta()
-            overflow: list[str] = []
-            updates = []
-            for row, verdict, stats in zip(rows, verdicts, stat_columns(verdicts), strict=True):
-                groups, extra = verdict_groups(verdict.metadata, plan)
-                overflow += extra
-                values = {**stats, "group_json": json.dumps(groups, ensure_ascii=False)}
-                updates.append({"row_id": row.id, **values})
-                delta.add({**row._mapping, **values}, groups)
-            conn.execute(update(VerdictRow).where(VerdictRow.id == bindparam("row_id")), updates)
-            delta.apply(conn)
-            record_overflow(conn, job_id, overflow)
-
-
-
-# ---------------------------------------------------------------- migration 0007
-
-def rebuild_empty_key_jobs(conn: Connection) -> None:
-    """Summaries made anew for the jobs whose plan summarized a metadata key "" (before it was
-    refused): their "" rows were read as part of every total. Their rows are dropped and the job
-    summarized again by `backfill`, which refuses the key now."""
-    from sqlalchemy import delete
-
-    broken = [job_id for job_id, plan in conn.execute(
-        select(Job.id, Job.summary_keys).where(Job.summary_keys.is_not(None))) if json.loads(plan).get(UNGROUPED[0])]
-    for job_id in broken:
-        for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk, summary_overflow):
-            conn.execute(delete(table).where(table.c.job_id == job_id))
-        conn.execute(update(Job).where(Job.id == job_id).values(summary_keys=None))
-        _plans.pop(job_id, None)
-    if broken:
-        backfill(conn)

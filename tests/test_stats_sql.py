@@ -20,13 +20,14 @@ from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
-from calibration.from_counts import FIELD
+from calibration.counts import FIELD
 from calibration.report import build_report
 from judge.profiles import JudgeProfile
 from judge.records import Call, JudgeInfo, PairItem, Verdict
 from store import repo, stats, summaries
 from store.db import create_db_engine, migrate
 from store.models import CallRow, Job, JobItem, VerdictRow, summary_main
+from store.rows import call_from_row, call_row, verdict_from_row, verdict_row
 from store.stats import Selection
 
 OWNER, OTHER = "owner-a", "owner-b"
@@ -147,8 +148,8 @@ def stored_verdicts(engine: Engine, selection: Selection) -> list[tuple[str, Ver
         calls: dict[tuple[str, str], list[Call]] = {}
         for call in conn.execute(select(CallRow).order_by(CallRow.job_id, CallRow.item_id, CallRow.order,
                                                           CallRow.sample)):
-            calls.setdefault((call.job_id, call.item_id), []).append(repo.call_from_row(call))
-    return [(r.job_id, repo.verdict_from_row(r, calls.get((r.job_id, r.item_id), []))) for r in rows]
+            calls.setdefault((call.job_id, call.item_id), []).append(call_from_row(call))
+    return [(r.job_id, verdict_from_row(r, calls.get((r.job_id, r.item_id), []))) for r in rows]
 
 
 def reference(engine: Engine, selection: Selection, group_by: str | None = None, **options: Any) -> dict[str, Any]:
@@ -245,7 +246,7 @@ def test_summaries_are_the_sum_of_their_verdicts(engine: Engine) -> None:
     with engine.connect() as conn:
         query = stats._Query(conn, Selection(owner=OWNER), stats.Grouping.of("dataset", False), risk=True)
         from_summaries, _ = query.counts()
-        from_verdicts = query._verdict_counts(None, None, query.verdict_dim(), set())
+        from_verdicts = query._verdict_counts(None, None, set())
     assert from_summaries[None]["items"] == sum(c["items"] for c in from_verdicts.values()) > 0
     read = [FIELD[name] for name in stats._main_fields(0.8)[0] if name in FIELD]  # what a report reads
     for name, counts in from_verdicts.items():
@@ -393,10 +394,10 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
             for i, item in enumerate(items):
                 verdict = random_verdict(rng, item, profile.name, profile.model)
                 when = T0 + timedelta(minutes=rng.randint(0, 180))
-                conn.execute(insert(VerdictRow.__table__), [repo._verdict_row(job.id, i, verdict, when)])
+                conn.execute(insert(VerdictRow.__table__), [verdict_row(job.id, i, verdict, when)])
                 if verdict.calls:
                     conn.execute(insert(CallRow.__table__), [  # without the columns of later migrations
-                        {k: v for k, v in repo._call_row(job.id, item.id, call, when).items()
+                        {k: v for k, v in call_row(job.id, item.id, call, when).items()
                          if k != "raw_truncated_from"} for call in verdict.calls])
     migrate(engine, "0003")  # the summary tables, empty
     migrate(engine)  # 0004: the cumulative layout, filled

@@ -17,7 +17,7 @@ from celery.exceptions import Reject
 from judge.endpoints import AccessError
 from judge.records import JudgeInfo, PairItem, Verdict
 from store import repo
-from store.db import database_errors, get_engine
+from store.db import database_errors, get_engine, transaction
 from worker import lanes
 from worker.access import job_access
 from worker.app import QUEUE, app
@@ -108,7 +108,13 @@ def _judge_batch(task: Task, engine: Any, job: Any, start: int, end: int, batch:
             cache = None
         # The verdicts, the new cache entries and the job's completion: one transaction.
         try:
-            stored = repo.record_verdicts(engine, job_id, verdicts, also=cache.write if cache is not None else None)
+            prepared = repo.prepare_verdicts(engine, job_id, verdicts)
+            stored = 0
+            if prepared.rows:
+                with transaction(engine) as conn:
+                    if cache is not None:
+                        cache.write(conn)
+                    stored = repo.store_verdicts(conn, prepared)
         except database_errors() as exc:
             if cache is not None:  # keep what the provider was paid for, then try the batch again
                 with contextlib.suppress(*database_errors()):

@@ -9,7 +9,7 @@ the items with certainty >= grid[k] (k = m1: any certainty), so that a split at 
 sums 3 columns instead of 100 bins. Stored counts are converted in place (suffix sums, one
 UPDATE), then the columns renamed; an empty table is simply made anew (306 renames cost SQLite
 seconds, and every new database passes here). Then the jobs stored before the summaries existed
-are summarized (store.summaries.backfill, by the current code: it belongs to the latest summary
+are summarized (store.backfills.backfill, by the current code: it belongs to the latest summary
 migration).
 """
 
@@ -76,7 +76,7 @@ def upgrade() -> None:
                  for name in NAMES for k in KS})
         _rename("cert_{name}_{k}", "cert_{name}_ge_{k}")
 
-    from store.summaries import backfill
+    from store.backfills import backfill
 
     backfill(op.get_bind())
 

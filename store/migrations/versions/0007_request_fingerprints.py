@@ -8,7 +8,7 @@ jobs.request_fingerprint: SHA-256 of the request a job was made from (store.repo
 request_fingerprint), so that a replayed Idempotency-Key with another request is refused. The jobs
 stored before that have a key get it from their stored items, profile and inputs (the same
 function). Then the jobs whose summaries grouped a metadata key "" are summarized anew without it
-(store.summaries.rebuild_empty_key_jobs): those rows were read as part of every total.
+(store.backfills.rebuild_empty_key_jobs): those rows were read as part of every total.
 """
 
 from __future__ import annotations
@@ -23,17 +23,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    from store.repo import fingerprint_of_stored_job
-    from store.summaries import rebuild_empty_key_jobs
+    from store.backfills import fingerprint_keyed_jobs, rebuild_empty_key_jobs
 
     op.add_column('jobs', sa.Column('request_fingerprint', sa.String(length=64), nullable=True))
     conn = op.get_bind()
-    jobs = sa.table('jobs', sa.column('id', sa.String), sa.column('idempotency_key', sa.String),
-                    sa.column('request_fingerprint', sa.String))
-    keyed = conn.execute(sa.select(jobs.c.id).where(jobs.c.idempotency_key.is_not(None))).scalars().all()
-    for job_id in keyed:
-        conn.execute(sa.update(jobs).where(jobs.c.id == job_id)
-                     .values(request_fingerprint=fingerprint_of_stored_job(conn, job_id)))
+    fingerprint_keyed_jobs(conn)
     rebuild_empty_key_jobs(conn)
 
 

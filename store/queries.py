@@ -1,4 +1,5 @@
-"""Read queries the API needs beyond store.repo (additive; nothing here writes).
+"""Read queries of the API's views beyond store.repo (nothing here writes): health, totals, the
+verdicts of /v1/stats/agreement's fallback, the DPO export. Each takes a bind (store.db.Bind).
 
 `agreement_verdicts` loads the verdicts of /v1/stats/agreement for the one case the SQL summaries
 (store.stats) cannot answer: by_group over a metadata key that is not summarized for some job.
@@ -13,28 +14,26 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select, text
-from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from judge.records import Call, Verdict
+from store.db import Bind, reading
 from store.models import CallRow, Job, JobItem, VerdictRow
-
-# The row -> record conversions are store.repo's own (private there; see the report).
-from store.repo import call_from_row, verdict_from_row
+from store.rows import call_from_row, verdict_from_row
 
 
-def ping(engine: Engine) -> bool:
+def ping(bind: Bind) -> bool:
     try:
-        with engine.connect() as conn:
+        with reading(bind) as conn:
             conn.execute(text("SELECT 1"))
         return True
     except Exception:  # noqa: BLE001 - any failure means "not healthy"
         return False
 
 
-def totals(engine: Engine) -> dict[str, float]:
+def totals(bind: Bind) -> dict[str, float]:
     """Sums over all jobs of their counters (the per-job counters are exact, see repo.record_verdicts)."""
-    with engine.connect() as conn:
+    with reading(bind) as conn:
         row = conn.execute(select(
             func.coalesce(func.sum(Job.n_items), 0), func.coalesce(func.sum(Job.n_verdicts), 0),
             func.coalesce(func.sum(Job.n_calls), 0), func.coalesce(func.sum(Job.n_failed_calls), 0),
@@ -67,17 +66,17 @@ class VerdictFilter:
         return conditions
 
 
-def count_agreement_verdicts(engine: Engine, where: VerdictFilter) -> int:
-    with engine.connect() as conn:
+def count_agreement_verdicts(bind: Bind, where: VerdictFilter) -> int:
+    with reading(bind) as conn:
         return int(conn.execute(
             select(func.count()).select_from(VerdictRow).join(Job, Job.id == VerdictRow.job_id)
             .where(*where.conditions())
         ).scalar_one())
 
 
-def agreement_verdicts(engine: Engine, where: VerdictFilter) -> list[Verdict]:
+def agreement_verdicts(bind: Bind, where: VerdictFilter) -> list[Verdict]:
     """Every verdict (with its calls) of the owner's jobs matching the filter, oldest job first."""
-    with engine.connect() as conn:
+    with reading(bind) as conn:
         rows = conn.execute(
             select(VerdictRow).join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
             .order_by(Job.created_at, VerdictRow.job_id, VerdictRow.position)
@@ -96,12 +95,12 @@ def agreement_verdicts(engine: Engine, where: VerdictFilter) -> list[Verdict]:
 
 # ---------------------------------------------------------------- DPO export
 
-def dpo_lines(engine: Engine, job_id: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+def dpo_lines(bind: Bind, job_id: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
     """prompt/chosen/rejected of the job's decided, non-abstained verdicts in item order, read in
     keyset pages so a large job streams in constant memory."""
     after = -1
     while True:
-        with engine.connect() as conn:
+        with reading(bind) as conn:
             rows = conn.execute(
                 select(VerdictRow.position, VerdictRow.winner, JobItem.item_json)
                 .join(JobItem, and_(JobItem.job_id == VerdictRow.job_id, JobItem.item_id == VerdictRow.item_id))

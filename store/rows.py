@@ -1,0 +1,57 @@
+"""Conversions between records (judge.records) and rows of the verdicts and calls tables, in both
+directions: the one place that knows the column names of a stored verdict."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from judge.records import Call, JudgeInfo, Verdict
+
+
+def verdict_row(job_id: str, position: int, verdict: Verdict, now: datetime) -> dict[str, Any]:
+    return {
+        "job_id": job_id, "item_id": verdict.id, "position": position, "winner": verdict.winner,
+        "p_a": verdict.p_a, "certainty": verdict.certainty, "consistent": verdict.consistent,
+        "abstained": verdict.abstained, "bpde": verdict.bpde, "human_label": verdict.human_label,
+        "len_a": verdict.len_a, "len_b": verdict.len_b, "error": verdict.error, "n_calls": len(verdict.calls),
+        "n_failed_calls": sum(c.error is not None for c in verdict.calls),
+        "cost_usd": round(sum(c.cost_usd or 0.0 for c in verdict.calls), 9),
+        "profile": verdict.judge.profile, "provider": verdict.judge.provider, "model": verdict.judge.model,
+        "metadata_json": json.dumps(verdict.metadata, ensure_ascii=False), "created_at": now,
+    }
+
+
+def call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str, Any]:
+    return {
+        "job_id": job_id, "item_id": item_id, "order": call.order or "", "sample": call.sample, "raw": call.raw,
+        "raw_truncated_from": call.raw_truncated_from, "choice": call.choice, "certainty": call.certainty,
+        "scores_json": json.dumps(call.scores) if call.scores is not None else None,
+        "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
+        "latency_s": call.latency_s, "cached": call.cached, "attempts": call.attempts, "error": call.error,
+        "created_at": now,
+    }
+
+
+def call_from_row(row: Row[Any]) -> Call:
+    return Call(
+        # .get: a migration's backfill reads the calls table as it is then, before later columns.
+        order=row.order or None, sample=row.sample, raw=row.raw,
+        raw_truncated_from=row._mapping.get("raw_truncated_from"),
+        choice=row.choice, certainty=row.certainty,
+        scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s, cached=row.cached,
+        error=row.error, attempts=row.attempts,
+    )
+
+
+def verdict_from_row(row: Row[Any], calls: list[Call]) -> Verdict:
+    return Verdict(
+        id=row.item_id, winner=row.winner, p_a=row.p_a, certainty=row.certainty, consistent=row.consistent,
+        abstained=row.abstained, bpde=row.bpde, human_label=row.human_label,
+        judge=JudgeInfo(profile=row.profile, provider=row.provider, model=row.model), calls=calls,
+        len_a=row.len_a, len_b=row.len_b, error=row.error, metadata=json.loads(row.metadata_json or "{}"),
+    )

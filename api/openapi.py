@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api import schemas as s
 from api.errors import json_response
@@ -154,8 +154,8 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
-def _models() -> list[tuple[type[BaseModel], str]]:
-    models: list[tuple[type[BaseModel], str]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
+def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
                                                   (s.PersonalizationCreate, "validation"),
                                                   (s.CredentialCreate, "validation"),
                                                   (s.ErrorBody, "serialization"), (Verdict, "serialization")]
@@ -170,7 +170,7 @@ def _models() -> list[tuple[type[BaseModel], str]]:
 def build_document() -> dict[str, Any]:
     refs, definitions = models_json_schema(_models(), ref_template=REF)
 
-    def ref(model: Any, mode: str) -> Any:
+    def ref(model: Any, mode: JsonSchemaMode) -> Any:
         if isinstance(model, type) and issubclass(model, BaseModel):
             return refs[(model, mode)]
         return model

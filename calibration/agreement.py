@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import krippendorff
 import numpy as np
@@ -76,7 +76,10 @@ def alpha_of_tables(tables: np.ndarray) -> np.ndarray:
         return np.where(expected > 0, 1.0 - (total - 1) * disagree / np.where(expected > 0, expected, 1), np.nan)
 
 
-def krippendorff_alpha(reliability_data: Any, level: str = "nominal") -> float | None:
+KrippendorffLevel = Literal["nominal", "ordinal", "interval", "ratio"]
+
+
+def krippendorff_alpha(reliability_data: Any, level: KrippendorffLevel = "nominal") -> float | None:
     """Krippendorff's alpha of coder x unit data (rows = coders), with the `krippendorff` package.
 
     Missing values may be None or NaN. At the nominal level values may be any hashable labels

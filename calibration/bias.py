@@ -4,7 +4,7 @@ prefers_longer). None of these needs a human label."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -26,7 +26,16 @@ def position_consistency(verdicts: Verdicts) -> float | None:
     return ratio(agree.sum(), both.sum())
 
 
-def position_counts(verdicts: Verdicts) -> dict[str, Any]:
+class PositionFigures(TypedDict):
+    calls: int
+    first: int
+    second: int
+    tie: int
+    rate: float | None
+    rate_no_tie: float | None
+
+
+def position_counts(verdicts: Verdicts) -> PositionFigures:
     """Parsed calls that know their order, by the position of the answer they chose.
 
     `first_position_rate` (SPEC: "share of parsed calls choosing the answer shown first") keeps tie
@@ -38,7 +47,7 @@ def position_counts(verdicts: Verdicts) -> dict[str, Any]:
     return position_figures(int(t.first_calls.sum()), int(t.second_calls.sum()), int(t.tie_calls.sum()))
 
 
-def position_figures(first: int, second: int, tie: int) -> dict[str, Any]:
+def position_figures(first: int, second: int, tie: int) -> PositionFigures:
     """SPEC 4's position figures from the calls that chose the first-shown answer, the second, a tie."""
     return {
         "calls": first + second + tie,
@@ -73,7 +82,14 @@ def prefers_longer(verdicts: Verdicts) -> float | None:
     return ratio((pool & ((t.winner == A) == a_longer)).sum(), pool.sum())
 
 
-def length_counts(verdicts: Verdicts) -> dict[str, Any]:
+class LengthFigures(TypedDict):
+    pairs: int
+    judge_prefers_longer: float | None
+    labelled_pairs: int
+    human_prefers_longer: float | None
+
+
+def length_counts(verdicts: Verdicts) -> LengthFigures:
     """The judge's prefers_longer beside the humans' own rate on the same kind of pairs, since
     humans often prefer the longer answer too: the bias is the difference, not the rate."""
     t = build_table(verdicts)

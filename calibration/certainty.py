@@ -132,8 +132,8 @@ def reliability_from_bins(n_bin: np.ndarray, conf_sum: np.ndarray,
         n = int(n_bin[b])
         mean_conf = float(conf_sum[b]) / n if n else None
         acc = float(correct_sum[b]) / n if n else None
-        if n:
-            ece += n / total * abs(acc - mean_conf)  # type: ignore[operator]
+        if acc is not None and mean_conf is not None:  # n > 0
+            ece += n / total * abs(acc - mean_conf)
         table.append(
             {
                 "lo": round(0.5 + b * width, 6),

@@ -240,10 +240,14 @@ PLOTS: tuple[tuple[str, str, Callable[[Figure, Sequence[Side]], None]], ...] = (
 )
 
 
+def _on(draw: Callable[[Figure, Sequence[Side]], None], sides: Sequence[Side]) -> Callable[[Figure], None]:
+    return lambda fig: draw(fig, sides)
+
+
 def _plots(sides: Sequence[Side]) -> str:
     figures = []
     for name, caption, draw in PLOTS:
-        uri = figure_png(lambda fig, draw=draw: draw(fig, sides))
+        uri = figure_png(_on(draw, sides))
         figures.append(
             f'<figure><img class="plot" id="plot-{name}" src="{uri}" alt="{esc(caption)}" '
             f'width="{int(FIGSIZE[0] * DPI)}" height="{int(FIGSIZE[1] * DPI)}">'

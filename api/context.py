@@ -73,4 +73,5 @@ class ApiState:
 
 
 def state() -> ApiState:
-    return current_app.extensions["pjudge"]  # type: ignore[no-any-return]
+    api_state: ApiState = current_app.extensions["pjudge"]  # set by api.app.create_app
+    return api_state

@@ -196,7 +196,8 @@ async def _serve(settings: ServerSettings, host: str, port: int, started: thread
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
-    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]  # noqa: SLF001
+    server = site._server  # noqa: SLF001
+    sockets = server.sockets if isinstance(server, asyncio.Server) else ()
     bound.append(sockets[0].getsockname()[1] if sockets else port)
     if started is not None:
         started.set()

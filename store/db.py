@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import create_engine
 
 from judge.paths import user_data_dir
@@ -36,7 +38,7 @@ def database_url() -> str:
     return f"sqlite:///{path}"
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -78,7 +80,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def database_errors() -> tuple[type[BaseException], ...]:
+def database_errors() -> tuple[type[Exception], ...]:
     """The exceptions of a failed database statement: SQLAlchemy's wrapper, and psycopg's own for
     the statements that bypass SQLAlchemy (store.bulk, one_round_trip)."""
     try:
@@ -123,9 +125,11 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     try:
         import fcntl
+
+        posix = True
     except ImportError:  # not POSIX: one process at a time is the user's to arrange
-        fcntl = None  # type: ignore[assignment]
-    if not database or database == ":memory:" or fcntl is None:
+        posix = False
+    if not database or database == ":memory:" or not posix:
         yield
         return
 

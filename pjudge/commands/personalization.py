@@ -32,7 +32,8 @@ def judge_override_options(func: Any) -> Any:
     def holder() -> None: ...
 
     profile_options(holder)
-    params = [p for p in holder.__click_params__ if p.name != "profile_name"]  # type: ignore[attr-defined]
+    options: list[click.Parameter] = getattr(holder, "__click_params__", [])
+    params = [p for p in options if p.name != "profile_name"]
     if not hasattr(func, "__click_params__"):
         func.__click_params__ = []
     func.__click_params__.extend(params)

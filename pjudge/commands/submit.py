@@ -126,7 +126,8 @@ def wait_for(client: ApiClient, job_id: str, poll: float, show_progress: bool) -
             bar.update(task, completed=counts["verdicts"], status=job["status"], failed=counts["failed_items"],
                        cost=job["cost_usd"])
             if job["status"] in TERMINAL:
-                return job  # type: ignore[no-any-return]
+                finished: dict[str, Any] = job
+                return finished
             time.sleep(poll)
             _, job, _ = client.request("GET", f"/v1/jobs/{job_id}")
 

@@ -184,7 +184,7 @@ def _merged(inline: Mapping[str, Any], given: Mapping[str, Any] | None, field: s
     return merged, details
 
 
-def _prompt_text_problem(value: Any) -> str | None:
+def _prompt_text_problem(value: object) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be non-empty text"
 
 

@@ -105,7 +105,7 @@ def krippendorff_alpha(reliability_data: Any, level: KrippendorffLevel = "nomina
     return value if math.isfinite(value) else None
 
 
-def _missing(value: Any) -> bool:
+def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 

@@ -77,12 +77,12 @@ Row = list[Any]
 # ----------------------------------------------------------------------------- escaping, tables
 
 
-def esc(value: Any) -> str:
+def esc(value: object) -> str:
     """Text for HTML content or a quoted attribute."""
     return html.escape(str(value), quote=True)
 
 
-def _cell_text(value: Any) -> str:
+def _cell_text(value: object) -> str:
     # Numbers and null through the Markdown formatter, so both formats print a value the same way.
     return value if isinstance(value, str) else fmt(value)
 
@@ -107,7 +107,7 @@ def _ci(stat: dict[str, Any] | None) -> str:
     return f"95% CI [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
 
 
-def _signed(value: Any) -> str:
+def _signed(value: object) -> str:
     if value is None:
         return "—"
     return f"{value:+d}" if isinstance(value, int) else f"{value:+.3f}"

@@ -8,7 +8,7 @@ binary search and a suffix sum, and all Clopper-Pearson bounds from one vectoris
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from scipy.stats import beta as beta_dist
@@ -22,15 +22,18 @@ CANDIDATES = 5000
 MIN_ACCEPTED = 30
 
 
-def clopper_pearson_upper(errors: Any, n: Any, delta: float) -> Any:
+@overload
+def clopper_pearson_upper(errors: float, n: float, delta: float) -> float: ...
+@overload
+def clopper_pearson_upper(errors: np.ndarray, n: np.ndarray, delta: float) -> np.ndarray: ...
+def clopper_pearson_upper(errors: float | np.ndarray, n: float | np.ndarray, delta: float) -> float | np.ndarray:
     """One-sided Clopper-Pearson upper bound at level 1 - delta on an error rate:
     Beta^-1(1 - delta; errors + 1, n - errors); 1.0 where every item is an error (or n = 0).
     Works elementwise on arrays."""
-    errors = np.asarray(errors, dtype=float)
-    n = np.asarray(n, dtype=float)
-    b = n - errors
+    error_counts = np.asarray(errors, dtype=float)
+    b = np.asarray(n, dtype=float) - error_counts
     valid = b > 0
-    bound = np.where(valid, beta_dist.ppf(1.0 - delta, errors + 1.0, np.where(valid, b, 1.0)), 1.0)
+    bound = np.where(valid, beta_dist.ppf(1.0 - delta, error_counts + 1.0, np.where(valid, b, 1.0)), 1.0)
     return float(bound) if bound.ndim == 0 else bound
 
 

@@ -7,13 +7,17 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
+
+if TYPE_CHECKING:  # PostgreSQL's driver is the `postgres` extra: imported where used
+    import psycopg
+    from psycopg.rows import TupleRow
 from sqlmodel import create_engine
 
 from judge.paths import user_data_dir
@@ -91,13 +95,15 @@ def database_errors() -> tuple[type[Exception], ...]:
 
 
 @contextmanager
-def one_round_trip(conn: Connection) -> Iterator[Any]:
+def one_round_trip(conn: Connection) -> Iterator[psycopg.Connection[TupleRow]]:
     """`conn`'s psycopg connection (PostgreSQL only) in pipeline mode: the statements that cursors
     run on it in the block go to the server together and are answered together when the block
     ends, N statements for the price of one round trip. Errors surface at the end of the block."""
-    dbapi_connection: Any = conn.connection.dbapi_connection
-    with dbapi_connection.pipeline():
-        yield dbapi_connection
+    driver = conn.connection.driver_connection  # psycopg's own connection (typed Any by SQLAlchemy)
+    if driver is None:  # invalidated
+        raise RuntimeError("the database connection is closed")
+    with driver.pipeline():
+        yield driver
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

@@ -84,7 +84,7 @@ def error_response(status: int, code: str, message: str, details: Iterable[Mappi
 
 # ---------------------------------------------------------------- pydantic / InputError -> details
 
-def join_path(prefix: str, loc: Iterable[Any]) -> str:
+def join_path(prefix: str, loc: Iterable[int | str]) -> str:
     """("items", 516, "response_b") style locations as `items[516].response_b`."""
     path = prefix
     for part in loc:

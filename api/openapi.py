@@ -48,15 +48,19 @@ REPORT_FROM_SUMMARIES = (
 )
 
 
+# A body's schema: a model (its JSON schema, by reference) or a raw JSON schema.
+Schema = type[BaseModel] | dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str
     summary: str
-    ok: dict[int, tuple[str, Any]]  # status -> (description, model | raw schema | None)
+    ok: dict[int, tuple[str, Schema | None]]  # status -> (description, model or raw schema)
     errors: tuple[int, ...] = (400, 401, 404)
     query: type[BaseModel] | None = None
-    body: Any = None  # a model, or a raw schema
+    body: Schema | None = None
     parameters: tuple[dict[str, Any], ...] = ()
     public: bool = False
     content_type: str = "application/json"
@@ -170,7 +174,7 @@ def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
 def build_document() -> dict[str, Any]:
     refs, definitions = models_json_schema(_models(), ref_template=REF)
 
-    def ref(model: Any, mode: JsonSchemaMode) -> Any:
+    def ref(model: Schema, mode: JsonSchemaMode) -> dict[str, Any]:
         if isinstance(model, type) and issubclass(model, BaseModel):
             return refs[(model, mode)]
         return model

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ValidationError
@@ -22,7 +22,7 @@ _SUSPICIOUS = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 _JOB_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 

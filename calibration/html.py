@@ -71,7 +71,7 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 code { font-size: 0.85rem; }
 """
 
-Row = list[Any]
+Row = Sequence[object]  # cells: text, numbers, None
 
 
 # ----------------------------------------------------------------------------- escaping, tables

@@ -21,9 +21,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.context import ApiSettings, ApiState, Enqueue
 from api.errors import register_error_handlers
+from store.models import Job
 
 
-def _default_enqueue(job: Any) -> Any:
+def _default_enqueue(job: Job) -> int:
     from worker.tasks import enqueue_job
 
     return enqueue_job(job)

@@ -14,9 +14,10 @@ from api.metrics import HttpMetrics
 from api.throttle import AuthThrottle
 from judge.prices import PriceTable, price_table
 from judge.settings import Settings, settings
+from store.models import Job
 from store.repo import hash_key
 
-Enqueue = Callable[[Any], Any]
+Enqueue = Callable[[Job], object]  # sends a stored job to the workers; what it returns is unused
 
 @dataclass(frozen=True)
 class ApiSettings:
@@ -73,4 +74,5 @@ class ApiState:
 
 
 def state() -> ApiState:
-    return current_app.extensions["pjudge"]  # type: ignore[no-any-return]
+    api_state: ApiState = current_app.extensions["pjudge"]  # set by api.app.create_app
+    return api_state

@@ -84,7 +84,7 @@ def error_response(status: int, code: str, message: str, details: Iterable[Mappi
 
 # ---------------------------------------------------------------- pydantic / InputError -> details
 
-def join_path(prefix: str, loc: Iterable[Any]) -> str:
+def join_path(prefix: str, loc: Iterable[int | str]) -> str:
     """("items", 516, "response_b") style locations as `items[516].response_b`."""
     path = prefix
     for part in loc:
@@ -95,7 +95,7 @@ def join_path(prefix: str, loc: Iterable[Any]) -> str:
     return path
 
 
-def _is_union_tag(part: Any) -> bool:
+def _is_union_tag(part: object) -> bool:
     # pydantic adds the union member it tried ("str", "function-after[...]", "dict[str,any]") to loc.
     return isinstance(part, str) and (part in ("str", "int", "float", "bool", "none") or "[" in part
                                       or part.startswith(("constrained-", "literal")))

@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from flask import Blueprint, Response, request
 from pydantic import TypeAdapter, ValidationError
@@ -39,6 +39,7 @@ from api.schemas import (
     ReportQuery,
     VerdictPage,
     VerdictsQuery,
+    job_status,
 )
 from judge.jsonl import InputError, validate_items
 from judge.records import PairItem
@@ -61,6 +62,10 @@ MAX_NESTING = 32
 
 # ---------------------------------------------------------------- helpers
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -69,11 +74,11 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def job_out(job: Job) -> JobOut:
     return JobOut(
-        job_id=job.id, kind=job.kind, status=job.status,  # type: ignore[arg-type]
+        job_id=job.id, kind=job.kind, status=job_status(job.status),
         counts=JobCounts(items=job.n_items, verdicts=job.n_verdicts, calls=job.n_calls,
                          failed_calls=job.n_failed_calls, failed_items=job.n_failed_items),
         cost_usd=round(job.cost_usd or 0.0, 6), profile=job.profile_name, provider=job.provider, model=job.model,
-        created_at=_aware(job.created_at),  # type: ignore[arg-type]
+        created_at=_aware(job.created_at),
         started_at=_aware(job.started_at), finished_at=_aware(job.finished_at),
     )
 
@@ -214,14 +219,14 @@ def create_job() -> Response:
         if not created.same_request:
             raise idempotency_conflict(job)
         headers["Idempotent-Replayed"] = "true"
-        return _model(JobAccepted(job_id=job.id, status=job.status), 200, headers)  # type: ignore[arg-type]
+        return _model(JobAccepted(job_id=job.id, status=job_status(job.status)), 200, headers)
     try:
         state().enqueue(job)
     except Exception as exc:  # noqa: BLE001 - the job is stored; the sweeper re-sends queued jobs
         # The type only: a broker error text can hold its URL, password included.
         log.warning("job %s stored but not enqueued (%s); it stays queued for the sweeper", job.id,
                     type(exc).__name__)
-    return _model(JobAccepted(job_id=job.id, status=job.status), 202, headers)  # type: ignore[arg-type]
+    return _model(JobAccepted(job_id=job.id, status=job_status(job.status)), 202, headers)
 
 
 @bp.get("/<job_id>")

@@ -40,7 +40,7 @@ def _labels(pairs: Iterable[tuple[str, str]]) -> str:
     return "{" + inner + "}" if inner else ""
 
 
-def _number(value: float) -> str:
+def _number(value: int | float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api import schemas as s
 from api.errors import json_response
@@ -48,15 +48,19 @@ REPORT_FROM_SUMMARIES = (
 )
 
 
+# A body's schema: a model (its JSON schema, by reference) or a raw JSON schema.
+Schema = type[BaseModel] | dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str
     summary: str
-    ok: dict[int, tuple[str, Any]]  # status -> (description, model | raw schema | None)
+    ok: dict[int, tuple[str, Schema | None]]  # status -> (description, model or raw schema)
     errors: tuple[int, ...] = (400, 401, 404)
     query: type[BaseModel] | None = None
-    body: Any = None  # a model, or a raw schema
+    body: Schema | None = None
     parameters: tuple[dict[str, Any], ...] = ()
     public: bool = False
     content_type: str = "application/json"
@@ -154,8 +158,8 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
-def _models() -> list[tuple[type[BaseModel], str]]:
-    models: list[tuple[type[BaseModel], str]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
+def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
                                                   (s.PersonalizationCreate, "validation"),
                                                   (s.CredentialCreate, "validation"),
                                                   (s.ErrorBody, "serialization"), (Verdict, "serialization")]
@@ -170,7 +174,7 @@ def _models() -> list[tuple[type[BaseModel], str]]:
 def build_document() -> dict[str, Any]:
     refs, definitions = models_json_schema(_models(), ref_template=REF)
 
-    def ref(model: Any, mode: str) -> Any:
+    def ref(model: Schema, mode: JsonSchemaMode) -> dict[str, Any]:
         if isinstance(model, type) and issubclass(model, BaseModel):
             return refs[(model, mode)]
         return model

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ValidationError
@@ -22,7 +22,7 @@ _SUSPICIOUS = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 _JOB_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
@@ -43,7 +43,7 @@ def _bad_text(value: str) -> str | None:
     return None
 
 
-def find_bad_string(document: Any) -> str | None:
+def find_bad_string(document: object) -> str | None:
     """The first problem with a string (key or value) anywhere in a decoded document, iteratively
     (a recursive walk could overflow on deep nesting)."""
     stack = [document]
@@ -61,7 +61,7 @@ def find_bad_string(document: Any) -> str | None:
     return None
 
 
-def deeper_than(value: Any, limit: int) -> bool:
+def deeper_than(value: object, limit: int) -> bool:
     """Whether containers nest more than `limit` levels (iteratively: a deep value must not overflow
     the check meant to catch it)."""
     stack: list[tuple[Any, int]] = [(value, 0)]

@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from flask import Blueprint, Response
 from pydantic import ValidationError
@@ -38,6 +38,7 @@ from api.schemas import (
     PersonalizationCreate,
     PersonalizationOptions,
     PersonalizationReportQuery,
+    job_status,
 )
 from judge.jsonl import InputError
 from judge.profiles import JudgeProfile
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pjudge.api")
 bp = Blueprint("personalization", __name__, url_prefix="/v1/personalization")
 
-KIND = "personalization"
+KIND: Literal["personalization"] = "personalization"
 INPUTS_VERSION = 1
 # n personas of a prompt make n(n-1) pair items per system: a small body can ask for a huge job.
 MAX_PAIRS = 100_000
@@ -183,7 +184,7 @@ def _merged(inline: Mapping[str, Any], given: Mapping[str, Any] | None, field: s
     return merged, details
 
 
-def _prompt_text_problem(value: Any) -> str | None:
+def _prompt_text_problem(value: object) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be non-empty text"
 
 
@@ -330,7 +331,8 @@ def create() -> Response:
         raise quota_error(exc, "responses") from None
     job = created.job
     headers = {"Location": f"/v1/personalization/{job.id}"}
-    answer = PersonalizationAccepted(job_id=job.id, status=job.status, kind=KIND, pairs=job.n_items)  # type: ignore[arg-type]
+    answer = PersonalizationAccepted(job_id=job.id, status=job_status(job.status), kind=KIND,
+                                     pairs=job.n_items)
     if not created.created:
         if not created.same_request:
             raise idempotency_conflict(job)

@@ -35,7 +35,7 @@ def _refuse(field: str, message: str) -> ApiError:
     return invalid(f"invalid profile: {field}: {message}", [problem(field, message)])
 
 
-def _check_name(field: str, value: Any, settings: ApiSettings) -> None:
+def _check_name(field: str, value: object, settings: ApiSettings) -> None:
     if isinstance(value, str) and not settings.allow_server_paths and not NAME.match(value):
         raise _refuse(field, "must be a plain name (letters, digits, '-' and '_'); server file paths are not accepted")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -13,8 +13,17 @@ from judge.profiles import DEFAULT_PROFILE, JudgeProfile, Price
 from judge.records import Label, PairItem, Verdict
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 MAX_ITEM_ID = 512  # job_items.item_id is VARCHAR(512)
 MAX_NAME = 255
+
+
+def job_status(value: str) -> JobStatus:
+    """A stored job's status (store.models.Job.status, a plain string column) as the API's type."""
+    for status in JOB_STATUSES:
+        if value == status:
+            return status
+    raise ValueError(f"unknown job status {value!r}")
 
 
 # ---------------------------------------------------------------- requests

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import krippendorff
 import numpy as np
@@ -35,7 +35,10 @@ def accuracy_no_tie(verdicts: Verdicts) -> float | None:
     return from_counts.accuracy_no_tie(counts_of(verdicts, risk=False, hitl=False))
 
 
-def krippendorff_alpha(reliability_data: Any, level: str = "nominal") -> float | None:
+KrippendorffLevel = Literal["nominal", "ordinal", "interval", "ratio"]
+
+
+def krippendorff_alpha(reliability_data: Any, level: KrippendorffLevel = "nominal") -> float | None:
     """Krippendorff's alpha of coder x unit data (rows = coders), with the `krippendorff` package.
 
     Missing values may be None or NaN. At the nominal level values may be any hashable labels
@@ -61,7 +64,7 @@ def krippendorff_alpha(reliability_data: Any, level: str = "nominal") -> float |
     return value if math.isfinite(value) else None
 
 
-def _missing(value: Any) -> bool:
+def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 

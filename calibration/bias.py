@@ -5,11 +5,10 @@ calibration.from_counts'). None of these needs a human label."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from calibration import from_counts
 from calibration.counts import LENGTH_MARGIN, Counts, counts_of
-from calibration.from_counts import position_figures
+from calibration.from_counts import LengthFigures, PositionFigures, position_figures
 from calibration.table import VerdictTable
 from judge.records import Verdict
 
@@ -27,7 +26,7 @@ def position_consistency(verdicts: Verdicts) -> float | None:
     return from_counts.position_consistency(_counts(verdicts))
 
 
-def position_counts(verdicts: Verdicts) -> dict[str, Any]:
+def position_counts(verdicts: Verdicts) -> PositionFigures:
     """Parsed calls that know their order, by the position of the answer they chose (see
     calibration.from_counts.position_figures). Calls without an order are not counted."""
     return from_counts.position_counts(_counts(verdicts))
@@ -45,7 +44,7 @@ def prefers_longer(verdicts: Verdicts) -> float | None:
     return from_counts.prefers_longer(_counts(verdicts))
 
 
-def length_counts(verdicts: Verdicts) -> dict[str, Any]:
+def length_counts(verdicts: Verdicts) -> LengthFigures:
     """The judge's prefers_longer beside the humans' own rate on the same kind of pairs, since
     humans often prefer the longer answer too: the bias is the difference, not the rate."""
     return from_counts.length_counts(_counts(verdicts))

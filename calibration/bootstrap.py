@@ -76,7 +76,7 @@ def value_with_interval(
     if table.sum() == 0:
         return {"value": None, "ci95": None}
     value = float(statistic(table)) if point is None else point
-    if value is None or not np.isfinite(value):
+    if not np.isfinite(value):
         return {"value": None, "ci95": None}
     ci = None
     if resamples > 0:

@@ -70,7 +70,7 @@ def lookup(report: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _difference(a: Any, b: Any) -> float | int | None:
+def _difference(a: object, b: object) -> float | int | None:
     if isinstance(a, bool) or isinstance(b, bool):
         return None
     if isinstance(a, int | float) and isinstance(b, int | float):
@@ -173,13 +173,13 @@ def side_names(path_a: str, path_b: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- Markdown
 
 
-def _md_cell(value: Any) -> str:
+def _md_cell(value: object) -> str:
     from calibration.markdown import fmt
 
     return fmt(value).replace("|", "\\|")
 
 
-def _signed(value: Any) -> str:
+def _signed(value: object) -> str:
     if value is None:
         return "—"
     if isinstance(value, int):

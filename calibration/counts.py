@@ -252,7 +252,8 @@ def _position_code(first_ab: npt.NDArray[Any], first_ba: npt.NDArray[Any]) -> In
     2: they agree as win/tie/lose for A."""
     both = (first_ab != ABSENT) & (first_ba != ABSENT)
     agree = both & (first_ab == first_ba) & (first_ab < UNPARSED)
-    return (both.astype(np.int64) + agree).astype(np.int64)
+    code: IntArray = (both.astype(np.int64) + agree).astype(np.int64)
+    return code
 
 
 @dataclass(frozen=True)
@@ -397,7 +398,8 @@ def risk_histogram(group: IntArray, groups: int, winner: npt.NDArray[Any], label
     index = group[pool] * (size + 1) + bins[pool] + 1
     decided = _bincount(index, n[pool], groups * (size + 1))
     errors = _bincount(index, n[pool] * ~o.correct[pool], groups * (size + 1))
-    return np.rint(np.stack([decided, errors], axis=-1)).astype(np.int64).reshape(groups, size + 1, 2)
+    cells: IntArray = np.rint(np.stack([decided, errors], axis=-1)).astype(np.int64).reshape(groups, size + 1, 2)
+    return cells
 
 
 def add_risk(out: Sequence[Counts], group: IntArray, winner: npt.NDArray[Any], label: npt.NDArray[Any],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -226,7 +226,16 @@ def position_consistency(c: Counts) -> float | None:
     return ratio(c["pos_agree"], c["pos_both"])
 
 
-def position_figures(first: int, second: int, tie: int) -> dict[str, Any]:
+class PositionFigures(TypedDict):
+    calls: int
+    first: int
+    second: int
+    tie: int
+    rate: float | None
+    rate_no_tie: float | None
+
+
+def position_figures(first: int, second: int, tie: int) -> PositionFigures:
     """Parsed calls that know their order, by the position of the answer they chose.
 
     `rate` (SPEC 4 `first_position_rate`: "share of parsed calls choosing the answer shown first")
@@ -243,7 +252,7 @@ def position_figures(first: int, second: int, tie: int) -> dict[str, Any]:
     }
 
 
-def position_counts(c: Counts) -> dict[str, Any]:
+def position_counts(c: Counts) -> PositionFigures:
     return position_figures(c["calls_first"], c["calls_second"], c["calls_tie"])
 
 
@@ -253,7 +262,14 @@ def prefers_longer(c: Counts) -> float | None:
     return ratio(c["len_decided_longer"], c["len_decided"])
 
 
-def length_counts(c: Counts) -> dict[str, Any]:
+class LengthFigures(TypedDict):
+    pairs: int
+    judge_prefers_longer: float | None
+    labelled_pairs: int
+    human_prefers_longer: float | None
+
+
+def length_counts(c: Counts) -> LengthFigures:
     """The judge's prefers_longer (over items with winner A or B) beside the humans' own rate on
     the same kind of pairs, since humans often prefer the longer answer too."""
     return {

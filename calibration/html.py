@@ -71,18 +71,18 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 code { font-size: 0.85rem; }
 """
 
-Row = list[Any]
+Row = Sequence[object]  # cells: text, numbers, None
 
 
 # ----------------------------------------------------------------------------- escaping, tables
 
 
-def esc(value: Any) -> str:
+def esc(value: object) -> str:
     """Text for HTML content or a quoted attribute."""
     return html.escape(str(value), quote=True)
 
 
-def _cell_text(value: Any) -> str:
+def _cell_text(value: object) -> str:
     # Numbers and null through the Markdown formatter, so both formats print a value the same way.
     return value if isinstance(value, str) else fmt(value)
 
@@ -107,7 +107,7 @@ def _ci(stat: dict[str, Any] | None) -> str:
     return f"95% CI [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
 
 
-def _signed(value: Any) -> str:
+def _signed(value: object) -> str:
     if value is None:
         return "—"
     return f"{value:+d}" if isinstance(value, int) else f"{value:+.3f}"
@@ -240,10 +240,14 @@ PLOTS: tuple[tuple[str, str, Callable[[Figure, Sequence[Side]], None]], ...] = (
 )
 
 
+def _on(draw: Callable[[Figure, Sequence[Side]], None], sides: Sequence[Side]) -> Callable[[Figure], None]:
+    return lambda fig: draw(fig, sides)
+
+
 def _plots(sides: Sequence[Side]) -> str:
     figures = []
     for name, caption, draw in PLOTS:
-        uri = figure_png(lambda fig, draw=draw: draw(fig, sides))
+        uri = figure_png(_on(draw, sides))
         figures.append(
             f'<figure><img class="plot" id="plot-{name}" src="{uri}" alt="{esc(caption)}" '
             f'width="{int(FIGSIZE[0] * DPI)}" height="{int(FIGSIZE[1] * DPI)}">'

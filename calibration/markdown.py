@@ -10,7 +10,7 @@ SIMULATED_WARNING = (
 )
 
 
-def fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: object, digits: int = 3) -> str:
     """A number for a table cell; an em dash for null."""
     if value is None:
         return "—"

@@ -227,9 +227,11 @@ class _Judged:
 def _key(verdict: Verdict) -> tuple[str, str, str, str]:
     meta = verdict.metadata
     if meta.get("kind") == KIND:
-        parts = (meta.get("system"), meta.get("prompt_id"), meta.get("persona_p"), meta.get("persona_q"))
-        if all(isinstance(part, str) for part in parts):
-            return parts  # type: ignore[return-value]
+        system, prompt_id = meta.get("system"), meta.get("prompt_id")
+        persona_p, persona_q = meta.get("persona_p"), meta.get("persona_q")
+        if (isinstance(system, str) and isinstance(prompt_id, str) and isinstance(persona_p, str)
+                and isinstance(persona_q, str)):
+            return system, prompt_id, persona_p, persona_q
     parsed = parse_pair_id(verdict.id)
     if parsed is None:
         raise ValueError(f"verdict '{verdict.id}' is not a persona-fit verdict (no {KIND} metadata or id)")
@@ -238,7 +240,7 @@ def _key(verdict: Verdict) -> tuple[str, str, str, str]:
 
 def _group(verdicts: Iterable[Verdict]) -> dict[str, _Judged]:
     """Verdicts per system, coded as integers so that everything after this is numpy."""
-    rows: dict[str, list[tuple[str, tuple[str, str], float]]] = {}
+    rows: dict[str, list[tuple[str, tuple[str, str, str], float]]] = {}
     seen: set[tuple[str, str, str, str]] = set()
     for verdict in verdicts:
         key = _key(verdict)
@@ -248,7 +250,8 @@ def _group(verdicts: Iterable[Verdict]) -> dict[str, _Judged]:
         seen.add(key)
         system, prompt_id, persona_p, persona_q = key
         fit = np.nan if verdict.p_a is None else float(verdict.p_a)
-        rows.setdefault(system, []).append((prompt_id, (prompt_id, *sorted((persona_p, persona_q))), fit))
+        low, high = sorted((persona_p, persona_q))
+        rows.setdefault(system, []).append((prompt_id, (prompt_id, low, high), fit))
     grouped = {}
     for system, entries in rows.items():
         prompt_codes: dict[str, int] = {}

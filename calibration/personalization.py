@@ -66,7 +66,8 @@ UNDEFINED_ACCURACY = 1.0  # an undefined a_j counts as the largest distance
 
 def perseval_sigmoid(x: np.ndarray | float, alpha: float, beta: float) -> np.ndarray:
     """S_{α,β}(x) = 1 / (1 + 10^α · e^(−10^β · x)); x ≥ 0 here, so the exponential cannot overflow."""
-    return 1.0 / (1.0 + 10.0**alpha * np.exp(-(10.0**beta) * np.asarray(x, dtype=np.float64)))
+    sigmoid: np.ndarray = 1.0 / (1.0 + 10.0**alpha * np.exp(-(10.0**beta) * np.asarray(x, dtype=np.float64)))
+    return sigmoid
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -317,7 +318,8 @@ def _softmax_weighted(values: np.ndarray, to_anchor: np.ndarray, starts: np.ndar
     # Subtracting each group's maximum keeps exp finite (ratios reach 10^4 when σ(G_j, D) = 0.0001).
     shifted = np.exp(ratio - np.repeat(np.maximum.reduceat(ratio, starts), counts))
     weights = shifted / np.repeat(np.add.reduceat(shifted, starts), counts)
-    return weights * values
+    weighted: np.ndarray = weights * values
+    return weighted
 
 
 def _pairs(block_size: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -356,7 +358,8 @@ class _Scores:
     def block_mean(self, values: np.ndarray) -> np.ndarray:
         if not self.size.shape[0]:
             return np.zeros(0)
-        return np.add.reduceat(values, np.cumsum(self.size) - self.size) / self.size
+        means: np.ndarray = np.add.reduceat(values, np.cumsum(self.size) - self.size) / self.size
+        return means
 
 
 def _score(plan: _Plan, sigma: _Sigma, anchored: bool) -> _Scores:
@@ -443,9 +446,10 @@ def _system_scores(system_names: Sequence[str], plan: _Plan, degress: np.ndarray
     mean_perseval, mean_accuracy = means(perseval), means(accuracy)
     result = {}
     for name, i in code.items():
+        degress_i = mean_degress[i]
         result[name] = SystemScores(
             system=name, n_prompts=int(counts[i]), n_skipped=len(plan.skipped[name]),
-            degress=mean_degress[i], egises=None if mean_degress[i] is None else 1.0 - mean_degress[i],
+            degress=degress_i, egises=None if degress_i is None else 1.0 - degress_i,
             edp=mean_edp[i], perseval=mean_perseval[i], distance_to_reference=mean_accuracy[i],
             skipped_prompts=tuple(plan.skipped[name]),
         )

@@ -212,7 +212,7 @@ class EmbeddingDistance(TextDistance):
         vectors = np.asarray(encoder(list(texts)), dtype=np.float64).reshape(len(texts), -1)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
-            unit = vectors / norms  # a zero vector has no direction: NaN, so σ is undefined
+            unit: np.ndarray = vectors / norms  # a zero vector has no direction: NaN, so σ is undefined
         unit[[is_empty_text(text) for text in texts]] = np.nan  # an empty text leaves σ undefined
         return unit
 

@@ -24,10 +24,14 @@ __all__ = ["CallCounts", "CallTotals", "add_persona_fit", "cost_by_system", "jud
 class CallCounts(Protocol):
     """What `judge_section` reads: judge.runner.Progress (the CLI) or CallTotals (the service)."""
 
-    calls: int
-    cached_calls: int
-    failed_calls: int
-    cost_usd: float
+    @property
+    def calls(self) -> int: ...
+    @property
+    def cached_calls(self) -> int: ...
+    @property
+    def failed_calls(self) -> int: ...
+    @property
+    def cost_usd(self) -> float: ...
 
 
 @dataclass(frozen=True)

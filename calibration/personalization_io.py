@@ -64,7 +64,7 @@ class ResponseSet:
         return list(seen)
 
 
-def _identifier(value: Any) -> str | None:
+def _identifier(value: object) -> str | None:
     """Ids may be strings or integers (data sets often number their users); both become strings."""
     if isinstance(value, str) and value.strip():
         return value
@@ -128,7 +128,7 @@ def _check_descriptions(line: int | None, row: dict[str, Any], values: dict[str,
     return problems
 
 
-def persona_description_problem(value: Any) -> str | None:
+def persona_description_problem(value: object) -> str | None:
     """Why `value` cannot describe a persona to a judge, or None when it can.
 
     A string or an object of attributes (SPEC 1.1) that renders to some text: an empty description
@@ -141,11 +141,11 @@ def persona_description_problem(value: Any) -> str | None:
     return None
 
 
-def _describe(value: Any) -> str:
+def _describe(value: object) -> str:
     return "an empty string" if isinstance(value, str) else _json_type(value)
 
 
-def _same_json(first: Any, second: Any) -> bool:
+def _same_json(first: object, second: object) -> bool:
     """Identical as written: key order matters, since attributes render in the order given."""
     return json.dumps(first, ensure_ascii=False) == json.dumps(second, ensure_ascii=False)
 
@@ -186,7 +186,7 @@ def _on_line(line: int | None) -> str:
     return f" on line {line}" if line is not None else " earlier"
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
@@ -320,7 +320,7 @@ def _read_side_file(path: str | Path, id_field: str, value_field: str,
     return found
 
 
-def _prompt_text_problem(value: Any) -> str | None:
+def _prompt_text_problem(value: object) -> str | None:
     if isinstance(value, str) and value.strip():
         return None
     return f"must be non-empty text, not {_describe(value)}"

@@ -37,7 +37,7 @@ def outcome(call: Call) -> Literal["win", "tie", "lose"]:
     if call.scores is not None:
         a, b = call.scores
         return "win" if a > b else "lose" if a < b else "tie"
-    return {"A": "win", "B": "lose"}.get(call.choice or "", "tie")  # type: ignore[return-value]
+    return "win" if call.choice == "A" else "lose" if call.choice == "B" else "tie"
 
 
 def bpde(calls: Sequence[Call]) -> float | None:

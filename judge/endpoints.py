@@ -23,7 +23,7 @@ import hmac
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -77,7 +77,7 @@ class Endpoint:
             return None
 
 
-def parse_endpoint(url: str) -> Endpoint:
+def parse_endpoint(url: object) -> Endpoint:
     """A base URL's parts; EndpointError for anything but http(s)://host[:port][/path]."""
     if not isinstance(url, str) or not url or len(url) > 2048:
         raise EndpointError("must be an http or https URL")
@@ -181,7 +181,7 @@ def check_client_host(endpoint: Endpoint, allow_private: bool) -> None:
             infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError, ValueError):
             raise EndpointError("host cannot be resolved") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     for address in addresses:
         reason = address_problem(address, allow_private)
         if reason is not None:
@@ -263,17 +263,18 @@ def service_access(profile: JudgeProfile, config: Settings, credential_key: str 
         return Access(endpoint=None, api_key=None)
     endpoint = _endpoint_of(profile, config)
     operator = endpoint is not None and endpoint in operator_endpoints(profile.provider, config)
-    common = {"endpoint": endpoint, "operator": operator, "allow_private": config.allow_private_endpoints}
+    keyless = Access(endpoint=endpoint, api_key=None, operator=operator,
+                     allow_private=config.allow_private_endpoints)
     if credential_key is not None:
         if profile.api_key_env:
             raise AccessError("give credential or api_key_env, not both")
-        return Access(api_key=credential_key, **common)
+        return replace(keyless, api_key=credential_key)
     if not operator:
         if profile.api_key_env:
             raise AccessError("api_key_env is used only with the server's configured endpoints")
-        return Access(api_key=None, **common)
+        return keyless
     variable = profile.api_key_env or SERVER_KEY_VARIABLES[profile.provider]
     if profile.api_key_env and profile.api_key_env not in config.api_key_envs:
         raise AccessError(f"api_key_env '{profile.api_key_env}' is not allowed by this server")
     key = os.environ.get(variable) or None
-    return Access(api_key=key, server_key=key is not None, **common)
+    return replace(keyless, api_key=key, server_key=key is not None)

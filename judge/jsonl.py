@@ -57,7 +57,7 @@ class InputError(Exception):
         return self.problems[0] if self.problems else None
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
+def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from judge.records import Choice
+
 Shown = Literal["first", "second", "tie"]
 
 
@@ -222,11 +224,14 @@ def parse_fastchat_scores(text: str) -> Parsed:
     return _fail("no scores found on the first line or in 'Assistant 1: x' lines")
 
 
-def to_item_labels(parsed: Parsed, order: str | None) -> tuple[str | None, list[float] | None]:
+def to_item_labels(parsed: Parsed, order: str | None) -> tuple[Choice | None, list[float] | None]:
     """A parsed answer, given in shown positions, in the item's own A/B labels: order "AB" shows A
     first, "BA" shows B first; no order (a recorded call without one) reads as "AB"."""
+    first: Choice
+    second: Choice
     first, second = ("B", "A") if order == "BA" else ("A", "B")
-    choice = {"first": first, "second": second, "tie": "tie"}.get(parsed.choice or "")
+    labels: dict[str, Choice] = {"first": first, "second": second, "tie": "tie"}
+    choice = labels.get(parsed.choice or "")
     scores = None
     if parsed.scores is not None:
         scores = [parsed.scores[1], parsed.scores[0]] if order == "BA" else list(parsed.scores)

@@ -166,10 +166,16 @@ def load_profile(spec: str | dict[str, Any] | None = None, **overrides: Any) -> 
     else:
         fields = dict(spec)
         base_name = fields.pop("profile", None) or fields.get("name")
-        if not base_name or _find_profile_file(str(base_name)) is None:
+        base = _find_profile_file(str(base_name)) if base_name else None
+        if base is None:
             template = fields.get("template")
-            base_name = template if template and _find_profile_file(str(template)) else DEFAULT_PROFILE
-        data = read_profile_file(_find_profile_file(str(base_name)))  # type: ignore[arg-type]
+            base = _find_profile_file(str(template)) if template else None
+        if base is None:
+            base = _find_profile_file(DEFAULT_PROFILE)
+        if base is None:
+            raise ProfileError(f"the default profile '{DEFAULT_PROFILE}' is missing (available: "
+                               f"{', '.join(available_profiles())})")
+        data = read_profile_file(base)
         data.update(fields)
         source = "object"
     data.update({k: v for k, v in overrides.items() if v is not None})

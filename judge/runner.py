@@ -201,7 +201,7 @@ class Judge:
         choice, scores = to_item_labels(parsed, order) if parsed is not None and parsed.ok else (None, None)
         call = Call(
             order=order, sample=sample, raw=raw, raw_truncated_from=raw_truncated_from,
-            choice=choice,  # type: ignore[arg-type]
+            choice=choice,
             certainty=parsed.certainty if parsed is not None and parsed.ok else None,
             scores=scores, input_tokens=input_tokens, output_tokens=output_tokens,
             cost_usd=round(cost, 9), latency_s=round(time.perf_counter() - started, 4),
@@ -251,12 +251,11 @@ class Judge:
                     break
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 # Retrieve every finished task before yielding, so no failure goes unobserved.
-                results = [task.result() if task.exception() is None else task.exception() for task in done]
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result
-                for result in results:
-                    yield result  # type: ignore[misc]
+                failures = [exc for task in done if (exc := task.exception()) is not None]
+                if failures:
+                    raise failures[0]
+                for task in done:
+                    yield task.result()
         finally:
             for task in pending:
                 task.cancel()

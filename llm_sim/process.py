@@ -39,7 +39,8 @@ class SimProcess:
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/stats", timeout=10) as response:
-            return json.loads(response.read())
+            stats: dict[str, Any] = json.loads(response.read())
+            return stats
 
     def reset(self) -> None:
         request = urllib.request.Request(f"{self.url}/stats/reset", method="POST")

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,7 +53,7 @@ def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _content_text(content: Any) -> str:
+def _content_text(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content blocks
@@ -196,7 +197,8 @@ async def _serve(settings: ServerSettings, host: str, port: int, started: thread
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
-    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]  # noqa: SLF001
+    server = site._server  # noqa: SLF001
+    sockets = server.sockets if isinstance(server, asyncio.Server) else ()
     bound.append(sockets[0].getsockname()[1] if sockets else port)
     if started is not None:
         started.set()
@@ -210,7 +212,7 @@ async def _serve(settings: ServerSettings, host: str, port: int, started: thread
 
 
 def serve_forever(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8765,
-                  on_bound: Any = None) -> None:
+                  on_bound: Callable[[int], object] | None = None) -> None:
     """Run in the foreground; `on_bound(port)` is called once the socket listens."""
 
     async def main() -> None:

@@ -33,7 +33,8 @@ class LazyGroup(click.Group):
             return None
         module_name, attribute, _ = COMMANDS[name]
         module = importlib.import_module(f"pjudge.commands.{module_name}")
-        return getattr(module, attribute)
+        command: click.Command = getattr(module, attribute)
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # From the static table, so that help imports no command module.

@@ -6,13 +6,14 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from judge.jsonl import InputError
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -24,11 +25,11 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
     return (InputError, ProfileError, TemplateError)
 
 
-def handle_errors(func: F) -> F:
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Bad input exits 2 with a message naming file, line and field; anything else exits 1."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except click.exceptions.Exit:
@@ -47,7 +48,7 @@ def handle_errors(func: F) -> F:
             click.echo(f"error: {redact(str(exc)) or type(exc).__name__}", err=True)
             sys.exit(EXIT_FAILURE)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def echo_json(document: Any) -> None:

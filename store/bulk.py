@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Insert, Table, insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
@@ -30,7 +30,7 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     if not rows:
         return []
     if conn.dialect.name != "postgresql":
-        statement: Any = sqlite.insert(table).on_conflict_do_nothing() if ignore_conflicts else insert(table)
+        statement: Insert = sqlite.insert(table).on_conflict_do_nothing() if ignore_conflicts else insert(table)
         if returning is None:
             conn.execute(statement, list(rows))
             return []
@@ -46,7 +46,10 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
             row[index] = process(row[index])
     page = POSTGRES_MAX_PARAMETERS // len(names)
     found: list[Any] = []
-    with psycopg.RawCursor(conn.connection.dbapi_connection) as cursor:  # type: ignore[arg-type]
+    connection = conn.connection.driver_connection  # psycopg's own connection
+    if not isinstance(connection, psycopg.Connection):
+        raise TypeError(f"a PostgreSQL connection through psycopg expected, not {type(connection).__name__}")
+    with psycopg.RawCursor(connection) as cursor:
         for start in range(0, len(values), page):
             chunk = values[start:start + page]
             cursor.execute(f"{head} VALUES {placeholders(len(chunk), len(names))}{tail}",
@@ -56,17 +59,20 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     return found
 
 
-_inserts: dict[tuple[Any, ...], tuple[str, str, list[tuple[int, Callable[[Any], Any]]]]] = {}
+# A column's bind conversion (SQLAlchemy's bind processor: a Python value to the driver's).
+Processor = Callable[[Any], Any]
+InsertKey = tuple[str, tuple[str, ...], bool, str | None]  # table, columns, ignore_conflicts, returning
+_inserts: dict[InsertKey, tuple[str, str, list[tuple[int, Processor]]]] = {}
 
 
 def _postgres_insert(conn: Connection, table: Table, names: tuple[str, ...], ignore_conflicts: bool,
-                     returning: str | None) -> tuple[str, str, list[tuple[int, Callable[[Any], Any]]]]:
+                     returning: str | None) -> tuple[str, str, list[tuple[int, Processor]]]:
     """The statement's text around its VALUES, and the columns' bind conversions (e.g. aware
     datetimes to UTC) that SQLAlchemy would have applied."""
     key = (table.name, names, ignore_conflicts, returning)
     if key not in _inserts:
         quote = conn.dialect.identifier_preparer.quote
-        processors = []
+        processors: list[tuple[int, Processor]] = []
         for index, name in enumerate(names):
             column_type = table.c[name].type.dialect_impl(conn.dialect)
             process = column_type.bind_processor(conn.dialect)

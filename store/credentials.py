@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from store import vault
 from store.db import transaction
@@ -29,26 +30,27 @@ def create(engine: Engine, owner: str, name: str, provider: str, api_key: str) -
 def listing(engine: Engine, owner: str) -> list[tuple[str, str, datetime]]:
     """(name, provider, created_at) of the owner's credentials, by name."""
     with engine.connect() as conn:
-        rows = conn.execute(select(Credential.name, Credential.provider, Credential.created_at)
-                            .where(Credential.owner == owner).order_by(Credential.name)).all()
+        rows = conn.execute(select(col(Credential.name), col(Credential.provider), col(Credential.created_at))
+                            .where(col(Credential.owner) == owner).order_by(col(Credential.name))).all()
     return [(r[0], r[1], r[2]) for r in rows]
 
 
 def provider_of(engine: Engine, owner: str, name: str) -> str | None:
     with engine.connect() as conn:
-        return conn.execute(select(Credential.provider)
-                            .where(Credential.owner == owner, Credential.name == name)).scalar_one_or_none()
+        return conn.execute(select(col(Credential.provider)).where(
+            col(Credential.owner) == owner, col(Credential.name) == name)).scalar_one_or_none()
 
 
 def remove(engine: Engine, owner: str, name: str) -> bool:
     with transaction(engine) as conn:
-        result = conn.execute(delete(Credential).where(Credential.owner == owner, Credential.name == name))
+        result = conn.execute(delete(Credential).where(
+            col(Credential.owner) == owner, col(Credential.name) == name))
     return bool(result.rowcount)
 
 
 def key_of(engine: Engine, owner: str, name: str) -> tuple[str, str] | None:
     """(provider, decrypted key) of the owner's credential; None when it no longer exists."""
     with engine.connect() as conn:
-        row = conn.execute(select(Credential.provider, Credential.ciphertext)
-                           .where(Credential.owner == owner, Credential.name == name)).first()
+        row = conn.execute(select(col(Credential.provider), col(Credential.ciphertext))
+                           .where(col(Credential.owner) == owner, col(Credential.name) == name)).first()
     return None if row is None else (row[0], vault.decrypt(row[1]))

@@ -7,11 +7,17 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+if TYPE_CHECKING:  # PostgreSQL's driver is the `postgres` extra: imported where used
+    import psycopg
+    from psycopg.rows import TupleRow
 from sqlmodel import create_engine
 
 from judge.paths import user_data_dir
@@ -36,7 +42,7 @@ def database_url() -> str:
     return f"sqlite:///{path}"
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -103,7 +109,7 @@ def writing(bind: Bind) -> Iterator[Connection]:
         yield conn
 
 
-def database_errors() -> tuple[type[BaseException], ...]:
+def database_errors() -> tuple[type[Exception], ...]:
     """The exceptions of a failed database statement: SQLAlchemy's wrapper, and psycopg's own for
     the statements that bypass SQLAlchemy (store.bulk, one_round_trip)."""
     try:
@@ -114,13 +120,15 @@ def database_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def one_round_trip(conn: Connection) -> Iterator[Any]:
+def one_round_trip(conn: Connection) -> Iterator[psycopg.Connection[TupleRow]]:
     """`conn`'s psycopg connection (PostgreSQL only) in pipeline mode: the statements that cursors
     run on it in the block go to the server together and are answered together when the block
     ends, N statements for the price of one round trip. Errors surface at the end of the block."""
-    dbapi_connection: Any = conn.connection.dbapi_connection
-    with dbapi_connection.pipeline():
-        yield dbapi_connection
+    driver = conn.connection.driver_connection  # psycopg's own connection (typed Any by SQLAlchemy)
+    if driver is None:  # invalidated
+        raise RuntimeError("the database connection is closed")
+    with driver.pipeline():
+        yield driver
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
@@ -148,9 +156,11 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     try:
         import fcntl
+
+        posix = True
     except ImportError:  # not POSIX: one process at a time is the user's to arrange
-        fcntl = None  # type: ignore[assignment]
-    if not database or database == ":memory:" or fcntl is None:
+        posix = False
+    if not database or database == ":memory:" or not posix:
         yield
         return
 

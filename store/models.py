@@ -8,6 +8,7 @@ verdicts on (job, item), so a redelivered task can never add a second row.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -194,6 +195,13 @@ class VerdictRow(SQLModel, table=True):
     group_json: str | None = Field(default=None, sa_column=Column(Text))
 
 
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core Table (for store.bulk.insert_many): SQLModel sets `__table__` on every
+    table class, which its type does not declare."""
+    table: Table = model.__table__  # type: ignore[attr-defined]  # set by SQLModel, not declared
+    return table
+
+
 class CacheEntry(SQLModel, table=True):
     """The call cache shared by all workers (same keys as judge.cache)."""
 
@@ -216,7 +224,7 @@ class CacheEntry(SQLModel, table=True):
 SUMMARY_KEY = ("job_id", "group_key", "group_value", "hour", "profile", "model")
 
 
-def _summary_key() -> list[Column]:  # type: ignore[type-arg]
+def _summary_key() -> list[Column[Any]]:  # Column[Any]: string and integer columns
     return [
         Column("job_id", String(36), ForeignKey("jobs.id"), primary_key=True),
         Column("group_key", String(255), primary_key=True),
@@ -227,7 +235,7 @@ def _summary_key() -> list[Column]:  # type: ignore[type-arg]
     ]
 
 
-def _counts(names: tuple[str, ...]) -> list[Column]:  # type: ignore[type-arg]
+def _counts(names: tuple[str, ...]) -> list[Column[int]]:
     return [Column(name, Integer, nullable=False, server_default="0") for name in names]
 
 

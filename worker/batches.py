@@ -52,7 +52,7 @@ class Batch:
     label: str
     started: float = field(default_factory=time.monotonic)
     reason: str | None = None
-    _task: asyncio.Task[Any] | None = None
+    _task: asyncio.Task[object] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
 
     def run(self, submit: Callable[[Coroutine[Any, Any, T]], concurrent.futures.Future[T]],

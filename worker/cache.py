@@ -11,11 +11,12 @@ import hashlib
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col
 
 from judge.providers.base import CallResult
 from store.bulk import insert_many
 from store.db import transaction
-from store.models import CacheEntry, utcnow
+from store.models import CacheEntry, table_of, utcnow
 from store.repo import DbCallCache
 
 
@@ -31,8 +32,9 @@ class BatchCallCache:
             with engine.connect() as conn:
                 for start in range(0, len(keys), 500):
                     rows = conn.execute(
-                        select(CacheEntry.key, CacheEntry.raw, CacheEntry.input_tokens, CacheEntry.output_tokens)
-                        .where(CacheEntry.key.in_(keys[start:start + 500]))
+                        select(col(CacheEntry.key), col(CacheEntry.raw), col(CacheEntry.input_tokens),
+                               col(CacheEntry.output_tokens))
+                        .where(col(CacheEntry.key).in_(keys[start:start + 500]))
                     ).all()
                     for key, raw, input_tokens, output_tokens in rows:
                         self._known[key] = CallResult(text=raw, input_tokens=input_tokens, output_tokens=output_tokens)
@@ -61,7 +63,7 @@ class BatchCallCache:
         deliveries of one batch then lock the same rows in the same order (no deadlock)."""
         rows = [{"key": key, "raw": r.text, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                  "created_at": utcnow()} for key, r in sorted(self._new.items())]
-        insert_many(conn, CacheEntry.__table__, rows, ignore_conflicts=True)
+        insert_many(conn, table_of(CacheEntry), rows, ignore_conflicts=True)
         return len(rows)
 
     def committed(self) -> None:

@@ -102,5 +102,5 @@ def backlog(client: Any, legacy: str) -> int:
     return int(sum(pipe.execute()))
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from judge.endpoints import Access
 from judge.profiles import JudgeProfile
-from judge.runner import Judge, new_event_loop
+from judge.runner import Judge, RateLimiter, new_event_loop
 from judge.settings import settings
 
 T = TypeVar("T")
@@ -31,10 +31,10 @@ class AsyncRuntime:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    async def _make_judge(self, profile: JudgeProfile, access: Access, limiter: Any) -> Judge:
+    async def _make_judge(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None) -> Judge:
         return Judge(profile, max_in_flight=settings().worker_max_in_flight, limiter=limiter, access=access)
 
-    def judge_for(self, profile: JudgeProfile, access: Access, limiter: Any = None) -> Judge:
+    def judge_for(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None = None) -> Judge:
         """A long-lived Judge per profile and access (its provider client keeps its connections;
         two tenants' keys never share one); each task passes its own call cache."""
         key = "\n".join((profile.model_dump_json(), access.cache_scope, repr(access), str(access.allow_private)))

@@ -9,15 +9,17 @@ import contextlib
 import logging
 import re
 import traceback
-from typing import Any
 
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Reject
+from sqlalchemy.engine import Engine
 
 from judge.endpoints import AccessError
 from judge.records import JudgeInfo, PairItem, Verdict
+from judge.runner import Judge, RateLimiter
 from store import repo
 from store.db import database_errors, get_engine, transaction
+from store.models import Job
 from worker import lanes
 from worker.access import job_access
 from worker.app import QUEUE, app
@@ -28,27 +30,28 @@ from worker.runtime import runtime
 
 log = logging.getLogger("pjudge.worker")
 MAX_TASK_RETRIES = 5
-_limiter: Any = None
+_limiter: RateLimiter | None = None
 
 
-def _rate_limiter() -> Any:
+def _rate_limiter() -> RateLimiter:
     global _limiter
     if _limiter is None:
         from worker.ratelimit import RedisRateLimiter
 
-        async def make() -> Any:
+        async def make() -> RateLimiter:
             return RedisRateLimiter(redis_client_url())
 
         _limiter = runtime().run(make())
     return _limiter
 
 
-async def _judge_all(judge: Any, items: list[tuple[int, PairItem]], cache: Any) -> list[tuple[int, Verdict]]:
+async def _judge_all(judge: Judge, items: list[tuple[int, PairItem]], cache: BatchCallCache
+                     ) -> list[tuple[int, Verdict]]:
     verdicts = await asyncio.gather(*(judge.judge_item(item, cache) for _, item in items))
     return [(position, verdict) for (position, _), verdict in zip(items, verdicts, strict=True)]
 
 
-def _error_verdicts(judge_info: Any, items: list[tuple[int, PairItem]], message: str) -> list[tuple[int, Verdict]]:
+def _error_verdicts(judge_info: JudgeInfo, items: list[tuple[int, PairItem]], message: str) -> list[tuple[int, Verdict]]:
     return [
         (position, Verdict(id=item.id, winner=None, p_a=None, certainty=None, consistent=None, abstained=False,
                            bpde=None, human_label=item.human_label, judge=judge_info, calls=[],
@@ -59,7 +62,7 @@ def _error_verdicts(judge_info: Any, items: list[tuple[int, PairItem]], message:
 
 
 @app.task(name="pjudge.judge_batch", bind=True, max_retries=MAX_TASK_RETRIES)
-def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
+def judge_batch(self: Task[..., int], job_id: str, start: int, end: int) -> int:
     engine = get_engine()
     job = repo.get_job(engine, job_id)
     if job is None or job.status not in repo.ACTIVE:
@@ -76,7 +79,7 @@ def judge_batch(self: Task, job_id: str, start: int, end: int) -> int:
         RUNNING.leave(key)
 
 
-def _judge_batch(task: Task, engine: Any, job: Any, start: int, end: int, batch: Batch) -> int:
+def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end: int, batch: Batch) -> int:
     job_id = job.id
     if job.status == "queued":
         repo.mark_running(engine, job_id)
@@ -132,7 +135,7 @@ def _judge_batch(task: Task, engine: Any, job: Any, start: int, end: int, batch:
     return stored
 
 
-def _stopped(engine: Any, batch: Batch, reason: str, cache: BatchCallCache | None) -> int:
+def _stopped(engine: Engine, batch: Batch, reason: str, cache: BatchCallCache | None) -> int:
     """A batch stopped from outside (worker.batches). A cancelled job's batch stores nothing and
     its message is done with; a batch handed back (another tenant waits, or the worker stops)
     keeps the answers paid for in the call cache and goes back to the queue, to be judged again
@@ -182,7 +185,7 @@ def warm_up(connections: int) -> None:
         log.warning("warm-up skipped (%s); the first task pays its costs", type(exc).__name__)
 
 
-def prepare_publisher(celery_app: Any = None) -> None:
+def prepare_publisher(celery_app: Celery | None = None) -> None:
     """Load the broker's transport before the first job is posted: importing kombu's Redis
     transport (and redis-py) took about 0.15 s of the first POST. Connects to nothing, and a
     failure only leaves that cost to the first POST."""
@@ -193,23 +196,25 @@ def prepare_publisher(celery_app: Any = None) -> None:
         log.warning("broker transport not preloaded (%s)", type(exc).__name__)
 
 
-def _send(celery_app: Any, job_id: str, start: int, end: int, queue: str = QUEUE) -> None:
+def _send(celery_app: Celery, job_id: str, start: int, end: int, queue: str = QUEUE) -> None:
     celery_app.send_task("pjudge.judge_batch", args=(job_id, start, end), queue=queue, retry=True,
                          retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
 
 
-def lane_for(celery_app: Any, owner: str) -> str:
+def lane_for(celery_app: Celery, owner: str) -> str:
     """The queue lane for `owner`'s batches (worker.lanes); the legacy queue, which every worker
     also consumes, when the broker cannot be asked (fairness lost for that job, nothing else)."""
     try:
         with celery_app.pool.acquire(block=True) as connection:
-            return lanes.assign_lane(connection.default_channel.client, owner)
+            # app.pool is kombu's connection pool, which celery-types calls a ProducerPool.
+            client = connection.default_channel.client  # type: ignore[attr-defined]  # stubs mistype app.pool
+            return lanes.assign_lane(client, owner)
     except Exception as exc:  # noqa: BLE001 - the send itself reports a broker that is away
         log.warning("no queue lane for this job's batches (%s); using the shared queue", type(exc).__name__)
         return QUEUE
 
 
-def enqueue_job(job: Any, celery_app: Any = None) -> int:
+def enqueue_job(job: Job, celery_app: Celery | None = None) -> int:
     """Send one task per batch of the job, to its owner's lane; returns how many were sent."""
     celery_app = celery_app or app
     batches = repo.batches(job)
@@ -219,7 +224,7 @@ def enqueue_job(job: Any, celery_app: Any = None) -> int:
     return len(batches)
 
 
-def requeue_missing(engine: Any, job: Any, celery_app: Any = None) -> int:
+def requeue_missing(engine: Engine, job: Job, celery_app: Celery | None = None) -> int:
     """Re-send the batches of an active job that still miss verdicts (a safety net for a broker
     that lost messages); duplicates are harmless because writes are idempotent."""
     celery_app = celery_app or app

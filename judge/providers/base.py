@@ -7,13 +7,27 @@ import itertools
 import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import anthropic
+    import openai
+
     from judge.endpoints import Access
     from judge.profiles import JudgeProfile
+
+
+class SdkResponse(Protocol):
+    """What a response hook reads of an SDK's (httpx) response."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+# An SDK http client's event hook for responses (httpx `event_hooks={"response": [...]}`).
+ResponseHook = Callable[[SdkResponse], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -153,14 +167,14 @@ def max_answer_bytes() -> int:
     return int(settings().provider_max_answer_mb * 1024 * 1024)
 
 
-def declared_size_hook(limit: int, too_large: type[Exception]) -> Callable[[Any], Awaitable[None]]:
+def declared_size_hook(limit: int, too_large: type[Exception]) -> ResponseHook:
     """An SDK http client's response hook that refuses, before its body is read, an answer whose
     declared Content-Length is over `limit` bytes. `too_large`: a subclass of the SDK's own base
     error, which the SDKs pass through unretried (post_through_sdk turns it into a ProviderError).
     An answer without a declared length is read whole by the SDK; the runner still keeps only
     PJUDGE_RAW_MAX_CHARS of its text."""
 
-    async def hook(response: Any) -> None:
+    async def hook(response: SdkResponse) -> None:
         declared = response.headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             raise too_large(f"the provider's answer is larger than {limit} bytes ({int(declared)} declared)")
@@ -175,16 +189,16 @@ def idempotency_keys() -> Iterator[str]:
     return (f"{prefix}{n}" for n in itertools.count())
 
 
-async def post_through_sdk(client: Any, path: str, body: dict[str, Any], extra_headers: dict[str, str],
+async def post_through_sdk(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic, path: str, body: dict[str, Any], extra_headers: dict[str, str],
                            idempotency_key: str, sdk_error: type[BaseException], api_key: str | None,
                            echo: bool = True) -> Any:
     """POST through an official SDK's low-level client (its retries, Retry-After handling, auth
     and errors) and return the decoded JSON; an SDK error becomes a key-free ProviderError."""
-    options: dict[str, Any] = {"idempotency_key": idempotency_key}
-    if extra_headers:
-        options["headers"] = extra_headers
     try:
-        return await client.post(path, body=body, cast_to=object, options=options)
+        if extra_headers:
+            return await client.post(path, body=body, cast_to=object,
+                                     options={"idempotency_key": idempotency_key, "headers": extra_headers})
+        return await client.post(path, body=body, cast_to=object, options={"idempotency_key": idempotency_key})
     except sdk_error as exc:
         raise ProviderError(describe_sdk_error(exc, api_key, echo=echo)) from None
     except ValueError:  # a 2xx answer that is not JSON: the SDK lets json's error through

@@ -25,6 +25,7 @@ import email.utils
 import math
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -44,7 +45,7 @@ STATUS_ERRORS = {400: "BadRequestError", 401: "AuthenticationError", 403: "Permi
                  429: "RateLimitError"}
 
 
-def should_retry(status: int, headers: Any) -> bool:
+def should_retry(status: int, headers: Mapping[str, str]) -> bool:
     server = server_delay(headers)
     if server is not None and math.isfinite(server) and server > MAX_SERVER_DELAY_S:
         return False
@@ -54,7 +55,7 @@ def should_retry(status: int, headers: Any) -> bool:
     return status in (408, 409, 429) or status >= 500
 
 
-def retry_delay(retry: int, headers: Any) -> float:
+def retry_delay(retry: int, headers: Mapping[str, str] | None) -> float:
     """Seconds to wait before retry number `retry + 1`."""
     server = server_delay(headers) if headers is not None else None
     if server is not None and math.isfinite(server) and 0 < server <= MAX_SERVER_DELAY_S:
@@ -62,7 +63,7 @@ def retry_delay(retry: int, headers: Any) -> float:
     return min(INITIAL_RETRY_DELAY_S * 2.0 ** min(retry, 1000), MAX_RETRY_DELAY_S) * (1 - 0.25 * random.random())
 
 
-def server_delay(headers: Any) -> float | None:
+def server_delay(headers: Mapping[str, str]) -> float | None:
     """The wait the server asks for, in seconds: `retry-after-ms`, else `Retry-After` as seconds,
     else as an HTTP date; an overflowing number counts as too long a wait."""
     for name, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):

@@ -16,9 +16,16 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from judge.endpoints import NO_KEY, Access, address_problem
+
+if TYPE_CHECKING:  # aiohttp is imported when a client is made, not with this module
+    import aiohttp
+    from aiohttp.connector import AddrInfoType
+
+    from judge.providers.base import ResponseHook
 
 SAFE_HEADERS = frozenset({"accept", "accept-encoding", "content-type", "content-length", "user-agent", "host",
                           "connection", "transfer-encoding", "anthropic-version", "idempotency-key",
@@ -42,10 +49,10 @@ def refused(exc: BaseException) -> bool:
     return REFUSED in text and "Connect call failed" not in text
 
 
-def socket_factory(allow_private: bool) -> Callable[[Any], socket.socket]:
+def socket_factory(allow_private: bool) -> Callable[[AddrInfoType], socket.socket]:
     """An aiohttp `socket_factory` that refuses addresses judge.endpoints.address_problem names."""
 
-    def make(addr_info: Any) -> socket.socket:
+    def make(addr_info: AddrInfoType) -> socket.socket:
         family, type_, proto, _, address = addr_info
         try:
             ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
@@ -58,7 +65,7 @@ def socket_factory(allow_private: bool) -> Callable[[Any], socket.socket]:
     return make
 
 
-def connector(access: Access, **options: Any) -> Any:
+def connector(access: Access, **options: Any) -> aiohttp.TCPConnector:
     """An aiohttp TCPConnector; for a client-chosen endpoint, one that checks every address."""
     import aiohttp
 
@@ -76,7 +83,7 @@ def _allowed(name: str, value: str, key: str) -> bool:
     return name == "x-api-key" and value == key
 
 
-def sdk_http_client(sdk: Any, access: Access, event_hooks: dict[str, list[Any]] | None = None) -> Any:
+def sdk_http_client(sdk: ModuleType, access: Access, event_hooks: dict[str, list[ResponseHook]] | None = None) -> Any:
     """The SDK's aiohttp http client (`sdk.DefaultAioHttpClient`) with `event_hooks`; for a
     client-chosen endpoint, on a transport whose connector checks addresses and which sends only
     the safe headers. At operator endpoints without the aiohttp extra: the SDK's httpx client."""
@@ -89,13 +96,13 @@ def sdk_http_client(sdk: Any, access: Access, event_hooks: dict[str, list[Any]] 
     transport_class = _vendored_transport(sdk)
     key = access.api_key or NO_KEY
 
-    class GuardedTransport(transport_class):  # type: ignore[misc, valid-type]
+    class GuardedTransport(transport_class):  # type: ignore[misc, valid-type]  # a base class found at run time
         async def handle_async_request(self, request: Any) -> Any:
             for name in [n for n, v in request.headers.items() if not _allowed(n, v, key)]:
                 del request.headers[name]
             return await super().handle_async_request(request)
 
-    def session() -> Any:
+    def session() -> aiohttp.ClientSession:
         import aiohttp
 
         return aiohttp.ClientSession(connector=connector(access, limit=1000))
@@ -103,7 +110,7 @@ def sdk_http_client(sdk: Any, access: Access, event_hooks: dict[str, list[Any]] 
     return sdk.DefaultAioHttpClient(transport=GuardedTransport(client=session), event_hooks=hooks)
 
 
-def _vendored_transport(sdk: Any) -> Any:
+def _vendored_transport(sdk: ModuleType) -> Any:
     import importlib
 
     from judge.providers.base import ProviderError

@@ -21,6 +21,7 @@ from judge.providers.base import (
     CallRequest,
     CallResult,
     ProviderError,
+    ResponseHook,
     declared_size_hook,
     idempotency_keys,
     max_answer_bytes,
@@ -35,7 +36,7 @@ class AnswerTooLarge(openai.OpenAIError):
     """An answer body over PJUDGE_PROVIDER_MAX_ANSWER_MB, refused before it is read."""
 
 
-def _size_hooks() -> dict[str, list[Any]]:
+def _size_hooks() -> dict[str, list[ResponseHook]]:
     return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
 
 

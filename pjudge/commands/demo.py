@@ -79,7 +79,7 @@ def _with_endpoint(url: str) -> str:
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
-    def number(value: Any) -> str:
+    def number(value: object) -> str:
         if isinstance(value, dict):
             value = value.get("value")
         return "n/a" if value is None else f"{value:.3f}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -17,8 +18,10 @@ from judge.records import Call, PairItem, Verdict
 from judge.runner import Judge, Progress, new_event_loop
 from pjudge.common import echo_json, handle_errors
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def profile_options(func: Any) -> Any:
+
+def profile_options(func: F) -> F:
     """Options that pick and override a judge profile (shared by judge, submit and demo)."""
     options = [
         click.option("--profile", "profile_name", default=None,

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,21 +21,23 @@ from pjudge.common import echo_json, handle_errors
 if TYPE_CHECKING:
     from calibration.personalization_io import ResponseSet
     from judge.profiles import JudgeProfile
-    from judge.records import Verdict
+    from judge.records import PairItem, Verdict
     from judge.runner import Progress
 
 
-def judge_override_options(func: Any) -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def judge_override_options(func: F) -> F:
     """The provider overrides of `pjudge judge` (--provider, --model, --base-url, ...) without its
     --profile, which is `--judge` here: the profile choice is also what switches judging on."""
 
     def holder() -> None: ...
 
     profile_options(holder)
-    params = [p for p in holder.__click_params__ if p.name != "profile_name"]  # type: ignore[attr-defined]
-    if not hasattr(func, "__click_params__"):
-        func.__click_params__ = []
-    func.__click_params__.extend(params)
+    options: list[click.Parameter] = getattr(holder, "__click_params__", [])
+    params = [p for p in options if p.name != "profile_name"]
+    vars(func).setdefault("__click_params__", []).extend(params)  # where click's decorators keep them
     return func
 
 
@@ -135,7 +137,7 @@ def _add_persona_fit(document: dict[str, Any], responses: ResponseSet, profile: 
                                       None if verdicts_out is None else str(verdicts_out))
 
 
-def _judge(profile: JudgeProfile, items: list[Any], verdicts_out: Path | None, concurrency: int,
+def _judge(profile: JudgeProfile, items: list[PairItem], verdicts_out: Path | None, concurrency: int,
            no_cache: bool, show_progress: bool) -> tuple[list[Verdict], Progress]:
     """run_judging always writes its verdicts; without --verdicts-out they go to a scratch file."""
     with tempfile.TemporaryDirectory(prefix="pjudge-persona-fit-") as scratch:

@@ -116,7 +116,7 @@ def _toml_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _toml_value(value: Any) -> str:
+def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

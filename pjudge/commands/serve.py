@@ -13,19 +13,28 @@ import json
 import logging
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from judge.settings import settings
 from pjudge.common import handle_errors
 
+if TYPE_CHECKING:  # the servers are imported when chosen, not with this module
+    from flask import Flask
+    from waitress.channel import HTTPChannel
 
-def _stop(_signum: int, _frame: Any) -> None:
+# How a server tells its port and kind once it listens.
+Announce = Callable[[int, str], None]
+
+
+def _stop(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)  # unwinds serve_forever so the server closes its socket
 
 
-def _werkzeug(app: Any, host: str, port: int, announce: Any) -> None:
+def _werkzeug(app: Flask, host: str, port: int, announce: Announce) -> None:
     from werkzeug.serving import make_server
 
     server = make_server(host, port, app, threaded=True)
@@ -43,7 +52,7 @@ DRAIN_SECONDS = 5.0
 DRAIN_BYTES = 256 * 1024 * 1024
 
 
-def _json_error_channel() -> type:
+def _json_error_channel() -> type[HTTPChannel]:
     """waitress's channel with its own error answers (a body over the limit refused at header time,
     an unparsable request) written in the API's error shape instead of plain text, then a lingering
     close (see DRAIN_SECONDS)."""
@@ -55,29 +64,31 @@ def _json_error_channel() -> type:
 
     from api.errors import body_too_large_message, error_document, http_code
 
-    class JsonErrorTask(ErrorTask):  # type: ignore[misc]
+    class JsonErrorTask(ErrorTask):
         def execute(self) -> None:
-            error = self.request.error
+            error = self.request.error  # type: ignore[attr-defined]  # stubs mistype request
             if error.code == 413:
                 message = body_too_large_message(self.channel.server.adj.max_request_body_size - 1)
             else:
                 message = f"{error.reason}: {error.body}"
             body = json.dumps(error_document(http_code(error.code), message), separators=(",", ":")).encode()
             self.status = f"{error.code} {error.reason}"
-            self.response_headers.append(("Content-Type", "application/json"))
+            self.response_headers = [*self.response_headers, ("Content-Type", "application/json")]
             self.set_close_on_finish()
             self.content_length = len(body)
-            self.channel.answered_error = True
+            if isinstance(self.channel, JsonErrorChannel):
+                self.channel.answered_error = True
             self.write(body)
 
-    class JsonErrorChannel(HTTPChannel):  # type: ignore[misc]
+    class JsonErrorChannel(HTTPChannel):
         error_task_class = JsonErrorTask
         answered_error = False
         drain_until: float | None = None
         drained = 0
 
         def handle_close(self) -> None:
-            if self.drain_until is None and self.answered_error and self.connected and not self.total_outbufs_len:
+            if (self.drain_until is None and self.answered_error and self.connected
+                    and self.socket is not None and not self.total_outbufs_len):
                 try:
                     self.socket.shutdown(socket.SHUT_WR)  # the answer is out: the client sees it end
                 except OSError:
@@ -108,7 +119,7 @@ def _json_error_channel() -> type:
                 super().handle_read()
                 return
             try:
-                data = self.socket.recv(65536)
+                data = self.socket.recv(65536) if self.socket is not None else b""
             except OSError:
                 data = b""
             self.drained += len(data)
@@ -118,8 +129,8 @@ def _json_error_channel() -> type:
     return JsonErrorChannel
 
 
-def _waitress(app: Any, host: str, port: int, threads: int, announce: Any) -> None:
-    from waitress.server import create_server
+def _waitress(app: Flask, host: str, port: int, threads: int, announce: Announce) -> None:
+    from waitress.server import BaseWSGIServer, create_server
 
     config = settings()
     # waitress reads a whole body before the app runs: with its limit at the API's own, a larger
@@ -131,9 +142,12 @@ def _waitress(app: Any, host: str, port: int, threads: int, announce: Any) -> No
         app, host=host, port=port, threads=threads, max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1,
         connection_limit=config.serve_connection_limit, channel_timeout=config.serve_channel_timeout,
         cleanup_interval=config.serve_cleanup_interval)
-    server.channel_class = _json_error_channel()  # type: ignore[union-attr]
+    if not isinstance(server, BaseWSGIServer):  # one host and port: one listening socket's server
+        raise RuntimeError(f"waitress made a {type(server).__name__} for one host and port")
+    server.channel_class = _json_error_channel()
     _raise_file_limit(config.serve_connection_limit)
-    announce(server.effective_port, f"waitress ({threads} threads)")  # type: ignore[union-attr]
+    bound: int = server.effective_port  # type: ignore[attr-defined]  # waitress sets it; stubs lack it
+    announce(bound, f"waitress ({threads} threads)")
     try:
         server.run()
     finally:

@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +24,9 @@ from judge.records import Verdict
 from judge.settings import settings
 from pjudge.commands.judging import profile_options
 from pjudge.common import EXIT_BAD_INPUT, EXIT_FAILURE, echo_json, handle_errors
+
+if TYPE_CHECKING:  # rich is imported when a bar is shown
+    from rich.progress import Progress
 
 TERMINAL = ("done", "failed", "cancelled")
 PROFILE_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
@@ -105,7 +108,7 @@ def profile_spec(profile_name: str | None, overrides: dict[str, Any]) -> str | d
     return {"profile": profile_name, **overrides} if profile_name else overrides
 
 
-def _progress_bar(total: int) -> Any:
+def _progress_bar(total: int) -> Progress:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -126,7 +129,8 @@ def wait_for(client: ApiClient, job_id: str, poll: float, show_progress: bool) -
             bar.update(task, completed=counts["verdicts"], status=job["status"], failed=counts["failed_items"],
                        cost=job["cost_usd"])
             if job["status"] in TERMINAL:
-                return job  # type: ignore[no-any-return]
+                finished: dict[str, Any] = job
+                return finished
             time.sleep(poll)
             _, job, _ = client.request("GET", f"/v1/jobs/{job_id}")
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-26 12:02:21.912292
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # the column types autogenerate names (sqlmodel.sql.sqltypes.AutoString)
 from alembic import op
 
 revision = '0001'

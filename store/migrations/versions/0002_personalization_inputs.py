@@ -10,7 +10,7 @@ Additive: a new table only, so existing jobs and running workers are unaffected.
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # the column types autogenerate names (sqlmodel.sql.sqltypes.AutoString)
 from alembic import op
 
 revision = '0002'

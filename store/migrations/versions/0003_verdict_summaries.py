@@ -11,6 +11,8 @@ already stored (the fill runs the current code, so it belongs to the latest summ
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -27,7 +29,7 @@ STAT_COLUMNS = (
 )
 
 
-def _summary_key() -> list[sa.Column]:  # type: ignore[type-arg]
+def _summary_key() -> list[sa.Column[Any]]:  # Column[Any]: string and integer columns
     return [
         sa.Column('job_id', sa.String(length=36), sa.ForeignKey('jobs.id'), primary_key=True),
         sa.Column('group_key', sa.String(length=255), primary_key=True),
@@ -38,7 +40,7 @@ def _summary_key() -> list[sa.Column]:  # type: ignore[type-arg]
     ]
 
 
-def _counts(*names: str) -> list[sa.Column]:  # type: ignore[type-arg]
+def _counts(*names: str) -> list[sa.Column[int]]:
     return [sa.Column(name, sa.Integer(), nullable=False, server_default='0') for name in names]
 
 

@@ -37,7 +37,6 @@ from api.schemas import (
     LabelIn,
     LabelsOut,
     ReportQuery,
-    VerdictPage,
     VerdictsQuery,
 )
 from judge.jsonl import InputError, validate_items
@@ -234,12 +233,38 @@ def list_verdicts(job_id: str) -> Response:
     job = owned_job(job_id)
     query = parse_query(VerdictsQuery)
     after = int(query.cursor) if query.cursor is not None else -1
-    # One row more than asked tells whether another page exists, so the last page says null.
-    page = repo.list_verdicts(state().engine, job.id, after, query.limit + 1)
-    more = len(page) > query.limit
-    page = page[:query.limit]
-    next_cursor = str(page[-1][0]) if more else None
-    return _model(VerdictPage(verdicts=[v for _, v in page], next_cursor=next_cursor))
+    budget = int(state().settings.config.verdict_page_mb * 1024 * 1024)
+    engine = state().engine
+    # Read in small chunks and encode as we go: a page ends at `limit` verdicts or once its JSON would
+    # pass the byte budget (each call may hold PJUDGE_RAW_MAX_CHARS of raw answer), whichever is first.
+    parts: list[bytes] = []
+    size = 0
+    more = False
+    while not more:
+        # One row more than asked tells whether another page exists, so the last page says null.
+        wanted = min(VERDICT_CHUNK, query.limit - len(parts)) + 1
+        rows = repo.list_verdicts(engine, job.id, after, wanted)
+        for position, verdict in rows:
+            encoded = _encoded(verdict.model_dump(mode="json"))
+            if len(parts) == query.limit or (parts and size + len(encoded) + 1 > budget):
+                more = True
+                break
+            parts.append(encoded)
+            size += len(encoded) + 1
+            after = position
+        if len(rows) < wanted:
+            break
+    next_cursor = json.dumps(str(after) if more else None)
+    body = b'{"verdicts":[' + b",".join(parts) + b'],"next_cursor":' + next_cursor.encode() + b"}"
+    return Response(body, status=200, mimetype="application/json")
+
+
+VERDICT_CHUNK = 50  # verdicts read from the database at a time while a page is filled
+
+
+def _encoded(document: Any) -> bytes:
+    """`document` as json_response writes it (UTF-8, no ASCII escapes)."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 @bp.post("/<job_id>/labels")
@@ -266,10 +291,24 @@ def report(job_id: str) -> Response:
     engine = state().engine
     report = stats.report(engine, stats.Selection(job_id=job.id), **options)
     if report is None:  # group_by over a metadata key the job's verdicts are not all summarized under
+        # From the verdicts, in memory (without the calls' raw answers): the same cap as
+        # /v1/stats/agreement, refused rather than fall over.
+        limit = state().settings.stats_max_verdicts
+        n = repo.count_verdicts(engine, job.id)
+        if n > limit:
+            raise too_many_verdicts(n, limit, query.group_by, "")
         from calibration.report import build_report
 
-        report = build_report(repo.all_verdicts(engine, job.id), **options)
+        report = build_report(repo.all_verdicts(engine, job.id, with_raw=False), **options)
     return json_response(report)
+
+
+def too_many_verdicts(n: int, limit: int, group_by: str | None, narrow: str) -> ApiError:
+    """422 of a report that would have to load more verdicts than PJUDGE_STATS_MAX_VERDICTS."""
+    return ApiError(422, "too_many_verdicts",
+                    f"{n} verdicts match and group_by={group_by!r} must read them all; {narrow}group by a "
+                    f"summarized key (at most {limit} verdicts are read, PJUDGE_STATS_MAX_VERDICTS)",
+                    [problem("group_by", f"{n} verdicts to read, more than {limit}")])
 
 
 @bp.post("/<job_id>/cancel")

@@ -308,7 +308,7 @@ def _report_document(job: Job, query: PersonalizationReportQuery) -> dict[str, A
     responses = validate_responses(enumerate(inputs["responses"]), "responses")  # valid when stored
     text = evaluate(responses, distance=inputs["distance"], anchor_system=inputs["anchor_system"])
     document = {"job_id": job.id, **text.to_dict()}
-    verdicts = repo.all_verdicts(engine, job.id)
+    verdicts = repo.all_verdicts(engine, job.id, with_raw=False)  # counts and costs: no raw answers
     add_persona_fit(document, verdicts, inputs["unjudgeable"], resamples=query.bootstrap, seed=query.seed)
     document["judge"] = judge_section(repo.job_profile(job), job.n_items, CallTotals.of(verdicts), query.bootstrap,
                                       query.seed, f"/v1/jobs/{job.id}/verdicts")

@@ -20,7 +20,7 @@ from judge.records import Call, Verdict
 from store.models import CallRow, Job, JobItem, VerdictRow
 
 # The row -> record conversions are store.repo's own (private there; see the report).
-from store.repo import call_from_row, verdict_from_row
+from store.repo import call_columns, call_from_row, verdict_from_row
 
 
 def ping(engine: Engine) -> bool:
@@ -76,7 +76,8 @@ def count_agreement_verdicts(engine: Engine, where: VerdictFilter) -> int:
 
 
 def agreement_verdicts(engine: Engine, where: VerdictFilter) -> list[Verdict]:
-    """Every verdict (with its calls) of the owner's jobs matching the filter, oldest job first."""
+    """Every verdict (with its calls, without their raw answers: statistics never read them) of the
+    owner's jobs matching the filter, oldest job first."""
     with engine.connect() as conn:
         rows = conn.execute(
             select(VerdictRow).join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
@@ -84,7 +85,7 @@ def agreement_verdicts(engine: Engine, where: VerdictFilter) -> list[Verdict]:
         ).all()
         calls: dict[tuple[str, str], list[Call]] = {}
         call_rows = conn.execute(
-            select(CallRow)
+            select(*call_columns(with_raw=False))
             .join(VerdictRow, and_(VerdictRow.job_id == CallRow.job_id, VerdictRow.item_id == CallRow.item_id))
             .join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
             .order_by(CallRow.job_id, CallRow.item_id, CallRow.order, CallRow.sample)

@@ -480,7 +480,7 @@ def _call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str,
 def call_from_row(row: Any) -> Call:
     return Call(
         # .get: a migration's backfill reads the calls table as it is then, before later columns.
-        order=row.order or None, sample=row.sample, raw=row.raw,
+        order=row.order or None, sample=row.sample, raw=row._mapping.get("raw"),
         raw_truncated_from=row._mapping.get("raw_truncated_from"),
         choice=row.choice, certainty=row.certainty,
         scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
@@ -498,8 +498,14 @@ def verdict_from_row(row: Any, calls: list[Call]) -> Verdict:
     )
 
 
+def call_columns(with_raw: bool = True) -> list[Any]:
+    """The calls table's columns a Call is made of; without `raw` (up to PJUDGE_RAW_MAX_CHARS per call)
+    for readers that only count and aggregate (statistics): their Calls have raw None."""
+    return [column for column in CallRow.__table__.columns if with_raw or column.name != "raw"]  # type: ignore[attr-defined]
+
+
 def list_verdicts(engine: Engine, job_id: str, after_position: int = -1, limit: int = 100,
-                  with_calls: bool = True) -> list[tuple[int, Verdict]]:
+                  with_calls: bool = True, with_raw: bool = True) -> list[tuple[int, Verdict]]:
     """Verdicts in item order after a cursor position (keyset pagination)."""
     with engine.connect() as conn:
         rows = conn.execute(
@@ -510,7 +516,7 @@ def list_verdicts(engine: Engine, job_id: str, after_position: int = -1, limit: 
         if rows and with_calls:
             ids = [r.item_id for r in rows]
             call_rows = conn.execute(
-                select(CallRow).where(CallRow.job_id == job_id, CallRow.item_id.in_(ids))
+                select(*call_columns(with_raw)).where(CallRow.job_id == job_id, CallRow.item_id.in_(ids))
                 .order_by(CallRow.item_id, CallRow.order, CallRow.sample)
             ).all()
             for call_row in call_rows:
@@ -518,11 +524,18 @@ def list_verdicts(engine: Engine, job_id: str, after_position: int = -1, limit: 
     return [(r.position, verdict_from_row(r, calls.get(r.item_id, []))) for r in rows]
 
 
-def all_verdicts(engine: Engine, job_id: str, with_calls: bool = True) -> list[Verdict]:
+def count_verdicts(engine: Engine, job_id: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(VerdictRow)
+                                .where(VerdictRow.job_id == job_id)).scalar_one())
+
+
+def all_verdicts(engine: Engine, job_id: str, with_calls: bool = True, with_raw: bool = True) -> list[Verdict]:
+    """Every verdict of a job; statistics pass with_raw=False (their calls' raw is None)."""
     result: list[Verdict] = []
     cursor = -1
     while True:
-        page = list_verdicts(engine, job_id, cursor, 2000, with_calls)
+        page = list_verdicts(engine, job_id, cursor, 2000, with_calls, with_raw)
         if not page:
             return result
         result.extend(v for _, v in page)

@@ -158,6 +158,32 @@ def quota_error(exc: repo.QuotaExceeded, field: str) -> ApiError:
                     headers={"Retry-After": str(seconds)})
 
 
+def check_job_size(items: Sequence[PairItem], field: str) -> None:
+    """422 naming `field` when the job's pair items would store more than PJUDGE_MAX_JOB_MB of JSON.
+
+    The one rule for every route that creates a job (/v1/jobs, the pairs /v1/personalization expands
+    a small body into), checked before anything is stored. A sum of text lengths (characters, a
+    lower bound of the bytes, O(1) per item) refuses a huge expansion without encoding it; below the
+    limit the items are measured exactly as they will be stored."""
+    limit_mb = state().settings.config.max_job_mb
+    limit = int(limit_mb * 1024 * 1024)
+    at_least = sum(len(item.id) + len(item.prompt) + len(item.response_a) + len(item.response_b)
+                   + (len(item.persona) if isinstance(item.persona, str) else 0) for item in items)
+    size = at_least
+    if at_least <= limit:
+        size = 0
+        for item in items:
+            size += len(item.__pydantic_serializer__.to_json(item, exclude_none=True))
+            if size > limit:
+                break
+    if size > limit:
+        shown = f"{size / (1024 * 1024):.1f}"
+        raise ApiError(422, "job_too_large",
+                       f"these {len(items)} pair items would store at least {shown} MB, more than {limit_mb:g} MB "
+                       "per job (PJUDGE_MAX_JOB_MB): split the job",
+                       [problem(field, f"{len(items)} pair items of at least {shown} MB; at most {limit_mb:g} MB")])
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -201,6 +227,7 @@ def create_job() -> Response:
             raise _unknown_ids(missing, labels, "labels")
         items = [item.model_copy(update={"human_label": by_id[item.id]}) if item.id in by_id else item
                  for item in items]
+    check_job_size(items, "items")
     owner = current_owner()
     try:
         created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,

@@ -28,7 +28,15 @@ from pydantic import ValidationError
 from api.auth import authenticate, current_owner
 from api.context import state
 from api.errors import ApiError, invalid, json_response, not_found, problem, pydantic_problems, summarize
-from api.jobs import MAX_NESTING, daily_quota, idempotency_conflict, job_out, owned_job, quota_error
+from api.jobs import (
+    MAX_NESTING,
+    check_job_size,
+    daily_quota,
+    idempotency_conflict,
+    job_out,
+    owned_job,
+    quota_error,
+)
 from api.jobs import _idempotency_key as idempotency_key  # the same header rules as POST /v1/jobs
 from api.parsing import deeper_than, parse_query, read_json_body
 from api.profiles import resolve_profile
@@ -257,6 +265,7 @@ def _accept(body: Mapping[str, Any]) -> _Accepted:
     personas, prompts = _descriptions(responses, options)
     _check_size(responses, options.systems)
     items = _pair_items(responses, personas, prompts, options.systems)
+    check_job_size(items, "responses")  # n personas make n(n-1) copies of each response
     _check_text_measures(responses, options)
     from calibration.personalization_document import unjudgeable_pairs
 

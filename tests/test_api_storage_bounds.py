@@ -16,7 +16,8 @@ from judge.profiles import BUILTIN_DIR, load_profile
 from judge.records import Call
 from judge.settings import Settings
 from store import repo
-from tests.test_api import AUTH_A, error_of, make_items, make_verdict, new_app, post_job
+from store.models import Job, JobItem
+from tests.test_api import AUTH_A, count, error_of, make_items, make_verdict, new_app, post_job
 
 RAW = "[[A]] [[80]] " + "x" * 8000  # a long answer under the default cap
 MB = 1024 * 1024
@@ -106,3 +107,49 @@ def test_the_report_fallback_has_the_stats_verdict_cap(engine: Engine) -> None:
     assert error["code"] == "too_many_verdicts" and error["details"][0]["field"] == "group_by"
     assert "PJUDGE_STATS_MAX_VERDICTS" in error["message"]
     assert client.get(f"/v1/jobs/{job_id}/report?group_by=group", headers=AUTH_A).status_code == 200  # summarized
+
+
+# ---------------------------------------------------------------- F6: a job's stored bytes
+
+def _wide_lines(personas: int, response_chars: int) -> list[dict[str, Any]]:
+    """One prompt answered by one system for `personas` personas: n(n-1) pair items, each holding two
+    of these responses."""
+    return [{"system": "s", "prompt_id": "q", "prompt": "How should I spend a free Saturday?", "persona_id": f"p{i}",
+             "persona": f"Persona number {i}.", "response": f"{i} " + "r" * response_chars} for i in range(personas)]
+
+
+def test_personalization_refuses_a_body_that_expands_past_the_job_size_cap_before_storing(engine: Engine) -> None:
+    client = new_app(engine, lambda job: None, PJUDGE_MAX_JOB_MB=10).test_client()
+    lines = _wide_lines(20, 20_000)  # a 0.4 MB body: 380 pair items of ~40 KB each, ~15 MB stored
+    refused = client.post("/v1/personalization", json={"responses": lines, "profile": "persona-certainty"},
+                          headers=AUTH_A)
+    assert refused.status_code == 422, refused.get_json()
+    error = error_of(refused)
+    assert error["code"] == "job_too_large" and "PJUDGE_MAX_JOB_MB" in error["message"]
+    [detail] = error["details"]
+    assert detail["field"] == "responses" and detail["message"].startswith("380 pair items of at least 14.5 MB")
+    assert count(engine, Job) == 0 and count(engine, JobItem) == 0
+    fits = client.post("/v1/personalization", json={"responses": _wide_lines(10, 20_000),
+                                                    "profile": "persona-certainty"}, headers=AUTH_A)
+    assert fits.status_code == 202, fits.get_json()  # 90 pairs, ~3.6 MB
+
+
+def test_at_the_defaults_a_9_mb_personalization_body_cannot_become_a_gigabyte_job(engine: Engine) -> None:
+    client = new_app(engine, lambda job: None).test_client()
+    lines = _wide_lines(60, 150_000)  # 3,540 pair items of ~300 KB: ~1 GB stored
+    refused = client.post("/v1/personalization", json={"responses": lines, "profile": "persona-certainty"},
+                          headers=AUTH_A)
+    assert refused.status_code == 422 and error_of(refused)["code"] == "job_too_large"
+    assert "more than 200 MB" in error_of(refused)["message"]
+    assert count(engine, Job) == 0
+
+
+def test_post_jobs_has_the_same_job_size_rule(engine: Engine) -> None:
+    client = new_app(engine, lambda job: None, PJUDGE_MAX_JOB_MB=1).test_client()
+    items = [dict(item, response_a="é" * 100_000) for item in make_items(6)]  # 1.2 MB of UTF-8 text
+    refused = post_job(client, items)
+    assert refused.status_code == 422, refused.get_json()
+    [detail] = error_of(refused)["details"]
+    assert detail["field"] == "items" and detail["message"].startswith("6 pair items of at least 1.1")
+    assert count(engine, Job) == 0
+    assert post_job(client, items[:4]).status_code == 202  # 0.8 MB

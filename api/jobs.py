@@ -37,7 +37,6 @@ from api.schemas import (
     LabelIn,
     LabelsOut,
     ReportQuery,
-    VerdictPage,
     VerdictsQuery,
     job_status,
 )
@@ -164,6 +163,32 @@ def quota_error(exc: repo.QuotaExceeded, field: str) -> ApiError:
                     headers={"Retry-After": str(seconds)})
 
 
+def check_job_size(items: Sequence[PairItem], field: str) -> None:
+    """422 naming `field` when the job's pair items would store more than PJUDGE_MAX_JOB_MB of JSON.
+
+    The one rule for every route that creates a job (/v1/jobs, the pairs /v1/personalization expands
+    a small body into), checked before anything is stored. A sum of text lengths (characters, a
+    lower bound of the bytes, O(1) per item) refuses a huge expansion without encoding it; below the
+    limit the items are measured exactly as they will be stored."""
+    limit_mb = state().settings.config.max_job_mb
+    limit = int(limit_mb * 1024 * 1024)
+    at_least = sum(len(item.id) + len(item.prompt) + len(item.response_a) + len(item.response_b)
+                   + (len(item.persona) if isinstance(item.persona, str) else 0) for item in items)
+    size = at_least
+    if at_least <= limit:
+        size = 0
+        for item in items:
+            size += len(item.__pydantic_serializer__.to_json(item, exclude_none=True))
+            if size > limit:
+                break
+    if size > limit:
+        shown = f"{size / (1024 * 1024):.1f}"
+        raise ApiError(422, "job_too_large",
+                       f"these {len(items)} pair items would store at least {shown} MB, more than {limit_mb:g} MB "
+                       "per job (PJUDGE_MAX_JOB_MB): split the job",
+                       [problem(field, f"{len(items)} pair items of at least {shown} MB; at most {limit_mb:g} MB")])
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -207,6 +232,7 @@ def create_job() -> Response:
             raise _unknown_ids(missing, labels, "labels")
         items = [item.model_copy(update={"human_label": by_id[item.id]}) if item.id in by_id else item
                  for item in items]
+    check_job_size(items, "items")
     owner = current_owner()
     try:
         created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
@@ -239,12 +265,38 @@ def list_verdicts(job_id: str) -> Response:
     job = owned_job(job_id)
     query = parse_query(VerdictsQuery)
     after = int(query.cursor) if query.cursor is not None else -1
-    # One row more than asked tells whether another page exists, so the last page says null.
-    page = repo.list_verdicts(state().engine, job.id, after, query.limit + 1)
-    more = len(page) > query.limit
-    page = page[:query.limit]
-    next_cursor = str(page[-1][0]) if more else None
-    return _model(VerdictPage(verdicts=[v for _, v in page], next_cursor=next_cursor))
+    budget = int(state().settings.config.verdict_page_mb * 1024 * 1024)
+    engine = state().engine
+    # Read in small chunks and encode as we go: a page ends at `limit` verdicts or once its JSON would
+    # pass the byte budget (each call may hold PJUDGE_RAW_MAX_CHARS of raw answer), whichever is first.
+    parts: list[bytes] = []
+    size = 0
+    more = False
+    while not more:
+        # One row more than asked tells whether another page exists, so the last page says null.
+        wanted = min(VERDICT_CHUNK, query.limit - len(parts)) + 1
+        rows = repo.list_verdicts(engine, job.id, after, wanted)
+        for position, verdict in rows:
+            encoded = _encoded(verdict.model_dump(mode="json"))
+            if len(parts) == query.limit or (parts and size + len(encoded) + 1 > budget):
+                more = True
+                break
+            parts.append(encoded)
+            size += len(encoded) + 1
+            after = position
+        if len(rows) < wanted:
+            break
+    next_cursor = json.dumps(str(after) if more else None)
+    body = b'{"verdicts":[' + b",".join(parts) + b'],"next_cursor":' + next_cursor.encode() + b"}"
+    return Response(body, status=200, mimetype="application/json")
+
+
+VERDICT_CHUNK = 50  # verdicts read from the database at a time while a page is filled
+
+
+def _encoded(document: Any) -> bytes:
+    """`document` as json_response writes it (UTF-8, no ASCII escapes)."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 @bp.post("/<job_id>/labels")
@@ -271,10 +323,24 @@ def report(job_id: str) -> Response:
     engine = state().engine
     report = stats.report(engine, stats.Selection(job_id=job.id), **options)
     if report is None:  # group_by over a metadata key the job's verdicts are not all summarized under
+        # From the verdicts, in memory (without the calls' raw answers): the same cap as
+        # /v1/stats/agreement, refused rather than fall over.
+        limit = state().settings.stats_max_verdicts
+        n = repo.count_verdicts(engine, job.id)
+        if n > limit:
+            raise too_many_verdicts(n, limit, query.group_by, "")
         from calibration.report import build_report
 
-        report = build_report(repo.all_verdicts(engine, job.id), **options)
+        report = build_report(repo.all_verdicts(engine, job.id, with_raw=False), **options)
     return json_response(report)
+
+
+def too_many_verdicts(n: int, limit: int, group_by: str | None, narrow: str) -> ApiError:
+    """422 of a report that would have to load more verdicts than PJUDGE_STATS_MAX_VERDICTS."""
+    return ApiError(422, "too_many_verdicts",
+                    f"{n} verdicts match and group_by={group_by!r} must read them all; {narrow}group by a "
+                    f"summarized key (at most {limit} verdicts are read, PJUDGE_STATS_MAX_VERDICTS)",
+                    [problem("group_by", f"{n} verdicts to read, more than {limit}")])
 
 
 @bp.post("/<job_id>/cancel")

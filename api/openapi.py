@@ -76,13 +76,17 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/jobs/{job_id}", "Status, counts and cost of a job.", {200: ("The job.", s.JobOut)},
           parameters=(JOB_ID,), errors=(401, 404)),
     Route("get", "/v1/jobs/{job_id}/verdicts", "Verdicts (SPEC 1.2) in item order, one page at a time.",
-          {200: ("A page of verdicts.", s.VerdictPage)}, query=s.VerdictsQuery, parameters=(JOB_ID,)),
+          {200: ("A page of verdicts.", s.VerdictPage)}, query=s.VerdictsQuery, parameters=(JOB_ID,),
+          description="A page holds up to `limit` verdicts and ends early once its JSON would pass "
+                      "PJUDGE_VERDICT_PAGE_MB (8 MB by default; a page always holds at least one verdict): "
+                      "follow next_cursor until it is null rather than counting verdicts."),
     Route("post", "/v1/jobs/{job_id}/labels", "Attach human labels to a job's items by id.",
           {200: ("Labels applied.", s.LabelsOut)}, errors=(400, 401, 404, 413, 422),
           body={"type": "array", "items": {"$ref": REF.format(model="LabelIn")}}, parameters=(JOB_ID,)),
     Route("get", "/v1/jobs/{job_id}/report", "The statistics of SPEC section 4 for the job's verdicts.",
-          {200: ("The report.", s.Report)}, query=s.ReportQuery, parameters=(JOB_ID,),
-          description=REPORT_FROM_SUMMARIES),
+          {200: ("The report.", s.Report)}, query=s.ReportQuery, parameters=(JOB_ID,), errors=(400, 401, 404, 422),
+          description=REPORT_FROM_SUMMARIES + " 422 too_many_verdicts where the verdicts must be loaded "
+                      "(group_by over such a key) and the job has more than PJUDGE_STATS_MAX_VERDICTS."),
     Route("post", "/v1/jobs/{job_id}/cancel", "Cancel a queued or running job.",
           {200: ("The job is cancelled.", s.CancelOut)}, errors=(401, 404, 409), parameters=(JOB_ID,)),
     Route("get", "/v1/jobs/{job_id}/export", "Preference pairs of the decided, non-abstained verdicts.",

@@ -28,7 +28,15 @@ from pydantic import ValidationError
 from api.auth import authenticate, current_owner
 from api.context import state
 from api.errors import ApiError, invalid, json_response, not_found, problem, pydantic_problems, summarize
-from api.jobs import MAX_NESTING, daily_quota, idempotency_conflict, job_out, owned_job, quota_error
+from api.jobs import (
+    MAX_NESTING,
+    check_job_size,
+    daily_quota,
+    idempotency_conflict,
+    job_out,
+    owned_job,
+    quota_error,
+)
 from api.jobs import _idempotency_key as idempotency_key  # the same header rules as POST /v1/jobs
 from api.parsing import deeper_than, parse_query, read_json_body
 from api.profiles import resolve_profile
@@ -258,6 +266,7 @@ def _accept(body: Mapping[str, Any]) -> _Accepted:
     personas, prompts = _descriptions(responses, options)
     _check_size(responses, options.systems)
     items = _pair_items(responses, personas, prompts, options.systems)
+    check_job_size(items, "responses")  # n personas make n(n-1) copies of each response
     _check_text_measures(responses, options)
     from calibration.personalization_document import unjudgeable_pairs
 
@@ -309,7 +318,7 @@ def _report_document(job: Job, query: PersonalizationReportQuery) -> dict[str, A
     responses = validate_responses(enumerate(inputs["responses"]), "responses")  # valid when stored
     text = evaluate(responses, distance=inputs["distance"], anchor_system=inputs["anchor_system"])
     document = {"job_id": job.id, **text.to_dict()}
-    verdicts = repo.all_verdicts(engine, job.id)
+    verdicts = repo.all_verdicts(engine, job.id, with_raw=False)  # counts and costs: no raw answers
     add_persona_fit(document, verdicts, inputs["unjudgeable"], resamples=query.bootstrap, seed=query.seed)
     document["judge"] = judge_section(repo.job_profile(job), job.n_items, CallTotals.of(verdicts), query.bootstrap,
                                       query.seed, f"/v1/jobs/{job.id}/verdicts")

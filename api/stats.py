@@ -9,7 +9,8 @@ from flask import Blueprint, Response
 
 from api.auth import authenticate, current_owner
 from api.context import state
-from api.errors import ApiError, json_response
+from api.errors import json_response
+from api.jobs import too_many_verdicts
 from api.parsing import parse_query
 from api.schemas import StatsQuery
 from store import stats
@@ -41,9 +42,8 @@ def agreement() -> Response:
     limit = state().settings.stats_max_verdicts
     n = count_agreement_verdicts(engine, where)
     if n > limit:
-        raise ApiError(422, "too_many_verdicts",
-                       f"{n} verdicts match and group_by={query.group_by!r} must read them all; narrow the filters "
-                       f"(profile, model, since, until) to at most {limit}, or group by a summarized key")
+        raise too_many_verdicts(n, limit, query.group_by, "narrow the filters (profile, model, since, until) "
+                                "or ")
     from calibration.report import build_report
 
     return json_response(build_report(agreement_verdicts(engine, where), group_by=query.group_by, **options))

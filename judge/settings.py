@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     api_max_tokens: int = Field(default=4096, ge=1, description="Largest `max_tokens` over HTTP (422 beyond).")
     api_max_timeout_s: float = Field(default=300.0, gt=0, description="Largest `timeout_s` over HTTP, in "
                                      "seconds (422 beyond).")
-    raw_max_chars: int = Field(default=32768, ge=256, description="Longest raw answer kept on a call, in "
+    # A judge's answer is short (the built-in profiles ask for at most 512 tokens): 8,192 characters
+    # hold about 2,000 tokens, while each call of a samples-8 item may store this much.
+    raw_max_chars: int = Field(default=8192, ge=256, description="Longest raw answer kept on a call, in "
                                "characters (CLI and service): a longer one is cut, parsed as cut, never "
                                "cached, and its call records its full length in `raw_truncated_from`.")
     provider_max_answer_mb: float = Field(default=4.0, gt=0, description="Largest answer body, in MB, the "
@@ -136,6 +138,20 @@ class Settings(BaseSettings):
                                         "connections (waitress).")
     auth_failures_per_minute: int = Field(default=30, ge=0, description="Failed authentications a client "
                                           "address may make per minute before 429 (per API process; 0: no limit).")
+
+    # ------------------------------------------------------------ storage, pages and connections (issue 12:
+    # attacker review, slice s3)
+    verdict_page_mb: float = Field(default=8.0, gt=0, description="Largest page of GET /v1/jobs/{id}/verdicts, "
+                                   "in MB of JSON: a page ends early there (always at least one verdict) and "
+                                   "its next_cursor continues.")
+    max_job_mb: float = Field(default=200.0, gt=0, description="Largest job, in MB of stored pair items (JSON), "
+                              "checked before anything is stored: POST /v1/jobs and the pair items "
+                              "/v1/personalization expands its responses into (422 beyond).")
+    serve_header_timeout: float = Field(default=10.0, gt=0, description="Seconds a connection may take to send "
+                                        "a request's headers, counted from its first byte (waitress); then it "
+                                        "is closed, however slowly it keeps sending.")
+    serve_connections_per_address: int = Field(default=50, ge=1, description="Most open connections from one "
+                                               "client address (waitress); more are closed at once.")
 
     @field_validator("api_keys", "api_base_urls", "endpoints", "api_key_envs", mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from judge.records import Call, Verdict
 from store.db import Bind, reading
 from store.models import CallRow, Job, JobItem, VerdictRow
-from store.rows import call_from_row, verdict_from_row
+from store.rows import call_columns, call_from_row, verdict_from_row
 
 
 def ping(bind: Bind) -> bool:
@@ -75,7 +75,8 @@ def count_agreement_verdicts(bind: Bind, where: VerdictFilter) -> int:
 
 
 def agreement_verdicts(bind: Bind, where: VerdictFilter) -> list[Verdict]:
-    """Every verdict (with its calls) of the owner's jobs matching the filter, oldest job first."""
+    """Every verdict (with its calls, without their raw answers: statistics never read them) of the
+    owner's jobs matching the filter, oldest job first."""
     with reading(bind) as conn:
         rows = conn.execute(
             select(VerdictRow).join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
@@ -83,7 +84,7 @@ def agreement_verdicts(bind: Bind, where: VerdictFilter) -> list[Verdict]:
         ).all()
         calls: dict[tuple[str, str], list[Call]] = {}
         call_rows = conn.execute(
-            select(CallRow)
+            select(*call_columns(with_raw=False))
             .join(VerdictRow, and_(VerdictRow.job_id == CallRow.job_id, VerdictRow.item_id == CallRow.item_id))
             .join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
             .order_by(CallRow.job_id, CallRow.item_id, CallRow.order, CallRow.sample)

@@ -26,7 +26,7 @@ from store import summaries
 from store.bulk import insert_many
 from store.db import Bind, one_round_trip, reading, writing
 from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, utcnow
-from store.rows import call_from_row, call_row, verdict_from_row, verdict_row
+from store.rows import call_columns, call_from_row, call_row, verdict_from_row, verdict_row
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
@@ -484,7 +484,7 @@ def _finish_if_complete(conn: Connection, job_id: str) -> bool:
 
 
 def list_verdicts(bind: Bind, job_id: str, after_position: int = -1, limit: int = 100,
-                  with_calls: bool = True) -> list[tuple[int, Verdict]]:
+                  with_calls: bool = True, with_raw: bool = True) -> list[tuple[int, Verdict]]:
     """Verdicts in item order after a cursor position (keyset pagination)."""
     with reading(bind) as conn:
         rows = conn.execute(
@@ -495,7 +495,7 @@ def list_verdicts(bind: Bind, job_id: str, after_position: int = -1, limit: int 
         if rows and with_calls:
             ids = [r.item_id for r in rows]
             call_rows = conn.execute(
-                select(CallRow).where(CallRow.job_id == job_id, CallRow.item_id.in_(ids))
+                select(*call_columns(with_raw)).where(CallRow.job_id == job_id, CallRow.item_id.in_(ids))
                 .order_by(CallRow.item_id, CallRow.order, CallRow.sample)
             ).all()
             for call_row in call_rows:
@@ -503,11 +503,18 @@ def list_verdicts(bind: Bind, job_id: str, after_position: int = -1, limit: int 
     return [(r.position, verdict_from_row(r, calls.get(r.item_id, []))) for r in rows]
 
 
-def all_verdicts(bind: Bind, job_id: str, with_calls: bool = True) -> list[Verdict]:
+def count_verdicts(bind: Bind, job_id: str) -> int:
+    with reading(bind) as conn:
+        return int(conn.execute(select(func.count()).select_from(VerdictRow)
+                                .where(VerdictRow.job_id == job_id)).scalar_one())
+
+
+def all_verdicts(bind: Bind, job_id: str, with_calls: bool = True, with_raw: bool = True) -> list[Verdict]:
+    """Every verdict of a job; statistics pass with_raw=False (their calls' raw is None)."""
     result: list[Verdict] = []
     cursor = -1
     while True:
-        page = list_verdicts(bind, job_id, cursor, 2000, with_calls)
+        page = list_verdicts(bind, job_id, cursor, 2000, with_calls, with_raw)
         if not page:
             return result
         result.extend(v for _, v in page)

@@ -7,9 +7,11 @@ import json
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Column
 from sqlalchemy.engine import Row
 
 from judge.records import Call, JudgeInfo, Verdict
+from store.models import CallRow, table_of
 
 
 def verdict_row(job_id: str, position: int, verdict: Verdict, now: datetime) -> dict[str, Any]:
@@ -39,7 +41,8 @@ def call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str, 
 def call_from_row(row: Row[Any]) -> Call:
     return Call(
         # .get: a migration's backfill reads the calls table as it is then, before later columns.
-        order=row.order or None, sample=row.sample, raw=row.raw,
+        # raw: None where a reader left it out (statistics never read answers, see call_columns).
+        order=row.order or None, sample=row.sample, raw=row._mapping.get("raw"),
         raw_truncated_from=row._mapping.get("raw_truncated_from"),
         choice=row.choice, certainty=row.certainty,
         scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
@@ -55,3 +58,9 @@ def verdict_from_row(row: Row[Any], calls: list[Call]) -> Verdict:
         judge=JudgeInfo(profile=row.profile, provider=row.provider, model=row.model), calls=calls,
         len_a=row.len_a, len_b=row.len_b, error=row.error, metadata=json.loads(row.metadata_json or "{}"),
     )
+
+
+def call_columns(with_raw: bool = True) -> list[Column[Any]]:
+    """The calls table's columns a Call is made of; without `raw` (up to PJUDGE_RAW_MAX_CHARS per
+    call) for readers that only count and aggregate (statistics): their Calls have raw None."""
+    return [column for column in table_of(CallRow).columns if with_raw or column.name != "raw"]

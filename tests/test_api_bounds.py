@@ -38,7 +38,7 @@ def client(engine: Engine) -> FlaskClient:
     return new_app(engine, lambda job: None).test_client()
 
 
-CAP = 32768  # PJUDGE_RAW_MAX_CHARS's default
+CAP = 8192  # PJUDGE_RAW_MAX_CHARS's default
 HUGE = 50_000_000  # characters of the loopback server's answer
 
 

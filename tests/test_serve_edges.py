@@ -25,8 +25,11 @@ class Served:
     def __init__(self, proc: subprocess.Popen[str], port: int):
         self.proc, self.port = proc, port
 
-    def connect(self, timeout: float = 10.0) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+    def connect(self, timeout: float = 10.0, source: str | None = None) -> socket.socket:
+        """A connection from 127.0.0.1, or from another loopback address (`source`, e.g. 127.0.0.2:
+        another client as far as per-address limits go)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
 
     def exchange(self, head: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
         """Send a request head (and nothing more) and read the answer until the server closes or
@@ -102,8 +105,8 @@ def test_a_declared_oversized_body_is_refused_at_once_with_the_json_413(serve: C
     assert status == 422
 
 
-def healthz(served: Served, timeout: float) -> int:
-    with served.connect(timeout) as sock:
+def healthz(served: Served, timeout: float, source: str | None = None) -> int:
+    with served.connect(timeout, source) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         return read_answer(sock)[0]
 
@@ -114,7 +117,8 @@ def test_110_idle_connections_do_not_stop_healthz_answering(serve: Callable[...,
     try:
         time.sleep(0.5)  # all accepted
         started = time.perf_counter()
-        assert healthz(served, timeout=5) == 200
+        # From another address: this one has more than PJUDGE_SERVE_CONNECTIONS_PER_ADDRESS open.
+        assert healthz(served, timeout=5, source="127.0.0.2") == 200
         assert time.perf_counter() - started < 5
         # ... and idle connections are closed after the channel timeout, freeing their slots.
         idle[0].settimeout(15)
@@ -135,3 +139,82 @@ def test_idle_connections_beyond_the_limit_wait_only_until_the_channel_timeout(s
     finally:
         for sock in idle:
             sock.close()
+
+
+# ---------------------------------------------------------------- issue 12 review: F7 slowloris, F8 spooling
+
+def _trickle(socks: list[socket.socket], rounds: int, every: float) -> None:
+    """One more header byte on every open socket each `every` seconds, `rounds` times."""
+    for _ in range(rounds):
+        time.sleep(every)
+        for sock in socks:
+            try:
+                sock.send(b"a")
+            except OSError:
+                pass
+
+
+def _closed(sock: socket.socket, wait: float) -> bool:
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset
+
+
+def test_a_request_trickling_its_headers_is_closed_at_the_header_deadline(serve: Callable[..., Served]) -> None:
+    served = serve("waitress", PJUDGE_SERVE_HEADER_TIMEOUT="2", PJUDGE_SERVE_CLEANUP_INTERVAL="1")
+    with served.connect() as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+        started = time.perf_counter()
+        _trickle([sock], rounds=8, every=0.5)  # a byte every 0.5 s: never idle for the channel timeout
+        assert _closed(sock, 5), "the connection is still open 6 s after its first header byte"
+        assert time.perf_counter() - started < 9
+
+
+def test_slow_header_connections_of_one_address_cannot_take_every_slot(serve: Callable[..., Served]) -> None:
+    # A scaled-down 1,005 x slowloris: 150 trickling connections against a limit of 100 held /healthz
+    # until they stopped; now one address keeps at most 50 and the rest are closed at once.
+    served = serve("waitress", PJUDGE_SERVE_CONNECTION_LIMIT="100", PJUDGE_SERVE_CLEANUP_INTERVAL="1")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(150):
+            sock = served.connect(timeout=5)
+            socks.append(sock)
+            try:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: ")
+            except OSError:
+                pass
+        _trickle(socks, rounds=2, every=0.5)
+        closed = sum(_closed(sock, 0.05) for sock in socks)
+        assert closed >= 100, closed  # all but the address's 50
+        started = time.perf_counter()
+        assert healthz(served, timeout=5, source="127.0.0.2") == 200
+        assert time.perf_counter() - started < 3
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("authorization", [None, "Basic dXNlcjpwdw==", "Bearer ", "Bearer " + "k" * 600])
+def test_a_body_without_a_plausible_key_is_refused_at_header_time_unread(serve: Callable[..., Served],
+                                                                          authorization: str | None) -> None:
+    served = serve("waitress")
+    head = "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head += f"Authorization: {authorization}\r\n" if authorization is not None else ""
+    head += f"Content-Length: {49 * MB}\r\n\r\n"
+    started = time.perf_counter()
+    status, headers, body = served.exchange(head.encode(), timeout=10)  # the 49 MB are never sent
+    assert status == 401 and time.perf_counter() - started < 5
+    assert headers["content-type"].startswith("application/json")
+    assert headers["www-authenticate"] == 'Bearer realm="pjudge"'
+    error = json.loads(body)["error"]
+    assert error["code"] == "unauthorized" and isinstance(error["details"], list)
+    # A plausible key's body is read and judged by the app (here: an unknown key, 401 from the app).
+    status, _, body = served.exchange(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope-key\r\n"
+                                      b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    assert status == 401 and "invalid or revoked key" in json.loads(body)["error"]["message"]
+    status, _, _ = served.exchange(post_head(2) + b"{}")
+    assert status == 422

@@ -3,7 +3,10 @@
 The server is waitress when it is installed (a production WSGI server, pure Python) and
 otherwise werkzeug's threaded server; both serve the same app from api.app.create_app. Under
 waitress a body over the API's limit is refused when its headers arrive, in the API's JSON error
-shape, and idle connections are bounded in number and time (judge.settings: serve_*).
+shape, and idle connections are bounded in number and time (judge.settings: serve_*); a request's
+headers must arrive within serve_header_timeout of its first byte, one client address keeps at most
+serve_connections_per_address connections, and a body sent to a route that needs a key without a
+plausible bearer key is refused (JSON 401) before it is read or spooled.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -52,23 +55,66 @@ DRAIN_SECONDS = 5.0
 DRAIN_BYTES = 256 * 1024 * 1024
 
 
-def _json_error_channel() -> type[HTTPChannel]:
+def needs_key(path: str) -> bool:
+    """Whether a route needs a bearer key (every /v1 route but the OpenAPI document; /healthz and
+    /metrics take no body)."""
+    return path.startswith("/v1/") and path.rstrip("/") != "/v1/openapi.json"
+
+
+def plausible_bearer(header: str | None) -> bool:
+    """An Authorization header that could hold a key: `Bearer <key>`, the key 1 to MAX_KEY_LENGTH
+    printable ASCII characters (api.auth refuses anything else with 401 anyway)."""
+    from api.auth import MAX_KEY_LENGTH
+
+    scheme, _, key = (header or "").strip().partition(" ")
+    key = key.strip()
+    return scheme.lower() == "bearer" and 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
+
+
+def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50) -> type[HTTPChannel]:
     """waitress's channel with its own error answers (a body over the limit refused at header time,
-    an unparsable request) written in the API's error shape instead of plain text, then a lingering
-    close (see DRAIN_SECONDS)."""
+    a body sent without a plausible key to a route that needs one, an unparsable request) written in
+    the API's error shape instead of plain text, then a lingering close (see DRAIN_SECONDS).
+
+    Against slow and many clients: a request's headers must be in within `header_timeout` seconds
+    of its first byte (waitress's channel_timeout only counts the time since the last byte, so one
+    byte every few seconds kept a connection forever), and one client address keeps at most
+    `per_address` connections open (more are closed at once, unanswered)."""
     import socket
+    import threading
     import time
 
     from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
     from waitress.task import ErrorTask
+    from waitress.utilities import Error
 
     from api.errors import body_too_large_message, error_document, http_code
+
+    class Unauthorized(Error):
+        code = 401
+        reason = "Unauthorized"
+
+    class KeyFirstParser(HTTPRequestParser):
+        """Refuses, when the headers are in, a body sent to a route that needs a key without one:
+        the body is never read into memory or spooled to a temporary file."""
+
+        def parse_header(self, header_plus: bytes) -> None:
+            super().parse_header(header_plus)
+            has_body = self.content_length > 0 or self.chunked
+            path: str = self.path  # type: ignore[attr-defined]  # waitress sets it in parse_header; stubs lack it
+            if has_body and needs_key(path) and not plausible_bearer(self.headers.get("AUTHORIZATION")):
+                self.error = Unauthorized("a request body needs 'Authorization: Bearer <key>'")
+                self.completed = True
 
     class JsonErrorTask(ErrorTask):
         def execute(self) -> None:
             error = self.request.error  # type: ignore[attr-defined]  # stubs mistype request
             if error.code == 413:
                 message = body_too_large_message(self.channel.server.adj.max_request_body_size - 1)
+            elif error.code == 401:
+                message = f"missing or malformed bearer key: {error.body}"
+                self.response_headers = [*self.response_headers, ("WWW-Authenticate", 'Bearer realm="pjudge"')]
             else:
                 message = f"{error.reason}: {error.body}"
             body = json.dumps(error_document(http_code(error.code), message), separators=(",", ":")).encode()
@@ -80,11 +126,55 @@ def _json_error_channel() -> type[HTTPChannel]:
                 self.channel.answered_error = True
             self.write(body)
 
+    open_by_address: dict[Any, int] = {}
+    counting = threading.Lock()
+
     class JsonErrorChannel(HTTPChannel):
         error_task_class = JsonErrorTask
+        parser_class = KeyFirstParser
         answered_error = False
         drain_until: float | None = None
         drained = 0
+        headers_due: float | None = None  # when the request being received must have sent its headers
+        counted: Any = None  # the client address this channel counts under, until it closes
+
+        def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:  # noqa: A002
+            address = addr[0] if isinstance(addr, tuple) else addr
+            with counting:
+                refused = open_by_address.get(address, 0) >= per_address
+                if not refused:
+                    open_by_address[address] = open_by_address.get(address, 0) + 1
+            if refused:  # never registered with the loop: closed now, nothing read or answered
+                try:
+                    sock.close()
+                except OSError:  # noqa: S110 - the client went already
+                    pass
+                return
+            self.counted = address
+            super().__init__(server, sock, addr, adj, map)
+
+        def del_channel(self, map: Any = None) -> None:  # noqa: A002
+            super().del_channel(map)
+            with counting:
+                address, self.counted = self.counted, None
+                if address is not None:
+                    left = open_by_address.get(address, 1) - 1
+                    if left > 0:
+                        open_by_address[address] = left
+                    else:
+                        open_by_address.pop(address, None)
+
+        def received(self, data: bytes) -> bool:
+            result = bool(super().received(data))
+            request = self.request  # the one still being received, if any
+            if request is None or request.headers_finished:
+                self.headers_due = None
+            elif self.headers_due is None:
+                self.headers_due = time.monotonic() + header_timeout
+            return result
+
+        def headers_late(self) -> bool:
+            return self.headers_due is not None and time.monotonic() > self.headers_due
 
         def handle_close(self) -> None:
             if (self.drain_until is None and self.answered_error and self.connected
@@ -106,6 +196,8 @@ def _json_error_channel() -> type[HTTPChannel]:
         def writable(self) -> bool:  # polled every loop: a drain past its time ends in handle_write
             if self.drain_until is not None:
                 return time.monotonic() > self.drain_until
+            if self.headers_late() and not self.will_close:
+                self.will_close = True  # handle_write closes it
             return bool(super().writable())
 
         def handle_write(self) -> None:
@@ -144,7 +236,7 @@ def _waitress(app: Flask, host: str, port: int, threads: int, announce: Announce
         cleanup_interval=config.serve_cleanup_interval)
     if not isinstance(server, BaseWSGIServer):  # one host and port: one listening socket's server
         raise RuntimeError(f"waitress made a {type(server).__name__} for one host and port")
-    server.channel_class = _json_error_channel()
+    server.channel_class = _json_error_channel(config.serve_header_timeout, config.serve_connections_per_address)
     _raise_file_limit(config.serve_connection_limit)
     bound: int = server.effective_port  # type: ignore[attr-defined]  # waitress sets it; stubs lack it
     announce(bound, f"waitress ({threads} threads)")
@@ -185,7 +277,8 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
     Redis, shared with `pjudge worker`), PJUDGE_API_KEYS (comma-separated keys accepted besides
     those of `pjudge keys create`), PJUDGE_MAX_BODY_MB (default 50) and PJUDGE_BATCH_SIZE (default 32).
     Under waitress: PJUDGE_SERVE_CONNECTION_LIMIT (1000), PJUDGE_SERVE_CHANNEL_TIMEOUT (30 s idle) and
-    PJUDGE_SERVE_CLEANUP_INTERVAL (5 s).
+    PJUDGE_SERVE_CLEANUP_INTERVAL (5 s), PJUDGE_SERVE_HEADER_TIMEOUT (10 s from a request's first byte
+    to its last header byte) and PJUDGE_SERVE_CONNECTIONS_PER_ADDRESS (50).
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

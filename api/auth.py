@@ -10,6 +10,7 @@ from flask import g, request
 
 from api.context import state
 from api.errors import ApiError, problem
+from api.throttle import AuthThrottle
 from store import repo
 
 MAX_KEY_LENGTH = 512
@@ -29,22 +30,39 @@ def bearer_key() -> str | None:
     return key or None
 
 
+def _known_good(throttle: AuthThrottle) -> str | None:
+    """The hash of the request's key when it is known to be good without a database lookup (a key
+    of PJUDGE_API_KEYS, or one that authenticated recently), else None."""
+    key = bearer_key()
+    if key is None or len(key) > MAX_KEY_LENGTH:
+        return None
+    digest = repo.hash_key(key)
+    listed = any(hmac.compare_digest(digest, known) for known in state().settings.env_key_hashes)
+    return digest if listed or throttle.known(digest) else None
+
+
 def authenticate() -> str:
     """The caller's owner id (the key's hash); raises 401 for a missing, unknown or revoked key, and
-    429 once the client address has failed too often (api.throttle)."""
+    429 once the client address has failed too often (api.throttle), unless the key is known to
+    be good (others' failures from a shared address do not lock a valid key out)."""
     throttle = state().throttle
     address = request.remote_addr or ""
     wait = throttle.retry_after(address)
-    if wait is not None:
+    known = _known_good(throttle) if wait is not None else None
+    if wait is not None and known is None:
         raise ApiError(429, "too_many_requests",
                        f"too many failed authentications from this address; retry in {wait} s",
                        [problem("Authorization", "failed too often: wait before trying again")],
                        headers={"Retry-After": str(wait)})
     try:
-        return _check_key()
+        owner = _check_key()
     except ApiError:
         throttle.failed(address)
+        if known is not None:
+            throttle.forget(known)  # revoked since
         raise
+    throttle.succeeded(owner)
+    return owner
 
 
 def _check_key() -> str:

@@ -1,12 +1,13 @@
 """The `profile` of a job request: a name or an object of overrides, resolved with
 judge.profiles.load_profile after the checks a network-facing server needs: no server files; the
 credential policy of judge/endpoints.py (a client-chosen base_url is a public http(s) host;
-api_key_env only as the operator allows and only at the operator's endpoints; a stored credential
+api_key_env only as the operator allows and only where the operator bound it; a stored credential
 only the caller's own); the operator's bounds on every field that multiplies a job's requests and
-tokens; and the server's own price (never the client's) for jobs on the server's provider keys."""
+tokens; and the server's own price (never the client's) for jobs at the operator's endpoints."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -15,7 +16,15 @@ from pydantic import ValidationError
 from api.context import ApiSettings
 from api.errors import ApiError, invalid, problem, pydantic_problems, summarize
 from api.schemas import ProfileOverrides
-from judge.endpoints import EndpointError, check_client_host, operator_endpoints, parse_endpoint
+from judge.endpoints import (
+    Endpoint,
+    EndpointError,
+    bound_variables,
+    check_client_host,
+    default_endpoint,
+    operator_endpoints,
+    parse_endpoint,
+)
 from judge.profiles import (
     DEFAULT_PROFILE,
     JudgeProfile,
@@ -28,6 +37,8 @@ from judge.templates import TemplateError
 
 # A bare name: no separators, no dots (so never "../x" nor "x.toml", which load_profile and
 # get_template would open as files relative to the server's working directory).
+log = logging.getLogger(__name__)
+REFUSED_HOST = "this server does not call this host (a client-chosen endpoint must resolve to public addresses)"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
@@ -84,18 +95,30 @@ def server_priced(profile: JudgeProfile, settings: ApiSettings) -> JudgeProfile:
 
 
 def resolve_profile(spec: Any, settings: ApiSettings, owner: str | None = None) -> JudgeProfile:
-    """The job's profile; `owner` (the caller) is whose stored credentials it may name. A job on
-    the server's keys is priced by the server; one on the caller's own credential or endpoint
-    keeps the price it gives (its provider bills the caller, not the server)."""
-    profile, server_keyed = _resolve(spec, settings, owner)
+    """The job's profile; `owner` (the caller) is whose stored credentials it may name. A job at
+    any of the operator's endpoints is priced by the server, whatever key it uses (a keyless local
+    server is the operator's cost too); one at the caller's own endpoint keeps the price it gives
+    (its provider bills the caller, not the server)."""
+    profile, at_operator = _resolve(spec, settings, owner)
     check_bounds(profile, settings)
-    return server_priced(profile, settings) if server_keyed else profile
+    return server_priced(profile, settings) if at_operator else profile
+
+
+def _refuse_host(endpoint: Endpoint, allow_private: bool) -> None:
+    """422 for a client-chosen host the server may not call, with one fixed text whatever the
+    reason: the answer must not tell the client how a name resolves inside the server's network."""
+    try:
+        check_client_host(endpoint, allow_private)
+    except EndpointError as exc:
+        log.debug("refused client endpoint host %s: %s", endpoint.host, exc)
+        raise _refuse("profile.base_url", REFUSED_HOST) from None
 
 
 def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, owner: str | None) -> bool:
     """The endpoint and key rules; normalizes `fields["base_url"]` (the URL checked is the URL
-    called). True when the job runs at the operator's endpoint on the server's keys."""
+    called). True when the job runs at one of the operator's endpoints."""
     config = settings.config
+    endpoint = default_endpoint(provider, config)
     operator = True
     if fields.get("base_url") is not None:
         try:
@@ -106,10 +129,7 @@ def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, 
         if not operator:
             if not config.client_endpoints:
                 raise _refuse("profile.base_url", "this server accepts only its configured provider endpoints")
-            try:
-                check_client_host(endpoint, config.allow_private_endpoints)
-            except EndpointError as exc:
-                raise _refuse("profile.base_url", str(exc)) from None
+            _refuse_host(endpoint, config.allow_private_endpoints)
         fields["base_url"] = endpoint.url
     key_env, credential = fields.get("api_key_env"), fields.get("credential")
     if key_env is not None:
@@ -117,8 +137,9 @@ def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, 
             raise _refuse("profile.api_key_env", "give credential or api_key_env, not both")
         if key_env not in config.api_key_envs:
             raise _refuse("profile.api_key_env", "not a variable this server allows (PJUDGE_API_KEY_ENVS)")
-        if not operator:
-            raise _refuse("profile.api_key_env", "the server's keys are used only with its configured endpoints")
+        if not operator or key_env not in bound_variables(provider, endpoint, config):
+            raise _refuse("profile.api_key_env", "the operator has not bound this variable to this endpoint for "
+                                                 f"provider '{provider}' (PJUDGE_ENDPOINTS)")
     if credential is not None:
         from api.context import state
         from store import credentials
@@ -128,7 +149,7 @@ def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, 
             raise _refuse("profile.credential", f"unknown credential '{credential}' (see GET /v1/credentials)")
         if stored != provider:
             raise _refuse("profile.credential", f"credential '{credential}' is for provider '{stored}'")
-    return operator and credential is None
+    return operator
 
 
 def _resolve(spec: Any, settings: ApiSettings, owner: str | None) -> tuple[JudgeProfile, bool]:
@@ -153,10 +174,10 @@ def _resolve(spec: Any, settings: ApiSettings, owner: str | None) -> tuple[Judge
     if fields.get("replay_path") is not None and not settings.allow_server_paths:
         raise _refuse("profile.replay_path", "server file paths are not accepted by this server")
     profile = _load(fields, "profile")  # the provider may come from the base profile
-    server_keyed = _check_access(fields, profile.provider, settings, owner)
-    if server_keyed and "price" in fields:
-        # The server prices jobs on its own provider keys (server_priced): a client price of 0
-        # would make them free, and the cost quota meaningless.
-        raise _refuse("profile.price", "this server sets the price of jobs on its provider keys itself "
-                                       "(PJUDGE_PRICES): leave price out, or use your own credential")
-    return profile.model_copy(update={"base_url": fields.get("base_url", profile.base_url)}), server_keyed
+    at_operator = _check_access(fields, profile.provider, settings, owner)
+    if at_operator and "price" in fields:
+        # The server prices jobs at its own endpoints (server_priced), whatever key they use: a
+        # client price of 0 would make them free, and the cost quota meaningless.
+        raise _refuse("profile.price", "this server sets the price of jobs at its own endpoints itself "
+                                       "(PJUDGE_PRICES): leave price out, or use your own endpoint")
+    return profile.model_copy(update={"base_url": fields.get("base_url", profile.base_url)}), at_operator

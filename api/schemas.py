@@ -54,7 +54,7 @@ class ProfileOverrides(JudgeProfile):
     api_key_env: str | None = Field(
         default=None, max_length=128,
         description="Name of a server variable holding a provider key, among those the server allows "
-                    "(PJUDGE_API_KEY_ENVS); only with the server's configured endpoints.",
+                    "(PJUDGE_API_KEY_ENVS); sent only to an endpoint the operator bound it to (PJUDGE_ENDPOINTS `provider=URL|VAR`).",
     )
 
 

@@ -6,11 +6,15 @@ provider's `Access` before it is built:
 
 - `local_access` (the CLI, `pjudge judge`): the user at the terminal is the operator; the profile's
   base_url and api_key_env are theirs, keys come from their environment, as always.
-- `service_access` (the workers): the server's keys (OPENAI_API_KEY, ANTHROPIC_API_KEY, or a
-  variable the operator lists in PJUDGE_API_KEY_ENVS) go only to an endpoint the operator
-  configured for that provider (`operator_endpoints`). Any other endpoint is client-chosen: it gets
-  the tenant's own stored credential or no key at all, its addresses are checked at connect time
-  (judge/providers/guard.py), and its error bodies are never echoed back.
+- `service_access` (the workers): an endpoint the operator configured for the provider
+  (`operator_endpoints`) is trusted (no address checks, its errors shown, the server's prices), but
+  a server key goes only where the operator bound that very variable for that provider
+  (`bound_variables`): OPENAI_API_KEY to openai's default and OPENAI_BASE_URL, ANTHROPIC_API_KEY to
+  anthropic's default and ANTHROPIC_BASE_URL, and what `provider=URL` / `provider=URL|VAR` entries
+  of PJUDGE_ENDPOINTS bind. An unprefixed entry and PJUDGE_BASE_URL get no server key. Any other
+  endpoint is client-chosen: it gets the tenant's own stored credential or no key at all, its
+  addresses are checked at connect time (judge/providers/guard.py), and its error bodies are never
+  echoed back.
 
 `check_client_host` is the same address rule at POST time (the API's 422); it is checked again on
 the resolved address at call time, so DNS rebinding gains nothing.
@@ -130,19 +134,49 @@ def default_endpoint(provider: str, config: Settings) -> Endpoint | None:
     return _try_parse(PROVIDER_DEFAULTS.get(provider))
 
 
-def operator_endpoints(provider: str, config: Settings) -> frozenset[Endpoint]:
-    """The endpoints the operator configured for `provider`: its default, its base URL variables,
-    and PJUDGE_ENDPOINTS entries (`URL` for every provider, `provider=URL` for one)."""
-    urls = [PROVIDER_DEFAULTS.get(provider)]
-    urls += [_variable(v, config) for v in BASE_URL_VARIABLES.get(provider, ())]
+def _entries(config: Settings) -> list[tuple[str | None, str, str | None]]:
+    """PJUDGE_ENDPOINTS (and PJUDGE_API_BASE_URLS) entries as (provider or None, URL, bound variable or None):
+    `URL` (every provider, no key), `provider=URL` (that provider, its own key), `provider=URL|VAR`
+    (that provider, the key in VAR)."""
+    entries: list[tuple[str | None, str, str | None]] = []
     for entry in (*config.endpoints, *config.api_base_urls):
         name, separator, rest = entry.partition("=")
         if separator and name.strip() in ENDPOINT_PROVIDERS:
-            if name.strip() == provider:
-                urls.append(rest.strip())
+            provider = name.strip()
+            url, bar, variable = rest.partition("|")
+            entries.append((provider, url.strip(), variable.strip() if bar else SERVER_KEY_VARIABLES[provider]))
         else:
-            urls.append(entry)
+            entries.append((None, entry.strip(), None))
+    return entries
+
+
+def operator_endpoints(provider: str, config: Settings) -> frozenset[Endpoint]:
+    """The endpoints the operator configured for `provider`: its default, its base URL variables,
+    and PJUDGE_ENDPOINTS entries (`URL` for every provider, `provider=URL[|VAR]` for one). Being
+    one says nothing about keys: see `bound_variables`."""
+    urls = [PROVIDER_DEFAULTS.get(provider)]
+    urls += [_variable(v, config) for v in BASE_URL_VARIABLES.get(provider, ())]
+    urls += [url for name, url, _ in _entries(config) if name in (None, provider)]
     return frozenset(e for e in map(_try_parse, urls) if e is not None)
+
+
+def bound_variables(provider: str, endpoint: Endpoint | None, config: Settings) -> tuple[str, ...]:
+    """The server-key variables the operator bound to `endpoint` for `provider`, first the default:
+    OPENAI_API_KEY to provider openai at https://api.openai.com/v1 and OPENAI_BASE_URL,
+    ANTHROPIC_API_KEY to provider anthropic at https://api.anthropic.com and ANTHROPIC_BASE_URL, and
+    what each `provider=URL[|VAR]` entry binds. An unprefixed entry and PJUDGE_BASE_URL bind none."""
+    if endpoint is None:
+        return ()
+    bindings: list[tuple[str | None, str]] = []
+    if provider in PROVIDER_DEFAULTS:  # the SDK's own pairing of key and base URL
+        for url in (PROVIDER_DEFAULTS[provider], *(_variable(v, config) for v in BASE_URL_VARIABLES[provider])):
+            bindings.append((url, SERVER_KEY_VARIABLES[provider]))
+    bindings += [(url, variable) for name, url, variable in _entries(config) if name == provider and variable]
+    found: list[str] = []
+    for url, variable in bindings:
+        if variable not in found and _try_parse(url) == endpoint:
+            found.append(variable)
+    return tuple(found)
 
 
 # ---------------------------------------------------------------- addresses
@@ -201,6 +235,11 @@ class Access:
     operator: bool = True
     allow_private: bool = False
     server_key: bool = False  # the key is the server's own (not a tenant's)
+    # The variable the key comes from ("set it" when it is empty), and whether the SDK may add
+    # what its own environment says (OPENAI_ORG_ID, ANTHROPIC_AUTH_TOKEN...): only with its own
+    # key variable at an endpoint bound to it (or in the CLI, where everything is the user's).
+    key_variable: str | None = None
+    sdk_env: bool = False
 
     @property
     def base_url(self) -> str | None:
@@ -251,12 +290,14 @@ def local_access(profile: JudgeProfile, config: Settings | None = None) -> Acces
     endpoint = _endpoint_of(profile, config)
     key = os.environ.get(profile.api_key_env) if profile.api_key_env else None
     key = key or os.environ.get(SERVER_KEY_VARIABLES[profile.provider])
-    return Access(endpoint=endpoint, api_key=key or None, server_key=bool(key))
+    return Access(endpoint=endpoint, api_key=key or None, server_key=bool(key),
+                  key_variable=profile.api_key_env or SERVER_KEY_VARIABLES[profile.provider], sdk_env=True)
 
 
 def service_access(profile: JudgeProfile, config: Settings, credential_key: str | None = None) -> Access:
-    """A worker's access for a tenant's job: the server's key only at the operator's endpoints of
-    the profile's provider; the tenant's own key (`credential_key`) anywhere; else no key."""
+    """A worker's access for a tenant's job: a server key only at an endpoint the operator bound it
+    to for the profile's provider (`bound_variables`); the tenant's own key (`credential_key`)
+    anywhere; else no key (an operator endpoint without a bound key is called without one)."""
     if profile.provider not in SERVER_KEY_VARIABLES:
         if profile.base_url or credential_key:
             raise AccessError(f"provider '{profile.provider}' takes no endpoint or credential in the service")
@@ -269,12 +310,17 @@ def service_access(profile: JudgeProfile, config: Settings, credential_key: str 
         if profile.api_key_env:
             raise AccessError("give credential or api_key_env, not both")
         return replace(keyless, api_key=credential_key)
-    if not operator:
-        if profile.api_key_env:
-            raise AccessError("api_key_env is used only with the server's configured endpoints")
+    bound = bound_variables(profile.provider, endpoint, config)
+    if profile.api_key_env:
+        if profile.api_key_env not in config.api_key_envs:
+            raise AccessError(f"api_key_env '{profile.api_key_env}' is not allowed by this server")
+        if profile.api_key_env not in bound:
+            raise AccessError(f"api_key_env '{profile.api_key_env}' is not bound to this endpoint by the operator")
+        variable: str | None = profile.api_key_env
+    else:
+        variable = bound[0] if bound else None
+    if variable is None:
         return keyless
-    variable = profile.api_key_env or SERVER_KEY_VARIABLES[profile.provider]
-    if profile.api_key_env and profile.api_key_env not in config.api_key_envs:
-        raise AccessError(f"api_key_env '{profile.api_key_env}' is not allowed by this server")
     key = os.environ.get(variable) or None
-    return replace(keyless, api_key=key, server_key=key is not None)
+    return replace(keyless, api_key=key, server_key=key is not None, key_variable=variable,
+                   sdk_env=variable == SERVER_KEY_VARIABLES[profile.provider])

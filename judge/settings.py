@@ -9,6 +9,7 @@ it; it imports nothing of the project.
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import cached_property
 from typing import Annotated, Any
@@ -103,17 +104,19 @@ class Settings(BaseSettings):
     # the credential model, cache isolation). judge/endpoints.py applies them.
     endpoints: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Operator-configured provider endpoints besides each provider's default, "
-        "OPENAI_BASE_URL, ANTHROPIC_BASE_URL and PJUDGE_BASE_URL (comma-separated base URLs, each optionally "
-        "`provider=URL`). Only these receive the server's provider keys; compared exactly (scheme, host, "
-        "port, path).")
+        "OPENAI_BASE_URL, ANTHROPIC_BASE_URL and PJUDGE_BASE_URL (comma-separated, compared exactly: scheme, "
+        "host, port, path). `URL`: an endpoint of every provider, given no server key. `provider=URL`: an "
+        "endpoint of that provider, given its server key (OPENAI_API_KEY for openai and openai-compatible, "
+        "ANTHROPIC_API_KEY for anthropic). `provider=URL|VAR`: given the key in variable VAR instead.")
     client_endpoints: bool = Field(default=True, description="Profiles sent over HTTP may name other base "
                                    "URLs (checked at POST and at call time, never given a server key).")
     allow_private_endpoints: bool = Field(default=False, description="Client-chosen endpoints may be loopback, "
                                           "private, link-local or otherwise non-public addresses (cloud "
                                           "metadata addresses stay refused).")
     api_key_envs: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="Variables a profile sent over HTTP may name in api_key_env (comma-separated; "
-        "used only with the operator's endpoints of the profile's provider).")
+        default=(), description="Variables a profile sent over HTTP may name in api_key_env (comma-separated); "
+        "each is sent only where a PJUDGE_ENDPOINTS entry `provider=URL|VAR` (or the provider's own "
+        "binding) binds it.")
     secret_key: SecretStr | None = Field(default=None, description="Encrypts the tenants' stored provider keys "
                                          "[default: a key file generated in <home>, mode 0600].")
     shared_cache: bool = Field(default=False, description="API keys share the call-cache entries made with the "
@@ -179,8 +182,14 @@ class Settings(BaseSettings):
         return shown
 
 
+# Query parameters that carry secrets in database and broker URLs (`?password=`, `?sslpassword=`,
+# `?auth_token=`, `?api_key=`...): any name containing one of these words.
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+
+
 def mask_url(value: str) -> str:
-    """A URL with its password replaced by '***' (other secrets: '***' whole)."""
+    """A URL with its password, and the value of every query parameter named like a secret,
+    replaced by '***' (other secrets: '***' whole)."""
     from urllib.parse import urlsplit, urlunsplit
 
     try:
@@ -189,16 +198,26 @@ def mask_url(value: str) -> str:
         return "***"
     if not parts.scheme or "://" not in value:
         return "***"
-    if parts.password is None:
-        return value
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = (parts.username or "") + ":***"
+        parts = parts._replace(netloc=f"{user}@{netloc[-1]}")
+    if parts.query:
+        parts = parts._replace(query=_mask_query(parts.query))
+    return urlunsplit(parts)
+
+
+def _mask_query(query: str) -> str:
+    shown = []
+    for pair in query.split("&"):
+        name, separator, _ = pair.partition("=")
+        shown.append(f"{name}=***" if separator and _SECRET_PARAMETER.search(name) else pair)
+    return "&".join(shown)
 
 
 def _strike_password(value: str) -> str:
-    """A plain setting as it is, unless it is a URL with a password: then that password struck."""
-    return mask_url(value) if "@" in value and "://" in value else value
+    """A plain setting as it is, unless it is a URL with a password or a query: then the secrets struck."""
+    return mask_url(value) if "://" in value and ("@" in value or "?" in value) else value
 
 
 _settings: Settings | None = None

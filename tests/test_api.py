@@ -172,7 +172,8 @@ def test_get_job_reports_status_counts_and_iso_times(client: FlaskClient, engine
 
 def test_profile_object_overrides_a_base_and_batch_size_is_configurable(engine: Engine) -> None:
     sent: list[Any] = []
-    client = new_app(engine, sent.append, PJUDGE_BATCH_SIZE=50, PJUDGE_ENDPOINTS="http://127.0.0.1:9/v1",
+    client = new_app(engine, sent.append, PJUDGE_BATCH_SIZE=50,
+                     PJUDGE_ENDPOINTS="openai-compatible=http://127.0.0.1:9/v1|SIM_API_KEY",
                      PJUDGE_API_KEY_ENVS="SIM_API_KEY").test_client()
     profile = {"profile": "persona-tie", "provider": "openai-compatible", "model": "sim-judge",
                "base_url": "http://127.0.0.1:9/v1", "samples": 2, "api_key_env": "SIM_API_KEY"}
@@ -480,13 +481,45 @@ def test_bad_keys_are_throttled_per_client_address(engine: Engine, monkeypatch: 
     error = error_of(throttled)
     assert error["code"] == "too_many_requests" and error["details"][0]["field"] == "Authorization"
     assert 1 <= int(throttled.headers["Retry-After"]) <= 60
-    # Throttled whatever it sends (a right key must not tell a guesser it was right) ...
-    assert get("10.0.0.1", AUTH_A).status_code == 429
-    # ... while other addresses and unauthenticated routes are served.
+    # Other addresses and unauthenticated routes are served.
     assert get("10.0.0.2", AUTH_A).status_code == 200 and get("10.0.0.2", bad).status_code == 401
     assert client.get("/healthz", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
     now[0] += 61  # a minute after the failures
-    assert get("10.0.0.1", AUTH_A).status_code == 200
+    assert get("10.0.0.1", bad).status_code == 401
+
+
+def test_a_valid_key_behind_a_throttled_shared_address_still_gets_in(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Others' bad keys from the same NAT or proxy lock out neither a key of PJUDGE_API_KEYS nor a
+    stored key that authenticated recently; unknown keys get 429 without a database lookup."""
+    from api import throttle
+
+    now = [1000.0]
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: now[0])
+    client = new_app(engine, lambda job: None, PJUDGE_AUTH_FAILURES_PER_MINUTE=30).test_client()
+    recent, _ = repo.create_api_key(engine, "used a moment ago")
+    idle, _ = repo.create_api_key(engine, "not used this hour")
+
+    def get(key: str) -> int:
+        return client.get("/v1/stats/agreement", headers={"Authorization": f"Bearer {key}"},
+                          environ_base={"REMOTE_ADDR": "192.0.2.7"}).status_code
+
+    assert get(recent) == 200
+    lookups: list[str] = []
+    active = repo.key_is_active
+    monkeypatch.setattr(repo, "key_is_active", lambda e, h: lookups.append(h) or active(e, h))
+    for number in range(30):
+        assert get(f"guess-{number:04d}") == 401
+    assert len(lookups) == 30
+    for number in range(100):  # a flood while throttled: no database lookup at all
+        assert get(f"flood-{number:04d}") == 429
+    assert len(lookups) == 30
+    assert get(KEY_A) == 200 and get(recent) == 200
+    assert get(idle) == 429  # not known in memory: it waits like a guess
+    assert repo.revoke_api_key(engine, recent[:10]) == 1  # revoked: checked, refused, then forgotten
+    assert get(recent) == 401 and get(recent) == 429
+    now[0] += 61
+    assert get(idle) == 200
 
 
 def test_another_keys_job_is_404_everywhere(client: FlaskClient, engine: Engine, job_id: str) -> None:

@@ -158,3 +158,17 @@ def test_the_readme_settings_table_lists_every_setting_with_its_description() ->
         rows = [line for line in table.splitlines() if line.startswith(f"| `{variable}` |")]
         assert len(rows) == 1, f"{variable} is not in the README's settings table"
         assert (field.description or "").replace("|", "\\|") in rows[0], f"{variable}: README and code differ"
+
+
+def test_secrets_in_a_urls_query_string_are_masked_too() -> None:
+    from judge.settings import mask_url
+
+    config = Settings(database_url="postgresql://u@h/db?password=pg-secret-1&sslmode=require",
+                      redis_url="redis://h:6379/0?password=redis-secret-2")
+    shown = json.dumps(config.masked())
+    assert "pg-secret-1" not in shown and "redis-secret-2" not in shown
+    assert config.masked()["database_url"] == "postgresql://u@h/db?password=***&sslmode=require"
+    for url in ("postgresql://h/db?sslpassword=a1", "redis://h/0?PASS=a2", "x://h/?pwd=a3&x=1", "x://h/?client_secret=a4",
+                "x://h/?auth_token=a5", "x://h/?api_key=a6", "x://u:a7@h/?apikey=a8"):
+        assert not any(f"a{n}" in mask_url(url) for n in range(1, 9)), url
+    assert mask_url("redis://h:6379/0?db=1&ssl=true") == "redis://h:6379/0?db=1&ssl=true"

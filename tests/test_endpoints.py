@@ -67,3 +67,26 @@ def test_operator_endpoints_are_per_provider(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_credential_fingerprint_tells_keys_apart_without_showing_them() -> None:
     first, second = credential_fingerprint("sk-one-0123456789"), credential_fingerprint("sk-two-0123456789")
     assert first != second and "sk-one" not in first and credential_fingerprint(None) == "-"
+
+
+def test_a_server_key_is_bound_only_by_its_providers_own_variables_and_prefixed_entries(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from judge.endpoints import bound_variables
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://proxy.internal:8080/v1")
+    config = Settings(endpoints=("anthropic=https://claude.internal", "http://vllm.internal/v1",
+                                 "openai-compatible=http://gemini.example/v1|GOOGLE_API_KEY"),
+                      base_url="http://local:8000/v1")
+
+    def bound(provider: str, url: str) -> tuple[str, ...]:
+        return bound_variables(provider, parse_endpoint(url), config)
+
+    assert bound("openai", "https://api.openai.com/v1") == bound("openai", "http://proxy.internal:8080/v1") == (
+        "OPENAI_API_KEY",)
+    assert bound("openai-compatible", "http://proxy.internal:8080/v1") == ()
+    assert bound("anthropic", "https://claude.internal") == ("ANTHROPIC_API_KEY",)
+    assert bound("openai", "https://claude.internal") == ()
+    for provider in ("openai", "anthropic", "openai-compatible"):
+        assert bound(provider, "http://vllm.internal/v1") == () and bound(provider, "http://local:8000/v1") == ()
+    assert bound("openai-compatible", "http://gemini.example/v1") == ("GOOGLE_API_KEY",)
+    assert bound("openai", "http://gemini.example/v1") == ()

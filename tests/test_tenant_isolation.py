@@ -36,6 +36,7 @@ SERVER_SECRETS = {
     "ANTHROPIC_AUTH_TOKEN": "server-anthropic-token-SECRET-0123456789",
     "GOOGLE_API_KEY": "server-google-SECRET-0123456789",
     "OPENAI_ORG_ID": "org-server-SECRET-0123456789",
+    "OPENAI_PROJECT_ID": "proj-server-SECRET-0123456789",
 }
 METADATA_SECRET = "AKIA-INSTANCE-ROLE-SECRET-0123456789"
 FABRICATED = "[[B]]\n[[100]] fabricated by tenant B"
@@ -209,6 +210,87 @@ def test_the_server_key_goes_to_the_operators_endpoint_and_only_there(
     assert secrets_in(json.dumps(operator.requests[4:])) == []
 
 
+# Every provider and transport (its base URL's path: the SDKs post to <base>/chat/completions and
+# <base>/v1/messages).
+PROVIDERS = [("openai", "sdk", "/v1"), ("anthropic", "sdk", ""), ("openai-compatible", "sdk", "/v1"),
+             ("openai-compatible", "direct", "/v1")]
+OPENAI_SDK = {"OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"}  # the key and the SDK's own headers
+ANTHROPIC_SDK = {"ANTHROPIC_API_KEY"}  # (with a key given, the SDK sends no ANTHROPIC_AUTH_TOKEN)
+# (how the operator configures the recording endpoint R, {(provider, transport): the secrets R may get});
+# a combination not listed gets none. "{R}" is the endpoint's URL.
+BINDINGS: list[tuple[dict[str, str], dict[tuple[str, str], set[str]]]] = [
+    ({"PJUDGE_ENDPOINTS": "{R},{R}/v1"}, {}),  # a local model server for every provider: no server key
+    ({"PJUDGE_API_BASE_URLS": "{R},{R}/v1"}, {}),
+    ({"PJUDGE_BASE_URL": "{R}/v1"}, {}),
+    ({"OPENAI_BASE_URL": "{R}/v1"}, {("openai", "sdk"): OPENAI_SDK}),
+    ({"ANTHROPIC_BASE_URL": "{R}"}, {("anthropic", "sdk"): ANTHROPIC_SDK}),
+    ({"PJUDGE_ENDPOINTS": "openai={R}/v1,anthropic={R}"},
+     {("openai", "sdk"): OPENAI_SDK, ("anthropic", "sdk"): ANTHROPIC_SDK}),
+    ({"PJUDGE_ENDPOINTS": "openai-compatible={R}/v1"},
+     {("openai-compatible", "sdk"): OPENAI_SDK, ("openai-compatible", "direct"): {"OPENAI_API_KEY"}}),
+    ({"PJUDGE_ENDPOINTS": "openai-compatible={R}/v1|GOOGLE_API_KEY,{R}", "PJUDGE_API_KEY_ENVS": "GOOGLE_API_KEY"},
+     {("openai-compatible", "sdk"): {"GOOGLE_API_KEY"}, ("openai-compatible", "direct"): {"GOOGLE_API_KEY"}}),
+    ({"PJUDGE_ENDPOINTS": "anthropic={R}|GOOGLE_API_KEY,{R}/v1"}, {("anthropic", "sdk"): {"GOOGLE_API_KEY"}}),
+]
+
+
+@pytest.mark.parametrize("config,expected", BINDINGS, ids=[" ".join(f"{k}={v}" for k, v in c.items())
+                                                           for c, _ in BINDINGS])
+def test_each_server_secret_reaches_only_the_endpoints_the_operator_bound_it_to(
+        service: Callable[..., Service], recorder: Callable[..., Recorder], config: dict[str, str],
+        expected: dict[tuple[str, str], set[str]]) -> None:
+    host = recorder()
+    svc = service(PJUDGE_ALLOW_PRIVATE_ENDPOINTS="true", **{k: v.replace("{R}", host.url) for k, v in config.items()})
+    for number, (provider, transport, path) in enumerate(PROVIDERS):
+        host.requests.clear()
+        profile = {"provider": provider, "transport": transport, "model": "sim-judge", "max_retries": 0,
+                   "max_reasks": 0, "base_url": host.url + path, "temperature": number / 10}  # not cached
+        verdicts = svc.judge(profile)
+        assert len(host.requests) == 4, (provider, transport, [v["error"] for v in verdicts])
+        assert set(secrets_in(host.seen())) == expected.get((provider, transport), set()), (provider, transport)
+        # api_key_env sends a server variable only where it is bound (here: nowhere but GOOGLE_API_KEY's).
+        for variable in ("GOOGLE_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PJUDGE_API_KEY"):
+            host.requests.clear()
+            monkeypatched = svc.post({**profile, "api_key_env": variable})
+            if monkeypatched.status_code == 202:
+                svc.run(monkeypatched.get_json()["job_id"])
+                assert variable == "GOOGLE_API_KEY" and "GOOGLE_API_KEY" in expected.get((provider, transport), ())
+            else:
+                assert errors_of(monkeypatched) == ["profile.api_key_env"]
+            assert set(secrets_in(host.seen())) <= expected.get((provider, transport), set())
+
+
+def test_api_key_env_is_refused_at_the_servers_own_endpoints_unless_bound_there(
+        service: Callable[..., Service], recorder: Callable[..., Recorder]) -> None:
+    """An allowed variable is still not sent to api.openai.com, api.anthropic.com or a local server."""
+    host = recorder()
+    svc = service(PJUDGE_API_KEY_ENVS="GOOGLE_API_KEY", PJUDGE_ENDPOINTS=f"{host.url}/v1")
+    for profile in ({"provider": "openai", "model": "m"}, {"provider": "anthropic", "model": "m"},
+                    {"provider": "openai-compatible", "model": "m", "base_url": f"{host.url}/v1"}):
+        assert errors_of(svc.post({**profile, "api_key_env": "GOOGLE_API_KEY"})) == ["profile.api_key_env"]
+    assert host.requests == []
+
+
+def test_a_job_at_any_operator_endpoint_is_priced_by_the_server_whatever_key_it_uses(
+        service: Callable[..., Service], recorder: Callable[..., Recorder]) -> None:
+    """A keyless local server (PJUDGE_BASE_URL) with the tenant's own credential: not free."""
+    host = recorder()
+    svc = service(PJUDGE_BASE_URL=f"{host.url}/v1", PJUDGE_ALLOW_PRIVATE_ENDPOINTS="true")
+    stored = svc.client.post("/v1/credentials", json={"name": "mine", "provider": "openai-compatible",
+                                                      "api_key": "sk-tenant-own-0123456789"}, headers=AUTH_A)
+    assert stored.status_code == 201
+    free = {"input_per_mtok": 0.0, "output_per_mtok": 0.0}
+    profile = {"provider": "openai-compatible", "model": "sim-judge", "credential": "mine"}
+    for base_url in ({}, {"base_url": f"{host.url}/v1"}):
+        assert errors_of(svc.post({**profile, **base_url, "price": free})) == ["profile.price"]
+    verdicts = svc.judge(profile)
+    assert all(c["cost_usd"] > 0 for v in verdicts for c in v["calls"])
+    # At the tenant's own endpoint its price stands (its provider bills it, not the server).
+    own = recorder()
+    mine = svc.judge({**profile, "base_url": f"{own.url}/v1", "price": free})
+    assert own.requests and all(c["cost_usd"] == 0 for v in mine for c in v["calls"])
+
+
 def test_a_tenants_stored_credential_is_used_for_its_jobs_only_and_never_shown(
         service: Callable[..., Service], recorder: Callable[..., Recorder], caplog: pytest.LogCaptureFixture) -> None:
     svc = service(PJUDGE_ALLOW_PRIVATE_ENDPOINTS="true")
@@ -286,6 +368,20 @@ def test_client_chosen_internal_or_odd_endpoints_are_refused_at_post(service: Ca
                                                                       base_url: str) -> None:
     response = service().post({"provider": "openai-compatible", "model": "m", "base_url": base_url})
     assert errors_of(response) == ["profile.base_url"]
+
+
+def test_a_refused_client_host_gets_one_fixed_message_that_tells_nothing_of_how_it_resolves(
+        service: Callable[..., Service]) -> None:
+    svc = service()
+    messages = set()
+    for base_url in ("http://127.0.0.1:9/v1", "http://localhost:9/v1", "http://10.0.0.7/v1", "http://[fe80::1]/",
+                     "http://169.254.169.254/", "http://metadata.google.internal/v1", "http://no-such-host.invalid/v1"):
+        response = svc.post({"provider": "openai-compatible", "model": "m", "base_url": base_url})
+        assert errors_of(response) == ["profile.base_url"]
+        messages.add(json.dumps(response.get_json()["error"]))
+    assert len(messages) == 1
+    shown = messages.pop()
+    assert not any(word in shown for word in ("loopback", "private", "link-local", "metadata", "resolved"))
 
 
 def test_metadata_addresses_stay_refused_when_private_endpoints_are_allowed(service: Callable[..., Service]) -> None:

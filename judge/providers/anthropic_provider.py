@@ -37,8 +37,9 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, profile: JudgeProfile, access: Access):
-        if access.api_key is None and access.operator:
-            raise ProviderError("provider 'anthropic' needs a key: set ANTHROPIC_API_KEY (or api_key_env in the profile)")
+        if access.api_key is None and access.key_variable:
+            raise ProviderError(f"provider 'anthropic' needs a key: set {access.key_variable} "
+                                "(or api_key_env in the profile)")
         # Explicit key and base URL: without them the SDK reads its own environment variables.
         self._api_key = access.api_key or NO_KEY
         self._echo = access.operator  # a client-chosen endpoint's error bodies are never shown

@@ -7,8 +7,9 @@
   aiohttp transport, by the SDK transport.
 - On the SDK transport, only the headers a judge call needs leave: an SDK adds what its
   environment variables say (organization ids, ANTHROPIC_CUSTOM_HEADERS, ANTHROPIC_AUTH_TOKEN...),
-  and none of that may reach a host the operator did not choose. Authorization / x-api-key pass
-  only with the key the policy chose (the tenant's own, or a placeholder).
+  and none of that may reach a host the operator did not bind the SDK's own key to (a
+  client-chosen endpoint, or an operator endpoint without that key). Authorization / x-api-key
+  pass only with the key the policy chose (the tenant's own, a bound one, or a placeholder).
 """
 
 from __future__ import annotations
@@ -84,11 +85,12 @@ def _allowed(name: str, value: str, key: str) -> bool:
 
 
 def sdk_http_client(sdk: ModuleType, access: Access, event_hooks: dict[str, list[ResponseHook]] | None = None) -> Any:
-    """The SDK's aiohttp http client (`sdk.DefaultAioHttpClient`) with `event_hooks`; for a
-    client-chosen endpoint, on a transport whose connector checks addresses and which sends only
-    the safe headers. At operator endpoints without the aiohttp extra: the SDK's httpx client."""
+    """The SDK's aiohttp http client (`sdk.DefaultAioHttpClient`) with `event_hooks`; unless the
+    SDK's own key is bound to this operator endpoint, on a transport which sends only the safe
+    headers (and, for a client-chosen endpoint, whose connector checks addresses). Where the SDK's
+    own key goes, without the aiohttp extra: the SDK's httpx client."""
     hooks = event_hooks or {}
-    if access.operator:
+    if access.operator and access.sdk_env:
         try:
             return sdk.DefaultAioHttpClient(event_hooks=hooks)
         except RuntimeError:  # the aiohttp extra is missing: the SDK's default httpx transport

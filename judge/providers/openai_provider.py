@@ -46,8 +46,9 @@ class OpenAIProvider:
         self.name = "openai-compatible" if compatible else "openai"
         if access.base_url is None:
             raise ProviderError(f"provider '{self.name}' needs a base URL")
-        if access.api_key is None and access.operator and not compatible:
-            raise ProviderError("provider 'openai' needs a key: set OPENAI_API_KEY (or api_key_env in the profile)")
+        if access.api_key is None and access.key_variable and not compatible:
+            raise ProviderError(f"provider 'openai' needs a key: set {access.key_variable} "
+                                "(or api_key_env in the profile)")
         # Local servers often need no key, but the SDK insists on one (and would read the
         # environment's without an explicit value).
         api_key = access.api_key or NO_KEY

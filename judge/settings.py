@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # ------------------------------------------------------------ worker
     visibility_timeout: int = Field(default=30, ge=1, description="Seconds before a dead worker's task returns.")
     worker_max_in_flight: int = Field(default=256, ge=1, description="Provider calls in flight per worker process.")
+    # ------------------------------------------------------------ worker judges (issue 12: attacker review)
+    worker_max_judges: int = Field(default=32, ge=1, description="Judges (one per distinct profile and "
+                                   "endpoint, each with its provider client and connections) a worker "
+                                   "process keeps; the least recently used idle one beyond this is closed.")
     sweep_after: float = Field(default=120.0, gt=0, description="Seconds without progress before a job's "
                                "batches are re-sent.")
     sweep_interval: float = Field(default=15.0, gt=0, description="Seconds between sweeps.")

@@ -89,9 +89,9 @@ def _judge_batch(task: Task, engine: Any, job: Any, start: int, end: int, batch:
         try:
             access, tenant = job_access(engine, job, profile)
             limiter = _rate_limiter() if (profile.requests_per_minute or profile.tokens_per_minute) else None
-            judge = runtime().judge_for(profile, access, limiter=limiter)
-            cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending), tenant=tenant)
-            verdicts = batch.run(runtime().submit, _judge_all(judge, pending, cache))
+            with runtime().judge(profile, access, limiter=limiter) as judge:
+                cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending), tenant=tenant)
+                verdicts = batch.run(runtime().submit, _judge_all(judge, pending, cache))
         except Stopped as stop:
             return _stopped(engine, batch, stop.reason, cache)
         except AccessError as exc:  # the job cannot run as stored: no retry helps

@@ -66,7 +66,9 @@ def run(as_json: bool, quick: bool = False) -> None:
                     "PJUDGE_HOME": str(folder / "home"), "PJUDGE_API_KEYS": f"{KEY_A},{KEY_B}",
                     "PJUDGE_WORKER_MAX_IN_FLIGHT": str(IN_FLIGHT),
                     # The operator's endpoint (A's, hanging), and the simulator B names (allowed).
-                    "PJUDGE_BASE_URL": hanging.base_url, "PJUDGE_API_BASE_URLS": sim.openai_base_url})
+                    "PJUDGE_BASE_URL": hanging.base_url, "PJUDGE_API_BASE_URLS": sim.openai_base_url,
+                    # A's model is priced by the server (jobs on its keys need a price).
+                    "PJUDGE_PRICES": '{"hang": {"input_per_mtok": 1, "output_per_mtok": 1}}'})
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         api = Process(["serve", "--port", str(port)], env, folder / "api.log").start()

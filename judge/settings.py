@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # ------------------------------------------------------------ worker
     visibility_timeout: int = Field(default=30, ge=1, description="Seconds before a dead worker's task returns.")
     worker_max_in_flight: int = Field(default=256, ge=1, description="Provider calls in flight per worker process.")
+    # ------------------------------------------------------------ worker judges (issue 12: attacker review)
+    worker_max_judges: int = Field(default=32, ge=1, description="Judges (one per distinct profile and "
+                                   "endpoint, each with its provider client and connections) a worker "
+                                   "process keeps; the least recently used idle one beyond this is closed.")
     sweep_after: float = Field(default=120.0, gt=0, description="Seconds without progress before a job's "
                                "batches are re-sent.")
     sweep_interval: float = Field(default=15.0, gt=0, description="Seconds between sweeps.")
@@ -92,8 +96,9 @@ class Settings(BaseSettings):
                                             "may submit in 24 h, over its jobs of the last 24 h (429 beyond) "
                                             "[default: no limit].")
     quota_cost_per_day: float | None = Field(default=None, gt=0, description="USD one API key's jobs of the "
-                                             "last 24 h may cost; once reached, new jobs are refused (429) "
-                                             "[default: no limit].")
+                                             "last 24 h may cost; once reached, new jobs are refused (429) and "
+                                             "the items of its running jobs get `quota:` error verdicts instead "
+                                             "of calls [default: no limit].")
     prices: str = Field(default="", description="Server-side prices of jobs sent over HTTP, USD per million "
                         "tokens by model: inline JSON or a path to a .json/.toml file of {model: "
                         "{input_per_mtok, output_per_mtok}} ('*': any other model), over the built-in ones "
@@ -127,8 +132,9 @@ class Settings(BaseSettings):
                                    "the provider's own retries included; then it fails like a provider error.")
     lanes: int = Field(default=16, ge=1, le=256, description="Queue lanes: each tenant with queued batches gets "
                        "a lane of its own (while there are lanes), and workers take from the lanes in turn.")
-    tenant_share: float = Field(default=0.5, gt=0, le=1, description="Share of a worker's threads one tenant's "
-                                "batches keep while another tenant's batches wait; the rest are handed back.")
+    tenant_share: float = Field(default=0.5, gt=0, le=1, description="Most of a worker's threads one tenant's "
+                                "batches keep while another tenant's batches wait (each keeps the threads over "
+                                "the tenants running or waiting, at least one); the rest are handed back.")
     shutdown_grace_s: float = Field(default=5.0, ge=0, description="Seconds a stopping worker lets running "
                                     "batches finish before it hands them back to the queue.")
 

@@ -166,14 +166,34 @@ class QuotaExceeded(Exception):
         self.what, self.limit, self.used, self.requested, self.retry_after = what, limit, used, requested, retry_after
 
 
+def _quota_window(owner: str, now: datetime, other_than: str | None = None) -> tuple[Any, ...]:
+    """The owner's jobs a DailyQuota counts at `now`: those created in the QUOTA_WINDOW before it
+    (`other_than`: leave out this job)."""
+    where = (Job.owner == owner, Job.created_at > now - QUOTA_WINDOW)
+    return (*where, Job.id != other_than) if other_than is not None else where
+
+
+def _quota_usage(conn: Connection, where: Sequence[Any]) -> tuple[int, float]:
+    """Items and USD of the jobs `where` selects (_quota_window)."""
+    items, cost = conn.execute(select(func.coalesce(func.sum(Job.n_items), 0),
+                                      func.coalesce(func.sum(Job.cost_usd), 0.0)).where(*where)).one()
+    return int(items), float(cost)
+
+
+def cost_in_quota_window(engine: Engine, owner: str, now: datetime | None = None) -> float:
+    """USD the owner's jobs of the last 24 h have cost so far: what the cost quota counts, at POST
+    (_check_quota) and before each batch a worker judges."""
+    with engine.connect() as conn:
+        return _quota_usage(conn, _quota_window(owner, now or utcnow()))[1]
+
+
 def _check_quota(conn: Connection, job: Job, quota: DailyQuota) -> None:
     """Raise QuotaExceeded when the new job's items, or any new job once the cost limit is spent,
     would take its owner over the quota, counting the owner's other jobs created in the 24 h
     before it."""
     now, new_items = job.created_at, job.n_items
-    where = (Job.owner == job.owner, Job.id != job.id, Job.created_at > now - QUOTA_WINDOW)
-    items, cost = conn.execute(select(func.coalesce(func.sum(Job.n_items), 0),
-                                      func.coalesce(func.sum(Job.cost_usd), 0.0)).where(*where)).one()
+    where = _quota_window(job.owner, now, other_than=job.id)
+    items, cost = _quota_usage(conn, where)
     if quota.items is not None and items + new_items > quota.items:
         limit = quota.items
         if new_items > limit:

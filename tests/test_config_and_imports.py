@@ -74,7 +74,8 @@ def test_the_worker_reads_its_settings_when_used_not_when_imported(tmp_path: Pat
         profile = load_profile("persona-certainty", provider="openai-compatible", model="m",
                                base_url="http://127.0.0.1:9/v1")
         from judge.endpoints import local_access
-        judge = worker.runtime.runtime().judge_for(profile, local_access(profile))
+        with worker.runtime.runtime().judge(profile, local_access(profile)) as judge:
+            pass
         conf = worker.app.app.conf
         print(json.dumps({"broker": conf.broker_url, "visibility": conf.broker_transport_options["visibility_timeout"],
                           "in_flight": judge.max_in_flight}))

@@ -161,8 +161,75 @@ def test_preemption_stops_the_oldest_batch_of_the_tenant_above_its_share_after_a
     assert running.preempt({"b"}, now=110.0) == 1
     assert [b.reason for b in keys.values()] == [PREEMPTED, None, None, None]
     assert running.preempt({"b"}, now=110.0) == 0  # one thread for the one waiting tenant
-    assert running.preempt({"b", "c"}, now=110.0) == 1  # a second one waits: a is still above 2
-    assert running.preempt({"b", "c", "d"}, now=110.0) == 0  # a is down to its share
+    assert running.preempt({"b", "c"}, now=110.0) == 1  # a second one waits: a is still above 4 // 3
+    assert running.preempt({"b", "c"}, now=110.0) == 0  # a is down to a thread per waiting tenant
+    assert running.preempt({"b", "c", "d"}, now=110.0) == 1  # four tenants, four threads: one each
+    assert running.preempt({"b", "c", "d"}, now=110.0) == 0
+    assert running.counts() == {"a": 1}
+
+
+def hold(running: Running, owners: Any, started: float = 100.0) -> list[Any]:
+    """Enter one batch per owner in `owners` (as a worker whose threads they fill)."""
+    batches = []
+    for i, owner in enumerate(owners):
+        entered = running.enter(f"{owner}{i}", owner, f"{owner}{i}")
+        assert entered is not None
+        entered[1].started = started + i * 0.01
+        batches.append(entered[1])
+    return batches
+
+
+def test_a_third_tenant_with_nothing_running_takes_a_thread_from_two_tenants_at_their_share() -> None:
+    running = Running()
+    running.configure(2, 0.5)
+    batches = hold(running, "ab")
+    assert running.preempt({"a", "b", "c"}, now=101.0) == 0  # nothing has run its minimum time yet
+    assert running.preempt({"a", "b", "c"}, now=110.0) == 1
+    assert [b.reason for b in batches] == [PREEMPTED, None]  # the oldest of the holders
+    assert running.preempt({"a", "b", "c"}, now=110.0) == 0  # one thread for the one waiting tenant
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("holders", [1, 2, 3, 5, 9])
+def test_a_waiting_tenant_with_nothing_running_gets_a_thread_whatever_the_threads_and_tenants(
+        threads: int, holders: int) -> None:
+    running = Running()
+    tenants = [f"t{i}" for i in range(holders)]
+    waiting: set[str] = set()
+    running.configure(threads, 0.5, waiting_now=lambda: waiting)
+    # The holders' batches fill every thread, as evenly as they can; then each has more queued.
+    batches = hold(running, [tenants[i % holders] for i in range(threads)], started=time.monotonic() - 10)
+    waiting.update({*tenants, "new"})
+    # One thread for each tenant with nothing running (holders beyond the threads wait too).
+    expected = min(threads, 1 + max(0, holders - threads))
+    assert running.preempt(waiting) == expected
+    victims = [b for b in batches if b.reason == PREEMPTED]
+    victim = victims[0]
+    # Its thread unwinds; a message of the tenant just stopped comes first: it goes back (it had
+    # its turn, or holds its share), and the next one, of the tenant with nothing running, runs.
+    running.leave(batches.index(victim))
+    assert running.enter("again", victim.owner, "again") is None
+    new = running.enter("n", "new", "n")
+    assert new is not None
+    assert sum(running.counts().values()) == threads - len(victims) + 1 and running.counts()["new"] == 1
+    # The batch that has just started keeps its thread (tenants may take turns, not in a blink).
+    running.preempt(waiting)
+    assert new[1].reason is None
+
+
+@pytest.mark.parametrize(("threads", "owners"), [(2, "ab"), (4, "aabb"), (3, "abc"), (8, "aaaabbbb"),
+                                                 (3, "aab"), (7, "aaaabbb")])
+def test_tenants_at_equal_shares_keep_their_threads_while_all_of_them_wait(threads: int, owners: str) -> None:
+    running = Running()
+    waiting: set[str] = set()
+    running.configure(threads, 0.5, waiting_now=lambda: waiting)
+    hold(running, owners)
+    waiting.update(owners)
+    for now in (110.0, 200.0, 1000.0):
+        assert running.preempt(waiting, now=now) == 0
+    # A thread that frees goes to whichever of them comes next: nobody hands its batch back.
+    running.leave(0)
+    assert running.enter("x", owners[0], "x") is not None
 
 
 def test_a_cancelled_jobs_batches_are_stopped() -> None:
@@ -287,3 +354,35 @@ def test_sigterm_stops_a_worker_whose_calls_hang_within_seconds_and_its_batch_go
     assert lanes.backlog(client, "pjudge") == 1  # handed back, not lost (nor acknowledged)
     assert repo.get_job(service.engine, job_id).status in repo.ACTIVE
     print(f"worker stopped {elapsed:.2f} s after SIGTERM")
+
+
+def test_two_tenants_whose_endpoints_hang_do_not_starve_a_third_tenant_on_a_two_thread_worker(
+        service: Service, start_sim: Any) -> None:
+    # Each of A and B at its share (one thread of two) would keep it for the whole call deadline:
+    # C, with nothing running, takes a thread from one of them within seconds.
+    sim = start_sim()
+    servers = {"tenant-a": HangingServer().start(), "tenant-b": HangingServer().start()}
+    try:
+        service.start_worker(concurrency=2)
+        worker_ready(service)
+        stuck = [service.submit(many_items(40, seed=10 + i), hanging_profile(server), owner=owner)
+                 for i, (owner, server) in enumerate(servers.items())]
+        wait_for(lambda: all(s.open >= 2 for s in servers.values()), 60, "A and B each on one thread")
+        time.sleep(3)  # both batches past the minimum run time
+        posted = time.monotonic()
+        job = service.wait_done(service.submit(many_items(10, seed=20), sim_profile(sim), owner="tenant-c"), 40)
+        waited = time.monotonic() - posted
+        assert (job.status, job.n_verdicts) == ("done", 10)
+        assert waited < 10, f"tenant C waited {waited:.1f} s"
+        assert all(repo.get_job(service.engine, j).status in repo.ACTIVE for j in stuck)
+        # Then A and B hold one thread each again and keep it: no batch goes back and forth.
+        wait_for(lambda: all(s.open >= 2 for s in servers.values()), 30, "A and B each on one thread again")
+        time.sleep(3)
+        accepted = {owner: s.accepted for owner, s in servers.items()}
+        time.sleep(5)
+        assert {owner: s.accepted for owner, s in servers.items()} == accepted
+        assert all(s.open >= 2 for s in servers.values())
+        print(f"tenant C's 10-item job done {waited:.2f} s after it was sent")
+    finally:
+        for server in servers.values():
+            server.stop()

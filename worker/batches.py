@@ -4,12 +4,19 @@ Each task registers its batch here while it runs; its calls run as one asyncio t
 stopped from outside. Every MONITOR_INTERVAL_S the monitor
 - stops the batches of jobs that were cancelled (or deleted): their in-flight calls end within a
   second or so, the task stores nothing and its message is acknowledged;
-- reads which tenants have batches waiting in the queue lanes (worker.lanes), and when one does and
-  no thread is free, stops a batch of a tenant above its share (PJUDGE_TENANT_SHARE of the
-  threads) that has run for PREEMPT_AFTER_S: that batch keeps the answers it was paid for (the
-  call cache) and goes back to the queue, so a hanging endpoint holds only its tenant's share.
+- reads which tenants have batches waiting in the queue lanes (worker.lanes), and hands threads
+  back to them. Each tenant's fair share is the threads over the active tenants (running or
+  waiting; at most PJUDGE_TENANT_SHARE of them, at least one). When a waiting tenant below its
+  share finds no free thread, a batch of a tenant above its share is stopped; when the waiting
+  tenant has nothing running at all (more tenants than threads: every holder is at its share), a
+  batch of the tenant holding the most threads is. Either way only a batch that has run for
+  PREEMPT_AFTER_S: it keeps the answers it was paid for (the call cache) and goes back to the
+  queue. So a hanging endpoint holds only its tenant's share, and a tenant with nothing running
+  gets a thread within seconds however many tenants hang.
 A tenant alone may use every thread (nothing is waiting, nothing is stopped): single-tenant
-throughput is as before, and no message goes round the queue while nobody else waits.
+throughput is as before, and no message goes round the queue while nobody else waits. Tenants at
+equal shares keep their threads (nobody below the share waits, nobody is stopped); only with more
+tenants than threads do they take turns, each batch running PREEMPT_AFTER_S at least.
 
 On SIGTERM (worker_shutting_down) the batches still running after PJUDGE_SHUTDOWN_GRACE_S are
 stopped and handed back to the queue, so warm shutdown ends in seconds, whatever the endpoints do.
@@ -90,14 +97,15 @@ class Running:
         self._batches: dict[int, Batch] = {}
         self._ids = itertools.count()
         self.concurrency: int | None = None
-        self.share: int | None = None
+        self.cap: int | None = None  # PJUDGE_TENANT_SHARE of the threads
         self.waiting: set[str] = set()
+        self.handed_back: dict[str, float] = {}  # owner -> when a batch of its was last stopped for another
         self._waiting_now: Callable[[], set[str]] | None = None
 
     def configure(self, concurrency: int, tenant_share: float,
                   waiting_now: Callable[[], set[str]] | None = None) -> None:
         self.concurrency = concurrency
-        self.share = max(1, int(concurrency * tenant_share))
+        self.cap = max(1, int(concurrency * tenant_share))
         self._waiting_now = waiting_now
 
     def __len__(self) -> int:
@@ -109,10 +117,18 @@ class Running:
         with self._lock:
             return Counter(b.owner for b in self._batches.values() if b.reason is None)
 
+    def share(self, counts: Counter[str], waiting: set[str]) -> int:
+        """Threads each tenant keeps while another waits: the threads over the active tenants
+        (running or waiting), at most PJUDGE_TENANT_SHARE of them, at least one."""
+        if self.concurrency is None or self.cap is None:
+            return 0
+        active = {owner for owner, n in counts.items() if n > 0} | waiting
+        return max(1, min(self.cap, self.concurrency // max(1, len(active))))
+
     def enter(self, job_id: str, owner: str, label: str) -> tuple[int, Batch] | None:
         """Register a batch about to run, or None when its owner is at its share while another
-        tenant's batches wait (the task then hands its message back)."""
-        if self.share is not None and self.counts()[owner] >= self.share and self._others_want(owner):
+        tenant below its share waits (the task then hands its message back)."""
+        if self.concurrency is not None and self._others_want(owner):
             return None
         batch = Batch(job_id, owner, label)
         with self._lock:
@@ -125,8 +141,9 @@ class Running:
             self._batches.pop(key, None)
 
     def _others_want(self, owner: str) -> bool:
-        """Another tenant below its share has batches waiting (one at its share too would hand
-        its own back in turn: the two would send each other's messages round the queue)."""
+        """`owner` is at its share and another tenant below its share has batches waiting (one at
+        its share too would hand its own back in turn: the two would send each other's messages
+        round the queue)."""
         # Asked afresh (one round trip): the monitor's view is up to a second old, and a stale
         # "someone waits" would send this tenant's messages round the queue for that second.
         if self._waiting_now is not None:
@@ -136,7 +153,21 @@ class Running:
                 log.debug("waiting tenants unknown (%s)", type(exc).__name__)
                 return False
         counts = self.counts()
-        return any(other != owner and counts[other] < (self.share or 0) for other in self.waiting)
+        share = self.share(counts, self.waiting | {owner})
+        if counts[owner] >= share:
+            return any(other != owner and counts[other] < share for other in self.waiting)
+        # With more tenants than threads, a tenant whose batch was just stopped for another has had
+        # its turn: the thread is for one that has waited with nothing running.
+        if counts[owner] == 0 and self._just_handed_back(owner):
+            return any(other != owner and counts[other] == 0 and not self._just_handed_back(other)
+                       for other in self.waiting)
+        return False
+
+    def _just_handed_back(self, owner: str, now: float | None = None) -> bool:
+        """A batch of `owner` was stopped for another tenant less than PREEMPT_AFTER_S ago."""
+        when = self.handed_back.get(owner)
+        now = time.monotonic() if now is None else now
+        return when is not None and now - when < PREEMPT_AFTER_S
 
     def snapshot(self) -> list[Batch]:
         with self._lock:
@@ -160,19 +191,27 @@ class Running:
         return stopped
 
     def preempt(self, waiting: set[str], now: float | None = None) -> int:
-        """Free threads for waiting tenants below their share by stopping batches of tenants above
-        theirs (oldest first, each running at least PREEMPT_AFTER_S); returns how many."""
-        if self.share is None or self.concurrency is None:
+        """Free a thread for each waiting tenant below its share when none is free: stop a batch
+        of a tenant above its share or, for a waiting tenant with nothing running, of the tenant
+        holding the most threads (heaviest first, then oldest; each running at least
+        PREEMPT_AFTER_S). Returns how many were stopped."""
+        if self.concurrency is None:
             return 0
         now = time.monotonic() if now is None else now
         counts = self.counts()
+        share = self.share(counts, waiting)
         free = self.concurrency - sum(counts.values())  # a batch being stopped frees its thread soon
-        wanting = [owner for owner in waiting if counts[owner] < self.share]
+        # A tenant whose batch was just stopped for another waits its turn (else the two would
+        # stop each other's batches).
+        wanting = {owner for owner in waiting if counts[owner] < share and not self._just_handed_back(owner, now)}
         need = len(wanting) - free
         stopped = 0
         while need > 0:
-            over = [b for b in self.snapshot() if b.reason is None and counts[b.owner] > self.share
-                    and now - b.started >= PREEMPT_AFTER_S and b.owner not in wanting]
+            starving = any(counts[owner] == 0 for owner in wanting)
+            most = max(counts.values(), default=0)
+            over = [b for b in self.snapshot() if b.reason is None and b.owner not in wanting
+                    and now - b.started >= PREEMPT_AFTER_S
+                    and (counts[b.owner] > share or (starving and counts[b.owner] == most))]
             if not over:
                 break
             heaviest = max(counts[b.owner] for b in over)
@@ -180,7 +219,11 @@ class Running:
             log.info("batch %s of tenant %s… handed back: %d of its batches run while another tenant waits",
                      victim.label, victim.owner[:8], counts[victim.owner])
             victim.stop(PREEMPTED)
+            self.handed_back[victim.owner] = now
             counts[victim.owner] -= 1
+            # The waiting tenant it was for now has a thread coming (one at a time: whichever
+            # batch the free thread takes, the next round sees the new counts).
+            wanting.discard(min(wanting, key=lambda owner: counts[owner]))
             need -= 1
             stopped += 1
         return stopped

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import threading
-from collections.abc import Coroutine
+from collections import OrderedDict
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from judge.endpoints import Access
@@ -15,15 +19,24 @@ from judge.runner import Judge, RateLimiter, new_event_loop
 from judge.settings import settings
 
 T = TypeVar("T")
+log = logging.getLogger("pjudge.worker")
+
+
+@dataclass(eq=False)
+class _Held:
+    judge: Judge
+    users: int = 0  # batches using it now
+    evicted: bool = False  # out of the cache: closed when its last user lets go
 
 
 class AsyncRuntime:
-    def __init__(self) -> None:
+    def __init__(self, max_judges: int | None = None) -> None:
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pjudge-asyncio", daemon=True)
         self._thread.start()
-        self._judges: dict[str, Judge] = {}
+        self._judges: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
+        self.max_judges = max_judges if max_judges is not None else settings().worker_max_judges
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.submit(coro).result()
@@ -34,16 +47,61 @@ class AsyncRuntime:
     async def _make_judge(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None) -> Judge:
         return Judge(profile, max_in_flight=settings().worker_max_in_flight, limiter=limiter, access=access)
 
-    def judge_for(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None = None) -> Judge:
-        """A long-lived Judge per profile and access (its provider client keeps its connections;
-        two tenants' keys never share one); each task passes its own call cache."""
+    @contextlib.contextmanager
+    def judge(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None = None) -> Iterator[Judge]:
+        """A long-lived Judge per profile and access, for one batch (its provider client keeps its
+        connections; two tenants' keys never share one); each task passes its own call cache.
+
+        At most PJUDGE_WORKER_MAX_JUDGES are kept: the least recently used one that no batch is
+        using is dropped and closed (its connections with it). A judge in use is never closed: one
+        dropped while batches use it is closed when the last of them is done."""
         key = "\n".join((profile.model_dump_json(), access.cache_scope, repr(access), str(access.allow_private)))
         with self._lock:
-            judge = self._judges.get(key)
-            if judge is None:
-                judge = self.run(self._make_judge(profile, access, limiter))
-                self._judges[key] = judge
-        return judge
+            held = self._judges.get(key)
+            if held is None:
+                held = _Held(self.run(self._make_judge(profile, access, limiter)))
+                self._judges[key] = held
+            else:
+                self._judges.move_to_end(key)
+            held.users += 1
+            idle = self._evict()
+        self._close(idle)
+        try:
+            yield held.judge
+        finally:
+            with self._lock:
+                held.users -= 1
+                idle = [held] if held.evicted and held.users == 0 else self._evict()
+            self._close(idle)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._judges)
+
+    def _evict(self) -> list[_Held]:
+        """Drop the least recently used judges beyond the cap (under the lock); returns those no
+        batch uses (to close now). Judges in use stay until they are not."""
+        idle: list[_Held] = []
+        for key in list(self._judges):
+            if len(self._judges) <= self.max_judges:
+                break
+            held = self._judges[key]
+            if held.users == 0:
+                del self._judges[key]
+                held.evicted = True
+                idle.append(held)
+        return idle
+
+    def _close(self, drop: list[_Held]) -> None:
+        for held in drop:
+            future = self.submit(held.judge.aclose())
+            future.add_done_callback(_log_close_failure)
+
+
+def _log_close_failure(future: concurrent.futures.Future[Any]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.info("closing an unused judge failed (%s)", type(exc).__name__)
 
 
 _runtime: AsyncRuntime | None = None

@@ -89,16 +89,24 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
         profile = repo.job_profile(job)
         info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
         cache: BatchCallCache | None = None
+        over_quota = _over_cost_quota(engine, job.owner)
         try:
+            if over_quota is not None:
+                raise _OverQuota(over_quota)
             access, tenant = job_access(engine, job, profile)
             limiter = _rate_limiter() if (profile.requests_per_minute or profile.tokens_per_minute) else None
-            judge = runtime().judge_for(profile, access, limiter=limiter)
-            cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending), tenant=tenant)
-            verdicts = batch.run(runtime().submit, _judge_all(judge, pending, cache))
+            with runtime().judge(profile, access, limiter=limiter) as judge:
+                cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending), tenant=tenant)
+                verdicts = batch.run(runtime().submit, _judge_all(judge, pending, cache))
         except Stopped as stop:
             return _stopped(engine, batch, stop.reason, cache)
         except AccessError as exc:  # the job cannot run as stored: no retry helps
             verdicts = _error_verdicts(info, pending, f"provider: {exc}")
+            cache = None
+        except _OverQuota as exc:  # no calls: the items get their verdicts (errors), the job completes
+            log.info("batch %s: its owner's cost quota is used up; %d items get quota errors",
+                     batch.label, len(pending))
+            verdicts = _error_verdicts(info, pending, str(exc))
             cache = None
         except Exception as exc:  # noqa: BLE001 - an internal failure must not lose the items
             if task.request.retries < MAX_TASK_RETRIES:
@@ -133,6 +141,27 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
     if not stored:
         repo.finish_if_complete(engine, job_id)
     return stored
+
+
+class _OverQuota(Exception):
+    """The job's owner has spent its daily cost quota: the batch makes no calls."""
+
+
+def _over_cost_quota(engine: Engine, owner: str) -> str | None:
+    """The error of a batch whose owner has reached PJUDGE_QUOTA_COST_PER_DAY (counted as at POST:
+    store.repo.cost_in_quota_window), or None. Checked before each batch judges, so jobs posted
+    before the quota was reached stop spending too; batches already running finish, so the spend
+    may overshoot by at most one batch per worker thread."""
+    from judge.settings import settings
+
+    limit = settings().quota_cost_per_day
+    if limit is None:
+        return None
+    spent = repo.cost_in_quota_window(engine, owner)
+    if spent < limit:
+        return None
+    return (f"quota: this key's quota of {limit:g} USD per 24 h is used up ({spent:.6g} USD spent); "
+            "the item was not judged")
 
 
 def _stopped(engine: Engine, batch: Batch, reason: str, cache: BatchCallCache | None) -> int:

@@ -27,8 +27,8 @@ from judge.settings import reset_settings
 from pjudge.cli import main
 from store import repo
 from store.db import get_engine
-from tests.conftest import REPO
-from tests.test_api import KEY_A, judge_all, make_items
+from tests.support.api import KEY_A, judge_all, make_items
+from tests.support.cli import REPO
 
 
 @pytest.fixture

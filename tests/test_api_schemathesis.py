@@ -17,7 +17,7 @@ from schemathesis.config import SchemathesisConfig
 from api.app import create_app
 from store import repo
 from store.db import get_engine
-from tests.test_api import AUTH_A, KEY_A, judge_all, make_items
+from tests.support.api import AUTH_A, KEY_A, judge_all, make_items
 
 MAX_EXAMPLES = 40  # per operation; the coverage phase adds its own boundary cases
 

@@ -13,7 +13,7 @@ from calibration.markdown import render_markdown
 from calibration.report import build_report
 from judge.jsonl import dump_record
 from pjudge.cli import main
-from tests.test_calibration_helpers import call, synthetic, verdict
+from tests.support.verdicts import call, synthetic, verdict
 
 SPEC_KEYS = {
     "accuracy",

@@ -16,7 +16,7 @@ import pytest
 
 from judge.settings import Settings
 from pjudge.commands.config import variable_name
-from tests.conftest import REPO, run_pjudge
+from tests.support.cli import REPO, run_pjudge
 
 PROBE = textwrap.dedent("""
     import json, os, pathlib

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_api import KEY_A
+from tests.support.api import KEY_A
+from tests.support.cli import REPO
 
 MB = 1024 * 1024
 

@@ -1,12 +1,13 @@
 """Shared fixtures (isolated user data per test, the reference data, the simulated LLM, Redis, the
 databases) and the tiers: a test that uses a fixture starting processes is marked `service`, one
-on PostgreSQL `database` (pyproject.toml registers the markers; `scripts/test --fast` leaves
-them out). Shared builders live in tests/support."""
+on PostgreSQL `database`; `browser` and `slow` are set on the tests themselves (pyproject.toml
+registers the markers; `scripts/test --fast` leaves them all out). Shared builders live in tests/support."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -14,7 +15,9 @@ from sqlalchemy.engine import Engine
 from judge.settings import reset_settings
 from llm_sim.process import SimProcess
 from tests.support.cli import SHARED_DATA
-from tests.support.services import RedisServer
+
+if TYPE_CHECKING:
+    from tests.support.services import RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +57,8 @@ def start_sim() -> Iterator[Callable[..., SimProcess]]:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    from tests.support.services import RedisServer
+
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()

@@ -170,6 +170,7 @@ def test_submit_errors_have_the_documented_exit_codes(live: LiveServer, items_fi
 
 # ---------------------------------------------------------------- serve
 
+@pytest.mark.service
 def test_serve_runs_the_api_over_http(tmp_path: Path, database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "PJUDGE_API_KEYS": KEY_A, "PJUDGE_MAX_BODY_MB": "1",
            "REDIS_URL": "redis://127.0.0.1:9/0", "PJUDGE_HOME": str(tmp_path / "home")}

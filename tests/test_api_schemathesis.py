@@ -19,6 +19,8 @@ from store import repo
 from store.db import get_engine
 from tests.support.api import AUTH_A, KEY_A, judge_all, make_items
 
+pytestmark = pytest.mark.slow  # hundreds of generated requests
+
 MAX_EXAMPLES = 40  # per operation; the coverage phase adds its own boundary cases
 
 

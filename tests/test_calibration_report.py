@@ -95,6 +95,7 @@ def test_simulated_verdicts_are_flagged() -> None:
     assert "simulated" in render_markdown(report).lower()
 
 
+@pytest.mark.slow
 def test_report_of_100k_verdicts_is_fast() -> None:
     vs = synthetic(100_000, seed=7)
     start = time.perf_counter()

@@ -21,6 +21,7 @@ def _migrate(url: str, results: multiprocessing.Queue) -> None:  # type: ignore[
         results.put(repr(exc)[:300])
 
 
+@pytest.mark.slow
 def test_processes_migrating_a_fresh_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
     """API and workers start together on a new machine: every one of them must come up."""
     context = multiprocessing.get_context("spawn")

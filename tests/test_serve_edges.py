@@ -18,6 +18,8 @@ import pytest
 from tests.support.api import KEY_A
 from tests.support.cli import REPO
 
+pytestmark = pytest.mark.service  # every test serves the API in `pjudge serve` processes
+
 MB = 1024 * 1024
 
 

@@ -358,6 +358,7 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
     check(engine, Selection(job_id="00000000-0000-0000-0000-000000000001"), group_by="group")
 
 
+@pytest.mark.slow
 def test_migration_0004_converts_stored_summaries_both_ways(unmigrated: Engine) -> None:
     """A database with live summaries goes down to 0003's per-bin histogram and back up to the
     cumulative one in place: the bins equal the verdicts' own, and the statistics stay exact."""

@@ -53,7 +53,7 @@ def _b_job(url: str, profile: dict[str, Any], run: int) -> float:
 
 
 def run(as_json: bool, quick: bool = False) -> None:
-    from tests.services import HangingServer, Process, RedisServer, free_port, wait_for_port
+    from llm_sim.harness import HangingServer, Process, RedisServer, free_port, wait_for_port
 
     n_a = 1000 if quick else 10_000
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """PerSEval (simplified JSD) over the PENS data: the vectorised library against the
-straightforward pure-Python implementation of SPEC 6 (the one the tests check it against),
-timed in the same run; the numbers must agree to 1e-9."""
+straightforward pure-Python implementation of SPEC 6 (bench/straightforward_personalization.py,
+the one the tests check it against), timed in the same run; the numbers must agree to 1e-9."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def run(as_json: bool, quick: bool = False) -> None:
     if not perseval.is_dir():
         skip("personalization", f"reference data not found at {perseval}", as_json)
         return
+    from bench.straightforward_personalization import straightforward_scores
     from calibration.personalization import evaluate, read_responses
-    from tests.test_personalization import straightforward_scores
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "pens_responses.jsonl"

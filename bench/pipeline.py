@@ -153,7 +153,7 @@ async def _bare_sdk_loop(base_url: str, calls: int) -> float:
 
 
 def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, transport: str) -> dict[str, Any]:
-    from tests.services import Process, RedisServer, free_port, wait_for_port
+    from llm_sim.harness import Process, RedisServer, free_port, wait_for_port
 
     redis = RedisServer(folder / f"redis-{latency_ms}").start()
     sim = SimProcess("--latency-ms", str(latency_ms), "--seed", "1").start()
@@ -233,9 +233,9 @@ def _one_run(db_name: str, admin_url: str | None, latency_ms: int, n_items: int,
         if admin_url is None:
             url = f"sqlite:///{folder}/bench.sqlite"
         else:
-            from tests.services import create_postgres_database
+            from llm_sim.harness import create_postgres_database
 
-            url = create_postgres_database()
+            url = create_postgres_database(admin_url)
         result = _run_job(url, latency_ms, n_items, folder, transport)
         sim = result.pop("sim")
         base_url = result.pop("sim_base_url")
@@ -244,9 +244,9 @@ def _one_run(db_name: str, admin_url: str | None, latency_ms: int, n_items: int,
         finally:
             sim.stop()
         if admin_url is not None:
-            from tests.services import drop_postgres_database
+            from llm_sim.harness import drop_postgres_database
 
-            drop_postgres_database(url)
+            drop_postgres_database(url, admin_url)
     if bare is not None:
         result.update(bound_calls_per_s=round(bare["sdk"], 1),
                       bound="bare SDK loop against the same server (median of 3)",

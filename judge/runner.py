@@ -86,9 +86,9 @@ class Judge:
         self._calls = asyncio.Semaphore(self.max_in_flight)
         self.on_call = on_call
         self.limiter = limiter
-        if call_deadline_s is None:
-            from judge.settings import settings
+        from judge.settings import settings
 
+        if call_deadline_s is None:
             call_deadline_s = settings().call_deadline_s
         # The whole of one provider call, its own retries and their waits included: a server that
         # accepts the connection and never answers (or a huge timeout_s) ends here.

@@ -1,22 +1,23 @@
-"""Shared fixtures: isolated user data per test, the reference data location, the simulated LLM."""
+"""Shared fixtures (isolated user data per test, the reference data, the simulated LLM, Redis, the
+databases) and the tiers: a test that uses a fixture starting processes is marked `service`, one
+on PostgreSQL `database`; `browser` and `slow` are set on the tests themselves (pyproject.toml
+registers the markers; `scripts/test --fast` leaves them all out). Shared builders live in tests/support."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from judge.settings import reset_settings
 from llm_sim.process import SimProcess
+from tests.support.cli import SHARED_DATA
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-EXAMPLE_ITEMS = REPO / "judge" / "examples" / "items.jsonl"
+if TYPE_CHECKING:
+    from tests.support.services import RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +55,13 @@ def start_sim() -> Iterator[Callable[..., SimProcess]]:
         sim.stop()
 
 
-def run_pjudge(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the real `pjudge` CLI in a subprocess (the environment of the test, plus `env`)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pjudge", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    from tests.support.services import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -71,10 +73,29 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         yield get_engine(f"sqlite:///{tmp_path}/db.sqlite")
         return
-    from tests.services import create_postgres_database, drop_postgres_database
+    from tests.support.services import create_postgres_database, drop_postgres_database
 
     url = create_postgres_database()
     engine = get_engine(url)
     yield engine
     engine.dispose()
     drop_postgres_database(url)
+
+
+# ---------------------------------------------------------------- tiers
+
+# Fixtures that start processes or servers: the simulator, Redis, workers (tests/support/services.py
+# `Service`), a hanging endpoint.
+SERVICE_FIXTURES = frozenset({"start_sim", "redis_server", "service", "hanging"})
+# Fixtures parametrized over the databases: their "postgresql" case needs PostgreSQL.
+DATABASE_FIXTURES = frozenset({"engine", "database_url", "unmigrated"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVICE_FIXTURES:
+            item.add_marker(pytest.mark.service)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and any(callspec.params.get(name) == "postgresql" for name in DATABASE_FIXTURES):
+            item.add_marker(pytest.mark.database)

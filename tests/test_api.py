@@ -7,104 +7,35 @@ from __future__ import annotations
 import io
 import json
 import logging
-import random
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from api.app import create_app
-from judge.records import Call, JudgeInfo, PairItem, Verdict
+from judge.records import Verdict
 from store import repo
 from store.models import Job, JobItem
+from tests.support.api import (
+    AUTH_A,
+    AUTH_B,
+    KEY_A,
+    count,
+    error_of,
+    judge_all,
+    make_items,
+    new_app,
+    post_job,
+)
 
-KEY_A = "test-key-alpha-0123456789"
-KEY_B = "test-key-bravo-9876543210"
-AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
-AUTH_B = {"Authorization": f"Bearer {KEY_B}"}
 SPEC4_KEYS = {"accuracy", "accuracy_no_tie", "counts", "cohen_kappa", "krippendorff_alpha", "high_certainty",
               "low_certainty", "coverage_curve", "ece", "brier", "position_consistency", "first_position_rate",
               "prefers_longer", "hitl"}
 MB = 1024 * 1024
-
-
-# ---------------------------------------------------------------- helpers (also used by the other API tests)
-
-def make_items(n: int, persona: bool = True) -> list[dict[str, Any]]:
-    rng = random.Random(n)
-    items = []
-    for i in range(n):
-        item: dict[str, Any] = {
-            "id": f"item-{i:05d}", "prompt": f"Question {i}: how should I start saving money?",
-            "response_a": "Open a savings account. " * rng.randint(1, 4),
-            "response_b": "Track your spending first, then automate a transfer. " * rng.randint(1, 3),
-            "human_label": rng.choice(["A", "B", "tie", None]), "metadata": {"dataset": "test", "group": i % 3},
-        }
-        if persona:
-            item["persona"] = "The person is 55-64 years old." if i % 2 else {"age": "18-24", "religion": "none"}
-        items.append({k: v for k, v in item.items() if v is not None})
-    return items
-
-
-def make_verdict(item: PairItem, winner: str | None, p_a: float | None, abstained: bool = False,
-                 model: str = "gpt-4o-2024-08-06", profile: str = "persona-certainty") -> Verdict:
-    def call(order: str) -> Call:
-        shown_first = "A" if order == "AB" else "B"
-        return Call(order=order, sample=0, raw=f"[[{shown_first}]] [[80]]", choice=winner if winner in ("A", "B") else None,
-                    certainty=0.8, input_tokens=100, output_tokens=9, cost_usd=0.0005, latency_s=0.1,
-                    error=None if winner else "unparsed")
-
-    certainty = None if p_a is None else round(abs(2 * p_a - 1), 9)
-    return Verdict(id=item.id, winner=winner, p_a=p_a, certainty=certainty, consistent=winner is not None,  # type: ignore[arg-type]
-                   abstained=abstained, bpde=0.0, human_label=item.human_label,
-                   judge=JudgeInfo(profile=profile, provider="openai", model=model),
-                   calls=[call("AB"), call("BA")], len_a=len(item.response_a), len_b=len(item.response_b),
-                   metadata=dict(item.metadata))
-
-
-def judge_all(engine: Engine, job_id: str, choose: Callable[[int, PairItem], tuple[str | None, float | None, bool]]
-              | None = None, model: str = "gpt-4o-2024-08-06", shuffle: bool = False) -> None:
-    """Store a verdict for every item of the job through repo.record_verdicts, as a worker would."""
-    job = repo.get_job(engine, job_id)
-    assert job is not None
-    items = repo.job_items(engine, job_id, 0, job.n_items)
-    if shuffle:
-        random.Random(7).shuffle(items)
-
-    def default(position: int, item: PairItem) -> tuple[str | None, float | None, bool]:
-        return ("A", 0.9, False) if position % 2 == 0 else ("B", 0.2, False)
-
-    choose = choose or default
-    verdicts = []
-    for position, item in items:
-        winner, p_a, abstained = choose(position, item)
-        verdicts.append((position, make_verdict(item, winner, p_a, abstained, model=model)))
-    for start in range(0, len(verdicts), 37):  # several deliveries, like a worker's batches
-        repo.record_verdicts(engine, job_id, verdicts[start:start + 37])
-    repo.finish_if_complete(engine, job_id)
-
-
-def count(engine: Engine, table: Any) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-
-
-def error_of(response: Any) -> dict[str, Any]:
-    body = response.get_json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert isinstance(body["error"]["details"], list)
-    return body["error"]  # type: ignore[no-any-return]
-
-
-def new_app(engine: Engine, enqueue: Callable[[Any], Any], **config: Any) -> Flask:
-    return create_app(engine, enqueue, {"PJUDGE_API_KEYS": f"{KEY_A}, {KEY_B}", **config})
 
 
 # ---------------------------------------------------------------- fixtures
@@ -122,11 +53,6 @@ def app(engine: Engine, enqueued: list[Any]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def post_job(client: FlaskClient, items: list[dict[str, Any]], headers: dict[str, str] | None = None,
-             **body: Any) -> Any:
-    return client.post("/v1/jobs", json={"items": items, **body}, headers=headers or AUTH_A)
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from judge.runner import Judge
 from judge.settings import reset_settings
 from store import repo
 from store.models import CacheEntry, CallRow, Job, utcnow
-from tests.test_api import AUTH_A, AUTH_B, KEY_A, count, error_of, judge_all, make_items, new_app, post_job
-from tests.test_api_personalization import SIM_PROFILE, judging_enqueue, response_lines
+from tests.support.api import AUTH_A, AUTH_B, KEY_A, count, error_of, judge_all, make_items, new_app, post_job
+from tests.support.personalization import SIM_PROFILE, judging_enqueue, response_lines
 
 
 @pytest.fixture

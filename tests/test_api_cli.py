@@ -27,8 +27,8 @@ from judge.settings import reset_settings
 from pjudge.cli import main
 from store import repo
 from store.db import get_engine
-from tests.conftest import REPO
-from tests.test_api import KEY_A, judge_all, make_items
+from tests.support.api import KEY_A, judge_all, make_items
+from tests.support.cli import REPO
 
 
 @pytest.fixture
@@ -170,6 +170,7 @@ def test_submit_errors_have_the_documented_exit_codes(live: LiveServer, items_fi
 
 # ---------------------------------------------------------------- serve
 
+@pytest.mark.service
 def test_serve_runs_the_api_over_http(tmp_path: Path, database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "PJUDGE_API_KEYS": KEY_A, "PJUDGE_MAX_BODY_MB": "1",
            "REDIS_URL": "redis://127.0.0.1:9/0", "PJUDGE_HOME": str(tmp_path / "home")}

@@ -17,7 +17,9 @@ from schemathesis.config import SchemathesisConfig
 from api.app import create_app
 from store import repo
 from store.db import get_engine
-from tests.test_api import AUTH_A, KEY_A, judge_all, make_items
+from tests.support.api import AUTH_A, KEY_A, judge_all, make_items
+
+pytestmark = pytest.mark.slow  # hundreds of generated requests
 
 MAX_EXAMPLES = 40  # per operation; the coverage phase adds its own boundary cases
 

@@ -17,7 +17,7 @@ from judge.records import Call
 from judge.settings import Settings
 from store import repo
 from store.models import Job, JobItem
-from tests.test_api import AUTH_A, count, error_of, make_items, make_verdict, new_app, post_job
+from tests.support.api import AUTH_A, count, error_of, make_items, make_verdict, new_app, post_job
 
 RAW = "[[A]] [[80]] " + "x" * 8000  # a long answer under the default cap
 MB = 1024 * 1024

@@ -20,7 +20,7 @@ from calibration.agreement import (
     krippendorff_alpha,
 )
 from calibration.bootstrap import contingency
-from tests.test_calibration_helpers import verdict
+from tests.support.verdicts import verdict
 
 
 def pairs(spec: dict[tuple[str | None, str | None], int]) -> list:

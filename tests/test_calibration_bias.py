@@ -11,7 +11,7 @@ from calibration.bias import (
     position_counts,
     prefers_longer,
 )
-from tests.test_calibration_helpers import call, verdict
+from tests.support.verdicts import call, verdict
 
 
 def test_position_consistency_by_hand() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from calibration.certainty import brier, certainty_split, coverage_auc, coverage_curve, ece, reliability
-from tests.test_calibration_helpers import verdict
+from tests.support.verdicts import verdict
 
 
 def test_certainty_split_inclusive_on_the_high_side() -> None:

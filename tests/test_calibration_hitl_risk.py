@@ -10,7 +10,7 @@ from scipy.stats import beta as beta_dist
 
 from calibration.hitl import hitl, hitl_selection
 from calibration.risk import clopper_pearson_upper, risk_control
-from tests.test_calibration_helpers import synthetic, verdict
+from tests.support.verdicts import synthetic, verdict
 
 # --- HITL -------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from calibration.markdown import render_markdown
 from calibration.report import build_report
 from judge.jsonl import dump_record
 from pjudge.cli import main
-from tests.test_calibration_helpers import call, synthetic, verdict
+from tests.support.verdicts import call, synthetic, verdict
 
 SPEC_KEYS = {
     "accuracy",
@@ -95,6 +95,7 @@ def test_simulated_verdicts_are_flagged() -> None:
     assert "simulated" in render_markdown(report).lower()
 
 
+@pytest.mark.slow
 def test_report_of_100k_verdicts_is_fast() -> None:
     vs = synthetic(100_000, seed=7)
     start = time.perf_counter()

@@ -16,7 +16,7 @@ import pytest
 
 from judge.settings import Settings
 from pjudge.commands.config import variable_name
-from tests.conftest import REPO, run_pjudge
+from tests.support.cli import REPO, run_pjudge
 
 PROBE = textwrap.dedent("""
     import json, os, pathlib
@@ -49,6 +49,7 @@ PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_importing_the_worker_starts_no_redis_and_opens_no_connection(tmp_path: Path) -> None:
     # worker.app built its Celery app at import, and resolving its broker started the embedded Redis.
     home = tmp_path / "home"
@@ -63,6 +64,7 @@ def test_importing_the_worker_starts_no_redis_and_opens_no_connection(tmp_path: 
     assert not home.exists()  # not even the data directory (nor a SQLite file in it)
 
 
+@pytest.mark.slow
 def test_the_worker_reads_its_settings_when_used_not_when_imported(tmp_path: Path) -> None:
     # VISIBILITY_TIMEOUT and MAX_IN_FLIGHT were read from the environment at import.
     script = textwrap.dedent("""

@@ -21,6 +21,7 @@ def _migrate(url: str, results: multiprocessing.Queue) -> None:  # type: ignore[
         results.put(repr(exc)[:300])
 
 
+@pytest.mark.slow
 def test_processes_migrating_a_fresh_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
     """API and workers start together on a new machine: every one of them must come up."""
     context = multiprocessing.get_context("spawn")
@@ -70,7 +71,7 @@ def test_pending_items_are_the_batch_items_without_a_verdict(tmp_path: Path) -> 
     from judge.profiles import JudgeProfile
     from store import repo
     from store.db import get_engine
-    from tests.test_stats_sql import make_items, random_verdict
+    from tests.support.random_verdicts import make_items, random_verdict
 
     engine = get_engine(f"sqlite:///{tmp_path}/p.sqlite")
     job = repo.create_job(engine, "owner", make_items(random.Random(2), 40),
@@ -146,7 +147,7 @@ def test_the_batch_with_the_last_verdicts_marks_the_job_done_and_counts_add_up(e
 
     from judge.profiles import JudgeProfile
     from store import repo
-    from tests.test_stats_sql import make_items, random_verdict
+    from tests.support.random_verdicts import make_items, random_verdict
 
     job = repo.create_job(engine, "owner", make_items(random.Random(5), 30),
                           JudgeProfile(name="persona-certainty", provider="openai", model="m")).job

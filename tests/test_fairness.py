@@ -21,21 +21,13 @@ from judge.profiles import JudgeProfile, load_profile
 from judge.settings import reset_settings
 from store import repo
 from store.db import get_engine
-from tests.services import HangingServer, RedisServer
-from tests.test_service_worker import Service, many_items, sim_profile
+from tests.support.services import HangingServer, RedisServer, Service, many_items, sim_profile
 from worker.batches import CANCELLED, PREEMPTED, Running
 
 
 @pytest.fixture
 def hanging() -> Iterator[HangingServer]:
     server = HangingServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.support.cli import REPO
 
 
 def test_every_import_of_the_product_the_tests_and_the_benchmarks_is_a_declared_dependency() -> None:

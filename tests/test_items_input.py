@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from judge.jsonl import InputError, read_items
-from tests.conftest import run_pjudge
+from tests.support.cli import run_pjudge
 
 GOOD = {"id": "a1", "persona": "x", "prompt": "p", "response_a": "ra", "response_b": "rb", "human_label": "A"}
 

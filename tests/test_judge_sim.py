@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE_ITEMS, run_pjudge
+from tests.support.cli import EXAMPLE_ITEMS, run_pjudge
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -23,7 +23,7 @@ from calibration.personalization_io import ResponseSet, attach_descriptions, val
 from calibration.personalization_render import render_html
 from judge.jsonl import InputError
 from judge.records import JudgeInfo, Verdict
-from tests.conftest import run_pjudge
+from tests.support.cli import run_pjudge
 
 # ------------------------------------------------------------------ helpers
 

@@ -35,7 +35,7 @@ from judge.profiles import load_profile
 from judge.records import Call, JudgeInfo, Verdict
 from pjudge.cli import main
 from pjudge.commands.report import certainty_threshold_for, profile_toml
-from tests.conftest import run_pjudge
+from tests.support.cli import run_pjudge
 
 BLUE, RED = (tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in SIDE_COLORS)
 HOSTILE_ID = '<script>alert("id")</script>'
@@ -378,6 +378,7 @@ def run_chromium(binary: str, page: Path, *args: str) -> subprocess.CompletedPro
         )
 
 
+@pytest.mark.browser
 def test_page_opens_in_headless_chromium_and_shows_its_plots(tmp_path: Path) -> None:
     binary = chromium_binary()
     if binary is None:

@@ -46,6 +46,7 @@ def rows() -> list:
     return out
 
 
+@pytest.mark.slow
 def test_every_file_and_target_is_run(rows: list) -> None:
     assert [(r.file, r.target) for r in rows] == [
         (f, t) for f in ("toe-gpt-4-turbo", "pj-prism-command-r-plus") for t in (0.8, 0.85, 0.9)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_api import KEY_A
+from tests.support.api import KEY_A
+from tests.support.cli import REPO
+
+pytestmark = pytest.mark.service  # every test serves the API in `pjudge serve` processes
 
 MB = 1024 * 1024
 

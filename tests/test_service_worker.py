@@ -4,24 +4,22 @@ the simulated LLM. A killed worker or a restarted Redis loses no verdict and dup
 from __future__ import annotations
 
 import json
-import os
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
-from judge.jsonl import read_items
-from judge.profiles import load_profile
-from judge.records import PairItem
 from store import repo
-from store.db import get_engine
-from store.models import CallRow, VerdictRow
-from tests.conftest import EXAMPLE_ITEMS
-from tests.services import Process, RedisServer, create_postgres_database, drop_postgres_database
+from tests.support.services import (
+    Process,
+    RedisServer,
+    Service,
+    create_postgres_database,
+    drop_postgres_database,
+    many_items,
+    sim_profile,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -35,109 +33,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-class Service:
-    """Worker processes plus a way to submit jobs, all sharing one Redis and one database."""
-
-    def __init__(self, tmp_path: Path, database_url: str, redis: RedisServer):
-        self.tmp_path, self.database_url, self.redis = tmp_path, database_url, redis
-        self.engine = get_engine(database_url)
-        self.workers: list[Process] = []
-        self.env = dict(os.environ)
-        self.env.update({"DATABASE_URL": database_url, "REDIS_URL": redis.url,
-                         "PJUDGE_HOME": str(tmp_path / "home"), "PJUDGE_VISIBILITY_TIMEOUT": "30",
-                         # A message popped by a worker just as Redis stops is in no list when it
-                         # comes back (kombu's BRPOP and its unacked bookkeeping are two steps);
-                         # the sweeper re-sends it. Sooner here, so that the tests stay short.
-                         "PJUDGE_SWEEP_AFTER": "20", "PJUDGE_SWEEP_INTERVAL": "3",
-                         # The simulators are on loopback with ports chosen per test: not listed as
-                         # operator endpoints, so called as client-chosen ones, which this allows.
-                         "PJUDGE_ALLOW_PRIVATE_ENDPOINTS": "true"})
-        self._celery: Any = None
-
-    def start_worker(self, concurrency: int = 4) -> Process:
-        log = self.tmp_path / f"worker-{len(self.workers)}.log"
-        worker = Process(["worker", f"--concurrency={concurrency}", "--loglevel=INFO"], self.env, log).start()
-        self.workers.append(worker)
-        return worker
-
-    def celery(self) -> Any:
-        if self._celery is None:
-            from celery import Celery
-
-            from worker.app import create_app
-
-            self._celery = create_app(self.redis.url)
-            assert isinstance(self._celery, Celery)
-        return self._celery
-
-    def submit(self, items: list[PairItem], profile: Any, batch_size: int = 16, owner: str = "test-owner") -> str:
-        from worker.tasks import enqueue_job
-
-        job = repo.create_job(self.engine, owner, items, profile, batch_size=batch_size).job
-        enqueue_job(job, self.celery())
-        return job.id
-
-    def wait_done(self, job_id: str, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = repo.get_job(self.engine, job_id)
-            if job is not None and job.status in repo.TERMINAL:
-                return job
-            time.sleep(0.25)
-        raise AssertionError(f"job {job_id} not done in {timeout}s: {repo.get_job(self.engine, job_id)}\n"
-                             + "\n".join(w.output()[-3000:] for w in self.workers))
-
-    def wait_verdicts(self, job_id: str, at_least: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = repo.get_job(self.engine, job_id)
-            if job is not None and job.n_verdicts >= at_least:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"fewer than {at_least} verdicts after {timeout}s")
-
-    def row_counts(self, job_id: str) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            verdicts = conn.execute(select(func.count()).select_from(VerdictRow)
-                                    .where(VerdictRow.job_id == job_id)).scalar_one()
-            distinct_verdicts = conn.execute(select(func.count(func.distinct(VerdictRow.item_id)))
-                                             .where(VerdictRow.job_id == job_id)).scalar_one()
-            calls = conn.execute(select(func.count()).select_from(CallRow).where(CallRow.job_id == job_id)).scalar_one()
-        return {"verdicts": verdicts, "distinct_verdicts": distinct_verdicts, "calls": calls}
-
-    def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-
-
-@pytest.fixture
 def service(tmp_path: Path, database_url: str, redis_server: RedisServer) -> Iterator[Service]:
     svc = Service(tmp_path, database_url, redis_server)
     yield svc
     svc.stop()
-
-
-def many_items(n: int, seed: int = 1) -> list[PairItem]:
-    """n items built from the example items, each with its own id (and so its own prompt text)."""
-    base = read_items(EXAMPLE_ITEMS)
-    rng = random.Random(seed)
-    items = []
-    for i in range(n):
-        item = base[i % len(base)]
-        items.append(item.model_copy(update={"id": f"{item.id}-{i}", "prompt": f"{item.prompt} (#{i})"}))
-    rng.shuffle(items)
-    return items
-
-
-def sim_profile(sim: Any, **overrides: Any) -> Any:
-    return load_profile("persona-certainty", provider="openai-compatible", model="sim-judge",
-                        base_url=sim.openai_base_url, **overrides)
 
 
 def test_worker_judges_a_job_like_the_cli(service: Service, start_sim, tmp_path: Path) -> None:
@@ -160,7 +59,7 @@ def test_worker_judges_a_job_like_the_cli(service: Service, start_sim, tmp_path:
     # The same items judged in-process by `pjudge judge` give equal verdicts.
     items_path = tmp_path / "items.jsonl"
     items_path.write_text("".join(i.model_dump_json(exclude_none=True) + "\n" for i in items))
-    from tests.conftest import run_pjudge
+    from tests.support.cli import run_pjudge
 
     out = tmp_path / "cli.jsonl"
     result = run_pjudge("judge", str(items_path), "-o", str(out), "--provider", "openai-compatible",
@@ -235,8 +134,8 @@ def test_requests_per_minute_limit_is_shared(service: Service, start_sim) -> Non
 
 def test_api_worker_end_to_end_1000_items_equal_to_pjudge_judge_and_no_secret_in_logs(
         service: Service, start_sim, tmp_path: Path) -> None:
-    from tests.conftest import run_pjudge
-    from tests.services import free_port, wait_for_port
+    from tests.support.cli import run_pjudge
+    from tests.support.services import free_port, wait_for_port
 
     sim = start_sim("--first-bias", "0.3", "--noise", "0.05", "--seed", "21")
     api_key = "pj-test-api-key-" + "s3cr3t" * 4

@@ -23,7 +23,7 @@ from judge.profiles import load_profile
 from judge.settings import reset_settings
 from store import repo
 from store.db import get_engine
-from tests.conftest import EXAMPLE_ITEMS
+from tests.support.cli import EXAMPLE_ITEMS
 
 KEY_A = "tenant-a-key-0123456789abcdef"
 KEY_B = "tenant-b-key-0123456789abcdef"

@@ -15,7 +15,7 @@ from judge.runner import Judge
 from judge.settings import reset_settings
 from store import repo
 from store.db import get_engine
-from tests.test_service_worker import many_items, sim_profile
+from tests.support.services import many_items, sim_profile
 from worker.runtime import AsyncRuntime
 
 

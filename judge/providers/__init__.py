@@ -1,4 +1,5 @@
-"""Judge providers, registered by name: openai, anthropic, openai-compatible, replay."""
+"""Judge providers, registered by name: openai, anthropic, openai-compatible, replay;
+mock (judge/providers/mock.py) for in-process tests."""
 
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider, register
 

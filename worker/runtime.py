@@ -24,6 +24,9 @@ class AsyncRuntime:
         self._thread.start()
         self._judges: dict[str, Judge] = {}
         self._lock = threading.Lock()
+        # This process's share of the host's calls in flight (worker.processes); unset:
+        # PJUDGE_WORKER_MAX_IN_FLIGHT (one process, or tasks run in-process).
+        self.max_in_flight: int | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.submit(coro).result()
@@ -32,7 +35,8 @@ class AsyncRuntime:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _make_judge(self, profile: JudgeProfile, access: Access, limiter: Any) -> Judge:
-        return Judge(profile, max_in_flight=settings().worker_max_in_flight, limiter=limiter, access=access)
+        in_flight = self.max_in_flight or settings().worker_max_in_flight
+        return Judge(profile, max_in_flight=in_flight, limiter=limiter, access=access)
 
     def judge_for(self, profile: JudgeProfile, access: Access, limiter: Any = None) -> Judge:
         """A long-lived Judge per profile and access (its provider client keeps its connections;

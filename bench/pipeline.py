@@ -171,7 +171,7 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
     worker = Process(["worker", f"--processes={processes}", f"--concurrency={WORKER_THREADS}", "--no-sweep"], env,
                      folder / "worker.log").start()
     try:
-        wait_for_port(port)
+        wait_for_port(port, 120)  # a loaded machine may take longer than the default to start the API
         deadline = time.monotonic() + 120
         # The clock starts with every worker process taking tasks.
         while worker.output().count("pjudge worker ready") < processes:

@@ -1,15 +1,19 @@
-"""A 5,000-item job (swap on, k = 1: 10,000 calls) through the whole service (API, Redis, one
-worker process, SQLite, then PostgreSQL when PJUDGE_TEST_POSTGRES_URL is set) against the
+"""A 5,000-item job (swap on, k = 1: 10,000 calls) through the whole service (API, Redis,
+`pjudge worker`, SQLite, then PostgreSQL when PJUDGE_TEST_POSTGRES_URL is set) against the
 simulated LLM answering in 0 ms and in 200 ms.
 
 Each job runs on both HTTP transports of the openai-compatible provider: the official SDK's
-client (`transport = "sdk"`, the default) and the lean aiohttp client with the same retry rules
-(`transport = "direct"`).
+client (`transport = "sdk"`) and the lean aiohttp client with the same retry rules
+(`transport = "direct"`, the provider's default), and with one worker process against one per
+core (the default of `pjudge worker`), the host's 8 threads and 128 calls in flight split across
+them.
 
 Compared in the same run with its bound: for 0 ms the calls per second of a bare loop of the same
-SDK calls against the same server (median of 3), with a bare loop of the direct client's calls
-beside it; for 200 ms the in-flight limit over the latency. Each configuration runs 3 times on a
-fresh database; the line gives the run with the median ratio, and every run's rate and ratio.
+SDK calls against the same server (median of 3; measured in the one-process runs), with a bare
+loop of the direct client's calls beside it, and the one-per-core rate over the one-process rate;
+for 200 ms the in-flight limit over the latency. Each configuration runs 3 times on a fresh
+database; the line gives the run with the median ratio, every run's rate and ratio, and the median
+time from POST to the first verdict. CPU per call is the worker's (all its processes) and the API's.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from typing import Any
 from bench.common import emit
 from llm_sim.process import SimProcess
 
-IN_FLIGHT = 128  # calls in flight in the one worker process (PJUDGE_WORKER_MAX_IN_FLIGHT)
-WORKER_THREADS = 8
+IN_FLIGHT = 128  # calls in flight on the worker host (PJUDGE_WORKER_MAX_IN_FLIGHT), split across its processes
+WORKER_THREADS = 8  # on the host (--concurrency), split likewise
 REPEATS = 3  # runs per configuration; the figures are those of the run with the median ratio
 KEY = "bench-key-0123456789abcdef"
 
@@ -152,7 +156,8 @@ async def _bare_sdk_loop(base_url: str, calls: int) -> float:
         await client.close()
 
 
-def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, transport: str) -> dict[str, Any]:
+def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, transport: str,
+             processes: int) -> dict[str, Any]:
     from llm_sim.harness import Process, RedisServer, free_port, wait_for_port
 
     redis = RedisServer(folder / f"redis-{latency_ms}").start()
@@ -163,13 +168,15 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
                 "PJUDGE_ENDPOINTS": sim.openai_base_url})  # the operator's own endpoint, on loopback
     port = free_port()
     api = Process(["serve", "--port", str(port)], env, folder / "api.log").start()
-    worker = Process(["worker", f"--concurrency={WORKER_THREADS}", "--no-sweep"], env, folder / "worker.log").start()
+    worker = Process(["worker", f"--processes={processes}", f"--concurrency={WORKER_THREADS}", "--no-sweep"], env,
+                     folder / "worker.log").start()
     try:
-        wait_for_port(port)
+        wait_for_port(port, 120)  # a loaded machine may take longer than the default to start the API
         deadline = time.monotonic() + 120
-        while "pjudge worker ready" not in worker.output():  # the clock starts with a worker taking tasks
+        # The clock starts with every worker process taking tasks.
+        while worker.output().count("pjudge worker ready") < processes:
             if time.monotonic() > deadline:
-                raise RuntimeError("the worker did not get ready in 120 s")
+                raise RuntimeError("the worker processes did not get ready in 120 s")
             time.sleep(0.1)
         items = _items(n_items)
         profile = {"profile": "persona-certainty", "provider": "openai-compatible", "model": "sim-judge",
@@ -225,9 +232,9 @@ def _bare_loops(base_url: str, calls: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
-def _one_run(db_name: str, admin_url: str | None, latency_ms: int, n_items: int, transport: str
-             ) -> dict[str, Any]:
-    """One job on a fresh database, with its bound measured against the same simulator."""
+def _one_run(db_name: str, admin_url: str | None, latency_ms: int, n_items: int, transport: str,
+             processes: int, bare_loops: bool) -> dict[str, Any]:
+    """One job on a fresh database, with (`bare_loops`) its bound measured against the same simulator."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if admin_url is None:
@@ -236,11 +243,11 @@ def _one_run(db_name: str, admin_url: str | None, latency_ms: int, n_items: int,
             from llm_sim.harness import create_postgres_database
 
             url = create_postgres_database(admin_url)
-        result = _run_job(url, latency_ms, n_items, folder, transport)
+        result = _run_job(url, latency_ms, n_items, folder, transport, processes)
         sim = result.pop("sim")
         base_url = result.pop("sim_base_url")
         try:
-            bare = _bare_loops(base_url, min(n_items * 2, 3000)) if latency_ms == 0 else None
+            bare = _bare_loops(base_url, min(n_items * 2, 3000)) if latency_ms == 0 and bare_loops else None
         finally:
             sim.stop()
         if admin_url is not None:
@@ -252,24 +259,45 @@ def _one_run(db_name: str, admin_url: str | None, latency_ms: int, n_items: int,
                       bound="bare SDK loop against the same server (median of 3)",
                       bare_direct_calls_per_s=round(bare["direct"], 1),
                       ratio_to_bare_direct=round(result["calls_per_s"] / bare["direct"], 3))
-    else:
+    elif latency_ms > 0:
         result.update(bound_calls_per_s=IN_FLIGHT / (latency_ms / 1000),
                       bound=f"{IN_FLIGHT} calls in flight / {latency_ms} ms")
-    result["ratio"] = round(result["calls_per_s"] / result["bound_calls_per_s"], 3)
+    if "bound_calls_per_s" in result:
+        result["ratio"] = round(result["calls_per_s"] / result["bound_calls_per_s"], 3)
+    else:
+        result["ratio"] = None  # set by run() from the one-process runs' bound
     return result
 
 
 def run(as_json: bool, quick: bool = False) -> None:
     n_items, repeats = (500, 1) if quick else (5000, REPEATS)
+    per_core = os.cpu_count() or 1
     databases: list[tuple[str, str | None]] = [("sqlite", None)]
     if os.environ.get("PJUDGE_TEST_POSTGRES_URL"):
         databases.append(("postgresql", os.environ["PJUDGE_TEST_POSTGRES_URL"]))
     for db_name, admin_url in databases:
         for latency_ms in (0, 200):
             for transport in ("sdk", "direct"):
-                runs = [_one_run(db_name, admin_url, latency_ms, n_items, transport) for _ in range(repeats)]
-                median = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]  # the run with the median ratio
-                emit({"benchmark": "pipeline", "database": db_name, "transport": transport, "latency_ms": latency_ms,
-                      "items": n_items, **median, "runs": repeats,
-                      "runs_calls_per_s": [r["calls_per_s"] for r in runs], "runs_ratio": [r["ratio"] for r in runs],
-                      "in_flight": IN_FLIGHT, "worker_threads": WORKER_THREADS}, as_json)
+                one_process: list[dict[str, Any]] = []
+                for processes in sorted({1, per_core}):
+                    runs = [_one_run(db_name, admin_url, latency_ms, n_items, transport, processes,
+                                     bare_loops=processes == 1) for _ in range(repeats)]
+                    extra: dict[str, Any] = {}
+                    if processes == 1:
+                        one_process = runs
+                    else:
+                        extra["ratio_to_one_process"] = round(
+                            statistics.median(r["calls_per_s"] for r in runs)
+                            / statistics.median(r["calls_per_s"] for r in one_process), 3)
+                        if latency_ms == 0:  # the bound of the one-process runs: same server, same calls
+                            bound = statistics.median(r["bound_calls_per_s"] for r in one_process)
+                            for r in runs:
+                                r.update(bound_calls_per_s=bound, bound=f"{one_process[0]['bound']}, one-process runs",
+                                         ratio=round(r["calls_per_s"] / bound, 3))
+                    median = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]  # the run with the median ratio
+                    emit({"benchmark": "pipeline", "database": db_name, "transport": transport, "latency_ms": latency_ms,
+                          "processes": processes, "items": n_items, **median, **extra, "runs": repeats,
+                          "runs_calls_per_s": [r["calls_per_s"] for r in runs], "runs_ratio": [r["ratio"] for r in runs],
+                          "first_verdict_ms_median": statistics.median(r["first_verdict_ms"] for r in runs),
+                          "runs_first_verdict_ms": [r["first_verdict_ms"] for r in runs],
+                          "in_flight": IN_FLIGHT, "worker_threads": WORKER_THREADS}, as_json)

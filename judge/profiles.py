@@ -66,9 +66,11 @@ class JudgeProfile(BaseModel):
     replay_path: str | None = Field(default=None, description="Recorded outputs, for provider 'replay'.")
     requests_per_minute: int | None = Field(default=None, ge=1, description="Shared by all workers (service).")
     tokens_per_minute: int | None = Field(default=None, ge=1, description="Shared by all workers (service).")
-    transport: Literal["sdk", "direct"] = Field(
-        default="sdk", description="'sdk': the official SDK's client. 'direct' (openai-compatible only): the same "
-        "JSON and retry rules on a lean aiohttp client, for high-throughput local servers.")
+    transport: Literal["sdk", "direct"] | None = Field(
+        default=None, description="'direct' (openai-compatible only): the same JSON and retry rules as the SDK on "
+        "a lean aiohttp client, for high-throughput servers. 'sdk': the official SDK's client. Unset: "
+        "'direct' for openai-compatible, 'sdk' for the official endpoints (openai, anthropic); a loaded "
+        "profile always names the one it uses.")
 
     @field_validator("api_key_env")
     @classmethod
@@ -79,6 +81,11 @@ class JudgeProfile(BaseModel):
 
     @model_validator(mode="after")
     def _direct_needs_openai_compatible(self) -> JudgeProfile:
+        if self.transport is None:
+            # The fastest client that sends the same requests: the SDK costs about 1 ms of CPU per
+            # call, most of a worker's core against a fast server (issue 18). The official
+            # endpoints keep their SDKs.
+            self.transport = "direct" if self.provider == "openai-compatible" else "sdk"
         if self.transport == "direct" and self.provider != "openai-compatible":
             raise ValueError("transport 'direct' is for provider 'openai-compatible' only")
         return self

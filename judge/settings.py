@@ -60,7 +60,10 @@ class Settings(BaseSettings):
 
     # ------------------------------------------------------------ worker
     visibility_timeout: int = Field(default=30, ge=1, description="Seconds before a dead worker's task returns.")
-    worker_max_in_flight: int = Field(default=256, ge=1, description="Provider calls in flight per worker process.")
+    worker_max_in_flight: int = Field(default=256, ge=1, description="Provider calls in flight per worker host: "
+                                      "`pjudge worker` splits it evenly across its processes (at least 1 each).")
+    worker_processes: int | None = Field(default=None, ge=1, le=256, description="Worker processes `pjudge worker` "
+                                         "runs (its --processes) [default: one per core].")
     # ------------------------------------------------------------ worker judges (issue 12: attacker review)
     worker_max_judges: int = Field(default=32, ge=1, description="Judges (one per distinct profile and "
                                    "endpoint, each with its provider client and connections) a worker "

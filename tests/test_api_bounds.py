@@ -154,7 +154,9 @@ def test_a_50_mb_answer_is_capped_on_the_call_in_the_database_and_in_get_verdict
         engine: Engine, huge_server: _HugeAnswerServer) -> None:
     huge_server.declare_length = False  # so the SDK reads it whole: the runner's cap is what holds
     client = new_app(engine, judging_enqueue(engine)).test_client()
-    profile = {**SIM_PROFILE, "base_url": f"{huge_server.url}/v1", "max_reasks": 0, "max_retries": 0}
+    # The SDK transport (the direct one refuses a body over PJUDGE_PROVIDER_MAX_ANSWER_MB unread).
+    profile = {**SIM_PROFILE, "base_url": f"{huge_server.url}/v1", "max_reasks": 0, "max_retries": 0,
+               "transport": "sdk"}
     created = post_job(client, make_items(1), profile=profile)
     assert created.status_code == 202, created.get_json()
     job_id = created.get_json()["job_id"]
@@ -361,7 +363,8 @@ def test_concurrent_posts_of_one_key_cannot_overrun_its_quota(engine: Engine) ->
 def test_no_cache_entry_holds_a_cut_answer(engine: Engine, huge_server: _HugeAnswerServer) -> None:
     huge_server.declare_length = False
     profile = load_profile(SIM_PROFILE["profile"], provider="openai-compatible", model="sim-judge",
-                           base_url=f"{huge_server.url}/v1", max_reasks=0, max_retries=0)
+                           base_url=f"{huge_server.url}/v1", max_reasks=0, max_retries=0,
+                           transport="sdk")  # the SDK reads it whole: the runner's cap is what holds
     cache = repo.DbCallCache(engine)
 
     async def run() -> Any:

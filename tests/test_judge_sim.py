@@ -246,3 +246,12 @@ def test_direct_transport_only_for_openai_compatible(tmp_path: Path) -> None:
                         "--transport", "direct")
     assert result.returncode == 2
     assert "transport 'direct' is for provider 'openai-compatible' only" in result.stderr
+
+
+def test_openai_compatible_defaults_to_the_direct_transport_and_the_official_endpoints_keep_their_sdks() -> None:
+    from judge.profiles import available_profiles, load_profile
+
+    assert load_profile("persona-certainty", provider="openai-compatible", model="m").transport == "direct"
+    assert load_profile("persona-certainty", provider="openai-compatible", model="m", transport="sdk").transport == "sdk"
+    assert load_profile("persona-certainty", provider="anthropic", model="m").transport == "sdk"
+    assert {load_profile(name).transport for name in available_profiles()} == {"sdk"}  # the built-ins: openai

@@ -1,4 +1,5 @@
-"""The worker process behind `pjudge worker` (which supervises and restarts it).
+"""A worker process behind `pjudge worker` (which runs one per core and supervises and restarts
+each: worker.processes).
 
 Celery's Redis consumer can stop consuming after the broker restarts, without any error (a known
 Celery/kombu problem). A watchdog here notices either a broker outage that has ended or tasks
@@ -91,7 +92,11 @@ def _watch_batches(concurrency: int, redis_url: str, queue: str) -> None:
     start_monitor(RUNNING, lambda ids: repo.job_statuses(engine, ids), waiting, repo.ACTIVE)
 
 
-def run(concurrency: int, loglevel: str, sweep: bool) -> None:
+def run(concurrency: int, loglevel: str, sweep: bool, max_in_flight: int | None = None, index: int = 0,
+        processes: int = 1) -> None:
+    """One worker process: `concurrency` task threads on one event loop with `max_in_flight` calls
+    in flight (default PJUDGE_WORKER_MAX_IN_FLIGHT): process `index` of the `processes` that
+    `pjudge worker` runs on this host (worker.processes splits the host's budgets)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     from celery import signals
@@ -106,8 +111,10 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
     from worker.app import QUEUE, app
     from worker.batches import RUNNING, stop_after_grace
     from worker.broker import redis_client_url
+    from worker.runtime import runtime
     from worker.tasks import warm_up
 
+    runtime().max_in_flight = max_in_flight
     warm_up(connections=concurrency)
 
     # The imports leave some 340k objects that every full collection would walk again, holding
@@ -122,7 +129,9 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
 
     def announce(**_: object) -> None:
         # One line whatever the log level: people and scripts wait for it before sending work.
-        print(f"pjudge worker ready: queue {QUEUE}, {concurrency} threads", file=sys.stderr, flush=True)
+        in_flight = max_in_flight or settings().worker_max_in_flight
+        print(f"pjudge worker ready: process {index + 1} of {processes} (pid {os.getpid()}), queue {QUEUE}, "
+              f"{concurrency} threads, {in_flight} calls in flight", file=sys.stderr, flush=True)
 
     signals.worker_ready.connect(announce, weak=False)
     threading.Thread(target=_watchdog, args=(activity, concurrency, redis_client_url(), QUEUE),
@@ -139,6 +148,7 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
         start_sweeper()
     app.worker_main([
         "worker", "--pool=threads", f"--concurrency={concurrency}", "-Q", ",".join(lanes.all_queues(QUEUE)),
+        f"--hostname=pjudge{index + 1}@%h",
         f"--loglevel={loglevel}",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "--prefetch-multiplier=1",
     ])
@@ -147,10 +157,14 @@ def run(concurrency: int, loglevel: str, sweep: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m worker.main")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="calls in flight in this process [default: PJUDGE_WORKER_MAX_IN_FLIGHT]")
+    parser.add_argument("--process", type=int, default=0, help="this process's index among --processes")
+    parser.add_argument("--processes", type=int, default=1, help="worker processes on this host")
     parser.add_argument("--loglevel", default="WARNING")
     parser.add_argument("--no-sweep", action="store_true")
     args = parser.parse_args()
-    run(args.concurrency, args.loglevel, not args.no_sweep)
+    run(args.concurrency, args.loglevel, not args.no_sweep, args.max_in_flight, args.process, args.processes)
 
 
 if __name__ == "__main__":

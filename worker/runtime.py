@@ -37,6 +37,9 @@ class AsyncRuntime:
         self._judges: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self.max_judges = max_judges if max_judges is not None else settings().worker_max_judges
+        # This process's share of the host's calls in flight (worker.processes); unset:
+        # PJUDGE_WORKER_MAX_IN_FLIGHT (one process, or tasks run in-process).
+        self.max_in_flight: int | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.submit(coro).result()
@@ -45,7 +48,8 @@ class AsyncRuntime:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _make_judge(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None) -> Judge:
-        return Judge(profile, max_in_flight=settings().worker_max_in_flight, limiter=limiter, access=access)
+        in_flight = self.max_in_flight or settings().worker_max_in_flight
+        return Judge(profile, max_in_flight=in_flight, limiter=limiter, access=access)
 
     @contextlib.contextmanager
     def judge(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None = None) -> Iterator[Judge]:

@@ -38,8 +38,9 @@ def profile_options(func: F) -> F:
                      help="Abstain when the aggregated certainty is below this."),
         click.option("--replay", "replay_path", default=None, help="Recorded outputs for provider replay."),
         click.option("--transport", type=click.Choice(["sdk", "direct"]), default=None,
-                     help="HTTP client: the official SDK's [default], or 'direct' (openai-compatible only): the "
-                          "same requests and retry rules on a lean aiohttp client, for high-throughput servers."),
+                     help="HTTP client: 'direct' (openai-compatible only; its default): the SDK's requests and "
+                          "retry rules on a lean aiohttp client; or 'sdk', the official SDK's (the default of "
+                          "openai and anthropic)."),
     ]
     for option in reversed(options):
         func = option(func)

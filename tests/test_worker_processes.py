@@ -1,0 +1,180 @@
+"""`pjudge worker` runs one worker process per core (issue 18): the host's threads and calls in
+flight split across them, each process supervised on its own. Against real parts: a Redis server,
+the worker processes, SQLite and PostgreSQL, the simulated LLM and an endpoint that hangs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from judge.settings import reset_settings
+from store import repo
+from tests.support.services import (
+    HangingServer,
+    Process,
+    RedisServer,
+    Service,
+    create_postgres_database,
+    drop_postgres_database,
+    many_items,
+    sim_profile,
+)
+from tests.test_fairness import hanging_profile, wait_for
+from worker.processes import Share, split
+
+
+def children(process: Process) -> list[int]:
+    """The worker processes of a `pjudge worker` (its supervisor's children)."""
+    assert process.proc is not None
+    pid = process.proc.pid
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def start(service: Service, *flags: str) -> Process:
+    log = service.tmp_path / f"worker-{len(service.workers)}.log"
+    worker = Process(["worker", "--loglevel=INFO", *flags], service.env, log).start()
+    service.workers.append(worker)
+    return worker
+
+
+def ready(worker: Process, processes: int) -> None:
+    wait_for(lambda: worker.output().count("pjudge worker ready") >= processes, 120, f"{processes} processes ready")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sqlite_service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
+    svc = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_service(request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
+    url = f"sqlite:///{tmp_path}/service.sqlite" if request.param == "sqlite" else create_postgres_database()
+    svc = Service(tmp_path, url, redis_server)
+    yield svc
+    svc.stop()
+    if request.param == "postgresql":
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def hanging() -> Iterator[HangingServer]:
+    server = HangingServer().start()
+    yield server
+    server.stop()
+
+
+# ---------------------------------------------------------------- the split of the host's budgets
+
+def test_the_hosts_threads_and_calls_in_flight_are_split_evenly_and_one_process_sweeps() -> None:
+    assert split(2, 8, 128) == [Share(0, 2, 4, 64, True), Share(1, 2, 4, 64, False)]
+    shares = split(3, 8, 100)
+    assert [s.threads for s in shares] == [3, 3, 2] and sum(s.threads for s in shares) == 8
+    assert [s.max_in_flight for s in shares] == [34, 33, 33]
+    assert [s.sweep for s in split(3, 8, 100, sweep=False)] == [False] * 3
+
+
+def test_each_process_keeps_two_threads_so_a_tenants_share_leaves_one_to_another() -> None:
+    assert split(4, 2, 256) == [Share(0, 1, 2, 256, True)]
+    assert [s.threads for s in split(8, 7, 256)] == [3, 2, 2]
+    assert [s.max_in_flight for s in split(3, 6, 2)] == [1, 1, 1]  # at least one call each
+
+
+def test_one_process_per_core_by_default_with_four_threads_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PJUDGE_WORKER_PROCESSES", raising=False)
+    monkeypatch.delenv("PJUDGE_WORKER_MAX_IN_FLIGHT", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    reset_settings()
+    assert [(s.threads, s.max_in_flight) for s in split()] == [(4, 86), (4, 85), (4, 85)]
+    monkeypatch.setenv("PJUDGE_WORKER_PROCESSES", "2")
+    reset_settings()
+    assert len(split()) == 2 and len(split(processes=5)) == 5
+    reset_settings()
+
+
+# ---------------------------------------------------------------- through Redis and worker processes
+
+def test_every_process_takes_tasks_and_sigterm_stops_all_within_the_grace(
+        sqlite_service: Service, hanging: HangingServer) -> None:
+    import redis
+
+    from worker import lanes
+
+    service = sqlite_service
+    service.env["PJUDGE_SHUTDOWN_GRACE_S"] = "1"
+    worker = start(service, "--processes=2", "--concurrency=4")
+    ready(worker, 2)
+    assert len(children(worker)) == 2
+    jobs = [service.submit(many_items(1, seed=s), hanging_profile(hanging), owner="tenant-a") for s in range(4)]
+    # Two threads per process: eight calls hang only when both processes hold two batches each.
+    wait_for(lambda: hanging.open >= 8, 60, "four batches' calls on the hanging endpoint")
+    assert worker.proc is not None
+    started = time.monotonic()
+    os.kill(worker.proc.pid, signal.SIGTERM)  # the supervisor only: it passes the signal on
+    try:
+        code = worker.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill9()
+        raise AssertionError(f"still stopping after 30 s:\n{worker.output()[-3000:]}") from None
+    elapsed = time.monotonic() - started
+    assert elapsed < 10 and code == 0, (elapsed, code, worker.output()[-3000:])
+    assert hanging.open == 0
+    assert lanes.backlog(redis.Redis.from_url(service.redis.url), "pjudge") == 4  # all handed back
+    assert all(repo.get_job(service.engine, j).status in repo.ACTIVE for j in jobs)
+    print(f"two worker processes stopped {elapsed:.2f} s after SIGTERM")
+
+
+def test_kill_9_of_one_process_loses_and_duplicates_nothing_and_it_is_restarted(
+        any_service: Service, start_sim) -> None:
+    service = any_service
+    sim = start_sim("--latency-ms", "150", "--seed", "8")
+    worker = start(service, "--processes=2", "--concurrency=4")
+    ready(worker, 2)
+    job_id = service.submit(many_items(2000), sim_profile(sim))
+    service.wait_verdicts(job_id, 300, timeout=120)
+    victim, survivor = children(worker)
+    os.kill(victim, signal.SIGKILL)
+    assert repo.get_job(service.engine, job_id).n_verdicts < 2000
+    wait_for(lambda: len(children(worker)) == 2 and victim not in children(worker), 30, "the process restarted")
+    assert survivor in children(worker)  # the other process was left alone
+    job = service.wait_done(job_id, 150)
+    assert service.row_counts(job_id) == {"verdicts": 2000, "distinct_verdicts": 2000, "calls": 4000}
+    assert (job.status, job.n_verdicts, job.n_calls) == ("done", 2000, 4000)
+    assert "exited with code -9; restarting" in worker.output()
+
+
+def test_a_requests_per_minute_limit_holds_across_the_processes(sqlite_service: Service, start_sim) -> None:
+    service = sqlite_service
+    sim = start_sim()
+    worker = start(service, "--processes=3", "--concurrency=6")
+    ready(worker, 3)
+    # 240 requests per minute = 4 per second, the bucket starts full (240): 260 calls need ~5 s more.
+    started = time.monotonic()
+    job_id = service.submit(many_items(130, seed=4), sim_profile(sim, requests_per_minute=240), batch_size=8)
+    served = []
+    while (job := repo.get_job(service.engine, job_id)).status not in repo.TERMINAL:
+        served.append((time.monotonic() - started, sim.stats()["requests"]))
+        assert time.monotonic() - started < 120
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    assert job.n_calls == 260 and elapsed > 4.0, (job.n_calls, elapsed)
+    # Never more than the bucket plus its refill so far (with one request of slack per process).
+    assert all(requests <= 240 + 4 * at + 3 for at, requests in served), served

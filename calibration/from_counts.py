@@ -461,8 +461,6 @@ def report_from_counts(
     `simulated` (any judge model starts with "sim-"), `models`, the bootstrap settings, the full
     reliability table, position and length counts, abstention, the confusion table. Values are
     JSON-serialisable and never NaN (undefined = None)."""
-    options: dict[str, Any] = {"threshold": threshold, "hitl": hitl, "target_accuracy": target_accuracy,
-                               "delta": delta, "bootstrap_resamples": bootstrap_resamples, "seed": seed}
     sets: dict[str | None, Counts] = {None: total}
     if group_by is not None:
         sets.update((name, counts) for name, counts in sorted((by_group or {}).items()) if counts["items"] > 0)
@@ -470,8 +468,10 @@ def report_from_counts(
     taken = boundaries(cuts) if cuts else {}
 
     def of(name: str | None) -> dict[str, Any]:
-        extra = {} if coverage_auc is None else {"coverage_auc": coverage_auc.get(name)}
-        return statistics_from_counts(sets[name], taken.get(name), **options, **extra)
+        auc = _ABSENT if coverage_auc is None else coverage_auc.get(name)
+        return statistics_from_counts(sets[name], taken.get(name), threshold=threshold, hitl=hitl,
+                                      target_accuracy=target_accuracy, delta=delta,
+                                      bootstrap_resamples=bootstrap_resamples, seed=seed, coverage_auc=auc)
 
     report = of(None)
     if group_by is not None:

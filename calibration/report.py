@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from calibration.certainty import coverage_auc, split_counts
-from calibration.counts import Rows, project
-from calibration.from_counts import BOOTSTRAP_METHOD, DEFAULT_DELTA, grid_index, json_safe, report_from_counts
+from calibration.counts import Rows, grid_index, project
+from calibration.from_counts import BOOTSTRAP_METHOD, DEFAULT_DELTA, json_safe, report_from_counts
 from calibration.hitl import resolve_cuts
 from calibration.table import build_table
 from judge.jsonl import gc_paused
@@ -82,8 +82,9 @@ def build_report(
         splits = split_counts(table, threshold, codes, len(names)) if off_grid else None
         by_group = {}
         for g, name in enumerate(names):
-            members[name] = np.flatnonzero(codes == g)
-            auc[name] = coverage_auc(table.subset(members[name]))
+            member_rows = np.flatnonzero(codes == g)
+            members[name] = member_rows
+            auc[name] = coverage_auc(table.subset(member_rows))
             if splits is not None:
                 grouped[g].split = splits[g]
             by_group[name] = grouped[g]

@@ -109,7 +109,7 @@ def confidence_of(p_a: FloatArray, certainty: FloatArray) -> FloatArray:
     """max(p_a, 1 - p_a), falling back on (1 + certainty) / 2 when p_a is null; rounded (SPEC 3.1)."""
     conf = np.maximum(p_a, 1.0 - p_a)
     conf = np.where(np.isnan(conf), (1.0 + certainty) / 2.0, conf)
-    return np.round(conf, DECIMALS)
+    return np.asarray(np.round(conf, DECIMALS), dtype=np.float64)
 
 
 def _call_columns(calls: Sequence[Call]) -> tuple[int, int, int, int, int]:
@@ -138,14 +138,14 @@ def _call_columns(calls: Sequence[Call]) -> tuple[int, int, int, int, int]:
         else:
             second += 1
     codes = []
-    for order in ("AB", "BA"):
-        call = firsts.get(order)
-        if call is None:
+    for shown in ("AB", "BA"):
+        first_call = firsts.get(shown)
+        if first_call is None:
             codes.append(ABSENT)
-        elif not call.parsed:
+        elif not first_call.parsed:
             codes.append(UNPARSED)
         else:
-            codes.append(_OUTCOMES[outcome(call)])
+            codes.append(_OUTCOMES[outcome(first_call)])
     return codes[0], codes[1], first, second, tie
 
 

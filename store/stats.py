@@ -126,7 +126,7 @@ class Grouping:
 # ---------------------------------------------------------------- SQL pieces
 
 def _is(column: Any, value: str | None) -> ColumnElement[bool]:
-    return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]
+    return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]  # SQLModel columns type as Any
 
 
 def _constant(value: Any) -> ColumnElement[Any]:
@@ -332,7 +332,7 @@ class _Query:
         """The verdict rows' group name expression (None without grouping)."""
         g = self.grouping
         if g.column is not None:
-            return getattr(V, g.column)  # type: ignore[no-any-return]
+            return getattr(V, g.column)  # type: ignore[no-any-return]  # a column looked up by name
         if g.key is not None:
             if self._dim is None:
                 self._dim = _group_value(self.conn, g.key, grouped=True)
@@ -603,7 +603,7 @@ class _Query:
         if g.column is not None:
             return [getattr(V, g.column) == group]
         if self._filter_dim is None:
-            self._filter_dim = _group_value(self.conn, g.key, grouped=False)  # type: ignore[arg-type]
+            self._filter_dim = _group_value(self.conn, g.key, grouped=False)  # type: ignore[arg-type]  # a metadata key here, never None
         return [self._filter_dim == group]
 
     def _first_in_chunk(self, name: str | None, key: BpdeKey, job_id: str, chunk: int, m: int) -> np.ndarray:

@@ -52,13 +52,6 @@ def ready(worker: Process, processes: int) -> None:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def sqlite_service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
     svc = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
     yield svc

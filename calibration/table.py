@@ -181,7 +181,7 @@ def build_table(verdicts: Sequence[Verdict] | VerdictTable) -> VerdictTable:
         abstained[i] = bool(v.abstained)
         len_a[i] = _float(v.len_a)
         len_b[i] = _float(v.len_b)
-        first_ab[i], first_ba[i], first_calls[i], second_calls[i], tie_calls[i] = _call_columns(v.calls)
+        first_ab[i], first_ba[i], first_calls[i], second_calls[i], tie_calls[i] = _call_columns(v.deciding_calls())
         simulated[i] = v.judge.model.startswith("sim-")
     p_a = np.round(p_a, DECIMALS)
     certainty = np.where(np.isnan(certainty), np.abs(2.0 * p_a - 1.0), certainty)

@@ -187,3 +187,92 @@ def load_profile(spec: str | dict[str, Any] | None = None, **overrides: Any) -> 
         source = "object"
     data.update({k: v for k, v in overrides.items() if v is not None})
     return _validate(data, source)
+
+
+# ---------------------------------------------------------------- cascades (SPEC 2.1)
+class CascadeStage(BaseModel):
+    """One stage as written: a profile name or an object of profile fields, and its threshold on
+    the confidence max(p_a, 1 - p_a). No threshold (null, or the key left out: TOML has no null)
+    means the stage accepts nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str | dict[str, Any]
+    threshold: float | None = Field(default=None, ge=0.5, le=1)
+
+
+class CascadeProfile(BaseModel):
+    """Judges chained cheap to strong, then humans (SPEC 2.1). `judges` holds each stage's loaded
+    profile (same order as `cascade`); a stored cascade keeps them whole, so that a job runs the
+    stages it was posted with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    cascade: list[CascadeStage] = Field(min_length=1, max_length=8)
+    then: Literal["human", "abstain"] = "human"
+    judges: list[JudgeProfile] = Field(default_factory=list, exclude=True)
+
+    @property
+    def thresholds(self) -> list[float | None]:
+        return [stage.threshold for stage in self.cascade]
+
+    def stored(self) -> dict[str, Any]:
+        """The self-contained form kept with a job: each stage's profile as its full fields."""
+        return {"name": self.name, "then": self.then,
+                "cascade": [{"profile": judge.model_dump(mode="json"), "threshold": stage.threshold}
+                            for stage, judge in zip(self.cascade, self.judges, strict=True)]}
+
+
+Judging = JudgeProfile | CascadeProfile
+
+
+def is_cascade(data: Any) -> bool:
+    return isinstance(data, dict) and "cascade" in data
+
+
+def _load_cascade(data: dict[str, Any], source: str) -> CascadeProfile:
+    try:
+        cascade = CascadeProfile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()
+        )
+        raise ProfileError(f"profile {source}: {problems}") from exc
+    judges = []
+    for index, stage in enumerate(cascade.cascade):
+        where = f"field 'cascade.{index}.profile'"
+        spec = stage.profile
+        if isinstance(spec, dict) and is_cascade(spec):
+            raise ProfileError(f"profile {source}: {where}: a stage must be a judge profile, not a cascade")
+        if isinstance(spec, str):
+            path = _find_profile_file(spec)
+            if path is not None and is_cascade(read_profile_file(path)):
+                raise ProfileError(f"profile {source}: {where}: '{spec}' is a cascade; a stage must be a judge "
+                                   "profile")
+        try:
+            judges.append(load_profile(spec))
+        except ProfileError as exc:
+            raise ProfileError(f"profile {source}: {where}: {exc}") from exc
+    cascade.judges = judges
+    return cascade
+
+
+def load_judging(spec: str | dict[str, Any] | None = None, **overrides: Any) -> Judging:
+    """A judge profile or a cascade (SPEC 2.1), by name, path or object: what every entry point that
+    judges takes. `overrides` (CLI flags such as --model) apply to a single judge only."""
+    data: dict[str, Any] | None = None
+    source = "object"
+    if isinstance(spec, dict):
+        data = dict(spec)
+    elif isinstance(spec, str):
+        path = _find_profile_file(spec)
+        if path is not None:
+            data = read_profile_file(path)
+            source = str(path)
+    if data is None or not is_cascade(data):
+        return load_profile(spec, **overrides)
+    given = sorted(k for k, v in overrides.items() if v is not None)
+    if given:
+        raise ProfileError(f"profile {source}: {', '.join(given)} cannot override a cascade; set them in its stages")
+    return _load_cascade(data, source)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 Label = Literal["A", "B", "tie"]
 Choice = Literal["A", "B", "tie"]
@@ -69,14 +77,37 @@ class Call(BaseModel):
     cached: bool = False
     error: str | None = None
     attempts: int = 1
+    stage: int | None = Field(default=None, ge=0, description="Cascades only (SPEC 2.1): the 0-based index of the "
+                              "stage whose judge made this call; absent for a single judge.")
+
+    @model_serializer(mode="wrap")
+    def _without_stage(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        # A single judge's calls keep SPEC 1.2's exact fields: `stage` appears only in cascades.
+        data: dict[str, Any] = handler(self)
+        if self.stage is None:
+            data.pop("stage", None)
+        return data
 
     @property
     def parsed(self) -> bool:
         return self.error is None and (self.choice is not None or self.scores is not None)
 
 
+class StageVerdict(BaseModel):
+    """One cascade stage's judgment of an item (SPEC 2.1 `stages`)."""
+
+    profile: str
+    provider: str
+    model: str
+    winner: Choice | None
+    p_a: float | None
+    certainty: float | None
+    cost_usd: float = 0.0
+
+
 class Verdict(BaseModel):
-    """The aggregated judgment of one item (SPEC 1.2)."""
+    """The aggregated judgment of one item (SPEC 1.2); a cascade's (SPEC 2.1) also carries `stage`
+    and `stages`."""
 
     id: str
     winner: Choice | None
@@ -92,6 +123,35 @@ class Verdict(BaseModel):
     len_b: int | None = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    stage: int | None = Field(default=None, ge=0, description="Cascades only: the 0-based index of the stage that "
+                              "accepted the item; null when it was escalated.")
+    stages: list[StageVerdict] | None = Field(default=None, description="Cascades only: one entry per stage that "
+                                              "judged the item, in order.")
+
+    @model_serializer(mode="wrap")
+    def _without_stages(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        # A single judge's verdict keeps SPEC 1.2's exact fields; a cascade's always has both keys.
+        data: dict[str, Any] = handler(self)
+        if self.stages is None:
+            data.pop("stage", None)
+            data.pop("stages", None)
+        return data
+
+    @property
+    def deciding_stage(self) -> int | None:
+        """The stage whose judgment the top-level fields are (the accepting one, else the last);
+        None for a single judge."""
+        if self.stages is None:
+            return None
+        return self.stage if self.stage is not None else len(self.stages) - 1
+
+    def deciding_calls(self) -> list[Call]:
+        """The calls behind the top-level fields: all of a single judge's, the deciding stage's of
+        a cascade (position statistics must not mix judges)."""
+        stage = self.deciding_stage
+        if stage is None:
+            return self.calls
+        return [call for call in self.calls if call.stage == stage]
 
     @property
     def decided(self) -> bool:

@@ -40,9 +40,11 @@ from store.summaries import (
 def backfill(conn: Connection, page: int = 2000) -> None:
     """Plans, stat columns and summaries for the jobs stored before the summaries existed (no
     plan yet: summary_keys is null); a job with a plan has been summarized as it went."""
-    # The columns of `calls` as they are at this migration: later migrations add others.
+    # The columns of `calls` and `verdicts` as they are at this migration: later migrations add others.
     present = {column["name"] for column in inspect(conn).get_columns("calls")}
     call_columns = [column for column in CallRow.__table__.columns if column.name in present]
+    present = {column["name"] for column in inspect(conn).get_columns("verdicts")}
+    verdict_columns = [column for column in VerdictRow.__table__.columns if column.name in present]
     for job_id in conn.execute(select(Job.id).where(Job.summary_keys.is_(None)).order_by(Job.id)).scalars().all():
         items = [PairItem.model_validate_json(text) for text in conn.execute(
             select(JobItem.item_json).where(JobItem.job_id == job_id)).scalars()]
@@ -51,7 +53,7 @@ def backfill(conn: Connection, page: int = 2000) -> None:
         record_overflow(conn, job_id, [k for k, kept in plan.items() if not kept and overflow_key(k)])
         after = -1
         while True:
-            rows = conn.execute(select(VerdictRow).where(VerdictRow.job_id == job_id, VerdictRow.position > after)
+            rows = conn.execute(select(*verdict_columns).where(VerdictRow.job_id == job_id, VerdictRow.position > after)
                                 .order_by(VerdictRow.position).limit(page)).all()
             if not rows:
                 break

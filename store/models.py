@@ -1,7 +1,7 @@
 """SQLModel tables: jobs, items, job inputs, calls, verdicts, API keys, the call cache, and the
 verdict summaries behind the dashboard statistics.
 
-Writes are idempotent by construction: calls are unique on (job, item, order, sample) and
+Writes are idempotent by construction: calls are unique on (job, item, stage, order, sample) and
 verdicts on (job, item), so a redelivered task can never add a second row.
 """
 
@@ -121,7 +121,9 @@ class JobInput(SQLModel, table=True):
 
 class CallRow(SQLModel, table=True):
     __tablename__ = "calls"
-    __table_args__ = (UniqueConstraint("job_id", "item_id", "order", "sample", name="uq_calls_job_item_order_sample"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "item_id", "stage", "order", "sample", name="uq_calls_job_item_stage_order_sample"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="jobs.id", max_length=36)
@@ -141,6 +143,9 @@ class CallRow(SQLModel, table=True):
     attempts: int = 1
     error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
+    # The cascade stage that made the call (SPEC 2.1); 0 for a single judge's, whose records carry
+    # no stage (store.rows): part of the unique key, so never null.
+    stage: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class VerdictRow(SQLModel, table=True):
@@ -193,6 +198,10 @@ class VerdictRow(SQLModel, table=True):
     # JSON {metadata key: group name} of the keys this verdict is summarized under (group_json and
     # the by-group summary rows always agree; see store.summaries).
     group_json: str | None = Field(default=None, sa_column=Column(Text))
+    # Cascades (SPEC 2.1): the accepting stage (null when escalated) and the JSON list of the
+    # stages that judged the item; stages_json null for a single judge.
+    stage: int | None = None
+    stages_json: str | None = Field(default=None, sa_column=Column(Text))
 
 
 def table_of(model: type[SQLModel]) -> Table:

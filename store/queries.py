@@ -87,7 +87,7 @@ def agreement_verdicts(bind: Bind, where: VerdictFilter) -> list[Verdict]:
             select(*call_columns(with_raw=False))
             .join(VerdictRow, and_(VerdictRow.job_id == CallRow.job_id, VerdictRow.item_id == CallRow.item_id))
             .join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
-            .order_by(CallRow.job_id, CallRow.item_id, CallRow.order, CallRow.sample)
+            .order_by(CallRow.job_id, CallRow.item_id, CallRow.stage, CallRow.order, CallRow.sample)
         ).all()
         for call_row in call_rows:
             calls.setdefault((call_row.job_id, call_row.item_id), []).append(call_from_row(call_row))

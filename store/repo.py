@@ -516,7 +516,7 @@ def list_verdicts(bind: Bind, job_id: str, after_position: int = -1, limit: int 
             ids = [r.item_id for r in rows]
             call_rows = conn.execute(
                 select(*call_columns(with_raw)).where(CallRow.job_id == job_id, CallRow.item_id.in_(ids))
-                .order_by(CallRow.item_id, CallRow.order, CallRow.sample)
+                .order_by(CallRow.item_id, CallRow.stage, CallRow.order, CallRow.sample)
             ).all()
             for call_row in call_rows:
                 calls.setdefault(call_row.item_id, []).append(call_from_row(call_row))

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Column
 from sqlalchemy.engine import Row
 
-from judge.records import Call, JudgeInfo, Verdict
+from judge.records import Call, JudgeInfo, StageVerdict, Verdict
 from store.models import CallRow, table_of
 
 
@@ -24,6 +24,9 @@ def verdict_row(job_id: str, position: int, verdict: Verdict, now: datetime) -> 
         "cost_usd": round(sum(c.cost_usd or 0.0 for c in verdict.calls), 9),
         "profile": verdict.judge.profile, "provider": verdict.judge.provider, "model": verdict.judge.model,
         "metadata_json": json.dumps(verdict.metadata, ensure_ascii=False), "created_at": now,
+        "stage": verdict.stage,
+        "stages_json": (None if verdict.stages is None
+                        else json.dumps([s.model_dump(mode="json") for s in verdict.stages], ensure_ascii=False)),
     }
 
 
@@ -34,7 +37,7 @@ def call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str, 
         "scores_json": json.dumps(call.scores) if call.scores is not None else None,
         "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
         "latency_s": call.latency_s, "cached": call.cached, "attempts": call.attempts, "error": call.error,
-        "created_at": now,
+        "created_at": now, "stage": call.stage or 0,
     }
 
 
@@ -47,16 +50,21 @@ def call_from_row(row: Row[Any]) -> Call:
         choice=row.choice, certainty=row.certainty,
         scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
         output_tokens=row.output_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s, cached=row.cached,
-        error=row.error, attempts=row.attempts,
+        error=row.error, attempts=row.attempts, stage=row._mapping.get("stage"),
     )
 
 
 def verdict_from_row(row: Row[Any], calls: list[Call]) -> Verdict:
+    stages_json = row._mapping.get("stages_json")
+    if stages_json is None:  # a single judge: its calls carry no stage (stored as 0)
+        calls = [call.model_copy(update={"stage": None}) if call.stage is not None else call for call in calls]
     return Verdict(
         id=row.item_id, winner=row.winner, p_a=row.p_a, certainty=row.certainty, consistent=row.consistent,
         abstained=row.abstained, bpde=row.bpde, human_label=row.human_label,
         judge=JudgeInfo(profile=row.profile, provider=row.provider, model=row.model), calls=calls,
         len_a=row.len_a, len_b=row.len_b, error=row.error, metadata=json.loads(row.metadata_json or "{}"),
+        stage=row._mapping.get("stage"),
+        stages=None if stages_json is None else [StageVerdict.model_validate(s) for s in json.loads(stages_json)],
     )
 
 

@@ -347,11 +347,12 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
             for i, item in enumerate(items):
                 verdict = random_verdict(rng, item, profile.name, profile.model)
                 when = T0 + timedelta(minutes=rng.randint(0, 180))
-                conn.execute(insert(VerdictRow.__table__), [verdict_row(job.id, i, verdict, when)])
+                conn.execute(insert(VerdictRow.__table__), [  # without the columns of later migrations
+                    {k: v for k, v in verdict_row(job.id, i, verdict, when).items() if k not in ("stage", "stages_json")}])
                 if verdict.calls:
                     conn.execute(insert(CallRow.__table__), [  # without the columns of later migrations
                         {k: v for k, v in call_row(job.id, item.id, call, when).items()
-                         if k != "raw_truncated_from"} for call in verdict.calls])
+                         if k not in ("raw_truncated_from", "stage")} for call in verdict.calls])
     migrate(engine, "0003")  # the summary tables, empty
     migrate(engine)  # 0004: the cumulative layout, filled
     check(engine, Selection(owner=OWNER), hitl=0.3)

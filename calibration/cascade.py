@@ -69,6 +69,14 @@ class Stages:
             judges=tuple(self.judges[k] for k in pick),
         )
 
+    def take(self, rows: npt.NDArray[np.int64]) -> Stages:
+        """These rows of the joined items, repeats allowed (a bootstrap sample of the items)."""
+        return Stages(
+            names=self.names, sources=self.sources, ids=tuple(self.ids[i] for i in rows),
+            tables=tuple(t.subset(rows) for t in self.tables), cost=tuple(c[rows] for c in self.cost),
+            judges=tuple(tuple(vs[i] for i in rows) for vs in self.judges),
+        )
+
     def mean_cost(self, k: int) -> float | None:
         """Stage k's mean cost per item over the joined items (a verdict without any cost counts 0);
         None when none of its verdicts has a cost."""

@@ -29,7 +29,7 @@ from judge.jsonl import InputError, InputProblem
 from judge.records import Verdict
 
 BoolArray = npt.NDArray[np.bool_]
-Rows = npt.NDArray[np.bool_] | npt.NDArray[np.int64] | None
+Rows = npt.NDArray[np.bool_] | npt.NDArray[np.int64] | Sequence[int] | None
 """Which of the joined items to use: a mask or indices over them; None = all."""
 
 
@@ -205,11 +205,11 @@ class CascadeResult:
 def _mask(n: int, rows: Rows) -> BoolArray:
     if rows is None:
         return np.ones(n, dtype=bool)
-    rows = np.asarray(rows)
-    if rows.dtype == bool:
-        return rows.copy()
+    picked = np.asarray(rows)
+    if picked.dtype == np.bool_:
+        return np.array(picked, dtype=bool)
     mask = np.zeros(n, dtype=bool)
-    mask[rows] = True
+    mask[picked] = True
     return mask
 
 

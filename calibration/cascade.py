@@ -329,6 +329,11 @@ class Plan:
         }
 
 
+NO_JUDGE = (0.0, 0.0)
+"""(cost, coverage) of sending every item to humans unjudged: it beats any sub-cascade that accepts
+nothing yet costs something, so those never make the front."""
+
+
 def dominated(cost: float, coverage: float, others: Sequence[tuple[float, float]]) -> bool:
     """Some other (cost, coverage) is at most as costly and covers at least as much, one strictly."""
     return any(c <= cost and v >= coverage and (c < cost or v > coverage) for c, v in others)
@@ -338,7 +343,8 @@ def plan(stages: Stages, target: float, delta: float, stage_costs: Mapping[str, 
          cost_sources: Mapping[str, str] | None = None) -> Plan:
     """Every ordered sub-cascade calibrated at (target, delta) on all the joined items, its
     coverage, realized accuracy and cost per item; `pareto` marks those no other beats on both cost
-    (lower or equal) and coverage (higher or equal), one strictly. `stage_costs`: each stage's mean
+    (lower or equal) and coverage (higher or equal), one strictly, counting among the others sending
+    everything to humans unjudged (`NO_JUDGE`). `stage_costs`: each stage's mean
     cost per item, by name."""
     costs = [float(stage_costs[name]) for name in stages.names]
     runs = []
@@ -353,7 +359,7 @@ def plan(stages: Stages, target: float, delta: float, stage_costs: Mapping[str, 
     points = [(cost, result.coverage) for _, result, cost in runs]
     entries = tuple(
         PlanEntry(stages=names, result=result, cost_per_item=cost,
-                  pareto=not dominated(cost, result.coverage, points[:i] + points[i + 1:]))
+                  pareto=not dominated(cost, result.coverage, [*points[:i], *points[i + 1:], NO_JUDGE]))
         for i, (names, result, cost) in enumerate(runs)
     )
     sources = dict(cost_sources or {})
@@ -414,5 +420,5 @@ def plan_markdown(p: Plan) -> str:
 
 
 __all__ = ["CascadeResult", "Outcome", "Plan", "PlanEntry", "StageResult", "StageVerdicts", "Stages",
-           "apply", "calibrate", "cascade_markdown", "dominated", "join_stages", "plan", "plan_markdown",
+           "NO_JUDGE", "apply", "calibrate", "cascade_markdown", "dominated", "join_stages", "plan", "plan_markdown",
            "sub_cascades"]

@@ -205,6 +205,9 @@ def test_plan_marks_the_pareto_front() -> None:
     # 0.99, so no threshold above 0.7 passes with them and the walk fails at once): dominated.
     assert by[("s2",)].cost_per_item == 10.0 and not by[("s2",)].pareto
     assert [e.stages for e in p.front] == [("s1",), ("s1", "s2")]
+    # The cheapest sub-cascade, if it accepts nothing, is still beaten by judging nothing.
+    cheap = plan(stages_of(first, second), target=0.9, delta=0.2, stage_costs={"s1": 1.0, "s2": 0.5})
+    assert [e.stages for e in cheap.front] == [("s1",), ("s1", "s2")]
     document = p.as_dict()
     assert document["target"] == 0.9 and document["delta"] == 0.2 and len(document["all"]) == 3
     assert document["stage_costs"] == {"s1": {"cost_per_item": 1.0, "source": "calls"},

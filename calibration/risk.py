@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from calibration.counts import CANDIDATES, NO_BIN, lambda_bin, risk_histogram
 from calibration.from_counts import (
@@ -41,4 +42,19 @@ def risk_control(
     return risk_from_histogram(histogram, int(t.outcomes.decided.sum()), target, delta, min_accepted)
 
 
-__all__ = ["CANDIDATES", "MIN_ACCEPTED", "clopper_pearson_upper", "risk_control", "risk_from_candidates"]
+def accepted_by(verdicts: Verdicts, threshold: float | None) -> npt.NDArray[np.bool_]:
+    """Which verdicts a `risk_control` threshold accepts: winner A or B and confidence max(p_a, 1 - p_a)
+    >= the threshold, both rounded to 9 decimals as the candidates are (so the accepted set is exactly
+    the one `risk_control` counted on its own verdicts); none when the threshold is null. Labels play
+    no part: this is also what a calibrated threshold does to new verdicts."""
+    t = build_table(verdicts)
+    if threshold is None:
+        return np.zeros(len(t), dtype=bool)
+    confidence = t.confidence
+    known = np.isfinite(confidence)
+    level = np.round(np.float64(threshold), DECIMALS)
+    return np.asarray(t.ab_winner & known & (np.where(known, confidence, 0.0) >= level), dtype=bool)
+
+
+__all__ = ["CANDIDATES", "MIN_ACCEPTED", "accepted_by", "clopper_pearson_upper", "risk_control",
+           "risk_from_candidates"]

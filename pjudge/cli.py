@@ -11,6 +11,8 @@ import click
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "judge": ("judging", "judge_command", "Judge ITEMS.jsonl in-process, in both orders, into VERDICTS.jsonl."),
     "import": ("importing", "import_command", "Turn recorded outputs of published judges into verdicts."),
+    "calibrate": ("calibrate", "calibrate_command",
+                  "Thresholds for a judge cascade with a guaranteed accuracy; --plan compares sub-cascades."),
     "report": ("report", "report_command", "Agreement, certainty, position bias and HITL statistics."),
     "personalization": ("personalization", "personalization_command",
                         "Degree of personalization (PerSEval, EGISES) of responses."),

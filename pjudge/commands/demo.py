@@ -144,6 +144,9 @@ def demo_command(output: Path | None, first_bias: float, noise: float, output_fo
             raise click.ClickException(f"the demo job ended {job['status']}; see {demo_dir / 'worker.log'}")
         download_verdicts(client, created["job_id"], output)
     if started_broker:
+        from worker.app import app
+
+        app.pool.force_close_all()  # type: ignore[attr-defined]  # kombu's connection pool; the stubs call it a ProducerPool
         release_embedded()
     report = build_report(read_verdicts(output), bootstrap_resamples=200)
     if output_format == "json":

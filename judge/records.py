@@ -125,10 +125,10 @@ class Verdict(BaseModel):
                                               description="Cascades only: one entry per stage that judged the item, "
                                               "in order; absent for a single judge.")
 
-    # No return annotation: pydantic then keeps the fields' schema (an annotated serializer's
-    # schema is its return type's, which would hide every field from the OpenAPI document).
     @model_serializer(mode="wrap")
-    def _stage_with_stages(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]  # see above
+    def _stage_with_stages(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]  # unannotated: pydantic keeps the fields' schema
+        # An annotated serializer's schema would be its return type's, hiding every field from
+        # the OpenAPI document.
         data = handler(self)
         if self.stages is None and isinstance(data, dict):
             data.pop("stage", None)

@@ -1,4 +1,5 @@
-"""Judging items: both orders, k samples each, cache, re-asks, aggregation into verdicts.
+"""Judging items: both orders, k samples each (or adaptively fewer), cache, re-asks, aggregation
+into verdicts.
 
 item -> prompt (both orders) -> provider call -> parsed call -> verdict. Everything here is
 asyncio so that one process keeps hundreds of calls in flight.
@@ -12,13 +13,13 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from judge.aggregation import aggregate
+from judge.aggregation import aggregate, settled
 from judge.cache import CallCache, NullCache, cache_key
 from judge.endpoints import Access, AccessError, local_access
 from judge.parsers import Parsed, get_parser, to_item_labels
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
-from judge.records import Call, JudgeInfo, Order, PairItem, Verdict
+from judge.records import Call, Choice, JudgeInfo, Order, PairItem, Verdict
 
 REASK = (
     "Your answer could not be read ({error}). Reply again with only the required format, "
@@ -212,10 +213,25 @@ class Judge:
         return call
 
     async def judge_item(self, item: PairItem, cache: CallCache | None = None) -> Verdict:
+        if self.profile.adaptive:
+            return self.verdict(item, await self._adaptive_calls(item, cache))
         calls = await asyncio.gather(
             *(self.call(item, order, sample, cache) for order in self.orders for sample in range(self.profile.samples))
         )
         return self.verdict(item, list(calls))
+
+    async def _adaptive_calls(self, item: PairItem, cache: CallCache | None) -> list[Call]:
+        """Round r asks sample r - 1 in every order (the very calls of fixed k, so the same cache
+        entries), until the verdict is settled (judge/aggregation.py `settled`) or k rounds ran."""
+        calls: list[Call] = []
+        previous: Choice | None = None
+        for sample in range(self.profile.samples):
+            calls += await asyncio.gather(*(self.call(item, order, sample, cache) for order in self.orders))
+            if settled(calls, self.profile.mode, self.profile.swap, self.profile.adaptive_margin, previous):
+                break
+            previous = aggregate(calls, self.profile.mode, self.profile.swap).winner
+        # Stored as fixed k stores them: order by order, samples in order.
+        return sorted(calls, key=lambda c: (self.orders.index(c.order or "AB"), c.sample))
 
     def verdict(self, item: PairItem, calls: list[Call]) -> Verdict:
         result = aggregate(calls, self.profile.mode, self.profile.swap, self.profile.certainty_threshold)

@@ -16,11 +16,14 @@ import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.common import SHARED_DATA, emit, skip
 
-LABELS = {"CHATGPT": "A", "VICUNA13B": "B", "TIE": "tie"}
+if TYPE_CHECKING:
+    from judge.records import Choice
+
+LABELS: dict[str, Choice] = {"CHATGPT": "A", "VICUNA13B": "B", "TIE": "tie"}
 
 
 @dataclass(frozen=True)

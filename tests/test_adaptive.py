@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from judge.aggregation import aggregate, settled
 from judge.cache import SqliteCallCache
@@ -170,6 +171,28 @@ def test_the_verdict_is_spec_3_over_the_calls_made() -> None:
     assert made.model_dump(exclude={"calls"}) == fixed.model_dump(exclude={"calls"})
     strip = {"latency_s"}
     assert [c.model_dump(exclude=strip) for c in made.calls] == [c.model_dump(exclude=strip) for c in fixed.calls]
+
+
+def test_the_service_accepts_and_keeps_adaptive_in_a_job_profile(engine: Engine) -> None:
+    from store import repo
+    from tests.support.api import make_items, new_app, post_job
+
+    sent: list[Any] = []
+    client = new_app(engine, sent.append, PJUDGE_ENDPOINTS="openai-compatible=http://127.0.0.1:9/v1|SIM_API_KEY",
+                     PJUDGE_API_KEY_ENVS="SIM_API_KEY").test_client()
+    profile = {"profile": "faireval-scores", "provider": "openai-compatible", "model": "sim-judge",
+               "base_url": "http://127.0.0.1:9/v1", "api_key_env": "SIM_API_KEY", "adaptive": True,
+               "adaptive_margin": 0.1}
+    response = post_job(client, make_items(3), profile=profile)
+    assert response.status_code == 202, response.get_json()
+    stored = repo.job_profile(sent[0])
+    assert (stored.adaptive, stored.adaptive_margin, stored.samples) == (True, 0.1, 3)
+    # The worker judges with Judge.judge_item on the stored profile: adaptively.
+    agree = "Score of the Assistant 1: 8\nScore of the Assistant 2: 8.5"  # A 8 / B 8.5 in AB, A 8.5 / B 8 in BA
+    verdict, provider = judge_one(stored, agree)
+    assert len(provider.requests) == 4 and verdict.winner == "tie"  # a tie twice: settled on round 2
+    bad = post_job(client, make_items(1), profile={**profile, "adaptive_margin": -1})
+    assert bad.status_code == 422 and "adaptive_margin" in bad.get_data(as_text=True)
 
 
 # ---------------------------------------------------------------- the rule on its own

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -19,7 +19,7 @@ from judge.endpoints import Access, AccessError, local_access
 from judge.parsers import Parsed, get_parser, to_item_labels
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
-from judge.records import Call, Choice, JudgeInfo, Order, PairItem, Verdict
+from judge.records import Call, JudgeInfo, Order, PairItem, Verdict
 
 REASK = (
     "Your answer could not be read ({error}). Reply again with only the required format, "
@@ -221,17 +221,25 @@ class Judge:
         return self.verdict(item, list(calls))
 
     async def _adaptive_calls(self, item: PairItem, cache: CallCache | None) -> list[Call]:
-        """Round r asks sample r - 1 in every order (the very calls of fixed k, so the same cache
-        entries), until the verdict is settled (judge/aggregation.py `settled`) or k rounds ran."""
         calls: list[Call] = []
-        previous: Choice | None = None
-        for sample in range(self.profile.samples):
+        while (sample := self.next_sample(calls)) is not None:
             calls += await asyncio.gather(*(self.call(item, order, sample, cache) for order in self.orders))
-            if settled(calls, self.profile.mode, self.profile.swap, self.profile.adaptive_margin, previous):
-                break
-            previous = aggregate(calls, self.profile.mode, self.profile.swap).winner
         # Stored as fixed k stores them: order by order, samples in order.
         return sorted(calls, key=lambda c: (self.orders.index(c.order or "AB"), c.sample))
+
+    def next_sample(self, calls: Sequence[Call]) -> int | None:
+        """Adaptive sampling: the sample to ask next in every order (round r asks sample r - 1, the
+        very call of fixed k, so the same cache entry), given the calls of the rounds so far; None
+        once the verdict is settled (judge/aggregation.py `settled`) or `samples` rounds ran. A
+        function of the calls alone, so that a caller that stores calls (a batch) can resume."""
+        rounds = 1 + max((c.sample for c in calls), default=-1)
+        if rounds == 0:
+            return 0
+        if rounds >= self.profile.samples:
+            return None
+        mode, swap = self.profile.mode, self.profile.swap
+        previous = aggregate([c for c in calls if c.sample < rounds - 1], mode, swap).winner
+        return None if settled(calls, mode, swap, self.profile.adaptive_margin, previous) else rounds
 
     def verdict(self, item: PairItem, calls: list[Call]) -> Verdict:
         result = aggregate(calls, self.profile.mode, self.profile.swap, self.profile.certainty_threshold)

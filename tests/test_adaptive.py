@@ -215,6 +215,18 @@ def test_settled_reads_the_balanced_verdict_and_each_order_s_own() -> None:
     assert settled([], "choice", True, 0.0) is False
 
 
+def test_next_sample_resumes_from_the_calls_alone() -> None:
+    judge = Judge(adaptive(), provider=MockProvider())
+    contradict = [call("AB", 0, "A", 0.8), call("BA", 0, "B", 0.6)]  # A at p_A 0.55
+    flipped = [*contradict, call("AB", 1, "B", 0.2), call("BA", 1, "B", 1.0)]  # (0.65 + 0.1) / 2: B
+    assert judge.next_sample([]) == 0
+    assert judge.next_sample([call("AB", 0, "A", 0.8), call("BA", 0, "A", 0.8)]) is None
+    assert judge.next_sample(contradict) == 1
+    assert judge.next_sample([*contradict, call("AB", 1, "A", 0.8), call("BA", 1, "B", 0.6)]) is None  # A held
+    assert judge.next_sample(flipped) == 2
+    assert judge.next_sample([*flipped, call("AB", 2, "B", 0.2), call("BA", 2, "A", 0.2)]) is None  # the cap
+
+
 # ---------------------------------------------------------------- the cache, shared with fixed k
 
 def test_adaptive_reads_the_answers_fixed_k_cached(tmp_path: Path) -> None:

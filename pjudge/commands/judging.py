@@ -37,7 +37,8 @@ def profile_options(func: F) -> F:
                      help="Adaptive sampling: one sample per order, more (up to --samples) only while the "
                           "verdict is unsettled (README, 'Adaptive sampling') [default: off]."),
         click.option("--adaptive-margin", type=click.FloatRange(0, 1), default=None,
-                     help="With --adaptive: the least certainty that settles a verdict whose orders agree "
+                     help="With --adaptive: the least certainty that settles a verdict whose orders do not "
+                          "contradict each other "
                           "[default: 0.05]."),
         click.option("--temperature", type=click.FloatRange(0, 2), default=None),
         click.option("--certainty-threshold", type=click.FloatRange(0, 1), default=None,

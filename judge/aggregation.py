@@ -101,3 +101,33 @@ def aggregate(
         abstained=abstained,
         bpde=bpde(calls),
     )
+
+
+# ---------------------------------------------------------------- adaptive sampling (profile `adaptive`)
+def _opposite(x: Choice | None, y: Choice | None) -> bool:
+    return {x, y} == {"A", "B"}
+
+
+def settled(calls: Sequence[Call], mode: Mode, swapped: bool, margin: float,
+            previous_winner: Choice | None = None) -> bool:
+    """Whether adaptive sampling stops after a round (`calls`: every call of the item so far, r
+    samples per order; `previous_winner`: the balanced winner after round r - 1, None after the
+    first round). Settled when the balanced verdict (section 3.1/3.2, unchanged) has a winner and
+    either
+      (1) no two orders contradict each other (each order's own verdict, the same aggregation over
+          that order's calls alone, has a winner, and none is A while another is B; a tie
+          contradicts nothing) and the balanced certainty is at least `margin`; or
+      (2) the last round left the balanced winner as it was (r >= 2, same winner as after r - 1).
+    Without swapping (1) is the certainty alone."""
+    verdict = aggregate(calls, mode, swapped)
+    if verdict.winner is None or verdict.certainty is None:
+        return False
+    if previous_winner is not None and verdict.winner == previous_winner:
+        return True
+    if verdict.certainty < margin:
+        return False
+    orders = sorted({c.order for c in calls}, key=str) if swapped else []
+    own = [aggregate([c for c in calls if c.order == order], mode, False).winner for order in orders]
+    if any(winner is None for winner in own):
+        return False
+    return not any(_opposite(x, y) for x in own for y in own)

@@ -46,7 +46,23 @@ class JudgeProfile(BaseModel):
     provider: Literal["openai", "anthropic", "openai-compatible", "replay"] = "openai"
     model: str = "gpt-4o-2024-08-06"
     template: str = "persona-certainty"
-    samples: int = Field(default=1, ge=1, le=32)
+    samples: int = Field(default=1, ge=1, le=32, description="Samples k in each order; with `adaptive`, the most.")
+    adaptive: bool = Field(
+        default=False,
+        description="Adaptive sampling: round 1 asks sample 0 in every order (both when swap is on), round r "
+                    "sample r - 1, up to `samples` rounds, while the balanced verdict (SPEC 3.1/3.2, unchanged, "
+                    "over the calls so far) is unsettled. After round r it is settled when it has a winner and "
+                    "either (1) every order's own verdict (the same aggregation over that order's calls) has a "
+                    "winner, none is A while another is B (a tie contradicts nothing), and the certainty is at "
+                    "least `adaptive_margin`; or (2) r >= 2 and round r left the winner as it was. The calls "
+                    "are those of fixed k = `samples` (same cache entries), fewer of them.")
+    adaptive_margin: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Adaptive sampling: the least certainty (|2 p_a - 1|, or |CS_A - CS_B| / 9 for scores) that "
+                    "settles a verdict whose orders do not contradict each other. 0.05: p_a >= 0.525 or <= 0.475; "
+                    "mean scores 0.45 points apart (half a point is the least nonzero gap of one sample per "
+                    "order), so a tie is never settled by it. Chosen on the FairEval 2025 re-runs "
+                    "(python -m bench cost).")
     swap: bool = True
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=64, ge=1, le=32768)

@@ -1,4 +1,5 @@
-"""Judging items: both orders, k samples each, cache, re-asks, aggregation into verdicts.
+"""Judging items: both orders, k samples each (or adaptively fewer), cache, re-asks, aggregation
+into verdicts.
 
 item -> prompt (both orders) -> provider call -> parsed call -> verdict. Everything here is
 asyncio so that one process keeps hundreds of calls in flight.
@@ -8,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from judge.aggregation import aggregate
+from judge.aggregation import aggregate, settled
 from judge.cache import CallCache, NullCache, cache_key
 from judge.endpoints import Access, AccessError, local_access
 from judge.parsers import Parsed, get_parser, to_item_labels
@@ -212,10 +213,33 @@ class Judge:
         return call
 
     async def judge_item(self, item: PairItem, cache: CallCache | None = None) -> Verdict:
+        if self.profile.adaptive:
+            return self.verdict(item, await self._adaptive_calls(item, cache))
         calls = await asyncio.gather(
             *(self.call(item, order, sample, cache) for order in self.orders for sample in range(self.profile.samples))
         )
         return self.verdict(item, list(calls))
+
+    async def _adaptive_calls(self, item: PairItem, cache: CallCache | None) -> list[Call]:
+        calls: list[Call] = []
+        while (sample := self.next_sample(calls)) is not None:
+            calls += await asyncio.gather(*(self.call(item, order, sample, cache) for order in self.orders))
+        # Stored as fixed k stores them: order by order, samples in order.
+        return sorted(calls, key=lambda c: (self.orders.index(c.order or "AB"), c.sample))
+
+    def next_sample(self, calls: Sequence[Call]) -> int | None:
+        """Adaptive sampling: the sample to ask next in every order (round r asks sample r - 1, the
+        very call of fixed k, so the same cache entry), given the calls of the rounds so far; None
+        once the verdict is settled (judge/aggregation.py `settled`) or `samples` rounds ran. A
+        function of the calls alone, so that a caller that stores calls (a batch) can resume."""
+        rounds = 1 + max((c.sample for c in calls), default=-1)
+        if rounds == 0:
+            return 0
+        if rounds >= self.profile.samples:
+            return None
+        mode, swap = self.profile.mode, self.profile.swap
+        previous = aggregate([c for c in calls if c.sample < rounds - 1], mode, swap).winner
+        return None if settled(calls, mode, swap, self.profile.adaptive_margin, previous) else rounds
 
     def verdict(self, item: PairItem, calls: list[Call]) -> Verdict:
         result = aggregate(calls, self.profile.mode, self.profile.swap, self.profile.certainty_threshold)

@@ -33,6 +33,13 @@ def profile_options(func: F) -> F:
         click.option("--template", default=None, help="Template name or path to a .toml template."),
         click.option("--samples", type=click.IntRange(1, 32), default=None, help="Samples k in each order."),
         click.option("--swap/--no-swap", default=None, help="Judge in both orders [default: on]."),
+        click.option("--adaptive/--no-adaptive", default=None,
+                     help="Adaptive sampling: one sample per order, more (up to --samples) only while the "
+                          "verdict is unsettled (README, 'Adaptive sampling') [default: off]."),
+        click.option("--adaptive-margin", type=click.FloatRange(0, 1), default=None,
+                     help="With --adaptive: the least certainty that settles a verdict whose orders do not "
+                          "contradict each other "
+                          "[default: 0.05]."),
         click.option("--temperature", type=click.FloatRange(0, 2), default=None),
         click.option("--certainty-threshold", type=click.FloatRange(0, 1), default=None,
                      help="Abstain when the aggregated certainty is below this."),
@@ -62,7 +69,7 @@ def run_judging(profile: JudgeProfile, items: list[PairItem], output: Path, conc
     """Judge items and write verdicts in input order; on Ctrl-C write what finished and say so."""
     progress = Progress()
     finished: dict[str, Verdict] = {}
-    total_calls = len(items) * profile.samples * (2 if profile.swap else 1)
+    total_calls = len(items) * profile.samples * (2 if profile.swap else 1)  # adaptive: the most
     interrupted = False
 
     from rich.console import Console
@@ -96,6 +103,8 @@ def run_judging(profile: JudgeProfile, items: list[PairItem], output: Path, conc
                 runner.run(main())
         except KeyboardInterrupt:
             interrupted = True
+        if profile.adaptive and not interrupted:
+            bar.update(task, total=progress.calls)  # the calls adaptive sampling needed
     verdicts = [finished[item.id] for item in items if item.id in finished]
     write_jsonl(output, verdicts)
     return verdicts, progress, interrupted

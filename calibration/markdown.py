@@ -174,7 +174,8 @@ def cascade_summary(cs: dict[str, Any]) -> list[str]:
         f"(coverage {fmt(cs['coverage'])}); accuracy of the accepted labelled items {fmt(cs['accuracy'])} "
         f"({fmt_share(cs['correct'], cs['labelled'])}, 95% CI {fmt_interval(cs['ci95'])}).",
         f"Escalated (no stage accepted): {esc['items']} items, {esc['labelled']} labelled, {waiting}.",
-        f"Cost per item: {fmt_usd(cost['per_item'])} USD for the cascade ({fmt_usd(cost['total_usd'])} USD in all) "
+        f"Cost per item: {fmt_usd(cost['per_item'])} USD for the cascade "
+        f"({fmt_usd(cost['total_usd'])} USD in all) "
         f"against an estimated {fmt_usd(alone['per_item'])} USD for the last stage alone on every item "
         f"({fmt_usd(alone['total_usd'])} USD; estimate: {alone['basis']}).",
     ]
@@ -186,8 +187,8 @@ def cascade_stage_rows(cs: dict[str, Any]) -> list[list[str]]:
              fmt_usd(s["cost_usd"]), fmt_usd(s["cost_per_item"])] for s in cs["stages"]]
 
 
-CASCADE_HEADER = ["stage", "profile", "model", "reached", "accepted", "accuracy", "correct", "95% CI (Clopper–Pearson)",
-                  "cost (USD)", "cost per item reached"]
+CASCADE_HEADER = ["stage", "profile", "model", "reached", "accepted", "accuracy", "correct",
+                  "95% CI (Clopper–Pearson)", "cost (USD)", "cost per item reached"]
 QUEUE_HEADER = ["rank", "id", "BPDE", "winner", "p_a", "certainty"]
 
 

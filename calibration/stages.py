@@ -76,7 +76,8 @@ def _queue_entry(v: Verdict) -> dict[str, Any]:
             "certainty": v.certainty, "stage": v.stage}
 
 
-def stage_report(verdicts: Iterable[Verdict], then: Then = "human", top: int = QUEUE_TOP) -> dict[str, Any] | None:
+def stage_report(verdicts: Iterable[Verdict], then: Then = "human",
+                 top: int = QUEUE_TOP) -> dict[str, Any] | None:
     """The `cascade_stages` section of a report, over the verdicts that carry `stages` (in input
     order); None when none does (a single judge's verdicts: its report has no such section).
 

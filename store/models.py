@@ -25,7 +25,7 @@ from sqlalchemy import (
     and_,
     true,
 )
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from calibration.counts import FLOAT_FIELDS, INT_FIELDS
 
@@ -210,10 +210,9 @@ class VerdictRow(SQLModel, table=True):
 # The human queue (store.queue): the waiting verdicts of a job, null BPDE and highest BPDE first, ties
 # by position. Partial: only abstained, unlabelled rows are indexed, so it stays as small as the
 # queues (migration 0009).
-WAITING: ColumnElement[bool] = and_(VerdictRow.abstained == true(),  # type: ignore[arg-type]  # a column
-                                    VerdictRow.human_label.is_(None))  # type: ignore[union-attr]  # a column
-Index("ix_verdicts_waiting", VerdictRow.job_id, VerdictRow.bpde.desc(),  # type: ignore[union-attr]  # a column
-      VerdictRow.position, sqlite_where=WAITING, postgresql_where=WAITING)
+WAITING: ColumnElement[bool] = and_(col(VerdictRow.abstained) == true(), col(VerdictRow.human_label).is_(None))
+Index("ix_verdicts_waiting", col(VerdictRow.job_id), col(VerdictRow.bpde).desc(), col(VerdictRow.position),
+      sqlite_where=WAITING, postgresql_where=WAITING)
 
 
 def table_of(model: type[SQLModel]) -> Table:

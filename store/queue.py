@@ -26,9 +26,12 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from judge.profiles import is_cascade
 from judge.records import JudgeInfo, StageVerdict, Verdict
 from store.db import Bind, reading
-from store.models import WAITING, JobItem, VerdictRow
+from store.models import WAITING, JobItem, VerdictRow, table_of
 
 Then = Literal["human", "abstain"]
+VERDICT = table_of(VerdictRow).c
+ITEM = table_of(JobItem).c
+
 
 def cascade_then(profile_json: str) -> Then | None:
     """A job's `then` from its stored profile: "human" or "abstain" for a cascade (SPEC 2.1),
@@ -43,14 +46,14 @@ def waiting_condition(then: Then | None) -> list[ColumnElement[bool]]:
     """The WHERE terms of the waiting verdicts of a job whose cascade ends in `then`."""
     where: list[ColumnElement[bool]] = [WAITING]
     if then == "abstain":  # escalated (stages, no accepting stage) items are not queued
-        where.append(or_(VerdictRow.stages_json.is_(None), VerdictRow.stage.is_not(None)))
+        where.append(or_(VERDICT.stages_json.is_(None), VERDICT.stage.is_not(None)))
     return where
 
 
 def count_waiting(bind: Bind, job_id: str, then: Then | None) -> int:
     with reading(bind) as conn:
-        return int(conn.execute(select(func.count()).select_from(VerdictRow)
-                                .where(VerdictRow.job_id == job_id, *waiting_condition(then))).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(table_of(VerdictRow))
+                                .where(VERDICT.job_id == job_id, *waiting_condition(then))).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,8 @@ class UnknownCursor(ValueError):
     """The cursor names no verdict of the job."""
 
 
-_ENTRY_COLUMNS = (VerdictRow.position, VerdictRow.winner, VerdictRow.p_a, VerdictRow.certainty, VerdictRow.bpde,
-                  VerdictRow.abstained, VerdictRow.stage, VerdictRow.stages_json, JobItem.item_json)
+_ENTRY_COLUMNS = (VERDICT.position, VERDICT.winner, VERDICT.p_a, VERDICT.certainty, VERDICT.bpde,
+                  VERDICT.abstained, VERDICT.stage, VERDICT.stages_json, ITEM.item_json)
 
 
 def _entry(row: Any) -> Waiting:
@@ -87,37 +90,37 @@ def waiting_page(bind: Bind, job_id: str, then: Then | None, after: int | None, 
         null_after: int | None = -1  # the null-BPDE part: positions after this (None: part done)
         bound: tuple[float, int] | None = None  # the numbered part: after this (bpde, position)
         if after is not None:
-            found = conn.execute(select(VerdictRow.bpde).where(VerdictRow.job_id == job_id,
-                                                               VerdictRow.position == after)).first()
+            found = conn.execute(select(VERDICT.bpde)
+                                 .where(VERDICT.job_id == job_id, VERDICT.position == after)).first()
             if found is None:
                 raise UnknownCursor(after)
             if found.bpde is None:
                 null_after = after
             else:
                 null_after, bound = None, (found.bpde, after)
-        base = select(*_ENTRY_COLUMNS).join(
-            JobItem, and_(JobItem.job_id == VerdictRow.job_id, JobItem.position == VerdictRow.position)
-        ).where(VerdictRow.job_id == job_id, *waiting_condition(then))
+        base = (select(*_ENTRY_COLUMNS)
+                .join(table_of(JobItem), and_(ITEM.job_id == VERDICT.job_id, ITEM.position == VERDICT.position))
+                .where(VERDICT.job_id == job_id, *waiting_condition(then)))
         rows: list[Any] = []
         if null_after is not None:
-            rows += conn.execute(base.where(VerdictRow.bpde.is_(None), VerdictRow.position > null_after)
-                                 .order_by(VerdictRow.position).limit(limit)).all()
+            rows += conn.execute(base.where(VERDICT.bpde.is_(None), VERDICT.position > null_after)
+                                 .order_by(VERDICT.position).limit(limit)).all()
         if len(rows) < limit:
-            numbered = base.where(VerdictRow.bpde.is_not(None))
+            numbered = base.where(VERDICT.bpde.is_not(None))
             if bound is not None:
                 bpde, position = bound
                 # bpde <= the cursor's is implied by the OR; said alone it lets PostgreSQL start the
                 # index scan at the cursor instead of filtering the entries before it.
-                numbered = numbered.where(VerdictRow.bpde <= bpde, or_(
-                    VerdictRow.bpde < bpde, and_(VerdictRow.bpde == bpde, VerdictRow.position > position)))
-            rows += conn.execute(numbered.order_by(VerdictRow.bpde.desc(), VerdictRow.position)
+                numbered = numbered.where(VERDICT.bpde <= bpde, or_(
+                    VERDICT.bpde < bpde, and_(VERDICT.bpde == bpde, VERDICT.position > position)))
+            rows += conn.execute(numbered.order_by(VERDICT.bpde.desc(), VERDICT.position)
                                  .limit(limit - len(rows))).all()
     return [_entry(row) for row in rows]
 
 
-_STAGE_COLUMNS = (VerdictRow.position, VerdictRow.item_id, VerdictRow.winner, VerdictRow.p_a, VerdictRow.certainty,
-                  VerdictRow.abstained, VerdictRow.bpde, VerdictRow.human_label, VerdictRow.stage,
-                  VerdictRow.stages_json, VerdictRow.profile, VerdictRow.provider, VerdictRow.model)
+_STAGE_COLUMNS = (VERDICT.position, VERDICT.item_id, VERDICT.winner, VERDICT.p_a, VERDICT.certainty,
+                  VERDICT.abstained, VERDICT.bpde, VERDICT.human_label, VERDICT.stage, VERDICT.stages_json,
+                  VERDICT.profile, VERDICT.provider, VERDICT.model)
 
 
 def stage_verdicts(bind: Bind, job_id: str, page: int = 2000) -> Iterator[Verdict]:
@@ -126,8 +129,8 @@ def stage_verdicts(bind: Bind, job_id: str, page: int = 2000) -> Iterator[Verdic
     after = -1
     while True:
         with reading(bind) as conn:
-            rows = conn.execute(select(*_STAGE_COLUMNS).where(VerdictRow.job_id == job_id, VerdictRow.position > after)
-                                .order_by(VerdictRow.position).limit(page)).all()
+            rows = conn.execute(select(*_STAGE_COLUMNS).where(VERDICT.job_id == job_id, VERDICT.position > after)
+                                .order_by(VERDICT.position).limit(page)).all()
         for row in rows:
             yield Verdict(
                 id=row.item_id, winner=row.winner, p_a=row.p_a, certainty=row.certainty, consistent=None,

@@ -81,7 +81,8 @@ def queue_ids(client: FlaskClient, job_id: str, limit: int = 100, auth: dict[str
 
 
 def awaiting(client: FlaskClient, job_id: str) -> int:
-    return client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).get_json()["counts"]["awaiting_label"]  # type: ignore[no-any-return]
+    counts = client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).get_json()["counts"]
+    return int(counts["awaiting_label"])
 
 
 def test_cascade_then_reads_both_profile_forms() -> None:
@@ -157,9 +158,11 @@ def test_cursor_walk_visits_every_waiting_item_once_in_bpde_order(client: FlaskC
         if rng.random() < 0.3:
             verdicts.append(cascade_verdict(f"x{i:03d}", [("A", 0.95, 0.001)], 0, label, bpde=bpde))
         else:
-            verdicts.append(cascade_verdict(f"x{i:03d}", [("A", 0.6, 0.001), ("B", 0.3, 0.01)], None, label, bpde=bpde))
+            stages = [("A", 0.6, 0.001), ("B", 0.3, 0.01)]
+            verdicts.append(cascade_verdict(f"x{i:03d}", stages, None, label, bpde=bpde))
     job_id = cascade_job(client, engine, verdicts)
-    waiting = [(queue_key(v.bpde, p), v.id) for p, v in enumerate(verdicts) if v.abstained and v.human_label is None]
+    waiting = [(queue_key(v.bpde, p), v.id) for p, v in enumerate(verdicts)
+               if v.abstained and v.human_label is None]
     expected = [item_id for _, item_id in sorted(waiting)]
     assert len(expected) > 40
     for limit in (1, 7, 1000):

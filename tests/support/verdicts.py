@@ -96,7 +96,8 @@ def cascade_verdict(item_id: str, stages: list[tuple[str | None, float | None, f
     """A cascade's verdict (SPEC 2.1) built by hand: `stages` = (winner, p_a, cost_usd) of each stage
     that judged the item, stage k by CASCADE_MODELS[k]; `accepted` = the accepting stage (None:
     escalated, so abstained). The top-level fields are the deciding stage's."""
-    judged = [StageVerdict(profile=f"stage-{k}", provider="openai", model=CASCADE_MODELS[k], winner=winner,  # type: ignore[arg-type]
+    judged = [StageVerdict(profile=f"stage-{k}", provider="openai", model=CASCADE_MODELS[k],
+                           winner=winner,  # type: ignore[arg-type]  # a str standing for a Choice
                            p_a=p_a, certainty=None if p_a is None else round(abs(2 * p_a - 1), 9), cost_usd=cost)
               for k, (winner, p_a, cost) in enumerate(stages)]
     deciding = judged[-1] if accepted is None else judged[accepted]
@@ -104,8 +105,8 @@ def cascade_verdict(item_id: str, stages: list[tuple[str | None, float | None, f
         id=item_id, winner=deciding.winner, p_a=deciding.p_a, certainty=deciding.certainty, consistent=None,
         abstained=accepted is None and then_abstains, bpde=bpde, human_label=label,  # type: ignore[arg-type]
         judge=JudgeInfo(profile="three-stage", provider="cascade", model=" > ".join(CASCADE_MODELS[:len(stages)])),
-        calls=[Call(order="AB", sample=0, choice=deciding.winner, stage=len(stages) - 1 if accepted is None else accepted,
-                    cost_usd=0.0)],
+        calls=[Call(order="AB", sample=0, choice=deciding.winner, cost_usd=0.0,
+                    stage=len(stages) - 1 if accepted is None else accepted)],
         stage=accepted, stages=judged,
     )
 

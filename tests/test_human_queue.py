@@ -48,7 +48,7 @@ def cascade_profile(then: str = "human") -> dict[str, Any]:
     cascade = load_judging({"name": "three-stage", "then": then, "cascade": [
         {"profile": "persona-certainty", "threshold": 0.8}, {"profile": "persona-certainty", "threshold": 0.9},
         {"profile": "persona-certainty", "threshold": 0.95}]})
-    return cascade.stored()  # type: ignore[union-attr]  # a cascade
+    return cascade.stored()  # type: ignore[union-attr]  # load_judging of a cascade object
 
 
 def cascade_job(client: FlaskClient, engine: Engine, verdicts: list[Verdict], then: str = "human") -> str:

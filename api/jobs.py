@@ -36,13 +36,14 @@ from api.schemas import (
     JobOut,
     LabelIn,
     LabelsOut,
+    QueueQuery,
     ReportQuery,
     VerdictsQuery,
     job_status,
 )
 from judge.jsonl import InputError, validate_items
 from judge.records import PairItem
-from store import repo
+from store import queue, repo
 from store.models import Job
 
 log = logging.getLogger("pjudge.api")
@@ -75,7 +76,9 @@ def job_out(job: Job) -> JobOut:
     return JobOut(
         job_id=job.id, kind=job.kind, status=job_status(job.status),
         counts=JobCounts(items=job.n_items, verdicts=job.n_verdicts, calls=job.n_calls,
-                         failed_calls=job.n_failed_calls, failed_items=job.n_failed_items),
+                         failed_calls=job.n_failed_calls, failed_items=job.n_failed_items,
+                         awaiting_label=queue.count_waiting(state().engine, job.id,
+                                                            queue.cascade_then(job.profile_json))),
         cost_usd=round(job.cost_usd or 0.0, 6), profile=job.profile_name, provider=job.provider, model=job.model,
         created_at=_aware(job.created_at),
         started_at=_aware(job.started_at), finished_at=_aware(job.finished_at),
@@ -294,6 +297,41 @@ def list_verdicts(job_id: str) -> Response:
 VERDICT_CHUNK = 50  # verdicts read from the database at a time while a page is filled
 
 
+@bp.get("/<job_id>/queue")
+def human_queue(job_id: str) -> Response:
+    """The items waiting for a human label (store.queue), a page at a time: ends at `limit` entries
+    or at the byte budget of a verdicts page, like /verdicts. The cursor is the last entry's position."""
+    job = owned_job(job_id)
+    query = parse_query(QueueQuery)
+    after = int(query.cursor) if query.cursor is not None else None
+    then = queue.cascade_then(job.profile_json)
+    budget = int(state().settings.config.verdict_page_mb * 1024 * 1024)
+    engine = state().engine
+    parts: list[bytes] = []
+    size = 0
+    more = False
+    while not more:
+        wanted = min(VERDICT_CHUNK, query.limit - len(parts)) + 1
+        try:
+            entries = queue.waiting_page(engine, job.id, then, after, wanted)
+        except queue.UnknownCursor:
+            raise ApiError(400, "bad_request", "invalid query parameter cursor",
+                           [problem("cursor", "no such entry: pass a next_cursor of this job's queue")]) from None
+        for entry in entries:
+            encoded = _encoded({"item": entry.item, "verdict": entry.verdict})
+            if len(parts) == query.limit or (parts and size + len(encoded) + 1 > budget):
+                more = True
+                break
+            parts.append(encoded)
+            size += len(encoded) + 1
+            after = entry.position
+        if len(entries) < wanted:
+            break
+    next_cursor = json.dumps(str(after) if more else None)
+    body = b'{"items":[' + b",".join(parts) + b'],"next_cursor":' + next_cursor.encode() + b"}"
+    return Response(body, status=200, mimetype="application/json")
+
+
 def _encoded(document: Any) -> bytes:
     """`document` as json_response writes it (UTF-8, no ASCII escapes)."""
     return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
@@ -321,7 +359,17 @@ def report(job_id: str) -> Response:
     options: dict[str, Any] = {"threshold": query.threshold, "hitl": query.hitl, "group_by": query.group_by,
                                "target_accuracy": query.target_accuracy, "delta": query.delta}
     engine = state().engine
+    then = queue.cascade_then(job.profile_json)
     report = stats.report(engine, stats.Selection(job_id=job.id), **options)
+    if report is not None and then is not None:
+        # A cascade's per-stage section (calibration.stages) from the verdict columns it needs,
+        # streamed a page at a time without the calls; the fallback below adds it in build_report.
+        from calibration.from_counts import json_safe
+        from calibration.stages import stage_report
+
+        stages = stage_report(queue.stage_verdicts(engine, job.id), then)
+        if stages is not None:
+            report["cascade_stages"] = json_safe(stages)
     if report is None:  # group_by over a metadata key the job's verdicts are not all summarized under
         # From the verdicts, in memory (without the calls' raw answers): the same cap as
         # /v1/stats/agreement, refused rather than fall over.
@@ -331,7 +379,8 @@ def report(job_id: str) -> Response:
             raise too_many_verdicts(n, limit, query.group_by, "")
         from calibration.report import build_report
 
-        report = build_report(repo.all_verdicts(engine, job.id, with_raw=False), **options)
+        report = build_report(repo.all_verdicts(engine, job.id, with_raw=False), **options,
+                              cascade_then=then or "human")
     return json_response(report)
 
 

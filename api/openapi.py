@@ -80,6 +80,14 @@ ROUTES: tuple[Route, ...] = (
           description="A page holds up to `limit` verdicts and ends early once its JSON would pass "
                       "PJUDGE_VERDICT_PAGE_MB (8 MB by default; a page always holds at least one verdict): "
                       "follow next_cursor until it is null rather than counting verdicts."),
+    Route("get", "/v1/jobs/{job_id}/queue", "Items waiting for a human label, highest BPDE first, one page at a time.",
+          {200: ("A page of the human queue.", s.QueuePage)}, query=s.QueueQuery, parameters=(JOB_ID,),
+          description="An item waits when its verdict abstained (escalated by a cascade, or under the profile's "
+                      "certainty threshold) and it has no human label; a cascade whose `then` is abstain queues "
+                      "none. Order: a null BPDE (no call parsed) first, then the highest BPDE, ties in input order, "
+                      "as the HITL selection (SPEC 3.3). Labels posted to /labels complete items: they leave the "
+                      "queue, and counts.awaiting_label of the job counts those left. Pages end at `limit` entries "
+                      "or PJUDGE_VERDICT_PAGE_MB, like /verdicts: follow next_cursor until it is null."),
     Route("post", "/v1/jobs/{job_id}/labels", "Attach human labels to a job's items by id.",
           {200: ("Labels applied.", s.LabelsOut)}, errors=(400, 401, 404, 413, 422),
           body={"type": "array", "items": {"$ref": REF.format(model="LabelIn")}}, parameters=(JOB_ID,)),

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from judge.profiles import DEFAULT_PROFILE, JudgeProfile, Price
-from judge.records import Label, PairItem, Verdict
+from judge.records import Choice, Label, PairItem, StageVerdict, Verdict
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
@@ -154,6 +154,11 @@ class VerdictsQuery(_Query):
     limit: int = Field(default=100, ge=1, le=1000)
 
 
+class QueueQuery(_Query):
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page.")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
 class ReportQuery(_Query):
     threshold: float = Field(default=0.8, ge=0, le=1, description="Certainty split of high/low_certainty.")
     hitl: float = Field(default=0.2, ge=0, le=1, description="Share beta of labelled items sent to humans.")
@@ -214,6 +219,9 @@ class JobCounts(BaseModel):
     calls: int
     failed_calls: int
     failed_items: int
+    awaiting_label: int = Field(description="Items waiting in the human queue (GET /v1/jobs/{job_id}/queue): "
+                                "abstained (escalated by a cascade, or under the profile's certainty threshold) "
+                                "and without a human label; a cascade with then = abstain queues none.")
 
 
 class JobOut(BaseModel):
@@ -232,6 +240,29 @@ class JobOut(BaseModel):
 
 class VerdictPage(BaseModel):
     verdicts: list[Verdict]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
+class QueueVerdict(BaseModel):
+    """The verdict behind a queue entry (SPEC 1.2, 2.1): stage and stages are null for a single judge."""
+
+    winner: Choice | None
+    p_a: float | None
+    certainty: float | None
+    bpde: float | None
+    abstained: bool
+    stage: int | None = Field(description="Always null here: a queued item was accepted by no stage.")
+    stages: list[StageVerdict] | None = Field(description="A cascade's stages that judged the item, in order.")
+
+
+class QueueEntry(BaseModel):
+    item: PairItem = Field(description="The pair item as posted (it has no human label yet).")
+    verdict: QueueVerdict
+
+
+class QueuePage(BaseModel):
+    items: list[QueueEntry] = Field(description="Waiting items: a null BPDE (no call parsed) first, then the "
+                                    "highest BPDE, ties in input order.")
     next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
 
 
@@ -281,6 +312,11 @@ class Report(BaseModel):
     hitl: dict[str, Any]
     by_group: dict[str, dict[str, Any]] | None = None
     risk_control: dict[str, Any] | None = None
+    cascade_stages: dict[str, Any] | None = Field(
+        default=None, description="A cascade's verdicts only (SPEC 2.1): per stage {stage, profile, provider, model, "
+        "reached, accepted, labelled, correct, accuracy, ci95 (Clopper-Pearson), cost_usd, cost_per_item}; the "
+        "escalated items, the cost per item against the last stage alone (an estimate) and the human queue's "
+        "waiting count with its first items by BPDE.")
 
 
 class PersonalizationAccepted(BaseModel):

@@ -340,6 +340,18 @@ def clopper_pearson_upper(errors: Any, n: Any, delta: float) -> Any:
     return float(bound) if bound.ndim == 0 else bound
 
 
+def clopper_pearson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float | None, float | None]:
+    """Two-sided Clopper-Pearson interval at `level` on a proportion: [Beta^-1(a/2; x, n - x + 1),
+    Beta^-1(1 - a/2; x + 1, n - x)] with a = 1 - level, 0 where x = 0 and 1 where x = n; (None, None)
+    for n = 0."""
+    if n == 0:
+        return None, None
+    alpha = 1.0 - level
+    lo = 0.0 if successes == 0 else float(beta_dist.ppf(alpha / 2, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta_dist.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return lo, hi
+
+
 def risk_from_candidates(accepted: IntArray, errors: IntArray, decided: int, target: float,
                          delta: float = DEFAULT_DELTA, min_accepted: int = MIN_ACCEPTED) -> dict[str, Any]:
     """SPEC 4 `risk_control`, the fixed-sequence rule of Jung et al. 2024 ("Trust or Escalate")

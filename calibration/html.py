@@ -24,7 +24,15 @@ from matplotlib.figure import Figure
 
 from calibration.compare import LOWER_IS_BETTER, Side, compare
 from calibration.hitl import hitl_selection
-from calibration.markdown import fmt
+from calibration.markdown import (
+    CASCADE_HEADER,
+    QUEUE_HEADER,
+    cascade_stage_rows,
+    cascade_summary,
+    fmt,
+    queue_rows,
+    queue_sentence,
+)
 from calibration.table import NAMES, NONE, VerdictTable, build_table
 from judge.records import Verdict
 
@@ -380,6 +388,21 @@ def _queue(side: Side) -> str:
     return note + (html_table(header, table_rows, numeric={0, 2, 4, 5}) if table_rows else "")
 
 
+def _cascade(side: Side) -> str:
+    """The per-stage table and the human queue of a cascade's verdicts (calibration.stages)."""
+    cs = side.report.get("cascade_stages")
+    if not cs:
+        return ""
+    title = "Cascade stages" + (f" ({side.name})" if side.name else "")
+    parts = [f"<h2>{esc(title)}</h2>"]
+    parts += [f"<p>{esc(sentence.replace('`', ''))}</p>" for sentence in cascade_summary(cs)]
+    parts.append(html_table(CASCADE_HEADER, cascade_stage_rows(cs), numeric={0, 3, 4, 5, 8, 9}))
+    parts.append(f"<h3>Human queue</h3><p class=\"note\">{esc(queue_sentence(cs))}</p>")
+    if cs["queue"]["top"]:
+        parts.append(html_table(QUEUE_HEADER, queue_rows(cs), numeric={0, 2, 4, 5}))
+    return "".join(parts)
+
+
 def _confusion(side: Side) -> str:
     confusion = side.report.get("confusion")
     if not confusion:
@@ -437,5 +460,6 @@ def render_html(
                 '<p class="note">Not computed; add <code>--target-accuracy T</code> (and <code>--delta</code>).</p>'))
     body.append("<h2>Judge × human</h2>" + "".join(_confusion(s) for s in sides))
     body.extend(_groups(s) for s in sides)
+    body.extend(_cascade(s) for s in sides)
     body.append("<h2>Send to humans: the BPDE queue</h2>" + "".join(_queue(s) for s in sides))
     return _document(title, "".join(body))

@@ -155,6 +155,65 @@ def _groups(r: dict[str, Any]) -> list[str]:
     return [f"## By `{r.get('group_by', 'group')}`", ""] + table(header, rows)
 
 
+def fmt_usd(value: object) -> str:
+    return fmt(value, 6)
+
+
+def fmt_interval(ci: list[float] | None) -> str:
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "—"
+
+
+def cascade_summary(cs: dict[str, Any]) -> list[str]:
+    """The sentences of a `cascade_stages` section (calibration.stages), shared with the HTML page."""
+    esc = cs["escalated"]
+    cost, alone = cs["cost"], cs["cost"]["last_stage_alone"]
+    waiting = (f"{esc['awaiting_label']} await a label" if cs["then"] == "human"
+               else "not queued: the cascade's `then` is abstain")
+    return [
+        f"Items judged by the cascade: {cs['items']}; accepted by a stage: {cs['accepted']} "
+        f"(coverage {fmt(cs['coverage'])}); accuracy of the accepted labelled items {fmt(cs['accuracy'])} "
+        f"({fmt_share(cs['correct'], cs['labelled'])}, 95% CI {fmt_interval(cs['ci95'])}).",
+        f"Escalated (no stage accepted): {esc['items']} items, {esc['labelled']} labelled, {waiting}.",
+        f"Cost per item: {fmt_usd(cost['per_item'])} USD for the cascade "
+        f"({fmt_usd(cost['total_usd'])} USD in all) "
+        f"against an estimated {fmt_usd(alone['per_item'])} USD for the last stage alone on every item "
+        f"({fmt_usd(alone['total_usd'])} USD; estimate: {alone['basis']}).",
+    ]
+
+
+def cascade_stage_rows(cs: dict[str, Any]) -> list[list[str]]:
+    return [[str(s["stage"]), fmt(s["profile"]), fmt(s["model"]), fmt(s["reached"]), fmt(s["accepted"]),
+             fmt(s["accuracy"]), fmt_share(s["correct"], s["labelled"]), fmt_interval(s["ci95"]),
+             fmt_usd(s["cost_usd"]), fmt_usd(s["cost_per_item"])] for s in cs["stages"]]
+
+
+CASCADE_HEADER = ["stage", "profile", "model", "reached", "accepted", "accuracy", "correct",
+                  "95% CI (Clopper–Pearson)", "cost (USD)", "cost per item reached"]
+QUEUE_HEADER = ["rank", "id", "BPDE", "winner", "p_a", "certainty"]
+
+
+def queue_rows(cs: dict[str, Any]) -> list[list[str]]:
+    return [[str(rank), str(e["id"]), fmt(e["bpde"]), fmt(e["winner"]), fmt(e["p_a"]), fmt(e["certainty"])]
+            for rank, e in enumerate(cs["queue"]["top"], start=1)]
+
+
+def queue_sentence(cs: dict[str, Any]) -> str:
+    q = cs["queue"]
+    shown = f"; the first {len(q['top'])} by BPDE (a null BPDE first, ties in input order)" if q["top"] else ""
+    return f"{q['waiting']} item(s) wait for a human label{shown}."
+
+
+def _cascade(cs: dict[str, Any]) -> list[str]:
+    lines = ["## Cascade stages", ""]
+    for sentence in cascade_summary(cs):
+        lines += [sentence, ""]
+    lines += table(CASCADE_HEADER, [[cell.replace("|", "\\|") for cell in row] for row in cascade_stage_rows(cs)])
+    lines += ["### Human queue", "", queue_sentence(cs), ""]
+    if cs["queue"]["top"]:
+        lines += table(QUEUE_HEADER, [[cell.replace("|", "\\|") for cell in row] for row in queue_rows(cs)])
+    return lines
+
+
 def render_markdown(report: dict[str, Any], title: str = "persona-judge report") -> str:
     c = report["counts"]
     lines = [f"# {title}", ""]
@@ -173,4 +232,6 @@ def render_markdown(report: dict[str, Any], title: str = "persona-judge report")
         lines += _risk(report["risk_control"])
     if "by_group" in report:
         lines += _groups(report)
+    if "cascade_stages" in report:
+        lines += _cascade(report["cascade_stages"])
     return "\n".join(lines).rstrip() + "\n"

@@ -18,6 +18,7 @@ from calibration.certainty import coverage_auc, split_counts
 from calibration.counts import Rows, grid_index, project
 from calibration.from_counts import BOOTSTRAP_METHOD, DEFAULT_DELTA, json_safe, report_from_counts
 from calibration.hitl import resolve_cuts
+from calibration.stages import Then, stage_report
 from calibration.table import build_table
 from judge.jsonl import gc_paused
 from judge.records import Verdict
@@ -62,9 +63,12 @@ def build_report(
     delta: float | None = None,
     bootstrap_resamples: int = 1000,
     seed: int = 0,
+    cascade_then: Then = "human",
 ) -> dict[str, Any]:
     """Every SPEC 4 statistic of `verdicts` (see calibration.from_counts.report_from_counts), plus
-    coverage_auc, which needs every verdict's certainty."""
+    coverage_auc, which needs every verdict's certainty, and for a cascade's verdicts `cascade_stages`
+    (calibration.stages; `cascade_then`: the cascade's `then`, which decides whether its escalated
+    items wait for a label)."""
     with gc_paused():
         table = build_table(verdicts)
     rows = Rows.of(table)
@@ -88,7 +92,11 @@ def build_report(
             if splits is not None:
                 grouped[g].split = splits[g]
             by_group[name] = grouped[g]
-    return report_from_counts(
+    report = report_from_counts(
         total, resolve_cuts(table, members), (v.judge.model for v in verdicts), by_group=by_group,
         group_by=group_by, threshold=threshold, hitl=hitl, target_accuracy=target_accuracy, delta=delta,
         bootstrap_resamples=bootstrap_resamples, seed=seed, coverage_auc=auc)
+    stages = stage_report(verdicts, cascade_then)
+    if stages is not None:  # a single judge's report keeps exactly its keys
+        report["cascade_stages"] = json_safe(stages)
+    return report

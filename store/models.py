@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Float,
     ForeignKey,
     Index,
@@ -21,8 +22,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
+    true,
 )
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from calibration.counts import FLOAT_FIELDS, INT_FIELDS
 
@@ -202,6 +205,14 @@ class VerdictRow(SQLModel, table=True):
     # stages that judged the item; stages_json null for a single judge.
     stage: int | None = None
     stages_json: str | None = Field(default=None, sa_column=Column(Text))
+
+
+# The human queue (store.queue): the waiting verdicts of a job, null BPDE and highest BPDE first, ties
+# by position. Partial: only abstained, unlabelled rows are indexed, so it stays as small as the
+# queues (migration 0009).
+WAITING: ColumnElement[bool] = and_(col(VerdictRow.abstained) == true(), col(VerdictRow.human_label).is_(None))
+Index("ix_verdicts_waiting", col(VerdictRow.job_id), col(VerdictRow.bpde).desc(), col(VerdictRow.position),
+      sqlite_where=WAITING, postgresql_where=WAITING)
 
 
 def table_of(model: type[SQLModel]) -> Table:

@@ -86,13 +86,15 @@ def test_post_1000_items_stores_the_job_and_every_item(client: FlaskClient, engi
 def test_get_job_reports_status_counts_and_iso_times(client: FlaskClient, engine: Engine, job_id: str) -> None:
     body = client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).get_json()
     assert body["job_id"] == job_id and body["status"] == "queued"
-    assert body["counts"] == {"items": 40, "verdicts": 0, "calls": 0, "failed_calls": 0, "failed_items": 0}
+    assert body["counts"] == {"items": 40, "verdicts": 0, "calls": 0, "failed_calls": 0, "failed_items": 0,
+                              "awaiting_label": 0}
     assert body["profile"] == "persona-certainty" and body["model"] and body["provider"] == "openai"
     assert body["created_at"].endswith("Z") and body["started_at"] is None and body["finished_at"] is None
     judge_all(engine, job_id, lambda p, _: (None, None, False) if p == 3 else ("A", 0.9, False))
     body = client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).get_json()
     assert body["status"] == "done" and body["finished_at"].endswith("Z")
-    assert body["counts"] == {"items": 40, "verdicts": 40, "calls": 80, "failed_calls": 2, "failed_items": 1}
+    assert body["counts"] == {"items": 40, "verdicts": 40, "calls": 80, "failed_calls": 2, "failed_items": 1,
+                              "awaiting_label": 0}
     assert body["cost_usd"] == round(80 * 0.0005, 6)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from judge.records import Call, JudgeInfo, Verdict
+from judge.records import Call, JudgeInfo, StageVerdict, Verdict
 
 DEFAULT_P_A = {"A": 0.75, "B": 0.25, "tie": 0.5, None: None}
 
@@ -86,3 +86,43 @@ def synthetic(n: int, seed: int = 0, skill: float = 0.8) -> list[Verdict]:
             )
         )
     return out
+
+
+CASCADE_MODELS = ("gpt-mini", "gpt-mid", "gpt-big")
+
+
+def cascade_verdict(item_id: str, stages: list[tuple[str | None, float | None, float]], accepted: int | None,
+                    label: str | None = None, bpde: float | None = 0.0, then_abstains: bool = True) -> Verdict:
+    """A cascade's verdict (SPEC 2.1) built by hand: `stages` = (winner, p_a, cost_usd) of each stage
+    that judged the item, stage k by CASCADE_MODELS[k]; `accepted` = the accepting stage (None:
+    escalated, so abstained). The top-level fields are the deciding stage's."""
+    judged = [StageVerdict(profile=f"stage-{k}", provider="openai", model=CASCADE_MODELS[k],
+                           winner=winner,  # type: ignore[arg-type]  # a str standing for a Choice
+                           p_a=p_a, certainty=None if p_a is None else round(abs(2 * p_a - 1), 9), cost_usd=cost)
+              for k, (winner, p_a, cost) in enumerate(stages)]
+    deciding = judged[-1] if accepted is None else judged[accepted]
+    return Verdict(
+        id=item_id, winner=deciding.winner, p_a=deciding.p_a, certainty=deciding.certainty, consistent=None,
+        abstained=accepted is None and then_abstains, bpde=bpde, human_label=label,  # type: ignore[arg-type]
+        judge=JudgeInfo(profile="three-stage", provider="cascade", model=" > ".join(CASCADE_MODELS[:len(stages)])),
+        calls=[Call(order="AB", sample=0, choice=deciding.winner, cost_usd=0.0,
+                    stage=len(stages) - 1 if accepted is None else accepted)],
+        stage=accepted, stages=judged,
+    )
+
+
+def small_cascade() -> list[Verdict]:
+    """Nine items through three stages costing 0.001, 0.01 and 0.1 USD an item (the numbers of
+    tests/test_cascade_stages.py are computed by hand from these)."""
+    c0, c1, c2 = 0.001, 0.01, 0.1
+    return [
+        cascade_verdict("i0", [("A", 0.9, c0)], 0, "A"),
+        cascade_verdict("i1", [("B", 0.1, c0)], 0, "A"),
+        cascade_verdict("i2", [("A", 0.6, c0), ("B", 0.05, c1)], 1, "B"),
+        cascade_verdict("i3", [("B", 0.45, c0), ("A", 0.97, c1)], 1, None),
+        cascade_verdict("i4", [("A", 0.6, c0), ("A", 0.7, c1), ("A", 0.99, c2)], 2, "A"),
+        cascade_verdict("i5", [("A", 0.6, c0), ("B", 0.4, c1), ("A", 0.55, c2)], None, None, bpde=0.693147181),
+        cascade_verdict("i6", [("A", 0.6, c0), ("B", 0.4, c1), ("B", 0.45, c2)], None, "B", bpde=1.0),
+        cascade_verdict("i7", [("A", 0.6, c0), ("B", 0.4, c1), (None, None, c2)], None, None, bpde=None),
+        cascade_verdict("i8", [("A", 0.6, c0), ("B", 0.4, c1), ("A", 0.52, c2)], None, None, bpde=0.693147181),
+    ]

@@ -80,9 +80,10 @@ def combine(cascade: CascadeProfile, item: PairItem, judged: Sequence[Verdict]) 
 
 
 def escalated_verdict(cascade: CascadeProfile, verdict: Verdict) -> Verdict:
-    """A verdict made without judging (an error: quota, access, internal) as a cascade's: escalated,
-    with no stage that judged it."""
-    return verdict.model_copy(update={"judge": judge_info(cascade), "stage": None, "stages": []})
+    """A verdict made without judging (an error: quota, access, internal) as a cascade's: escalated
+    (abstained, no accepting stage) with no stage that judged it."""
+    return verdict.model_copy(update={"judge": judge_info(cascade), "abstained": True, "stage": None,
+                                      "stages": []})
 
 
 class CascadeRun:

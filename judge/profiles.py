@@ -260,6 +260,16 @@ def is_cascade(data: Any) -> bool:
     return isinstance(data, dict) and "cascade" in data
 
 
+def names_cascade(name: str) -> bool:
+    """`name` (a profile name or path) is a cascade's file (a file that cannot be read is none: loading
+    it reports why)."""
+    path = _find_profile_file(name)
+    try:
+        return path is not None and is_cascade(read_profile_file(path))
+    except ProfileError:
+        return False
+
+
 def _load_cascade(data: dict[str, Any], source: str) -> CascadeProfile:
     try:
         cascade = CascadeProfile.model_validate(data)

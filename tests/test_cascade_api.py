@@ -166,3 +166,13 @@ def test_a_cascade_job_judged_against_the_simulator_has_staged_verdicts(engine: 
     job = repo.get_job(engine, job_id)
     assert job is not None and job.status == "done"
     assert job.cost_usd == pytest.approx(sum(s["cost_usd"] for v in page for s in v["stages"]))
+    # The report, the export (escalated items are not preference data) and the dashboard stats.
+    report = client.get(f"/v1/jobs/{job_id}/report", headers=AUTH_A)
+    assert report.status_code == 200, report.get_json()
+    assert report.get_json()["counts"]["items"] == 40
+    assert report.get_json()["abstention"]["abstained"] == sum(v["abstained"] for v in page)
+    export = client.get(f"/v1/jobs/{job_id}/export?format=dpo", headers=AUTH_A).get_data(as_text=True).splitlines()
+    assert sorted(json.loads(line)["id"] for line in export) == sorted(
+        v["id"] for v in page if not v["abstained"] and v["winner"] in ("A", "B"))
+    stats = client.get("/v1/stats/agreement?profile=sim-cascade", headers=AUTH_A)
+    assert stats.status_code == 200 and stats.get_json()["counts"]["items"] == 40, stats.get_json()

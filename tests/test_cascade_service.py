@@ -107,3 +107,34 @@ def test_kill_9_while_stage_2_runs_loses_and_duplicates_nothing_and_asks_stage_1
             assert not verdict.abstained and verdict.stage == len(verdict.stages) - 1
             assert verdict.winner in ("A", "B") and max(verdict.p_a, 1 - verdict.p_a) >= THRESHOLDS[verdict.stage]
     print(f"reached per stage {reached}; sim requests {[s.stats()['requests'] for s in sims]}")
+
+
+@pytest.fixture
+def sqlite_service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
+    svc = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
+    yield svc
+    svc.stop()
+
+
+def test_a_cancelled_cascade_stops_in_stage_2_and_the_worker_takes_the_next_job(
+        sqlite_service: Service, start_sim: Any) -> None:
+    service = sqlite_service
+    sims = [start_sim("--noise", "0.3", "--seed", "4"), start_sim("--latency-ms", "30000", "--seed", "5"),
+            start_sim("--seed", "6")]
+    worker = service.start_worker(concurrency=1)
+    job_id = service.submit(many_items(100, seed=6), sim_cascade(sims), batch_size=100)
+    deadline = time.monotonic() + 120
+    while sims[1].stats()["requests"] == 0:
+        assert time.monotonic() < deadline, worker.output()[-3000:]
+        time.sleep(0.05)
+    assert repo.cancel_job(service.engine, job_id)
+    # The one thread is free again within seconds (not after stage 2's 30 s answers): the next job runs.
+    started = time.monotonic()
+    single = load_judging({"profile": "persona-certainty", "provider": "openai-compatible", "model": "sim-small",
+                           "base_url": sims[2].openai_base_url})
+    other = service.wait_done(service.submit(many_items(10, seed=7), single), 25)
+    assert other.status == "done" and time.monotonic() - started < 25
+    assert repo.get_job(service.engine, job_id).status == "cancelled"  # type: ignore[union-attr]
+    assert service.row_counts(job_id) == {"verdicts": 0, "distinct_verdicts": 0, "calls": 0}
+    assert sims[2].stats()["requests"] == 20  # the other job's: the cancelled one never reached stage 3
+    assert "its job is no longer active" in worker.output()

@@ -16,7 +16,8 @@ from judge.aggregation import DECIMALS
 from judge.profiles import CascadeProfile, JudgeProfile, Judging
 from judge.records import JudgeInfo, PairItem, StageVerdict, Verdict
 
-if TYPE_CHECKING:  # the runner only for the in-process driver's signature: store imports this module
+if TYPE_CHECKING:  # the runner only where the stages run: store imports this module for judge_info
+    from judge.cache import CallCache
     from judge.runner import Judge
 
 CASCADE_PROVIDER = "cascade"
@@ -143,3 +144,19 @@ async def judge_cascade(cascade: CascadeProfile, items: Sequence[PairItem], judg
         verdicts = [verdict async for verdict in judges[stage].judge_stream(open_items, max_items_in_flight)]
         run.record(stage, verdicts)
     return run.verdicts()
+
+
+async def judge_items(judging: Judging, items: list[PairItem], cache: CallCache | None = None,
+                      concurrency: int = 64) -> list[Verdict]:
+    """judge.runner.judge_all for a profile or a cascade: verdicts in input order, each stage with
+    its own Judge on the same cache."""
+    from contextlib import AsyncExitStack
+
+    from judge.runner import Judge, judge_all
+
+    if isinstance(judging, JudgeProfile):
+        return await judge_all(judging, items, cache, concurrency)
+    async with AsyncExitStack() as stack:
+        judges = [await stack.enter_async_context(Judge(stage, cache=cache, max_in_flight=concurrency))
+                  for stage in judging.judges]
+        return await judge_cascade(judging, items, judges)

@@ -16,7 +16,7 @@ from judge.aggregation import aggregate
 from judge.cache import CallCache, NullCache, cache_key
 from judge.endpoints import Access, AccessError, local_access
 from judge.parsers import Parsed, get_parser, to_item_labels
-from judge.profiles import CascadeProfile, JudgeProfile, Judging
+from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
 from judge.records import Call, JudgeInfo, Order, PairItem, Verdict
 
@@ -263,18 +263,9 @@ class Judge:
                 await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def judge_all(profile: Judging, items: list[PairItem], cache: CallCache | None = None,
+async def judge_all(profile: JudgeProfile, items: list[PairItem], cache: CallCache | None = None,
                     concurrency: int = 64) -> list[Verdict]:
-    """Judge a list of items with a profile or a cascade (SPEC 2.1); verdicts in input order."""
-    if isinstance(profile, CascadeProfile):
-        from contextlib import AsyncExitStack
-
-        from judge.cascade import judge_cascade
-
-        async with AsyncExitStack() as stack:
-            judges = [await stack.enter_async_context(Judge(stage, cache=cache, max_in_flight=concurrency))
-                      for stage in profile.judges]
-            return await judge_cascade(profile, items, judges)
+    """Judge a list of items; verdicts in input order (a cascade: judge.cascade.judge_items)."""
     async with Judge(profile, cache=cache, max_in_flight=concurrency) as judge:
         by_id = {v.id: v async for v in judge.judge_stream(items)}
     return [by_id[item.id] for item in items]

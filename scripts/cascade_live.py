@@ -11,11 +11,12 @@ response naming more of them is the one the simulated judge prefers before its n
 judge_model.py); the margin (1 to 4 interests) sets how sure an honest judge is. One item in five
 has margin 0: its label is the human's taste, which no judge can read from the text. The servers are
 the operator's endpoints (PJUDGE_ENDPOINTS) and the stages are priced by the server (PJUDGE_PRICES:
-a small, a medium and a large model's price table). Thresholds are fixed (--thresholds; default
-0.9, 0.85, 0.8), not calibrated: `pjudge calibrate` on a separate labelled sample gives guaranteed
-ones.
+a small, a medium and a large model's price table). Thresholds: by default calibrated (SPEC 4
+`cascade`, calibration.cascade.calibrate at --target and --delta) on a separate labelled sample of
+--calibration-items judged by each stage alone; where calibration.cascade is not installed, or with
+--thresholds, fixed ones (0.9, 0.85, 0.8 unless given). The output says which.
 
-    .venv/bin/python scripts/cascade_live.py [--items 2000] [--json]
+    .venv/bin/python scripts/cascade_live.py [--items 2000] [--target 0.9] [--json]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from judge.records import Verdict  # noqa: E402
 from llm_sim.harness import Process, RedisServer, free_port, wait_for_port  # noqa: E402
 from llm_sim.process import SimProcess  # noqa: E402
 
@@ -57,7 +59,7 @@ def _http(method: str, url: str, body: Any = None) -> Any:
         raise RuntimeError(f"{method} {url}: HTTP {exc.code} {exc.read()[:800]!r}") from None
 
 
-def make_items(n: int, seed: int = 14) -> list[dict[str, Any]]:
+def make_items(n: int, seed: int = 14, prefix: str = "live") -> list[dict[str, Any]]:
     """Labelled items: the response naming more of the persona's interests is the preferred one."""
     rng = random.Random(seed)
     items = []
@@ -72,7 +74,7 @@ def make_items(n: int, seed: int = 14) -> list[dict[str, Any]]:
         text_better = f"Try {', '.join(better)} and maybe {rng.choice(filler)}."
         text_worse = f"Try {', '.join([*worse, *rng.sample(filler, 2)])}."
         a_wins = rng.random() < 0.5
-        items.append({"id": f"live-{i:05d}", "persona": f"The person enjoys {', '.join(liked)}.",
+        items.append({"id": f"{prefix}-{i:05d}", "persona": f"The person enjoys {', '.join(liked)}.",
                       "prompt": f"What should I do this weekend? (#{i})",
                       "response_a": text_better if a_wins else text_worse,
                       "response_b": text_worse if a_wins else text_better,
@@ -131,7 +133,27 @@ def figures(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     return result
 
 
-def run(n: int, thresholds: list[float | None]) -> dict[str, Any]:
+FIXED = [0.9, 0.85, 0.8]
+
+
+def calibrated(url: str, sims: list[SimProcess], n: int, target: float, delta: float
+               ) -> tuple[list[float | None], dict[str, Any]]:
+    """Thresholds from SPEC 4 `cascade` on `n` other labelled items judged by each stage alone."""
+    from calibration.cascade import StageVerdicts, calibrate, join_stages
+
+    items = make_items(n, seed=41, prefix="cal")
+    stages = []
+    for (model, _, _), sim in zip(STAGES, sims, strict=True):
+        job = _http("POST", f"{url}/v1/jobs", {"items": items, "profile": stage_profile(model, sim.openai_base_url)})
+        wait_done(url, job["job_id"])
+        stages.append(StageVerdicts(name=model, source=f"job {job['job_id']}",
+                                    verdicts=[Verdict.model_validate(v) for v in verdicts(url, job["job_id"])]))
+    result = calibrate(join_stages(stages), target, delta)
+    return list(result.thresholds), result.as_dict()
+
+
+def run(n: int, thresholds: list[float | None] | None, calibration_items: int, target: float,
+        delta: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         redis = RedisServer(folder / "redis").start()
@@ -148,10 +170,19 @@ def run(n: int, thresholds: list[float | None]) -> dict[str, Any]:
         worker = Process(["worker", "--concurrency=4", "--processes=1"], env, folder / "worker.log").start()
         try:
             wait_for_port(port)
+            calibration: dict[str, Any] | None = None
+            source = "fixed (--thresholds)"
+            if thresholds is None:
+                try:
+                    thresholds, calibration = calibrated(url, sims, calibration_items, target, delta)
+                    source = f"calibrated on {calibration_items} other labelled items, target {target}, delta {delta}"
+                except ImportError:  # calibration.cascade (issue 14's calibrate) not installed
+                    thresholds, source = FIXED, "fixed (calibration.cascade not available)"
             items = make_items(n)
             cascade = {"name": "small-medium-large", "then": "human", "cascade": [
                 {"profile": stage_profile(model, sim.openai_base_url), "threshold": threshold}
                 for (model, _, _), sim, threshold in zip(STAGES, sims, thresholds, strict=True)]}
+            before_cascade = [sim.stats()["requests"] for sim in sims]
             started = time.monotonic()
             job = _http("POST", f"{url}/v1/jobs", {"items": items, "profile": cascade})["job_id"]
             status = wait_done(url, job)
@@ -164,7 +195,9 @@ def run(n: int, thresholds: list[float | None]) -> dict[str, Any]:
                                                     "profile": stage_profile(STAGES[-1][0], sims[-1].openai_base_url)})
             alone_status = wait_done(url, alone["job_id"])
             alone_s = time.monotonic() - started
-            result = {"items": n, "thresholds": thresholds, "noise": [noise for _, noise, _ in STAGES],
+            requests = [after - before for after, before in zip(requests, before_cascade, strict=True)]
+            result = {"items": n, "thresholds": thresholds, "thresholds_from": source, "calibration": calibration,
+                      "noise": [noise for _, noise, _ in STAGES],
                       "prices_per_mtok": {model: price for model, _, price in STAGES},
                       "cascade": {"status": status["status"], "sim_requests": requests,
                                   **figures(verdicts(url, job), cascade_s)},
@@ -186,7 +219,8 @@ def run(n: int, thresholds: list[float | None]) -> dict[str, Any]:
 
 def markdown(r: dict[str, Any]) -> str:
     c, s = r["cascade"], r["strongest_alone"]
-    lines = [f"# Live cascade: {r['items']} labelled items, thresholds {r['thresholds']}, noise {r['noise']}", "",
+    lines = [f"# Live cascade: {r['items']} labelled items, noise {r['noise']}", "",
+             f"Thresholds {r['thresholds']}: {r['thresholds_from']}.", "",
              "| run | coverage | agreement on accepted | agreement on all | cost per item (USD) | seconds |",
              "|---|---|---|---|---|---|",
              f"| cascade (3 stages) | {c['coverage']:.3f} | {c['agreement_on_accepted']} | "
@@ -204,14 +238,20 @@ def markdown(r: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=2000)
-    parser.add_argument("--thresholds", default="0.9,0.85,0.8",
-                        help="Per stage, comma-separated; 'none' for a stage that accepts nothing.")
+    parser.add_argument("--thresholds", default=None,
+                        help="Fixed thresholds per stage, comma-separated ('none': the stage accepts nothing) "
+                             "[default: calibrated].")
+    parser.add_argument("--calibration-items", type=int, default=1000)
+    parser.add_argument("--target", type=float, default=0.9, help="Target accuracy of the calibration.")
+    parser.add_argument("--delta", type=float, default=0.1, help="Risk level of the calibration.")
     parser.add_argument("--json", action="store_true", help="One JSON document instead of Markdown.")
     args = parser.parse_args()
-    thresholds = [None if t.strip() == "none" else float(t) for t in args.thresholds.split(",")]
-    if len(thresholds) != len(STAGES):
-        parser.error(f"--thresholds: one per stage ({len(STAGES)})")
-    result = run(args.items, thresholds)
+    thresholds = None
+    if args.thresholds is not None:
+        thresholds = [None if t.strip() == "none" else float(t) for t in args.thresholds.split(",")]
+        if len(thresholds) != len(STAGES):
+            parser.error(f"--thresholds: one per stage ({len(STAGES)})")
+    result = run(args.items, thresholds, args.calibration_items, args.target, args.delta)
     print(json.dumps(result, indent=2) if args.json else markdown(result))
 
 

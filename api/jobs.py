@@ -25,7 +25,7 @@ from api.errors import (
     summarize,
 )
 from api.parsing import deeper_than, parse_query, plausible_job_id, read_json_body
-from api.profiles import resolve_profile
+from api.profiles import resolve_judging
 from api.schemas import (
     MAX_ITEM_ID,
     CancelOut,
@@ -225,7 +225,7 @@ def create_job() -> Response:
         raise invalid(summarize(details, "invalid request"), details)
     settings = state().settings
     items = _validate_items(body.get("items"))
-    profile = resolve_profile(body.get("profile"), settings, current_owner())
+    profile = resolve_judging(body.get("profile"), settings, current_owner())
     if body.get("labels") is not None:
         labels = _validate_labels(body["labels"], "labels")
         by_id = {label.id: label.human_label for label in labels}

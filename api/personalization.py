@@ -320,7 +320,10 @@ def _report_document(job: Job, query: PersonalizationReportQuery) -> dict[str, A
     document = {"job_id": job.id, **text.to_dict()}
     verdicts = repo.all_verdicts(engine, job.id, with_raw=False)  # counts and costs: no raw answers
     add_persona_fit(document, verdicts, inputs["unjudgeable"], resamples=query.bootstrap, seed=query.seed)
-    document["judge"] = judge_section(repo.job_profile(job), job.n_items, CallTotals.of(verdicts), query.bootstrap,
+    profile = repo.job_profile(job)
+    if not isinstance(profile, JudgeProfile):  # api.profiles.resolve_profile refuses cascades here
+        raise RuntimeError(f"personalization job {job.id} has a cascade profile")
+    document["judge"] = judge_section(profile, job.n_items, CallTotals.of(verdicts), query.bootstrap,
                                       query.seed, f"/v1/jobs/{job.id}/verdicts")
     return document
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from api.context import ApiSettings
 from api.errors import ApiError, invalid, problem, pydantic_problems, summarize
-from api.schemas import ProfileOverrides
+from api.schemas import CascadeShape, ProfileOverrides
 from judge.endpoints import (
     Endpoint,
     EndpointError,
@@ -27,11 +27,17 @@ from judge.endpoints import (
 )
 from judge.profiles import (
     DEFAULT_PROFILE,
+    CascadeProfile,
+    CascadeStage,
     JudgeProfile,
+    Judging,
     Price,
     ProfileError,
     available_profiles,
+    is_cascade,
+    load_judging,
     load_profile,
+    names_cascade,
 )
 from judge.templates import TemplateError
 
@@ -69,52 +75,104 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.12g}"
 
 
-def check_bounds(profile: JudgeProfile, settings: ApiSettings) -> None:
+def check_bounds(profile: JudgeProfile, settings: ApiSettings, where: str = "profile") -> None:
     """422 naming every field above the operator's bound (the resolved profile's, whether the
     client set the field or its base profile did: what is checked is what would run)."""
     problems = []
     for name, setting in BOUNDED:
         value, limit = getattr(profile, name), getattr(settings.config, setting)
         if value > limit:
-            problems.append(problem(f"profile.{name}", f"at most {_number(limit)} on this server, got "
+            problems.append(problem(f"{where}.{name}", f"at most {_number(limit)} on this server, got "
                                                        f"{_number(value)} (PJUDGE_{setting.upper()})"))
     if problems:
         raise invalid(summarize(problems, "invalid profile"), problems)
 
 
-def server_priced(profile: JudgeProfile, settings: ApiSettings) -> JudgeProfile:
+def server_priced(profile: JudgeProfile, settings: ApiSettings, where: str = "profile") -> JudgeProfile:
     """The profile at the server's price for its model (PJUDGE_PRICES): a job on the server's
     provider keys costs what the operator says. Replay makes no provider call: it costs nothing."""
     if profile.provider == "replay":
         return profile.model_copy(update={"price": Price()})
     price = settings.prices.price_for(profile.model)
     if price is None:
-        raise _refuse("profile.model", f"this server has no price for model '{profile.model[:100]}' "
+        raise _refuse(f"{where}.model", f"this server has no price for model '{profile.model[:100]}' "
                                        "(the operator sets prices in PJUDGE_PRICES)")
     return profile.model_copy(update={"price": price})
 
 
-def resolve_profile(spec: Any, settings: ApiSettings, owner: str | None = None) -> JudgeProfile:
+def resolve_profile(spec: Any, settings: ApiSettings, owner: str | None = None, where: str = "profile"
+                    ) -> JudgeProfile:
     """The job's profile; `owner` (the caller) is whose stored credentials it may name. A job at
     any of the operator's endpoints is priced by the server, whatever key it uses (a keyless local
     server is the operator's cost too); one at the caller's own endpoint keeps the price it gives
-    (its provider bills the caller, not the server)."""
-    profile, at_operator = _resolve(spec, settings, owner)
-    check_bounds(profile, settings)
-    return server_priced(profile, settings) if at_operator else profile
+    (its provider bills the caller, not the server). A cascade is refused: see resolve_judging."""
+    if isinstance(spec, str):
+        _check_name(where, spec, settings)  # before any file is looked at
+    if isinstance(spec, str) and names_cascade(spec) or isinstance(spec, dict) and is_cascade(spec):
+        raise _refuse(where, "a cascade cannot be used here; give a judge profile")
+    return _resolve_one(spec, settings, owner, where)
 
 
-def _refuse_host(endpoint: Endpoint, allow_private: bool) -> None:
+def _resolve_one(spec: Any, settings: ApiSettings, owner: str | None, where: str) -> JudgeProfile:
+    profile, at_operator = _resolve(spec, settings, owner, where)
+    check_bounds(profile, settings, where)
+    return server_priced(profile, settings, where) if at_operator else profile
+
+
+def resolve_judging(spec: Any, settings: ApiSettings, owner: str | None = None) -> Judging:
+    """The profile of a /v1/jobs job: a judge profile (resolve_profile) or a cascade (SPEC 2.1),
+    given as an object or as a stored or built-in cascade's name. Every stage passes exactly the
+    checks of a single profile, with its field path (`profile.cascade[i].profile.base_url`): the
+    endpoint and key rules, the bounds, the server's price."""
+    if isinstance(spec, str):
+        _check_name("profile", spec, settings)  # before any file is looked at
+        if names_cascade(spec):
+            return _stored_cascade(spec, settings)
+    if not (isinstance(spec, dict) and is_cascade(spec)):
+        return resolve_profile(spec, settings, owner)
+    try:
+        shape = CascadeShape.model_validate(spec, strict=True)
+    except ValidationError as exc:
+        problems = pydantic_problems(exc, "profile")
+        raise invalid(summarize(problems, "invalid profile"), problems) from None
+    judges = [_resolve_one(stage.profile, settings, owner, f"profile.cascade[{index}].profile")
+              for index, stage in enumerate(shape.cascade)]
+    cascade = CascadeProfile(name=shape.name, then=shape.then, cascade=[
+        CascadeStage(profile=judge.model_dump(mode="json"), threshold=stage.threshold)
+        for stage, judge in zip(shape.cascade, judges, strict=True)])
+    cascade.judges = judges
+    return cascade
+
+
+def _stored_cascade(name: str, settings: ApiSettings) -> CascadeProfile:
+    """A cascade the operator stored (a profile folder's file) or built in: its stages are the
+    operator's, like a stored profile's fields, and pass the bounds and the server's prices."""
+    try:
+        cascade = load_judging(name)
+    except (ProfileError, TemplateError, ValueError, TypeError) as exc:
+        raise _refuse("profile", str(exc)) from None
+    assert isinstance(cascade, CascadeProfile)  # names_cascade
+    judges = []
+    for index, judge in enumerate(cascade.judges):
+        where = f"profile.cascade[{index}].profile"
+        check_bounds(judge, settings, where)
+        judges.append(server_priced(judge, settings, where))
+    cascade.judges = judges
+    return cascade
+
+
+def _refuse_host(endpoint: Endpoint, allow_private: bool, where: str) -> None:
     """422 for a client-chosen host the server may not call, with one fixed text whatever the
     reason: the answer must not tell the client how a name resolves inside the server's network."""
     try:
         check_client_host(endpoint, allow_private)
     except EndpointError as exc:
         log.debug("refused client endpoint host %s: %s", endpoint.host, exc)
-        raise _refuse("profile.base_url", REFUSED_HOST) from None
+        raise _refuse(f"{where}.base_url", REFUSED_HOST) from None
 
 
-def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, owner: str | None) -> bool:
+def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, owner: str | None,
+                  where: str = "profile") -> bool:
     """The endpoint and key rules; normalizes `fields["base_url"]` (the URL checked is the URL
     called). True when the job runs at one of the operator's endpoints."""
     config = settings.config
@@ -124,21 +182,21 @@ def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, 
         try:
             endpoint = parse_endpoint(fields["base_url"])
         except EndpointError as exc:
-            raise _refuse("profile.base_url", str(exc)) from None
+            raise _refuse(f"{where}.base_url", str(exc)) from None
         operator = endpoint in operator_endpoints(provider, config)
         if not operator:
             if not config.client_endpoints:
-                raise _refuse("profile.base_url", "this server accepts only its configured provider endpoints")
-            _refuse_host(endpoint, config.allow_private_endpoints)
+                raise _refuse(f"{where}.base_url", "this server accepts only its configured provider endpoints")
+            _refuse_host(endpoint, config.allow_private_endpoints, where)
         fields["base_url"] = endpoint.url
     key_env, credential = fields.get("api_key_env"), fields.get("credential")
     if key_env is not None:
         if credential is not None:
-            raise _refuse("profile.api_key_env", "give credential or api_key_env, not both")
+            raise _refuse(f"{where}.api_key_env", "give credential or api_key_env, not both")
         if key_env not in config.api_key_envs:
-            raise _refuse("profile.api_key_env", "not a variable this server allows (PJUDGE_API_KEY_ENVS)")
+            raise _refuse(f"{where}.api_key_env", "not a variable this server allows (PJUDGE_API_KEY_ENVS)")
         if not operator or key_env not in bound_variables(provider, endpoint, config):
-            raise _refuse("profile.api_key_env", "the operator has not bound this variable to this endpoint for "
+            raise _refuse(f"{where}.api_key_env", "the operator has not bound this variable to this endpoint for "
                                                  f"provider '{provider}' (PJUDGE_ENDPOINTS)")
     if credential is not None:
         from api.context import state
@@ -146,38 +204,47 @@ def _check_access(fields: dict[str, Any], provider: str, settings: ApiSettings, 
 
         stored = credentials.provider_of(state().engine, owner or "", credential) if owner else None
         if stored is None:
-            raise _refuse("profile.credential", f"unknown credential '{credential}' (see GET /v1/credentials)")
+            raise _refuse(f"{where}.credential", f"unknown credential '{credential}' (see GET /v1/credentials)")
         if stored != provider:
-            raise _refuse("profile.credential", f"credential '{credential}' is for provider '{stored}'")
+            raise _refuse(f"{where}.credential", f"credential '{credential}' is for provider '{stored}'")
     return operator
 
 
-def _resolve(spec: Any, settings: ApiSettings, owner: str | None) -> tuple[JudgeProfile, bool]:
+def _resolve(spec: Any, settings: ApiSettings, owner: str | None, where: str = "profile"
+             ) -> tuple[JudgeProfile, bool]:
+    """One judge profile (a whole job's, or a cascade's stage at `where`): never a cascade."""
     if spec is None:
         spec = DEFAULT_PROFILE
     if isinstance(spec, str):
-        _check_name("profile", spec, settings)
-        return _load(spec, "profile"), True
+        _check_name(where, spec, settings)
+        if names_cascade(spec):
+            raise _refuse(where, f"'{spec}' is a cascade; a stage must be a judge profile")
+        return _load(spec, where), True
     if not isinstance(spec, dict):
-        raise _refuse("profile", "must be a profile name or an object of profile fields")
+        raise _refuse(where, "must be a profile name or an object of profile fields")
+    if "cascade" in spec:
+        raise _refuse(f"{where}.cascade", "a stage must be a judge profile, not a cascade")
     try:
         # Strict: JSON types as documented (no `false` for an integer, no "3" for a number).
         fields = ProfileOverrides.model_validate(spec, strict=True).model_dump(exclude_unset=True)
     except ValidationError as exc:
-        problems = pydantic_problems(exc, "profile")
+        problems = pydantic_problems(exc, where)
         raise invalid(summarize(problems, "invalid profile"), problems) from None
     for key in ("profile", "name", "template"):
-        _check_name(f"profile.{key}", fields.get(key), settings)
+        _check_name(f"{where}.{key}", fields.get(key), settings)
     base = fields.get("profile")
     if base is not None and base not in available_profiles() and not settings.allow_server_paths:
-        raise _refuse("profile.profile", f"unknown profile '{base}' (available: {', '.join(available_profiles())})")
+        raise _refuse(f"{where}.profile", f"unknown profile '{base}' (available: {', '.join(available_profiles())})")
+    if base is not None and names_cascade(base):
+        raise _refuse(f"{where}.profile", f"'{base}' is a cascade: fields override a single judge profile (set "
+                                          "them in the cascade's stages)")
     if fields.get("replay_path") is not None and not settings.allow_server_paths:
-        raise _refuse("profile.replay_path", "server file paths are not accepted by this server")
-    profile = _load(fields, "profile")  # the provider may come from the base profile
-    at_operator = _check_access(fields, profile.provider, settings, owner)
+        raise _refuse(f"{where}.replay_path", "server file paths are not accepted by this server")
+    profile = _load(fields, where)  # the provider may come from the base profile
+    at_operator = _check_access(fields, profile.provider, settings, owner, where)
     if at_operator and "price" in fields:
         # The server prices jobs at its own endpoints (server_priced), whatever key they use: a
         # client price of 0 would make them free, and the cost quota meaningless.
-        raise _refuse("profile.price", "this server sets the price of jobs at its own endpoints itself "
+        raise _refuse(f"{where}.price", "this server sets the price of jobs at its own endpoints itself "
                                        "(PJUDGE_PRICES): leave price out, or use your own endpoint")
     return profile.model_copy(update={"base_url": fields.get("base_url", profile.base_url)}), at_operator

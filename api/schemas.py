@@ -58,6 +58,52 @@ class ProfileOverrides(JudgeProfile):
     )
 
 
+class CascadeStageIn(BaseModel):
+    """One stage of a cascade: a judge profile (a built-in or stored profile's name, or an object of
+    overrides, checked exactly like a job's `profile`) and its threshold."""
+
+    model_config = ConfigDict(extra="forbid", title="CascadeStage")
+
+    profile: Annotated[str, Field(min_length=1, max_length=MAX_NAME)] | ProfileOverrides
+    threshold: float | None = Field(
+        default=None, ge=0.5, le=1,
+        description="The stage accepts a verdict that is decided (A or B) with confidence max(p_a, 1 - p_a) at "
+                    "least this; null or absent: it accepts nothing (its verdicts are only logged).")
+
+
+class CascadeIn(BaseModel):
+    """A cascade (SPEC 2.1): stage 1 judges every item, each later stage only the items the earlier
+    ones did not accept; items no stage accepts are escalated (abstained, stage null)."""
+
+    model_config = ConfigDict(extra="forbid", title="CascadeProfile")
+
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+    cascade: list[CascadeStageIn] = Field(min_length=1, max_length=8)
+    then: Literal["human", "abstain"] = Field(
+        default="human", description="human: escalated items wait in the job's human queue; abstain: they are "
+                                     "only marked abstained.")
+
+
+class CascadeStageShape(BaseModel):
+    """CascadeStageIn as first validated: the profile is checked afterwards by api.profiles, field by
+    field with its path, like a job's `profile`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Annotated[str, Field(min_length=1, max_length=MAX_NAME)] | dict[str, Any]
+    threshold: float | None = Field(default=None, ge=0.5, le=1)
+
+
+class CascadeShape(BaseModel):
+    """CascadeIn as first validated (see CascadeStageShape)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+    cascade: list[CascadeStageShape] = Field(min_length=1, max_length=8)
+    then: Literal["human", "abstain"] = "human"
+
+
 CredentialName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 
 
@@ -86,9 +132,10 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[PairItem] = Field(min_length=1)
-    profile: str | ProfileOverrides | None = Field(
+    profile: str | ProfileOverrides | CascadeIn | None = Field(
         default=DEFAULT_PROFILE,
-        description="A built-in or stored profile's name, or an object of overrides; absent or null: persona-certainty.",
+        description="A built-in or stored profile's (or cascade's) name, an object of overrides, or a cascade "
+                    "(SPEC 2.1); absent or null: persona-certainty.",
     )
     labels: list[LabelIn] | None = Field(default=None, description="Human labels by item id (override the items').")
 

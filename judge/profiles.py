@@ -239,12 +239,51 @@ class CascadeProfile(BaseModel):
                 "cascade": [{"profile": judge.model_dump(mode="json"), "threshold": stage.threshold}
                             for stage, judge in zip(self.cascade, self.judges, strict=True)]}
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> CascadeProfile:
+        """The cascade of `stored()`: each stage's fields are the whole profile (no file is read)."""
+        cascade = cls.model_validate(data)
+        judges = []
+        for stage in cascade.cascade:
+            if not isinstance(stage.profile, dict):
+                raise ProfileError(f"cascade '{cascade.name}': a stored stage must hold its profile's fields")
+            judges.append(JudgeProfile.model_validate(stage.profile))
+        cascade.judges = judges
+        return cascade
+
 
 Judging = JudgeProfile | CascadeProfile
 
 
+def stored_judging(judging: Judging) -> dict[str, Any]:
+    """What a job keeps of its profile (jobs.profile_json): a judge profile's fields, or a
+    cascade's self-contained form (CascadeProfile.stored)."""
+    if isinstance(judging, CascadeProfile):
+        return judging.stored()
+    data: dict[str, Any] = json.loads(judging.model_dump_json())
+    return data
+
+
+def judging_from_stored(text: str) -> Judging:
+    """The inverse of stored_judging, from its JSON text."""
+    data = json.loads(text)
+    if is_cascade(data):
+        return CascadeProfile.from_stored(data)
+    return JudgeProfile.model_validate(data)
+
+
 def is_cascade(data: Any) -> bool:
     return isinstance(data, dict) and "cascade" in data
+
+
+def names_cascade(name: str) -> bool:
+    """`name` (a profile name or path) is a cascade's file (a file that cannot be read is none: loading
+    it reports why)."""
+    path = _find_profile_file(name)
+    try:
+        return path is not None and is_cascade(read_profile_file(path))
+    except ProfileError:
+        return False
 
 
 def _load_cascade(data: dict[str, Any], source: str) -> CascadeProfile:

@@ -289,7 +289,7 @@ class Judge:
 
 async def judge_all(profile: JudgeProfile, items: list[PairItem], cache: CallCache | None = None,
                     concurrency: int = 64) -> list[Verdict]:
-    """Judge a list of items; verdicts in input order."""
+    """Judge a list of items; verdicts in input order (a cascade: judge.cascade.judge_items)."""
     async with Judge(profile, cache=cache, max_in_flight=concurrency) as judge:
         by_id = {v.id: v async for v in judge.judge_stream(items)}
     return [by_id[item.id] for item in items]

@@ -19,7 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from judge.profiles import JudgeProfile
+from judge.cascade import judge_info
+from judge.profiles import JudgeProfile, Judging, judging_from_stored, stored_judging
 from judge.providers.base import CallResult
 from judge.records import Call, PairItem, Verdict
 from store import summaries
@@ -113,10 +114,10 @@ def _stored_form(value: Any) -> Any:
     return json.loads(json.dumps(value, ensure_ascii=False))
 
 
-def fingerprint_of_request(kind: str, items: Sequence[PairItem], profile: JudgeProfile,
+def fingerprint_of_request(kind: str, items: Sequence[PairItem], profile: Judging,
                            inputs: Mapping[str, Any] | None) -> str:
     return request_fingerprint(kind, (json.loads(item.model_dump_json(exclude_none=True)) for item in items),
-                               json.loads(profile.model_dump_json()),
+                               stored_judging(profile),
                                None if inputs is None else _stored_form(inputs))
 
 
@@ -130,7 +131,7 @@ def fingerprint_of_stored_job(conn: Connection, job_id: str) -> str | None:
                          .order_by(JobItem.position)).scalars()
     inputs = conn.execute(select(JobInput.inputs_json).where(JobInput.job_id == job_id)).scalar_one_or_none()
     return request_fingerprint(job.kind, (json.loads(text) for text in items),
-                               json.loads(JudgeProfile.model_validate_json(job.profile_json).model_dump_json()),
+                               stored_judging(judging_from_stored(job.profile_json)),
                                None if inputs is None else json.loads(inputs))
 
 
@@ -220,7 +221,7 @@ def _seconds_until_fits(conn: Connection, where: Sequence[Any], now: datetime, c
     return None
 
 
-def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: JudgeProfile,
+def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judging,
                idempotency_key: str | None = None, batch_size: int = 32, kind: str = "pairwise",
                inputs: Mapping[str, Any] | None = None, quota: DailyQuota | None = None) -> JobCreated:
     """Store a job and all its items in one transaction (all or nothing).
@@ -240,10 +241,12 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judge
         if existing is not None:
             return _replayed(bind, existing, fingerprint)
     plan = summaries.plan_group_keys(items)
+    info = judge_info(profile)
     job = Job(
         id=str(uuid.uuid4()), owner=owner, kind=kind, idempotency_key=idempotency_key,
-        profile_name=profile.name, provider=profile.provider, model=profile.model,
-        profile_json=profile.model_dump_json(), batch_size=batch_size, n_items=len(items),
+        profile_name=info.profile, provider=info.provider, model=info.model,
+        profile_json=(profile.model_dump_json() if isinstance(profile, JudgeProfile)
+                      else json.dumps(stored_judging(profile), ensure_ascii=False)), batch_size=batch_size, n_items=len(items),
         summary_keys=json.dumps(plan, ensure_ascii=False), request_fingerprint=fingerprint,
     )
     try:
@@ -302,8 +305,9 @@ def get_job(bind: Bind, job_id: str, owner: str | None = None) -> Job | None:
     return Job.model_validate(dict(row)) if row else None
 
 
-def job_profile(job: Job) -> JudgeProfile:
-    return JudgeProfile.model_validate_json(job.profile_json)
+def job_profile(job: Job) -> Judging:
+    """The job's judge profile, or its cascade (SPEC 2.1) with every stage's profile whole."""
+    return judging_from_stored(job.profile_json)
 
 
 def batches(job: Job) -> list[tuple[int, int]]:

@@ -14,7 +14,9 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from sqlalchemy.engine import Engine
 
-from judge.endpoints import AccessError
+from judge.cascade import CascadeRun, escalated_verdict, judge_info, stages_of
+from judge.endpoints import Access, AccessError
+from judge.profiles import CascadeProfile, JudgeProfile, Judging
 from judge.records import JudgeInfo, PairItem, Verdict
 from judge.runner import Judge, RateLimiter
 from store import repo
@@ -51,14 +53,19 @@ async def _judge_all(judge: Judge, items: list[tuple[int, PairItem]], cache: Bat
     return [(position, verdict) for (position, _), verdict in zip(items, verdicts, strict=True)]
 
 
-def _error_verdicts(judge_info: JudgeInfo, items: list[tuple[int, PairItem]], message: str) -> list[tuple[int, Verdict]]:
-    return [
+def _error_verdicts(judging: Judging, info: JudgeInfo, items: list[tuple[int, PairItem]], message: str
+                    ) -> list[tuple[int, Verdict]]:
+    """Verdicts of items that could not be judged; a cascade's are escalated (no stage judged them)."""
+    verdicts = [
         (position, Verdict(id=item.id, winner=None, p_a=None, certainty=None, consistent=None, abstained=False,
-                           bpde=None, human_label=item.human_label, judge=judge_info, calls=[],
+                           bpde=None, human_label=item.human_label, judge=info, calls=[],
                            len_a=len(item.response_a), len_b=len(item.response_b), error=message,
                            metadata=dict(item.metadata)))
         for position, item in items
     ]
+    if isinstance(judging, CascadeProfile):
+        return [(position, escalated_verdict(judging, verdict)) for position, verdict in verdicts]
+    return verdicts
 
 
 @app.task(name="pjudge.judge_batch", bind=True, max_retries=MAX_TASK_RETRIES)
@@ -86,61 +93,104 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
     pending = repo.pending_items(engine, job_id, start, end)
     stored = 0
     if pending:
-        profile = repo.job_profile(job)
-        info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
-        cache: BatchCallCache | None = None
+        judging = repo.job_profile(job)
+        info = judge_info(judging)
+        # One call cache per stage that ran (one for a single judge): a cascade's earlier stages'
+        # are flushed (durable) before the next stage starts; the last is written with the verdicts.
+        caches: list[BatchCallCache] = []
         over_quota = _over_cost_quota(engine, job.owner)
         try:
             if over_quota is not None:
                 raise _OverQuota(over_quota)
-            access, tenant = job_access(engine, job, profile)
-            limiter = _rate_limiter() if (profile.requests_per_minute or profile.tokens_per_minute) else None
-            with runtime().judge(profile, access, limiter=limiter) as judge:
-                cache = BatchCallCache(engine, judge.cache_keys(item for _, item in pending), tenant=tenant)
-                verdicts = batch.run(runtime().submit, _judge_all(judge, pending, cache))
+            accesses = [job_access(engine, job, profile) for profile in stages_of(judging)]
+            if isinstance(judging, CascadeProfile):
+                verdicts = _judge_cascade(engine, judging, accesses, pending, batch, caches)
+            else:
+                (access, tenant), = accesses
+                verdicts = _judge_stage(engine, judging, access, tenant, pending, batch, caches)
         except Stopped as stop:
-            return _stopped(engine, batch, stop.reason, cache)
+            return _stopped(engine, batch, stop.reason, caches)
         except AccessError as exc:  # the job cannot run as stored: no retry helps
-            verdicts = _error_verdicts(info, pending, f"provider: {exc}")
-            cache = None
+            verdicts = _error_verdicts(judging, info, pending, f"provider: {exc}")
+            caches = []
         except _OverQuota as exc:  # no calls: the items get their verdicts (errors), the job completes
             log.info("batch %s: its owner's cost quota is used up; %d items get quota errors",
                      batch.label, len(pending))
-            verdicts = _error_verdicts(info, pending, str(exc))
-            cache = None
+            verdicts = _error_verdicts(judging, info, pending, str(exc))
+            caches = []
         except Exception as exc:  # noqa: BLE001 - an internal failure must not lose the items
             if task.request.retries < MAX_TASK_RETRIES:
                 log.warning("batch %s failed (%s); retrying", batch.label, type(exc).__name__)
+                _flush(caches)  # what the provider was paid for
                 raise task.retry(exc=exc, countdown=min(30, 2 ** task.request.retries)) from None
             log.error("batch %s (job %s, items %d to %d) failed %d times; its %d items get error verdicts\n%s",
                       batch.label, job_id, start, end - 1, task.request.retries + 1, len(pending),
                       safe_traceback(exc))
-            verdicts = _error_verdicts(info, pending, f"internal: {type(exc).__name__}")
-            cache = None
-        # The verdicts, the new cache entries and the job's completion: one transaction.
+            verdicts = _error_verdicts(judging, info, pending, f"internal: {type(exc).__name__}")
+            caches = []
+        # The verdicts (every stage's calls), the new cache entries and the job's completion: one
+        # transaction.
         try:
             prepared = repo.prepare_verdicts(engine, job_id, verdicts)
             stored = 0
             if prepared.rows:
                 with transaction(engine) as conn:
-                    if cache is not None:
+                    for cache in caches:
                         cache.write(conn)
                     stored = repo.store_verdicts(conn, prepared)
         except database_errors() as exc:
-            if cache is not None:  # keep what the provider was paid for, then try the batch again
-                with contextlib.suppress(*database_errors()):
-                    cache.flush()
+            _flush(caches)  # keep what the provider was paid for, then try the batch again
             if task.request.retries < MAX_TASK_RETRIES:
                 log.warning("batch %s not stored (%s); retrying", batch.label, type(exc).__name__)
                 raise task.retry(exc=exc, countdown=min(30, 2 ** task.request.retries)) from None
             log.error("batch %s (job %s) not stored after %d tries\n%s", batch.label, job_id,
                       task.request.retries + 1, safe_traceback(exc))
             raise
-        if cache is not None:
+        for cache in caches:
             cache.committed()
     if not stored:
         repo.finish_if_complete(engine, job_id)
     return stored
+
+
+def _judge_stage(engine: Engine, profile: JudgeProfile, access: Access, tenant: str,
+                 items: list[tuple[int, PairItem]], batch: Batch, caches: list[BatchCallCache]
+                 ) -> list[tuple[int, Verdict]]:
+    """One judge profile over `items`, on the worker's event loop; its call cache joins `caches`
+    before any call is made (so that a stop or a failure can still flush it)."""
+    limiter = _rate_limiter() if (profile.requests_per_minute or profile.tokens_per_minute) else None
+    with runtime().judge(profile, access, limiter=limiter) as judge:
+        cache = BatchCallCache(engine, judge.cache_keys(item for _, item in items), tenant=tenant)
+        caches.append(cache)
+        return batch.run(runtime().submit, _judge_all(judge, items, cache))
+
+
+def _judge_cascade(engine: Engine, cascade: CascadeProfile, accesses: list[tuple[Access, str]],
+                   pending: list[tuple[int, PairItem]], batch: Batch, caches: list[BatchCallCache]
+                   ) -> list[tuple[int, Verdict]]:
+    """A cascade over the batch's items, stage by stage in this task (judge.cascade.CascadeRun):
+    each stage with its own profile's access, rate limits and call cache. A stage's answers are made
+    durable before the next stage starts, so a worker killed later re-asks none of them; the
+    verdicts are stored once, with every stage's calls, by the caller."""
+    position = {item.id: where for where, item in pending}
+    run = CascadeRun(cascade, (item for _, item in pending))
+    for stage, items in run.stages():
+        if stage > 0:
+            _flush(caches)
+        profile = cascade.judges[stage]
+        access, tenant = accesses[stage]
+        judged = _judge_stage(engine, profile, access, tenant, [(position[item.id], item) for item in items],
+                              batch, caches)
+        run.record(stage, (verdict for _, verdict in judged))
+    return [(position[verdict.id], verdict) for verdict in run.verdicts()]
+
+
+def _flush(caches: list[BatchCallCache]) -> None:
+    """Write the answers not yet stored, each cache in its own transaction; a database that is away
+    loses them (they are asked again), never the batch."""
+    for cache in caches:
+        with contextlib.suppress(*database_errors()):
+            cache.flush()
 
 
 class _OverQuota(Exception):
@@ -164,7 +214,7 @@ def _over_cost_quota(engine: Engine, owner: str) -> str | None:
             "the item was not judged")
 
 
-def _stopped(engine: Engine, batch: Batch, reason: str, cache: BatchCallCache | None) -> int:
+def _stopped(engine: Engine, batch: Batch, reason: str, caches: list[BatchCallCache]) -> int:
     """A batch stopped from outside (worker.batches). A cancelled job's batch stores nothing and
     its message is done with; a batch handed back (another tenant waits, or the worker stops)
     keeps the answers paid for in the call cache and goes back to the queue, to be judged again
@@ -172,9 +222,7 @@ def _stopped(engine: Engine, batch: Batch, reason: str, cache: BatchCallCache | 
     if reason == CANCELLED:
         log.info("batch %s stopped: its job is no longer active", batch.label)
         return 0
-    if cache is not None:
-        with contextlib.suppress(*database_errors()):
-            cache.flush()
+    _flush(caches)
     raise Reject(f"batch {batch.label} {reason}; back to the queue", requeue=True)
 
 

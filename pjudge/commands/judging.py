@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 import click
 
 from judge.cache import CallCache, NullCache, SqliteCallCache
+from judge.cascade import stages_of
 from judge.jsonl import read_items, write_jsonl
 from judge.paths import cache_path
-from judge.profiles import JudgeProfile, load_profile
+from judge.profiles import CascadeProfile, JudgeProfile, Judging, load_judging, load_profile
 from judge.records import Call, PairItem, Verdict
 from judge.runner import Judge, Progress, new_event_loop
 from pjudge.common import echo_json, handle_errors
@@ -60,16 +61,32 @@ def resolve_profile(profile_name: str | None, **overrides: Any) -> JudgeProfile:
     return load_profile(profile_name, **overrides)
 
 
+def resolve_judging(profile_name: str | None, **overrides: Any) -> Judging:
+    """A judge profile with the CLI's overrides, or a cascade (SPEC 2.1), which takes none: a
+    flag such as --model given with a cascade is bad input (exit 2)."""
+    if overrides.get("replay_path") and not overrides.get("provider"):
+        overrides["provider"] = "replay"
+    return load_judging(profile_name, **overrides)
+
+
+def calls_per_item(profile: JudgeProfile) -> int:
+    return profile.samples * (2 if profile.swap else 1)
+
+
 def open_cache(no_cache: bool) -> CallCache:
     return NullCache() if no_cache else SqliteCallCache(cache_path())
 
 
-def run_judging(profile: JudgeProfile, items: list[PairItem], output: Path, concurrency: int,
+def run_judging(profile: Judging, items: list[PairItem], output: Path, concurrency: int,
                 cache: CallCache, show_progress: bool = True) -> tuple[list[Verdict], Progress, bool]:
-    """Judge items and write verdicts in input order; on Ctrl-C write what finished and say so."""
+    """Judge items and write verdicts in input order; on Ctrl-C write what finished and say so (a
+    cascade's verdicts exist only once its last stage is done: an interrupted one writes none)."""
     progress = Progress()
     finished: dict[str, Verdict] = {}
-    total_calls = len(items) * profile.samples * (2 if profile.swap else 1)  # adaptive: the most
+    first = profile.judges[0] if isinstance(profile, CascadeProfile) else profile
+    # A cascade's later stages judge only what the earlier ones left: their calls join the total
+    # when they start. With adaptive sampling the total is the most, set to the calls made at the end.
+    total_calls = len(items) * calls_per_item(first)
     interrupted = False
 
     from rich.console import Console
@@ -92,8 +109,31 @@ def run_judging(profile: JudgeProfile, items: list[PairItem], output: Path, conc
                    cost=progress.cost_usd)
 
     async def main() -> None:
+        if isinstance(profile, CascadeProfile):
+            await cascade(profile)
+            return
         async with Judge(profile, cache=cache, max_in_flight=concurrency, on_call=on_call) as judge:
             async for verdict in judge.judge_stream(items):
+                finished[verdict.id] = verdict
+                progress.verdicts += 1
+
+    def on_stage(stage: int, open_items: list[PairItem]) -> None:
+        if stage > 0:
+            assert isinstance(profile, CascadeProfile)
+            nonlocal total_calls
+            total_calls += len(open_items) * calls_per_item(profile.judges[stage])
+            bar.update(task, total=total_calls)
+
+    async def cascade(cascade: CascadeProfile) -> None:
+        from contextlib import AsyncExitStack
+
+        from judge.cascade import judge_cascade
+
+        async with AsyncExitStack() as stack:
+            judges = [await stack.enter_async_context(Judge(stage, cache=cache, max_in_flight=concurrency,
+                                                            on_call=on_call))
+                      for stage in cascade.judges]
+            for verdict in await judge_cascade(cascade, items, judges, on_stage=on_stage):
                 finished[verdict.id] = verdict
                 progress.verdicts += 1
 
@@ -103,7 +143,7 @@ def run_judging(profile: JudgeProfile, items: list[PairItem], output: Path, conc
                 runner.run(main())
         except KeyboardInterrupt:
             interrupted = True
-        if profile.adaptive and not interrupted:
+        if any(judge.adaptive for judge in stages_of(profile)) and not interrupted:
             bar.update(task, total=progress.calls)  # the calls adaptive sampling needed
     verdicts = [finished[item.id] for item in items if item.id in finished]
     write_jsonl(output, verdicts)
@@ -159,10 +199,13 @@ def judge_command(items_path: Path, output: Path, profile_name: str | None, conc
                   output_format: str, quiet: bool, **overrides: Any) -> None:
     """Judge ITEMS.jsonl in-process (no server needed) and write VERDICTS.jsonl.
 
+    --profile may name a cascade (SPEC 2.1): stage 1 judges every item, each later stage what the
+    earlier ones did not accept; the other profile flags then cannot be given (set them in the stages).
+
     A rerun of the same items and profile is answered from the call cache (PJUDGE_CACHE).
     """
     items = read_items(items_path)
-    profile = resolve_profile(profile_name, **overrides)
+    profile = resolve_judging(profile_name, **overrides)
     show_progress = not quiet and output_format == "text" and sys.stderr.isatty()
     verdicts, progress, interrupted = run_judging(profile, items, output, concurrency, open_cache(no_cache),
                                                   show_progress)

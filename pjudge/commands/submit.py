@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from judge.jsonl import JsonlWriter, read_items
-from judge.profiles import read_profile_file
+from judge.profiles import ProfileError, is_cascade, read_profile_file
 from judge.records import Verdict
 from judge.settings import settings
 from pjudge.commands.judging import profile_options
@@ -102,6 +102,15 @@ def profile_spec(profile_name: str | None, overrides: dict[str, Any]) -> str | d
         overrides["provider"] = "replay"
     if profile_name and Path(profile_name).suffix in PROFILE_SUFFIXES and Path(profile_name).is_file():
         fields = {k: v for k, v in read_profile_file(Path(profile_name)).items() if k != "price"}
+        if is_cascade(fields):  # each stage's object sent without its price; the server checks the rest
+            if overrides:
+                raise ProfileError(f"profile {profile_name}: {', '.join(sorted(overrides))} cannot override a "
+                                   "cascade; set them in its stages")
+            fields["cascade"] = [
+                {**stage, "profile": {k: v for k, v in stage["profile"].items() if k != "price"}}
+                if isinstance(stage, dict) and isinstance(stage.get("profile"), dict) else stage
+                for stage in fields.get("cascade") or []]
+            return fields
         return {**fields, **overrides}
     if not overrides:
         return profile_name or "persona-certainty"

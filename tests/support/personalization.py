@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from judge.runner import judge_all
+from judge.cascade import judge_items
 from store import repo
 from store.models import Job
 
@@ -51,7 +51,7 @@ def judging_enqueue(engine: Engine) -> Callable[[Job], None]:
 
     def enqueue(job: Job) -> None:
         stored = repo.job_items(engine, job.id, 0, job.n_items)
-        verdicts = asyncio.run(judge_all(repo.job_profile(job), [item for _, item in stored]))
+        verdicts = asyncio.run(judge_items(repo.job_profile(job), [item for _, item in stored]))
         repo.record_verdicts(engine, job.id, [(position, verdict) for (position, _), verdict
                                               in zip(stored, verdicts, strict=True)])
         repo.finish_if_complete(engine, job.id)

@@ -29,6 +29,8 @@ from api.profiles import resolve_profile
 from api.schemas import (
     MAX_ITEM_ID,
     CancelOut,
+    EstimateCreate,
+    EstimateOut,
     ExportQuery,
     JobAccepted,
     JobCounts,
@@ -76,7 +78,7 @@ def job_out(job: Job) -> JobOut:
         job_id=job.id, kind=job.kind, status=job_status(job.status),
         counts=JobCounts(items=job.n_items, verdicts=job.n_verdicts, calls=job.n_calls,
                          failed_calls=job.n_failed_calls, failed_items=job.n_failed_items),
-        cost_usd=round(job.cost_usd or 0.0, 6), profile=job.profile_name, provider=job.provider, model=job.model,
+        cost_usd=round(job.cost_usd or 0.0, 6), max_cost_usd=job.max_cost_usd, profile=job.profile_name, provider=job.provider, model=job.model,
         created_at=_aware(job.created_at),
         started_at=_aware(job.started_at), finished_at=_aware(job.finished_at),
     )
@@ -189,6 +191,17 @@ def check_job_size(items: Sequence[PairItem], field: str) -> None:
                        [problem(field, f"{len(items)} pair items of at least {shown} MB; at most {limit_mb:g} MB")])
 
 
+def budget_of(body: dict[str, Any]) -> float | None:
+    """The job's `max_cost_usd`: absent or null (no budget), else a finite number of USD above 0."""
+    value = body.get("max_cost_usd")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise invalid("max_cost_usd: a number of USD greater than 0",
+                      [problem("max_cost_usd", "must be a number greater than 0 (or null: no budget)")])
+    return float(value)
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -233,10 +246,11 @@ def create_job() -> Response:
         items = [item.model_copy(update={"human_label": by_id[item.id]}) if item.id in by_id else item
                  for item in items]
     check_job_size(items, "items")
+    max_cost_usd = budget_of(body)
     owner = current_owner()
     try:
         created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
-                                  batch_size=settings.batch_size, quota=daily_quota())
+                                  batch_size=settings.batch_size, quota=daily_quota(), max_cost_usd=max_cost_usd)
     except repo.QuotaExceeded as exc:
         raise quota_error(exc, "items") from None
     job = created.job
@@ -253,6 +267,26 @@ def create_job() -> Response:
         log.warning("job %s stored but not enqueued (%s); it stays queued for the sweeper", job.id,
                     type(exc).__name__)
     return _model(JobAccepted(job_id=job.id, status=job_status(job.status)), 202, headers)
+
+
+@bp.post("/estimate")
+def estimate_job() -> Response:
+    """Calls, tokens and cost of a job of these items and profile (judge.estimate), validated and
+    bounded as POST /v1/jobs validates and bounds a job, at the price the server would charge it;
+    nothing is stored, queued or called."""
+    body = read_json_body()
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object {items, profile}", [problem(None, "expected an object")])
+    unknown = [k for k in body if k not in EstimateCreate.model_fields]
+    if unknown:
+        details = [problem(str(k)[:100], "unknown field") for k in unknown]
+        raise invalid(summarize(details, "invalid request"), details)
+    items = _validate_items(body.get("items"))
+    profile = resolve_profile(body.get("profile"), state().settings, current_owner())
+    check_job_size(items, "items")
+    from judge.estimate import estimate
+
+    return _model(EstimateOut.model_validate(estimate(profile, items).document()))
 
 
 @bp.get("/<job_id>")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from calibration.certainty import coverage_auc, split_counts
+from calibration.cost import cost_of_verdicts
 from calibration.counts import Rows, grid_index, project
 from calibration.from_counts import BOOTSTRAP_METHOD, DEFAULT_DELTA, json_safe, report_from_counts
 from calibration.hitl import resolve_cuts
@@ -64,7 +65,7 @@ def build_report(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Every SPEC 4 statistic of `verdicts` (see calibration.from_counts.report_from_counts), plus
-    coverage_auc, which needs every verdict's certainty."""
+    coverage_auc, which needs every verdict's certainty, and the `cost` section (calibration.cost)."""
     with gc_paused():
         table = build_table(verdicts)
     rows = Rows.of(table)
@@ -88,7 +89,9 @@ def build_report(
             if splits is not None:
                 grouped[g].split = splits[g]
             by_group[name] = grouped[g]
-    return report_from_counts(
+    report = report_from_counts(
         total, resolve_cuts(table, members), (v.judge.model for v in verdicts), by_group=by_group,
         group_by=group_by, threshold=threshold, hitl=hitl, target_accuracy=target_accuracy, delta=delta,
         bootstrap_resamples=bootstrap_resamples, seed=seed, coverage_auc=auc)
+    report["cost"] = cost_of_verdicts(verdicts)
+    return report

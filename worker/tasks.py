@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import traceback
 
 from celery import Celery, Task
@@ -15,9 +16,10 @@ from celery.exceptions import Reject
 from sqlalchemy.engine import Engine
 
 from judge.endpoints import AccessError
+from judge.profiles import JudgeProfile
 from judge.records import JudgeInfo, PairItem, Verdict
 from judge.runner import Judge, RateLimiter
-from store import repo
+from store import budget, repo
 from store.db import database_errors, get_engine, transaction
 from store.models import Job
 from worker import lanes
@@ -88,6 +90,8 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
     if pending:
         profile = repo.job_profile(job)
         info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
+        if job.max_cost_usd is not None and not _admitted(engine, job, start, pending, profile, batch):
+            return 0
         cache: BatchCallCache | None = None
         over_quota = _over_cost_quota(engine, job.owner)
         try:
@@ -138,9 +142,36 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
             raise
         if cache is not None:
             cache.committed()
+    if job.max_cost_usd is not None:
+        budget.settle(engine, job_id, start)
     if not stored:
         repo.finish_if_complete(engine, job_id)
     return stored
+
+
+# Seconds a batch waits for the job's running batches to leave room in its budget before it hands
+# its message back to the queue (and asks again when it comes round).
+BUDGET_WAIT_S = 0.5
+
+
+def _admitted(engine: Engine, job: Job, start: int, pending: list[tuple[int, PairItem]], profile: JudgeProfile,
+              batch: Batch) -> bool:
+    """Whether the batch of a job with a budget may make its calls (store.budget.admit, reserving
+    the most they may cost: judge.estimate with max_tokens per call). False: the budget is spent
+    (the job ends budget_exhausted; these items get no verdict) or the job is no longer active.
+    While the job's running batches hold the rest of the budget, the message goes back to the queue."""
+    from judge.estimate import estimate_profile
+
+    usd = estimate_profile(profile, (item for _, item in pending)).cost_usd
+    outcome = budget.admit(engine, job.id, start, usd)
+    if outcome == budget.WAIT:
+        time.sleep(BUDGET_WAIT_S)
+        raise Reject(f"batch {batch.label}: the job's running batches hold its budget; back to the queue",
+                     requeue=True)
+    if outcome == budget.EXHAUSTED:
+        log.info("batch %s: job %s has spent its budget of %g USD; its %d items are not judged",
+                 batch.label, job.id, job.max_cost_usd, len(pending))
+    return outcome == budget.ADMITTED
 
 
 class _OverQuota(Exception):

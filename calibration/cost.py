@@ -136,3 +136,19 @@ def cost_of_verdicts(verdicts: Iterable[Verdict]) -> dict[str, Any]:
     for verdict in verdicts:
         groups.setdefault(verdict.judge.profile, []).append(verdict)
     return cost_section({name: sums_of(group) for name, group in groups.items()})
+
+
+COST_HEADER = ("profile", "items", "calls", "calls per item", "cost (USD)", "cached input share",
+               "saved by batch (USD)", "saved by caching (USD)")
+
+
+def cost_rows(cost: Mapping[str, Any]) -> list[list[Any]]:
+    """The rows of the reports' cost table (COST_HEADER): each profile, then all (when several)."""
+    def row(name: str, s: Mapping[str, Any]) -> list[Any]:
+        return [name, s["items"], s["calls"], s["calls_per_item"], s["cost_usd"], s["cached_input_share"],
+                s["saved_by_batch_usd"], s["saved_by_caching_usd"]]
+
+    rows = [row(name, s) for name, s in cost.get("by_profile", {}).items()]
+    if len(rows) != 1:
+        rows.append(row("all", cost))
+    return rows

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any, overload
 
 from flask import Blueprint, Response, request
+from flask.blueprints import BlueprintSetupState
 from pydantic import TypeAdapter, ValidationError
+from werkzeug.routing import BaseConverter
 
 from api.auth import authenticate, current_owner
 from api.context import state
@@ -49,6 +51,18 @@ from store.models import Job
 
 log = logging.getLogger("pjudge.api")
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+
+class JobIdConverter(BaseConverter):
+    """A job id path segment other than a static route's name beside it ("estimate"): GET
+    /v1/jobs/estimate is then no route at all, and its Allow header names POST only."""
+
+    regex = r"(?!estimate(?![^/]))[^/]+"
+
+
+@bp.record_once
+def _job_id_converter(setup: BlueprintSetupState) -> None:
+    setup.app.url_map.converters["job_id"] = JobIdConverter
 
 
 @bp.before_request
@@ -289,7 +303,7 @@ def estimate_job() -> Response:
     return _model(EstimateOut.model_validate(estimate(profile, items).document()))
 
 
-@bp.get("/<job_id>")
+@bp.get("/<job_id:job_id>")
 def get_job(job_id: str) -> Response:
     return _model(job_out(owned_job(job_id)))
 

@@ -170,6 +170,7 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
+                                                  (s.EstimateCreate, "validation"),
                                                   (s.PersonalizationCreate, "validation"),
                                                   (s.CredentialCreate, "validation"),
                                                   (s.ErrorBody, "serialization"), (Verdict, "serialization")]

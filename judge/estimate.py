@@ -27,7 +27,7 @@ from functools import cache
 from typing import Any
 
 from judge.profiles import CascadeProfile, JudgeProfile, Judging
-from judge.records import PairItem
+from judge.records import Order, PairItem
 
 CHARS_PER_TOKEN = 4
 CHARS_ESTIMATE = "estimate:chars/4"
@@ -102,7 +102,7 @@ def estimate_profile(profile: JudgeProfile, items: Iterable[PairItem]) -> Estima
     """One judge profile over `items` (module docstring)."""
     template = profile.load_template()
     count, method = token_counter(profile)
-    orders = ("AB", "BA") if profile.swap else ("AB",)
+    orders: tuple[Order, ...] = ("AB", "BA") if profile.swap else ("AB",)
     prompts = 0
     input_tokens = 0
     for item in items:

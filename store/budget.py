@@ -31,6 +31,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from store.db import writing
 from store.models import BudgetReservation, Job, utcnow
@@ -46,27 +48,27 @@ R = BudgetReservation
 def _lock_job(conn: Connection, job_id: str, now: datetime) -> tuple[str, float, float | None, int, int] | None:
     """The job's row, locked for this transaction (an UPDATE: SQLite's write lock, PostgreSQL's row
     lock, in the order every writer of the job takes them)."""
-    conn.execute(update(Job).where(Job.id == job_id).values(updated_at=now))
-    row = conn.execute(select(Job.status, Job.cost_usd, Job.max_cost_usd, Job.n_verdicts, Job.n_items)
-                       .where(Job.id == job_id)).first()
+    conn.execute(update(Job).where(col(Job.id) == job_id).values(updated_at=now))
+    row = conn.execute(select(col(Job.status), col(Job.cost_usd), col(Job.max_cost_usd), col(Job.n_verdicts),
+                              col(Job.n_items)).where(col(Job.id) == job_id)).first()
     return None if row is None else (row[0], float(row[1] or 0.0), row[2], int(row[3]), int(row[4]))
 
 
 def _held(conn: Connection, job_id: str, now: datetime, other_than: int | None) -> tuple[int, float]:
     """(how many, USD) of the job's live reservations, leaving out batch `other_than`'s."""
-    where = [R.job_id == job_id, R.created_at > now - RESERVATION_TTL]
+    where: list[ColumnElement[bool]] = [col(R.job_id) == job_id, col(R.created_at) > now - RESERVATION_TTL]
     if other_than is not None:
-        where.append(R.batch_start != other_than)
-    n, usd = conn.execute(select(func.count(), func.coalesce(func.sum(R.usd), 0.0)).where(*where)).one()
+        where.append(col(R.batch_start) != other_than)
+    n, usd = conn.execute(select(func.count(), func.coalesce(func.sum(col(R.usd)), 0.0)).where(*where)).one()
     return int(n), float(usd)
 
 
 def _release(conn: Connection, job_id: str, start: int) -> None:
-    conn.execute(delete(BudgetReservation).where(R.job_id == job_id, R.batch_start == start))
+    conn.execute(delete(BudgetReservation).where(col(R.job_id) == job_id, col(R.batch_start) == start))
 
 
 def _exhaust(conn: Connection, job_id: str, now: datetime) -> None:
-    conn.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
+    conn.execute(update(Job).where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE))
                  .values(status=BUDGET_EXHAUSTED, finished_at=now, updated_at=now))
 
 

@@ -11,6 +11,7 @@ from the environment.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -59,7 +60,7 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        route = route_label(request.url_rule.rule) if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         app.extensions["pjudge"].metrics.observe(request.method, route, response.status_code, elapsed)
         response.headers.setdefault("Cache-Control", "no-store")
@@ -67,3 +68,11 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
         return response
 
     return app
+
+
+_CONVERTER = re.compile(r"<[^:<>]+:([^<>]+)>")
+
+
+def route_label(rule: str) -> str:
+    """A URL rule as the metrics name it: its template without converters (/v1/jobs/<job_id>)."""
+    return _CONVERTER.sub(r"<\1>", rule)

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any, overload
 
 from flask import Blueprint, Response, request
+from flask.blueprints import BlueprintSetupState
 from pydantic import TypeAdapter, ValidationError
+from werkzeug.routing import BaseConverter
 
 from api.auth import authenticate, current_owner
 from api.context import state
@@ -29,6 +31,8 @@ from api.profiles import resolve_judging
 from api.schemas import (
     MAX_ITEM_ID,
     CancelOut,
+    EstimateCreate,
+    EstimateOut,
     ExportQuery,
     JobAccepted,
     JobCounts,
@@ -48,6 +52,18 @@ from store.models import Job
 
 log = logging.getLogger("pjudge.api")
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+
+class JobIdConverter(BaseConverter):
+    """A job id path segment other than a static route's name beside it ("estimate"): GET
+    /v1/jobs/estimate is then no route at all, and its Allow header names POST only."""
+
+    regex = r"(?!estimate(?![^/]))[^/]+"
+
+
+@bp.record_once
+def _job_id_converter(setup: BlueprintSetupState) -> None:
+    setup.app.url_map.converters["job_id"] = JobIdConverter
 
 
 @bp.before_request
@@ -79,7 +95,8 @@ def job_out(job: Job) -> JobOut:
                          failed_calls=job.n_failed_calls, failed_items=job.n_failed_items,
                          awaiting_label=queue.count_waiting(state().engine, job.id,
                                                             queue.cascade_then(job.profile_json))),
-        cost_usd=round(job.cost_usd or 0.0, 6), profile=job.profile_name, provider=job.provider, model=job.model,
+        cost_usd=round(job.cost_usd or 0.0, 6), max_cost_usd=job.max_cost_usd, profile=job.profile_name,
+        provider=job.provider, model=job.model,
         created_at=_aware(job.created_at),
         started_at=_aware(job.started_at), finished_at=_aware(job.finished_at),
     )
@@ -192,6 +209,17 @@ def check_job_size(items: Sequence[PairItem], field: str) -> None:
                        [problem(field, f"{len(items)} pair items of at least {shown} MB; at most {limit_mb:g} MB")])
 
 
+def budget_of(body: dict[str, Any]) -> float | None:
+    """The job's `max_cost_usd`: absent or null (no budget), else a finite number of USD above 0."""
+    value = body.get("max_cost_usd")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise invalid("max_cost_usd: a number of USD greater than 0",
+                      [problem("max_cost_usd", "must be a number greater than 0 (or null: no budget)")])
+    return float(value)
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -236,10 +264,11 @@ def create_job() -> Response:
         items = [item.model_copy(update={"human_label": by_id[item.id]}) if item.id in by_id else item
                  for item in items]
     check_job_size(items, "items")
+    max_cost_usd = budget_of(body)
     owner = current_owner()
     try:
         created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
-                                  batch_size=settings.batch_size, quota=daily_quota())
+                                  batch_size=settings.batch_size, quota=daily_quota(), max_cost_usd=max_cost_usd)
     except repo.QuotaExceeded as exc:
         raise quota_error(exc, "items") from None
     job = created.job
@@ -258,7 +287,27 @@ def create_job() -> Response:
     return _model(JobAccepted(job_id=job.id, status=job_status(job.status)), 202, headers)
 
 
-@bp.get("/<job_id>")
+@bp.post("/estimate")
+def estimate_job() -> Response:
+    """Calls, tokens and cost of a job of these items and profile (judge.estimate), validated and
+    bounded as POST /v1/jobs validates and bounds a job, at the price the server would charge it;
+    nothing is stored, queued or called."""
+    body = read_json_body()
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object {items, profile}", [problem(None, "expected an object")])
+    unknown = [k for k in body if k not in EstimateCreate.model_fields]
+    if unknown:
+        details = [problem(str(k)[:100], "unknown field") for k in unknown]
+        raise invalid(summarize(details, "invalid request"), details)
+    items = _validate_items(body.get("items"))
+    profile = resolve_judging(body.get("profile"), state().settings, current_owner())
+    check_job_size(items, "items")
+    from judge.estimate import estimate
+
+    return _model(EstimateOut.model_validate(estimate(profile, items).document()))
+
+
+@bp.get("/<job_id:job_id>")
 def get_job(job_id: str) -> Response:
     return _model(job_out(owned_job(job_id)))
 

@@ -73,6 +73,12 @@ ROUTES: tuple[Route, ...] = (
           {202: ("Job stored and queued.", s.JobAccepted),
            200: ("The job created earlier with this Idempotency-Key.", s.JobAccepted)},
           errors=(400, 401, 409, 413, 422, 429), body=s.JobCreate, parameters=(IDEMPOTENCY_KEY,)),
+    Route("post", "/v1/jobs/estimate", "Calls, tokens and cost of a job, before anything runs (nothing is stored).",
+          {200: ("The estimate.", s.EstimateOut)}, errors=(400, 401, 413, 422), body=s.EstimateCreate,
+          description="Validated and bounded like POST /v1/jobs. calls = items x orders x samples (re-asks not "
+                      "counted); input tokens of the real prompts, by tiktoken for provider openai where it is "
+                      "installed, else one token per 4 characters (counted_by names the method); output tokens "
+                      "at max_tokens, an upper bound; cost at the server's price for the model."),
     Route("get", "/v1/jobs/{job_id}", "Status, counts and cost of a job.", {200: ("The job.", s.JobOut)},
           parameters=(JOB_ID,), errors=(401, 404)),
     Route("get", "/v1/jobs/{job_id}/verdicts", "Verdicts (SPEC 1.2) in item order, one page at a time.",
@@ -172,6 +178,7 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(s.JobCreate, "validation"), (s.LabelIn, "validation"),
+                                                  (s.EstimateCreate, "validation"),
                                                   (s.PersonalizationCreate, "validation"),
                                                   (s.CredentialCreate, "validation"),
                                                   (s.ErrorBody, "serialization"), (Verdict, "serialization")]

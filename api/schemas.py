@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 from judge.profiles import DEFAULT_PROFILE, JudgeProfile, Price
 from judge.records import Choice, Label, PairItem, StageVerdict, Verdict
 
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "budget_exhausted"]
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 MAX_ITEM_ID = 512  # job_items.item_id is VARCHAR(512)
 MAX_NAME = 255
@@ -138,6 +138,21 @@ class JobCreate(BaseModel):
                     "(SPEC 2.1); absent or null: persona-certainty.",
     )
     labels: list[LabelIn] | None = Field(default=None, description="Human labels by item id (override the items').")
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, description="A budget in USD: once the job's calls have cost this much, no new calls "
+        "are made and the job ends `budget_exhausted` (the verdicts made are kept, reported and billed; the items "
+        "not judged have no verdict). Batches already running finish, so the cost may pass it by at most about "
+        "one batch of calls.")
+
+
+class EstimateCreate(BaseModel):
+    """POST /v1/jobs/estimate: the items and profile of a job, nothing stored or run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[PairItem] = Field(min_length=1)
+    profile: str | ProfileOverrides | None = Field(default=DEFAULT_PROFILE, description=JobCreate.model_fields[
+        "profile"].description)
 
 
 # No maximum length here: what limits ids is the length of the pair ids made from them (checked per line).
@@ -277,12 +292,25 @@ class JobOut(BaseModel):
     status: JobStatus
     counts: JobCounts
     cost_usd: float
+    max_cost_usd: float | None = Field(default=None, description="The job's budget in USD (null: none).")
     profile: str
     provider: str
     model: str
     created_at: AwareDatetime
     started_at: AwareDatetime | None
     finished_at: AwareDatetime | None
+
+
+class EstimateOut(BaseModel):
+    """What judging the items with the profile would take (judge.estimate)."""
+
+    calls: int = Field(description="items x orders x samples; re-asks are not counted.")
+    input_tokens: int
+    output_tokens: int = Field(description="max_tokens per call: an upper bound.")
+    cost_usd: float = Field(description="At the price this server would charge the job.")
+    counted_by: str = Field(description="How the tokens were counted: tiktoken:<encoding>, or estimate:chars/4.")
+    notes: list[str]
+    stages: list[EstimateOut] | None = Field(default=None, description="Cascades: each stage's estimate.")
 
 
 class VerdictPage(BaseModel):

@@ -440,6 +440,16 @@ def _document(title: str, body: str) -> str:
     )
 
 
+def _cost(side: Side) -> str:
+    from calibration.cost import COST_HEADER, cost_rows
+
+    cost = side.report.get("cost")
+    if not cost:
+        return ""
+    caption = f"<p>{esc(side.name)}</p>" if side.name else ""
+    return caption + html_table(COST_HEADER, cost_rows(cost), numeric=range(1, len(COST_HEADER)))
+
+
 def render_html(
     report: dict[str, Any],
     verdicts: Sequence[Verdict],
@@ -461,5 +471,6 @@ def render_html(
     body.append("<h2>Judge × human</h2>" + "".join(_confusion(s) for s in sides))
     body.extend(_groups(s) for s in sides)
     body.extend(_cascade(s) for s in sides)
+    body.append("<h2>Cost</h2>" + "".join(_cost(s) for s in sides))
     body.append("<h2>Send to humans: the BPDE queue</h2>" + "".join(_queue(s) for s in sides))
     return _document(title, "".join(body))

@@ -234,4 +234,15 @@ def render_markdown(report: dict[str, Any], title: str = "persona-judge report")
         lines += _groups(report)
     if "cascade_stages" in report:
         lines += _cascade(report["cascade_stages"])
+    if "cost" in report:
+        lines += _cost(report["cost"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cost(cost: dict[str, Any]) -> list[str]:
+    from calibration.cost import COST_HEADER, cost_rows
+
+    digits = (0, 0, 2, 6, 3, 6, 6)  # items, calls, calls per item, USD, share, USD, USD
+    rows = [[str(row[0]).replace("|", "\\|"), *(fmt(v, d) for v, d in zip(row[1:], digits, strict=True))]
+            for row in cost_rows(cost)]
+    return ["## Cost", ""] + table(list(COST_HEADER), rows)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from calibration.certainty import coverage_auc, split_counts
+from calibration.cost import cost_of_verdicts
 from calibration.counts import Rows, grid_index, project
 from calibration.from_counts import BOOTSTRAP_METHOD, DEFAULT_DELTA, json_safe, report_from_counts
 from calibration.hitl import resolve_cuts
@@ -66,9 +67,9 @@ def build_report(
     cascade_then: Then = "human",
 ) -> dict[str, Any]:
     """Every SPEC 4 statistic of `verdicts` (see calibration.from_counts.report_from_counts), plus
-    coverage_auc, which needs every verdict's certainty, and for a cascade's verdicts `cascade_stages`
-    (calibration.stages; `cascade_then`: the cascade's `then`, which decides whether its escalated
-    items wait for a label)."""
+    coverage_auc, which needs every verdict's certainty, the `cost` section (calibration.cost), and
+    for a cascade's verdicts `cascade_stages` (calibration.stages; `cascade_then`: the cascade's
+    `then`, which decides whether its escalated items wait for a label)."""
     with gc_paused():
         table = build_table(verdicts)
     rows = Rows.of(table)
@@ -99,4 +100,5 @@ def build_report(
     stages = stage_report(verdicts, cascade_then)
     if stages is not None:  # a single judge's report keeps exactly its keys
         report["cascade_stages"] = json_safe(stages)
+    report["cost"] = cost_of_verdicts(verdicts)
     return report

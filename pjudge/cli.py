@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("serve", "serve_command", "Serve the HTTP API (jobs, verdicts, labels, reports, metrics)."),
     "keys": ("keys", "keys_command", "Create, list and revoke API keys of the HTTP API."),
     "submit": ("submit", "submit_command", "Submit ITEMS.jsonl to a pjudge API; optionally wait for the verdicts."),
+    "estimate": ("estimate", "estimate_command",
+                 "Calls, tokens and cost of judging ITEMS.jsonl with a profile, before anything runs."),
     "config": ("config", "config_command", "Print the effective settings (environment, else defaults), secrets masked."),
 }
 

@@ -90,6 +90,8 @@ class Job(SQLModel, table=True):
     # SHA-256 of the request the job was made from (store.repo.request_fingerprint): a replayed
     # Idempotency-Key must come with the same request.
     request_fingerprint: str | None = Field(default=None, max_length=64)
+    # The job's budget in USD (store.budget): no new calls once cost_usd reaches it; null: none.
+    max_cost_usd: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -205,6 +207,26 @@ class VerdictRow(SQLModel, table=True):
     # stages that judged the item; stages_json null for a single judge.
     stage: int | None = None
     stages_json: str | None = Field(default=None, sa_column=Column(Text))
+    # The verdict's cost inputs beside n_calls and cost_usd (calibration.cost.cost_columns): what the
+    # reports' cost sections sum. Null where no call records them (cached tokens and savings until
+    # prompt caching and batch mode price them; input_tokens on verdicts stored before 0009).
+    input_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    saved_batch_usd: float | None = None
+    saved_cache_usd: float | None = None
+
+
+class BudgetReservation(SQLModel, table=True):
+    """A batch of a job with a budget, admitted and not yet stored (store.budget): the USD it may
+    spend at most (judge.estimate), held against the budget while its calls run. Keyed by the batch,
+    so a redelivered batch replaces its own reservation, never adds a second."""
+
+    __tablename__ = "budget_reservations"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True, max_length=36)
+    batch_start: int = Field(primary_key=True)
+    usd: float
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 # The human queue (store.queue): the waiting verdicts of a job, null BPDE and highest BPDE first, ties

@@ -30,7 +30,7 @@ from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, Ve
 from store.rows import call_columns, call_from_row, call_row, verdict_from_row, verdict_row
 
 ACTIVE = ("queued", "running")
-TERMINAL = ("done", "failed", "cancelled")
+TERMINAL = ("done", "failed", "cancelled", "budget_exhausted")
 
 
 def insert_ignore(engine_or_conn: Any, table: Any) -> Any:
@@ -97,12 +97,16 @@ def _canonical(value: Any) -> bytes:
 
 
 def request_fingerprint(kind: str, items: Iterable[Mapping[str, Any]], profile: Mapping[str, Any],
-                        inputs: Any = None) -> str:
+                        inputs: Any = None, max_cost_usd: float | None = None) -> str:
     """SHA-256 of the request a job was made from, as it is stored: its kind (one creating route
     each: /v1/jobs, /v1/personalization), its items in order with their labels, the resolved
-    profile and the stored inputs. Two requests that would make the same job have the same
+    profile, the stored inputs and the budget (only when there is one: fingerprints of jobs
+    without stay as they were). Two requests that would make the same job have the same
     fingerprint; 1 and 1.0, or key order, make no difference (canonical JSON of the stored forms)."""
-    digest = hashlib.sha256(_canonical({"kind": kind, "profile": profile, "inputs": inputs}))
+    head: dict[str, Any] = {"kind": kind, "profile": profile, "inputs": inputs}
+    if max_cost_usd is not None:
+        head["max_cost_usd"] = float(max_cost_usd)
+    digest = hashlib.sha256(_canonical(head))
     for item in items:
         digest.update(b"\n")
         digest.update(_canonical(item))
@@ -115,15 +119,17 @@ def _stored_form(value: Any) -> Any:
 
 
 def fingerprint_of_request(kind: str, items: Sequence[PairItem], profile: Judging,
-                           inputs: Mapping[str, Any] | None) -> str:
+                           inputs: Mapping[str, Any] | None, max_cost_usd: float | None = None) -> str:
     return request_fingerprint(kind, (json.loads(item.model_dump_json(exclude_none=True)) for item in items),
                                stored_judging(profile),
-                               None if inputs is None else _stored_form(inputs))
+                               None if inputs is None else _stored_form(inputs), max_cost_usd)
 
 
 def fingerprint_of_stored_job(conn: Connection, job_id: str) -> str | None:
     """The fingerprint of a job stored before fingerprints were (migration 0007, and any such job
     found on a replay), from its stored items, profile and inputs."""
+    # Such jobs have no budget (max_cost_usd came later), and migration 0007 runs this on a jobs table
+    # without that column.
     job = conn.execute(select(Job.kind, Job.profile_json).where(Job.id == job_id)).first()
     if job is None:
         return None
@@ -223,7 +229,8 @@ def _seconds_until_fits(conn: Connection, where: Sequence[Any], now: datetime, c
 
 def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judging,
                idempotency_key: str | None = None, batch_size: int = 32, kind: str = "pairwise",
-               inputs: Mapping[str, Any] | None = None, quota: DailyQuota | None = None) -> JobCreated:
+               inputs: Mapping[str, Any] | None = None, quota: DailyQuota | None = None,
+               max_cost_usd: float | None = None) -> JobCreated:
     """Store a job and all its items in one transaction (all or nothing).
 
     `inputs`: what the job's report needs beyond its items (a JSON object, see `job_inputs`); stored
@@ -233,9 +240,10 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
     checked in the same transaction after the job row is written (QuotaExceeded rolls it back). The
     write holds SQLite's one write lock, and on PostgreSQL an advisory lock per owner serializes its
     creations, so concurrent requests of one key cannot both pass on the same remaining quota. A
-    replay of an Idempotency-Key returns the existing job without a quota check.
+    replay of an Idempotency-Key returns the existing job without a quota check. `max_cost_usd`:
+    the job's budget (store.budget), part of the request's fingerprint.
     """
-    fingerprint = fingerprint_of_request(kind, items, profile, inputs)
+    fingerprint = fingerprint_of_request(kind, items, profile, inputs, max_cost_usd)
     if idempotency_key:
         existing = find_job_by_idempotency_key(bind, owner, idempotency_key)
         if existing is not None:
@@ -248,6 +256,7 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
         profile_json=(profile.model_dump_json() if isinstance(profile, JudgeProfile)
                       else json.dumps(stored_judging(profile), ensure_ascii=False)), batch_size=batch_size, n_items=len(items),
         summary_keys=json.dumps(plan, ensure_ascii=False), request_fingerprint=fingerprint,
+        max_cost_usd=max_cost_usd,
     )
     try:
         with writing(bind) as conn:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Column
 from sqlalchemy.engine import Row
 
+from calibration.cost import cost_columns
 from judge.records import Call, JudgeInfo, StageVerdict, Verdict
 from store.models import CallRow, table_of
 
@@ -19,9 +20,8 @@ def verdict_row(job_id: str, position: int, verdict: Verdict, now: datetime) -> 
         "job_id": job_id, "item_id": verdict.id, "position": position, "winner": verdict.winner,
         "p_a": verdict.p_a, "certainty": verdict.certainty, "consistent": verdict.consistent,
         "abstained": verdict.abstained, "bpde": verdict.bpde, "human_label": verdict.human_label,
-        "len_a": verdict.len_a, "len_b": verdict.len_b, "error": verdict.error, "n_calls": len(verdict.calls),
-        "n_failed_calls": sum(c.error is not None for c in verdict.calls),
-        "cost_usd": round(sum(c.cost_usd or 0.0 for c in verdict.calls), 9),
+        "len_a": verdict.len_a, "len_b": verdict.len_b, "error": verdict.error,
+        "n_failed_calls": sum(c.error is not None for c in verdict.calls), **cost_columns(verdict),
         "profile": verdict.judge.profile, "provider": verdict.judge.provider, "model": verdict.judge.model,
         "metadata_json": json.dumps(verdict.metadata, ensure_ascii=False), "created_at": now,
         "stage": verdict.stage,

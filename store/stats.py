@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from calibration import counts as projection
+from calibration.cost import COST_COLUMNS, CostSums, cost_section
 from calibration.counts import (
     ECE_FIELDS,
     FLOAT_FIELDS,
@@ -638,6 +639,30 @@ def _add_cells(counts: dict[Any, np.ndarray], key: Any, cells: np.ndarray) -> No
     counts[key] = counts[key] + cells if key in counts else cells
 
 
+# ---------------------------------------------------------------- cost (calibration.cost)
+
+def cost_sections(query: _Query) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The `cost` section of the selection, and of each builtin group (profile, model, job) when
+    grouped so: SQL sums the verdict rows' cost columns per profile (and group); the section's
+    formula is calibration.cost's. Read from the verdict rows (exact at since/until): one
+    aggregate over the selection's rows, by the same indexes as the statistics' cut hours."""
+    s = query.selection
+    column = query.grouping.column
+    dims: list[Any] = [V.profile, *([getattr(V, column)] if column is not None else [])]
+    sums = [func.count(), *(func.sum(getattr(V, name)) for name in COST_COLUMNS)]
+    total: dict[str, CostSums] = {}
+    groups: dict[str, dict[str, CostSums]] = {}
+    rows = query.conn.execute(select(*dims, *sums).where(*query.verdict_filter(s.since, s.until)).group_by(*dims))
+    for row in rows:
+        profile, values = row[0], row[len(dims):]
+        part = CostSums.of_row(values[0], dict(zip(COST_COLUMNS, values[1:], strict=True)))
+        total[profile] = total.get(profile, CostSums()) + part
+        if column is not None:
+            group = groups.setdefault(str(row[1]), {})
+            group[profile] = group.get(profile, CostSums()) + part
+    return cost_section(total), {name: cost_section(by_profile) for name, by_profile in groups.items()}
+
+
 # ---------------------------------------------------------------- entry points
 
 def overflowed(conn: Connection, selection: Selection, key: str) -> bool:
@@ -678,7 +703,12 @@ def report(
             for name, counts in groups.items():
                 counts.split = splits.get(name, (np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)))
         total = groups.pop(None)
-        return report_from_counts(
+        out = report_from_counts(
             total, query.resolve, models, by_group=groups if group_by is not None else None, group_by=group_by,
             threshold=threshold, hitl=hitl, target_accuracy=target_accuracy, delta=delta,
             bootstrap_resamples=bootstrap_resamples, seed=seed)
+        out["cost"], group_costs = cost_sections(query)
+        for name, section in group_costs.items():
+            if name in out.get("by_group", {}):
+                out["by_group"][name]["cost"] = section
+        return out

@@ -340,7 +340,8 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
             job = Job(id=f"00000000-0000-0000-0000-00000000000{j}", owner=OWNER, profile_name=profile.name,
                       provider=profile.provider, model=profile.model, profile_json=profile.model_dump_json(),
                       n_items=len(items), created_at=T0 + timedelta(seconds=j))
-            conn.execute(insert(Job.__table__), [job.model_dump(exclude={"summary_keys", "request_fingerprint"})])
+            conn.execute(insert(Job.__table__), [job.model_dump(exclude={"summary_keys", "request_fingerprint",
+                                                                               "max_cost_usd"})])
             conn.execute(insert(JobItem.__table__), [
                 {"job_id": job.id, "item_id": it.id, "position": i, "item_json": it.model_dump_json()}
                 for i, it in enumerate(items)])
@@ -348,7 +349,9 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
                 verdict = random_verdict(rng, item, profile.name, profile.model)
                 when = T0 + timedelta(minutes=rng.randint(0, 180))
                 conn.execute(insert(VerdictRow.__table__), [  # without the columns of later migrations
-                    {k: v for k, v in verdict_row(job.id, i, verdict, when).items() if k not in ("stage", "stages_json")}])
+                    {k: v for k, v in verdict_row(job.id, i, verdict, when).items()
+                     if k not in ("stage", "stages_json", "input_tokens", "cached_input_tokens", "saved_batch_usd",
+                                  "saved_cache_usd")}])
                 if verdict.calls:
                     conn.execute(insert(CallRow.__table__), [  # without the columns of later migrations
                         {k: v for k, v in call_row(job.id, item.id, call, when).items()

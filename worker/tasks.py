@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import traceback
 
 from celery import Celery, Task
@@ -19,7 +20,7 @@ from judge.endpoints import Access, AccessError
 from judge.profiles import CascadeProfile, JudgeProfile, Judging
 from judge.records import JudgeInfo, PairItem, Verdict
 from judge.runner import Judge, RateLimiter
-from store import repo
+from store import budget, repo
 from store.db import database_errors, get_engine, transaction
 from store.models import Job
 from worker import lanes
@@ -95,6 +96,8 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
     if pending:
         judging = repo.job_profile(job)
         info = judge_info(judging)
+        if job.max_cost_usd is not None and not _admitted(engine, job, start, pending, judging, batch):
+            return 0
         # One call cache per stage that ran (one for a single judge): a cascade's earlier stages'
         # are flushed (durable) before the next stage starts; the last is written with the verdicts.
         caches: list[BatchCallCache] = []
@@ -148,6 +151,8 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
             raise
         for cache in caches:
             cache.committed()
+    if job.max_cost_usd is not None:
+        budget.settle(engine, job_id, start)
     if not stored:
         repo.finish_if_complete(engine, job_id)
     return stored
@@ -191,6 +196,31 @@ def _flush(caches: list[BatchCallCache]) -> None:
     for cache in caches:
         with contextlib.suppress(*database_errors()):
             cache.flush()
+
+
+# Seconds a batch waits for the job's running batches to leave room in its budget before it hands
+# its message back to the queue (and asks again when it comes round).
+BUDGET_WAIT_S = 0.5
+
+
+def _admitted(engine: Engine, job: Job, start: int, pending: list[tuple[int, PairItem]], judging: Judging,
+              batch: Batch) -> bool:
+    """Whether the batch of a job with a budget may make its calls (store.budget.admit, reserving
+    the most they may cost: judge.estimate with max_tokens per call, every stage of a cascade). False: the budget is spent
+    (the job ends budget_exhausted; these items get no verdict) or the job is no longer active.
+    While the job's running batches hold the rest of the budget, the message goes back to the queue."""
+    from judge.estimate import estimate
+
+    usd = estimate(judging, [item for _, item in pending]).cost_usd
+    outcome = budget.admit(engine, job.id, start, usd)
+    if outcome == budget.WAIT:
+        time.sleep(BUDGET_WAIT_S)
+        raise Reject(f"batch {batch.label}: the job's running batches hold its budget; back to the queue",
+                     requeue=True)
+    if outcome == budget.EXHAUSTED:
+        log.info("batch %s: job %s has spent its budget of %g USD; its %d items are not judged",
+                 batch.label, job.id, job.max_cost_usd, len(pending))
+    return outcome == budget.ADMITTED
 
 
 class _OverQuota(Exception):

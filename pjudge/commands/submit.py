@@ -28,7 +28,7 @@ from pjudge.common import EXIT_BAD_INPUT, EXIT_FAILURE, echo_json, handle_errors
 if TYPE_CHECKING:  # rich is imported when a bar is shown
     from rich.progress import Progress
 
-TERMINAL = ("done", "failed", "cancelled")
+TERMINAL = ("done", "failed", "cancelled", "budget_exhausted")
 PROFILE_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
 RETRIES = 5
 
@@ -187,13 +187,22 @@ def _key_from_settings() -> str | None:
 @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.05), help="Seconds between polls.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1), help="Seconds per HTTP request.")
+@click.option("--max-cost", "max_cost_usd", type=click.FloatRange(0, min_open=True), default=None,
+              help="Budget in USD: no new calls once the job has cost this much (it ends budget_exhausted; the "
+                   "items not judged by then have no verdict).")
 @handle_errors
 def submit_command(items_path: Path, url: str, key: str, profile_name: str | None, idempotency_key: str | None,
-                   wait: bool, output: Path | None, poll: float, fmt: str, timeout: float, **overrides: Any) -> None:
-    """Submit ITEMS.jsonl as a job to a persona-judge API; with --wait or -o, wait and fetch the verdicts."""
+                   wait: bool, output: Path | None, poll: float, fmt: str, timeout: float, max_cost_usd: float | None,
+                   **overrides: Any) -> None:
+    """Submit ITEMS.jsonl as a job to a persona-judge API; with --wait or -o, wait and fetch the verdicts.
+
+    Exits 1 when the job ends other than done (failed, cancelled, or budget_exhausted: its verdicts
+    are still written with -o)."""
     items = read_items(items_path)  # bad input is reported with file, line and field before any request
-    body = {"items": [item.model_dump(mode="json", exclude_none=True) for item in items],
-            "profile": profile_spec(profile_name, overrides)}
+    body: dict[str, Any] = {"items": [item.model_dump(mode="json", exclude_none=True) for item in items],
+                            "profile": profile_spec(profile_name, overrides)}
+    if max_cost_usd is not None:
+        body["max_cost_usd"] = max_cost_usd
     client = ApiClient(url, key, timeout)
     headers = {"Idempotency-Key": idempotency_key or f"pjudge-submit-{uuid.uuid4()}"}
     try:

@@ -221,3 +221,41 @@ def test_a_small_job_over_personas_shows_the_share_and_the_saving() -> None:
     short = figures(judge_with_sim("anthropic", make_items(40, 4, persona_chars=600)), provider_price("anthropic"))
     assert short.cached_input_tokens == short.cache_write_tokens == 0  # the prefix is under 1,024 tokens
     assert short.cost_usd == pytest.approx(short.cost_without_caching_usd)
+
+
+# Through the service ----------------------------------------------------------------------------
+
+def test_the_api_and_worker_store_cached_tokens_and_bill_them(tmp_path: Path, start_sim, redis_server) -> None:
+    from judge.jsonl import read_verdicts
+    from pjudge.commands.submit import ApiClient, download_verdicts, wait_for
+    from tests.support.services import Process, Service, free_port, wait_for_port
+
+    sim = start_sim("--record-requests", "200")
+    service = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
+    api_key = "pj-test-api-key-" + "cache" * 5
+    service.env["PJUDGE_API_KEYS"] = api_key
+    port = free_port()
+    try:
+        service.workers.append(Process(["serve", "--port", str(port)], service.env, tmp_path / "api.log").start())
+        service.start_worker()
+        wait_for_port(port)
+        client = ApiClient(f"http://127.0.0.1:{port}", api_key)
+        items = make_items(40, 4, persona_chars=5000)
+        profile = {"profile": "persona-certainty", "provider": "anthropic", "model": "sim-judge",
+                   "base_url": sim.url, "price": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}}
+        _, created, _ = client.request("POST", "/v1/jobs", {"items": [i.model_dump(exclude_none=True) for i in items],
+                                                            "profile": profile})
+        job = wait_for(client, created["job_id"], poll=0.3, show_progress=False)
+        assert job["status"] == "done", job
+        out = tmp_path / "verdicts.jsonl"
+        download_verdicts(client, created["job_id"], out)
+    finally:
+        service.stop()
+    calls = [c for v in read_verdicts(out) for c in v.calls]
+    assert len(calls) == 80 and sum(bool(c.cache_write_tokens) for c in calls) == 4  # one write per persona
+    stats = sim.stats()
+    assert stats["cached_input_tokens"] == sum(c.cached_input_tokens or 0 for c in calls) > 0
+    assert stats["cache_write_tokens"] == sum(c.cache_write_tokens or 0 for c in calls)
+    assert job["cost_usd"] == pytest.approx(sum(c.cost_usd or 0 for c in calls), abs=1e-6)
+    without = sum(Price(input_per_mtok=3.0, output_per_mtok=15.0).cost(c.input_tokens, c.output_tokens) for c in calls)
+    assert job["cost_usd"] < 0.6 * without

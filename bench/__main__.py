@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ("pipeline", "report", "personalization", "cost", "stats", "fairness")
+BENCHMARKS = ("pipeline", "report", "personalization", "cost", "caching", "stats", "fairness")
 
 
 def main() -> None:

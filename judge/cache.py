@@ -6,6 +6,10 @@ endpoint (normalized base URL) and a fingerprint of the credential (judge.endpoi
 cache_scope; never the key), so an answer from one server never stands for another's. Not the item
 id: a rerun of the same items and profile against the same endpoint costs zero calls. The service
 also scopes entries per tenant (worker/cache.py).
+
+An entry keeps the answer and its token counts, not what the provider's prompt cache served: a
+replayed call was not sent and costs nothing, so it claims no prompt-cache savings (its Call has no
+cached_input_tokens or cache_write_tokens; judge.records.Call).
 """
 
 from __future__ import annotations

@@ -4,8 +4,15 @@ A profile's `price` is the client's word; on a shared server it must not be what
 client sending 0 would make every call free, and cost quotas meaningless). The service prices
 such jobs from this table instead: the built-in prices (each built-in profile's model at that
 profile's price, and the simulator's models at the default profile's) under the operator's
-PJUDGE_PRICES, inline JSON or a .json/.toml file of {model: {input_per_mtok, output_per_mtok}}.
+PJUDGE_PRICES, inline JSON or a .json/.toml file of {model: {input_per_mtok, output_per_mtok}}
+(optionally `cached_input_per_mtok`, `cache_write_per_mtok`, `batch_discount`: judge.profiles.Price).
 The key "*" prices every model the table does not name; without it such a model has no price.
+
+Where the prices come from: gpt-4o-2024-08-06 (the built-in profiles' model) at OpenAI's price
+table, $2.50 input, $1.25 cached input, $10.00 output per million tokens. Unset cache prices follow
+the provider's rule (judge.profiles.Price.for_provider): Anthropic's price list bills cache reads at
+0.1x and 5-minute cache writes at 1.25x the input price; an OpenAI model without a cached price is
+billed the input price (its discount differs by model, 50 to 90%: the operator sets it).
 """
 
 from __future__ import annotations

@@ -30,13 +30,52 @@ class ProfileError(ValueError):
 
 
 class Price(BaseModel):
+    """USD per million tokens. `input_tokens` counts every input token of a call, those read from
+    or written to the provider's prompt cache included; the cache fields price those parts."""
+
     model_config = ConfigDict(extra="forbid")
 
     input_per_mtok: float = Field(default=0.0, ge=0)
     output_per_mtok: float = Field(default=0.0, ge=0)
+    # Unset fields are left out of the profile's JSON (a price without them reads as before).
+    cached_input_per_mtok: float | None = Field(
+        default=None, ge=0, exclude_if=lambda value: value is None,
+        description="Input tokens read from the provider's prompt cache. Unset: 0.1 x input for anthropic "
+                    "(Anthropic's cache reads); the input price otherwise (OpenAI's discount differs by model: "
+                    "set it from their price table, e.g. 1.25 for gpt-4o-2024-08-06).")
+    cache_write_per_mtok: float | None = Field(
+        default=None, ge=0, exclude_if=lambda value: value is None,
+        description="Input tokens written to the provider's prompt cache (Anthropic only). Unset: 1.25 x input "
+                    "for anthropic (5-minute cache writes); the input price otherwise (OpenAI bills no writes).")
+    batch_discount: float | None = Field(
+        default=None, ge=0, le=1, exclude_if=lambda value: value is None,
+        description="The fraction of the price that batch mode takes off (both providers' batch APIs: 0.5, "
+                    "half price). Unset: 0.5. Applied to batch-mode calls only.")
 
-    def cost(self, input_tokens: int | None, output_tokens: int | None) -> float:
-        return round(((input_tokens or 0) * self.input_per_mtok + (output_tokens or 0) * self.output_per_mtok) / 1e6, 9)
+    def for_provider(self, provider: str) -> Price:
+        """This price with its unset cache prices filled in by the provider's rule."""
+        anthropic = provider == "anthropic"
+        cached = self.cached_input_per_mtok
+        written = self.cache_write_per_mtok
+        return self.model_copy(update={
+            "cached_input_per_mtok": cached if cached is not None else
+            (0.1 * self.input_per_mtok if anthropic else self.input_per_mtok),
+            "cache_write_per_mtok": written if written is not None else
+            (1.25 * self.input_per_mtok if anthropic else self.input_per_mtok),
+        })
+
+    def cost(self, input_tokens: int | None, output_tokens: int | None, cached_input_tokens: int | None = None,
+             cache_write_tokens: int | None = None) -> float:
+        """One call's cost. `cached_input_tokens` and `cache_write_tokens` are parts of
+        `input_tokens` (unset cache prices: the input price; see `for_provider`). Without them: the
+        cost of the same tokens without prompt caching."""
+        cached, written = cached_input_tokens or 0, cache_write_tokens or 0
+        fresh = max(0, (input_tokens or 0) - cached - written)
+        cached_price = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        write_price = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        total = (fresh * self.input_per_mtok + cached * cached_price + written * write_price
+                 + (output_tokens or 0) * self.output_per_mtok)
+        return round(total / 1e6, 9)
 
 
 class JudgeProfile(BaseModel):
@@ -88,6 +127,16 @@ class JudgeProfile(BaseModel):
         "'direct' for openai-compatible, 'sdk' for the official endpoints (openai, anthropic); a loaded "
         "profile always names the one it uses.")
 
+    prompt_caching: bool | None = Field(
+        default=None,
+        description="Mark the prompt's shared prefix (everything before the item's question and answers: the "
+        "system prompt, the rubric and the persona, the same in both orders and for every item of a persona) "
+        "for the provider's prompt cache: Anthropic `cache_control` on it, OpenAI `prompt_cache_key` (a hash of "
+        "it). Unset: on for openai and anthropic, off for openai-compatible (a server may refuse unknown "
+        "fields; automatic prefix caching, as in vLLM, needs nothing). Anthropic bills the first use of a "
+        "prefix at 1.25 x input and reads at 0.1 x: with swap off and a persona of its own per item, turn it "
+        "off. A loaded profile always names the one it uses.")
+
     @field_validator("api_key_env")
     @classmethod
     def _looks_like_a_variable(cls, value: str | None) -> str | None:
@@ -102,6 +151,8 @@ class JudgeProfile(BaseModel):
             # call, most of a worker's core against a fast server (issue 18). The official
             # endpoints keep their SDKs.
             self.transport = "direct" if self.provider == "openai-compatible" else "sdk"
+        if self.prompt_caching is None:
+            self.prompt_caching = self.provider in ("openai", "anthropic")
         if self.transport == "direct" and self.provider != "openai-compatible":
             raise ValueError("transport 'direct' is for provider 'openai-compatible' only")
         return self

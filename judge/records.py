@@ -71,6 +71,17 @@ class Call(BaseModel):
     scores: list[float] | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # Prompt caching (additive to SPEC 1.2; absent where no provider said): parts of input_tokens.
+    cached_input_tokens: int | None = Field(
+        default=None, ge=0, exclude_if=lambda value: value is None,
+        description="Input tokens the provider read from its prompt cache (OpenAI usage.prompt_tokens_details."
+        "cached_tokens, Anthropic usage.cache_read_input_tokens), part of input_tokens and priced at the "
+        "cached-input price. Summed over the attempts sent to the provider; absent when none reported it, "
+        "as for a call replayed from the call cache (`cached`), which was not sent and cost nothing.")
+    cache_write_tokens: int | None = Field(
+        default=None, ge=0, exclude_if=lambda value: value is None,
+        description="Input tokens the provider wrote to its prompt cache (Anthropic usage."
+        "cache_creation_input_tokens), part of input_tokens and priced at the cache-write price.")
     cost_usd: float | None = None
     latency_s: float | None = None
     cached: bool = False

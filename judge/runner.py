@@ -95,6 +95,8 @@ class Judge:
         # accepts the connection and never answers (or a huge timeout_s) ends here.
         self.call_deadline_s = call_deadline_s
         self.info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
+        # Unset cache prices by the provider's rule (Anthropic: reads 0.1x, writes 1.25x input).
+        self.price = profile.price.for_provider(profile.provider)
         # Answers longer than this are cut (PJUDGE_RAW_MAX_CHARS): a server that answers 50 MB must
         # not get 50 MB into the cache, the database and every page of verdicts.
         self.raw_max_chars = raw_max_chars if raw_max_chars is not None else settings().raw_max_chars
@@ -113,12 +115,13 @@ class Judge:
         return ("AB", "BA") if self.profile.swap else ("AB",)
 
     def _request(self, item: PairItem, order: Order, sample: int, attempt: int,
-                 messages: list[dict[str, str]]) -> CallRequest:
+                 messages: list[dict[str, str]], cache_prefix: int | None = None) -> CallRequest:
         return CallRequest(
             item_id=item.id, order=order, sample=sample, attempt=attempt, messages=messages,
             model=self.profile.model, temperature=self.profile.temperature, max_tokens=self.profile.max_tokens,
             # Distinguishes the k samples of one prompt for servers that are deterministic per request.
             extra={"x-pjudge-sample": str(sample)},
+            cache_prefix=cache_prefix if self.profile.prompt_caching else None,
         )
 
     def cache_keys(self, items: Iterable[PairItem]) -> list[str]:
@@ -168,8 +171,11 @@ class Judge:
     async def call(self, item: PairItem, order: Order, sample: int, cache: CallCache | None = None) -> Call:
         """One position of one sample, re-asked while the answer cannot be parsed."""
         cache = self.cache if cache is None else cache
-        messages = self.template.render(item, order)
+        messages, prefix = self.template.render_with_prefix(item, order)
         input_tokens = output_tokens = 0
+        # What the provider said of its prompt cache, over the attempts sent (not replayed).
+        cached_input_tokens: int | None = None
+        cache_write_tokens: int | None = None
         cost = 0.0
         all_cached = True
         started = time.perf_counter()
@@ -179,7 +185,7 @@ class Judge:
         error: str | None = None
         attempt = 0
         for attempt in range(self.profile.max_reasks + 1):
-            request = self._request(item, order, sample, attempt, messages)
+            request = self._request(item, order, sample, attempt, messages, prefix)
             try:
                 result, cached = await self._complete(request, cache)
             except ProviderError as exc:
@@ -190,7 +196,12 @@ class Judge:
             input_tokens += result.input_tokens or 0
             output_tokens += result.output_tokens or 0
             if not cached:
-                cost += self.profile.price.cost(result.input_tokens, result.output_tokens)
+                cost += self.price.cost(result.input_tokens, result.output_tokens, result.cached_input_tokens,
+                                        result.cache_write_tokens)
+                if result.cached_input_tokens is not None:
+                    cached_input_tokens = (cached_input_tokens or 0) + result.cached_input_tokens
+                if result.cache_write_tokens is not None:
+                    cache_write_tokens = (cache_write_tokens or 0) + result.cache_write_tokens
             raw, raw_truncated_from = result.text, result.truncated_from
             parsed = self.parse(raw)  # as cut: what is stored is what was parsed
             if parsed.ok:
@@ -205,7 +216,7 @@ class Judge:
             choice=choice,
             certainty=parsed.certainty if parsed is not None and parsed.ok else None,
             scores=scores, input_tokens=input_tokens, output_tokens=output_tokens,
-            cost_usd=round(cost, 9), latency_s=round(time.perf_counter() - started, 4),
+            cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens, cost_usd=round(cost, 9), latency_s=round(time.perf_counter() - started, 4),
             cached=all_cached and error is None, error=error, attempts=attempt + 1,
         )
         if self.on_call is not None:

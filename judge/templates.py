@@ -49,6 +49,13 @@ class Template:
 
     def render(self, item: PairItem, order: Order) -> list[dict[str, str]]:
         """Chat messages for one order: AB shows response A first, BA shows response B first."""
+        return self.render_with_prefix(item, order)[0]
+
+    def render_with_prefix(self, item: PairItem, order: Order) -> tuple[list[dict[str, str]], int]:
+        """The messages and the length in characters of the user message's shared prefix: its text
+        before the first of {question}, {answer_1}, {answer_2}, the same in both orders and for
+        every item with the same persona (the rubric and the persona where the template puts them
+        first). The provider marks it, with the system prompt before it, for its prompt cache."""
         first, second = (item.response_a, item.response_b) if order == "AB" else (item.response_b, item.response_a)
         persona = render_persona(item.persona)
         values: dict[str, str] = {"question": item.prompt, "answer_1": first, "answer_2": second, "persona": persona}
@@ -61,8 +68,15 @@ class Template:
         messages = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
-        messages.append({"role": "user", "content": _substitute(self.user, values)})
-        return messages
+        split = self.prefix_end
+        head = _substitute(self.user[:split], values)
+        messages.append({"role": "user", "content": head + _substitute(self.user[split:], values)})
+        return messages, len(head)
+
+    @property
+    def prefix_end(self) -> int:
+        """Where the item's own text starts in `user`: the first item placeholder."""
+        return min(self.user.index(p) for p in ("{question}", "{answer_1}", "{answer_2}"))
 
 
 def _substitute(text: str, values: dict[str, str]) -> str:

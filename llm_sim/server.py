@@ -2,7 +2,9 @@
 wire protocols well enough for the official SDKs to work unmodified (usage fields, error bodies,
 Retry-After), answering as the simulated judge of `llm_sim.judge_model`.
 
-For tests, demos and load. It counts what it served at `GET /stats`.
+For tests, demos and load. It counts what it served at `GET /stats`, reports prompt-cache hits
+the way each provider does (llm_sim.prompt_cache), and with `record_requests` keeps the last
+requests it was sent for `GET /requests` (bodies and headers, keys left out).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from llm_sim.judge_model import SimSettings, answer, request_rng, should_fail
+from llm_sim.prompt_cache import PromptCaches
 
 MODELS = ("sim-judge", "sim-judge-large")
 
@@ -29,6 +32,12 @@ MODELS = ("sim-judge", "sim-judge-large")
 class ServerSettings(SimSettings):
     latency_ms: float = 0.0
     retry_after_ms: float = 100.0
+    # Prompt caching: OpenAI's automatic minimum, Anthropic's minimum cacheable prefix (1,024 for
+    # most Claude models, 2,048 or 4,096 for some), the entries' lifetime since last use.
+    cache_min_tokens: int = 1024
+    anthropic_cache_min_tokens: int = 1024
+    cache_ttl_s: float = 300.0
+    record_requests: int = 0  # the last N requests kept for GET /requests (0: none)
 
 
 class Stats:
@@ -43,6 +52,9 @@ class Stats:
             "completions": counts.get("completions", 0),
             "failures_injected": counts.get("failures_injected", 0),
             "malformed": counts.get("malformed", 0),
+            "input_tokens": counts.get("input_tokens", 0),
+            "cached_input_tokens": counts.get("cached_input_tokens", 0),
+            "cache_write_tokens": counts.get("cache_write_tokens", 0),
             "by_endpoint": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("endpoint:")},
             "by_status": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("status:")},
             "uptime_s": round(time.time() - self.started, 3),
@@ -56,8 +68,8 @@ def _tokens(text: str) -> int:
 def _content_text(content: object) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # content blocks
-        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    if isinstance(content, list):  # content blocks: one text cut in parts (a cache breakpoint between)
+        return "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
     return ""
 
 
@@ -67,10 +79,37 @@ def _prompt_text(system: str, messages: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
+def _anthropic_prompt(system: object, messages: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """The prompt text (as `_prompt_text` makes it) and its part up to the end of the last block
+    that carries `cache_control` (None without one): the prefix Anthropic would cache."""
+    parts: list[str] = []
+    marked: int | None = None
+
+    def add(label: str, content: object) -> None:
+        nonlocal marked
+        start = sum(len(p) + 2 for p in parts) + len(label)
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        texts = [str(b.get("text", "")) for b in blocks]
+        for i, block in enumerate(blocks):
+            if isinstance(block.get("cache_control"), dict):
+                marked = start + len("".join(texts[:i + 1]))
+        parts.append(label + _content_text(content))
+
+    if _content_text(system):
+        add("", system)
+    for m in messages:
+        add(f"{m.get('role', '')}: ", m.get("content"))
+    prompt = "\n\n".join(parts)
+    return prompt, (prompt[:marked] if marked is not None else None)
+
+
 class SimApp:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.stats = Stats()
+        self.caches = PromptCaches(settings.cache_min_tokens, settings.anthropic_cache_min_tokens,
+                                   settings.cache_ttl_s)
+        self.recorded: deque[dict[str, Any]] = deque(maxlen=max(1, settings.record_requests))
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -80,6 +119,7 @@ class SimApp:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/models", self.models)
         app.router.add_get("/stats", self.get_stats)
+        app.router.add_get("/requests", self.get_requests)
         app.router.add_post("/stats/reset", self.reset_stats)
         app.router.add_get("/healthz", self.healthz)
         return app
@@ -92,7 +132,22 @@ class SimApp:
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.stats = Stats()
+        self.recorded.clear()
         return web.json_response({"ok": True})
+
+    async def get_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.recorded))
+
+    def _record(self, request: web.Request, endpoint: str, body: dict[str, Any]) -> None:
+        if self.settings.record_requests > 0:
+            secret = ("authorization", "x-api-key")
+            headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in secret}
+            self.recorded.append({"endpoint": endpoint, "path": request.path, "headers": headers, "body": body})
+
+    def _count_tokens(self, input_tokens: int, cached: int, written: int) -> None:
+        self.stats.counts["input_tokens"] += input_tokens
+        self.stats.counts["cached_input_tokens"] += cached
+        self.stats.counts["cache_write_tokens"] += written
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -112,6 +167,7 @@ class SimApp:
             return self._error(endpoint, 400, "invalid_request_error", "'model' is required")
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return self._error(endpoint, 400, "invalid_request_error", "'messages' must be a non-empty list")
+        self._record(request, endpoint, body)
         if self.settings.latency_ms > 0:
             await asyncio.sleep(self.settings.latency_ms / 1000.0)
         return body
@@ -157,6 +213,8 @@ class SimApp:
         if failure is not None:
             return failure
         prompt_tokens, completion_tokens = _tokens(prompt), _tokens(text)
+        cached = self.caches.automatic(body["model"], prompt)
+        self._count_tokens(prompt_tokens, cached, 0)
         return web.json_response({
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -165,7 +223,8 @@ class SimApp:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                          "logprobs": None, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+                      "total_tokens": prompt_tokens + completion_tokens,
+                      "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0}},
             "system_fingerprint": "sim",
         })
 
@@ -175,10 +234,13 @@ class SimApp:
             return body
         if not isinstance(body.get("max_tokens"), int):
             return self._error("anthropic", 400, "invalid_request_error", "'max_tokens' is required")
-        prompt = _prompt_text(_content_text(body.get("system", "")), body["messages"])
+        prompt, prefix = _anthropic_prompt(body.get("system", ""), body["messages"])
         text, failure = self._judge("anthropic", request, body["model"], prompt)
         if failure is not None:
             return failure
+        read, written = self.caches.explicit(body["model"], prefix)
+        total = _tokens(prompt)
+        self._count_tokens(total, read, written)
         return web.json_response({
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
@@ -187,7 +249,9 @@ class SimApp:
             "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": _tokens(prompt), "output_tokens": _tokens(text)},
+            # Anthropic's input_tokens leaves out the tokens read from or written to the cache.
+            "usage": {"input_tokens": total - read - written, "output_tokens": _tokens(text),
+                      "cache_creation_input_tokens": written, "cache_read_input_tokens": read},
         })
 
 

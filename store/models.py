@@ -142,6 +142,9 @@ class CallRow(SQLModel, table=True):
     scores_json: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # Parts of input_tokens the provider's prompt cache read / wrote (judge.records.Call).
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     cost_usd: float | None = None
     latency_s: float | None = None
     cached: bool = False

@@ -36,6 +36,7 @@ def call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str, 
         "raw_truncated_from": call.raw_truncated_from, "choice": call.choice, "certainty": call.certainty,
         "scores_json": json.dumps(call.scores) if call.scores is not None else None,
         "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
+        "cached_input_tokens": call.cached_input_tokens, "cache_write_tokens": call.cache_write_tokens,
         "latency_s": call.latency_s, "cached": call.cached, "attempts": call.attempts, "error": call.error,
         "created_at": now, "stage": call.stage or 0,
     }
@@ -51,6 +52,8 @@ def call_from_row(row: Row[Any]) -> Call:
         scores=json.loads(row.scores_json) if row.scores_json else None, input_tokens=row.input_tokens,
         output_tokens=row.output_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s, cached=row.cached,
         error=row.error, attempts=row.attempts, stage=row._mapping.get("stage"),
+        cached_input_tokens=row._mapping.get("cached_input_tokens"),
+        cache_write_tokens=row._mapping.get("cache_write_tokens"),
     )
 
 

@@ -274,7 +274,8 @@ def test_the_price_table_has_built_in_defaults_a_wildcard_and_a_file_form(engine
     default = post_job(client, make_items(1))
     job = repo.get_job(engine, default.get_json()["job_id"])
     assert job is not None and repo.job_profile(job).price.model_dump() == {"input_per_mtok": 2.5,
-                                                                             "output_per_mtok": 10.0}
+                                                                             "output_per_mtok": 10.0,
+                                                                             "cached_input_per_mtok": 1.25}
     unknown = post_job(client, make_items(1), profile={"model": "gpt-9-preview"})
     assert unknown.status_code == 422 and error_of(unknown)["details"][0]["field"] == "profile.model"
 

@@ -33,6 +33,39 @@ def _size_hooks() -> dict[str, list[ResponseHook]]:
 
 
 
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def _mark_cache_prefix(body: dict[str, Any], prefix_chars: int) -> None:
+    """Put the cache breakpoint (`cache_control`, 5-minute ephemeral) at the end of the shared
+    prefix: on a text block holding the first user message's first `prefix_chars` characters (the
+    message becomes two blocks, the same text), else on the system prompt. Everything before the
+    breakpoint (system prompt, rubric, persona) is what the cache holds."""
+    messages: list[dict[str, Any]] = body["messages"]
+    first = next((i for i, m in enumerate(messages) if m["role"] == "user" and isinstance(m["content"], str)), None)
+    # A whitespace-only text block is refused by the API: such a prefix is the system prompt's.
+    if first is not None and messages[first]["content"][:prefix_chars].strip() \
+            and prefix_chars < len(messages[first]["content"]):
+        content = messages[first]["content"]
+        blocks = [{"type": "text", "text": content[:prefix_chars], "cache_control": EPHEMERAL},
+                  {"type": "text", "text": content[prefix_chars:]}]
+        body["messages"] = [*messages[:first], {**messages[first], "content": blocks}, *messages[first + 1:]]
+    elif body.get("system"):
+        body["system"] = [{"type": "text", "text": body["system"], "cache_control": EPHEMERAL}]
+
+
+def _result(text: str, usage: dict[str, Any]) -> CallResult:
+    """Anthropic's `input_tokens` leaves out what was read from or written to the cache; the
+    result's counts them all (as OpenAI's `prompt_tokens` does), with the two parts beside."""
+    read, written = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
+    read = read if isinstance(read, int) else None
+    written = written if isinstance(written, int) else None
+    fresh = usage.get("input_tokens")
+    total = fresh + (read or 0) + (written or 0) if isinstance(fresh, int) else None
+    return CallResult(text=text, input_tokens=total, output_tokens=usage.get("output_tokens"),
+                      cached_input_tokens=read, cache_write_tokens=written)
+
+
 class AnthropicProvider:
     name = "anthropic"
 
@@ -59,6 +92,8 @@ class AnthropicProvider:
         }
         if system:
             body["system"] = system
+        if request.cache_prefix is not None:
+            _mark_cache_prefix(body, request.cache_prefix)
         response = await post_through_sdk(self._client, "/v1/messages", body, request.extra,
                                           next(self._idempotency_keys), anthropic.AnthropicError, self._api_key,
                                           echo=self._echo)
@@ -67,7 +102,7 @@ class AnthropicProvider:
             usage = response.get("usage") or {}
         except (TypeError, KeyError, AttributeError):
             raise response_shape_error("message", response, self._echo) from None
-        return CallResult(text=text, input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"))
+        return _result(text, usage)
 
     async def aclose(self) -> None:
         await self._client.close()

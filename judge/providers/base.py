@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import itertools
 import os
@@ -41,13 +42,39 @@ class CallRequest:
     temperature: float
     max_tokens: int
     extra: dict[str, str] = field(default_factory=dict)
+    # Prompt caching (profile `prompt_caching`): the length in characters of the first user
+    # message's shared prefix (judge.templates.Template.render_with_prefix); None: not marked.
+    cache_prefix: int | None = None
+
+    def shared_prefix(self) -> tuple[str, str] | None:
+        """(system text, the first user message's prefix) when caching is asked for, else None."""
+        if self.cache_prefix is None:
+            return None
+        system = "\n\n".join(m["content"] for m in self.messages if m["role"] == "system")
+        user = next((m["content"] for m in self.messages if m["role"] == "user"), "")
+        return system, user[:self.cache_prefix]
+
+    def prompt_cache_key(self) -> str | None:
+        """OpenAI's `prompt_cache_key`: a hash of the model and the shared prefix (the template's text
+        and the persona), the same for both orders and every item of a persona; no text of it."""
+        prefix = self.shared_prefix()
+        if prefix is None:
+            return None
+        blob = "\x1e".join((self.model, *prefix)).encode("utf-8")
+        return "pjudge-" + hashlib.sha256(blob).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
 class CallResult:
+    """One answer. `input_tokens` counts every input token, those the provider read from its
+    prompt cache (`cached_input_tokens`) or wrote to it (`cache_write_tokens`, Anthropic) included;
+    None where the provider did not say."""
+
     text: str
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     # Set when `text` is only the first characters of the answer (judge.runner caps it): the
     # answer's full length in characters.
     truncated_from: int | None = None

@@ -41,6 +41,13 @@ def _size_hooks() -> dict[str, list[ResponseHook]]:
 
 
 
+def _cached_tokens(usage: dict[str, Any]) -> int | None:
+    """usage.prompt_tokens_details.cached_tokens: the part of prompt_tokens read from the cache."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) else None
+
+
 class OpenAIProvider:
     def __init__(self, profile: JudgeProfile, access: Access, compatible: bool):
         self.name = "openai-compatible" if compatible else "openai"
@@ -71,6 +78,11 @@ class OpenAIProvider:
                                 "temperature": request.temperature}
         # OpenAI's own API has renamed the limit; compatible servers know the old name.
         body["max_tokens" if self._compatible else "max_completion_tokens"] = request.max_tokens
+        # Prompt caching is automatic (prompts of 1,024 tokens or more, by prefix); the key routes
+        # the requests that share the rubric and persona to the same cache.
+        cache_key = request.prompt_cache_key()
+        if cache_key is not None:
+            body["prompt_cache_key"] = cache_key
         if self._direct is not None:
             response = await self._direct.post("/chat/completions", body, request.extra)
         else:
@@ -83,7 +95,7 @@ class OpenAIProvider:
         except (TypeError, KeyError, IndexError, AttributeError):
             raise response_shape_error("chat completion", response, self._echo) from None
         return CallResult(text=text, input_tokens=usage.get("prompt_tokens"),
-                          output_tokens=usage.get("completion_tokens"))
+                          output_tokens=usage.get("completion_tokens"), cached_input_tokens=_cached_tokens(usage))
 
     async def aclose(self) -> None:
         if self._direct is not None:

@@ -38,7 +38,7 @@ def _known_sum(values: Iterable[float | int | None]) -> Any:
 
 
 def _call_value(call: Call, name: str) -> Any:
-    # Fields that batch mode and prompt caching add to Call; absent until then.
+    # saved_batch_usd: a field batch mode adds to Call; absent until then.
     return getattr(call, name, None)
 
 

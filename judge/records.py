@@ -82,6 +82,11 @@ class Call(BaseModel):
         default=None, ge=0, exclude_if=lambda value: value is None,
         description="Input tokens the provider wrote to its prompt cache (Anthropic usage."
         "cache_creation_input_tokens), part of input_tokens and priced at the cache-write price.")
+    saved_cache_usd: float | None = Field(
+        default=None, exclude_if=lambda value: value is None,
+        description="What prompt caching saved on this call: its cost with every input token at the input "
+        "price, less cost_usd (negative when cache writes cost more than reads saved). Absent where no "
+        "provider reported cache tokens.")
     cost_usd: float | None = None
     latency_s: float | None = None
     cached: bool = False

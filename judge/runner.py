@@ -177,6 +177,7 @@ class Judge:
         cached_input_tokens: int | None = None
         cache_write_tokens: int | None = None
         cost = 0.0
+        uncached_cost = 0.0  # the same tokens at the plain input price: what caching saved
         all_cached = True
         started = time.perf_counter()
         raw: str | None = None
@@ -198,6 +199,7 @@ class Judge:
             if not cached:
                 cost += self.price.cost(result.input_tokens, result.output_tokens, result.cached_input_tokens,
                                         result.cache_write_tokens)
+                uncached_cost += self.price.cost(result.input_tokens, result.output_tokens)
                 if result.cached_input_tokens is not None:
                     cached_input_tokens = (cached_input_tokens or 0) + result.cached_input_tokens
                 if result.cache_write_tokens is not None:
@@ -216,7 +218,10 @@ class Judge:
             choice=choice,
             certainty=parsed.certainty if parsed is not None and parsed.ok else None,
             scores=scores, input_tokens=input_tokens, output_tokens=output_tokens,
-            cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens, cost_usd=round(cost, 9), latency_s=round(time.perf_counter() - started, 4),
+            cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens, cost_usd=round(cost, 9),
+            saved_cache_usd=(round(uncached_cost - cost, 9)
+                             if cached_input_tokens is not None or cache_write_tokens is not None else None),
+            latency_s=round(time.perf_counter() - started, 4),
             cached=all_cached and error is None, error=error, attempts=attempt + 1,
         )
         if self.on_call is not None:

@@ -145,6 +145,7 @@ class CallRow(SQLModel, table=True):
     # Parts of input_tokens the provider's prompt cache read / wrote (judge.records.Call).
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
+    saved_cache_usd: float | None = None  # judge.records.Call.saved_cache_usd
     cost_usd: float | None = None
     latency_s: float | None = None
     cached: bool = False

@@ -8,6 +8,7 @@ from typing import Any
 import anthropic
 
 from judge.endpoints import NO_KEY, Access
+from judge.metrics import retry_count_hook
 from judge.profiles import JudgeProfile
 from judge.providers import guard
 from judge.providers.base import (
@@ -29,7 +30,8 @@ class AnswerTooLarge(anthropic.AnthropicError):
 
 
 def _size_hooks() -> dict[str, list[ResponseHook]]:
-    return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
+    return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)],
+            "request": [retry_count_hook("anthropic")]}
 
 
 

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from judge import metrics as judge_metrics
 from store import repo
@@ -60,7 +61,7 @@ def human_queue_size(engine: Engine) -> int:
     """Verdicts waiting for a human: abstained, no human label yet."""
     with reading(engine) as conn:
         return int(conn.execute(select(func.count()).select_from(VerdictRow).where(
-            VerdictRow.abstained.is_(True), VerdictRow.human_label.is_(None))).scalar_one())
+            col(VerdictRow.abstained).is_(True), col(VerdictRow.human_label).is_(None))).scalar_one())
 
 
 class DatabaseCollector(Collector):

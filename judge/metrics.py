@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from judge.providers.base import ResponseHook, SdkResponse
 from judge.records import Call, Verdict
 
-disable_created_metrics()  # no *_created series: they double the output and no dashboard reads them
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client; no *_created series: they double the output and no dashboard reads them
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable, read at its import
 
 # Seconds. Calls: from a cached simulator's milliseconds to a slow model's minutes.
@@ -154,15 +154,8 @@ def multiprocess_registry(directory: Path) -> CollectorRegistry:
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(directory))
+    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # unannotated
     return registry
-
-
-def mark_process_dead(pid: int, directory: Path) -> None:
-    """Drop an exited process's live-gauge files (its counters and histograms stay counted)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid, str(directory))
 
 
 def serve_multiprocess(directory: Path, port: int, host: str) -> object:

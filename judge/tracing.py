@@ -131,7 +131,7 @@ class TracedProvider:
         self.name = inner.name
 
     async def complete(self, request: CallRequest) -> CallResult:
-        attributes = {"pjudge.item_id": request.item_id, "pjudge.order": request.order,
+        attributes: dict[str, str | int] = {"pjudge.item_id": request.item_id, "pjudge.order": request.order,
                       "pjudge.sample": request.sample, "pjudge.attempt": request.attempt,
                       "gen_ai.request.model": request.model, "gen_ai.system": self.name}
         with self._tracer.start_as_current_span("pjudge.call", attributes=attributes) as span:

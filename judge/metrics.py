@@ -66,20 +66,43 @@ BATCH_RETRIES = Counter("pjudge_batch_retries", "Batch tasks retried, by reason:
 HTTP_RETRIES = Counter("pjudge_provider_http_retries", "HTTP requests to providers sent again (connection "
                        "errors, timeouts, 408/409/429/5xx), by provider.", ["provider"], registry=REGISTRY)
 
+CALL_OUTCOMES = ("ok", "cached", "parse_error", "provider_error")
+VERDICT_OUTCOMES = ("decided", "abstained", "failed")
+BATCH_OUTCOMES = ("done", "retried", "requeued", "failed")
+RETRY_REASONS = ("error", "database")
+# Every series a dashboard reads exists from the start, at 0 (rate() of a series that appears at
+# its first event misses that event; in multiprocess mode a series never touched is not served).
+for _outcome in BATCH_OUTCOMES:
+    BATCH_DURATION.labels(_outcome)
+for _reason in RETRY_REASONS:
+    BATCH_RETRIES.labels(_reason)
+
 _models: set[tuple[str, str]] = set()
 _models_lock = threading.Lock()
 
 
 def model_labels(provider: str, model: str) -> tuple[str, str]:
-    """The (provider, model) labels, at most MAX_MODELS distinct pairs per process."""
+    """The (provider, model) labels, at most MAX_MODELS distinct pairs per process (then
+    model="other"); a new pair's series start at 0."""
     pair = (provider[:64], model[:128])
     with _models_lock:
         if pair in _models:
             return pair
-        if len(_models) < MAX_MODELS:
+        if len(_models) >= MAX_MODELS:
+            pair = (pair[0], "other")
+        if pair not in _models:
             _models.add(pair)
-            return pair
-    return pair[0], "other"
+            _start_series(pair)
+    return pair
+
+
+def _start_series(pair: tuple[str, str]) -> None:
+    for outcome in CALL_OUTCOMES:
+        CALLS.labels(*pair, outcome)
+    for outcome in VERDICT_OUTCOMES:
+        VERDICTS.labels(*pair, outcome)
+    for metric in (CALL_LATENCY, REASKS, CACHE_HITS, INPUT_TOKENS, OUTPUT_TOKENS, COST):
+        metric.labels(*pair)
 
 
 def call_outcome(call: Call) -> str:
@@ -120,9 +143,15 @@ def observe_http_retry(provider: str) -> None:
     HTTP_RETRIES.labels(provider[:64]).inc()
 
 
+def start_http_retries(provider: str) -> None:
+    """The provider's retry series, at 0 (called when a provider client is made)."""
+    HTTP_RETRIES.labels(provider[:64])
+
+
 def retry_count_hook(provider: str) -> ResponseHook:
     """An SDK http client's request hook (`event_hooks={"request": [...]}`) counting the SDK's own
     retries: each retry carries its number in `x-stainless-retry-count`."""
+    start_http_retries(provider)
 
     async def hook(request: SdkResponse) -> None:  # a request: what the hook reads is its headers
         if request.headers.get("x-stainless-retry-count", "0") not in ("0", ""):

@@ -32,7 +32,7 @@ import aiohttp
 import orjson
 
 from judge.endpoints import Access
-from judge.metrics import observe_http_retry
+from judge.metrics import observe_http_retry, start_http_retries
 from judge.providers import guard
 from judge.providers.base import ProviderError, error_detail, fixed_text, redact
 from judge.providers.base import max_answer_bytes as max_answer_bytes_setting
@@ -134,6 +134,7 @@ class DirectJsonClient:
                          "Authorization": f"Bearer {api_key}"}
         self._max_retries = max_retries
         self._provider = provider  # the label of its retries in judge.metrics
+        start_http_retries(provider)
         self._max_answer_bytes = max_answer_bytes if max_answer_bytes is not None else max_answer_bytes_setting()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None

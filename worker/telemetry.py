@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -74,3 +75,4 @@ def configure_logs(level: int | str) -> None:
 
     if settings().log_format == "json":
         logs.configure(level, "json")
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter on every start

@@ -81,3 +81,4 @@ def configure(level: int | str = logging.INFO, fmt: str | None = None, stream: A
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # a library's warnings become lines of the same format

@@ -150,6 +150,7 @@ def run(concurrency: int, loglevel: str, sweep: bool, max_in_flight: int | None 
 
         start_sweeper()
     app.worker_main([
+        *(["--quiet"] if settings().log_format == "json" else []),  # no banner amid the JSON lines
         "worker", "--pool=threads", f"--concurrency={concurrency}", "-Q", ",".join(lanes.all_queues(QUEUE)),
         f"--hostname=pjudge{index + 1}@%h",
         f"--loglevel={loglevel}",

@@ -29,7 +29,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from judge.providers.base import ResponseHook, SdkResponse
 from judge.records import Call, Verdict
 
-disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client; no *_created series: they double the output and no dashboard reads them
+# No *_created series: they double the output and no dashboard reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable, read at its import
 
 # Seconds. Calls: from a cached simulator's milliseconds to a slow model's minutes.
@@ -183,7 +184,8 @@ def multiprocess_registry(directory: Path) -> CollectorRegistry:
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # unannotated
+    collector = multiprocess.MultiProcessCollector
+    collector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
     return registry
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-from judge.providers.base import ResponseHook, SdkResponse
 from judge.records import Call, Verdict
 
 # No *_created series: they double the output and no dashboard reads them.
@@ -77,6 +76,8 @@ for _outcome in BATCH_OUTCOMES:
     BATCH_DURATION.labels(_outcome)
 for _reason in RETRY_REASONS:
     BATCH_RETRIES.labels(_reason)
+for _provider in ("openai", "openai-compatible", "anthropic"):
+    HTTP_RETRIES.labels(_provider)
 
 _models: set[tuple[str, str]] = set()
 _models_lock = threading.Lock()
@@ -141,24 +142,8 @@ def observe_stored(verdicts: Iterable[Verdict]) -> None:
 
 
 def observe_http_retry(provider: str) -> None:
+    """A provider's HTTP request sent again (judge.providers.retries)."""
     HTTP_RETRIES.labels(provider[:64]).inc()
-
-
-def start_http_retries(provider: str) -> None:
-    """The provider's retry series, at 0 (called when a provider client is made)."""
-    HTTP_RETRIES.labels(provider[:64])
-
-
-def retry_count_hook(provider: str) -> ResponseHook:
-    """An SDK http client's request hook (`event_hooks={"request": [...]}`) counting the SDK's own
-    retries: each retry carries its number in `x-stainless-retry-count`."""
-    start_http_retries(provider)
-
-    async def hook(request: SdkResponse) -> None:  # a request: what the hook reads is its headers
-        if request.headers.get("x-stainless-retry-count", "0") not in ("0", ""):
-            observe_http_retry(provider)
-
-    return hook
 
 
 # ---------------------------------------------------------------- multiprocess mode

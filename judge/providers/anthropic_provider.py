@@ -8,7 +8,6 @@ from typing import Any
 import anthropic
 
 from judge.endpoints import NO_KEY, Access
-from judge.metrics import retry_count_hook
 from judge.profiles import JudgeProfile
 from judge.providers import guard
 from judge.providers.base import (
@@ -23,6 +22,7 @@ from judge.providers.base import (
     register,
     response_shape_error,
 )
+from judge.providers.retries import retry_count_hook
 
 
 class AnswerTooLarge(anthropic.AnthropicError):

@@ -32,10 +32,10 @@ import aiohttp
 import orjson
 
 from judge.endpoints import Access
-from judge.metrics import observe_http_retry, start_http_retries
 from judge.providers import guard
 from judge.providers.base import ProviderError, error_detail, fixed_text, redact
 from judge.providers.base import max_answer_bytes as max_answer_bytes_setting
+from judge.providers.retries import count_retry
 
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
@@ -134,7 +134,6 @@ class DirectJsonClient:
                          "Authorization": f"Bearer {api_key}"}
         self._max_retries = max_retries
         self._provider = provider  # the label of its retries in judge.metrics
-        start_http_retries(provider)
         self._max_answer_bytes = max_answer_bytes if max_answer_bytes is not None else max_answer_bytes_setting()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -181,7 +180,7 @@ class DirectJsonClient:
             except ValueError as exc:  # a request aiohttp refuses to make (e.g. credentials in the URL): no retry
                 raise ProviderError(f"APIConnectionError: the request could not be made ({type(exc).__name__})"
                                     ) from None
-            observe_http_retry(self._provider)
+            count_retry(self._provider)
             await asyncio.sleep(delay)
             retry += 1
 

@@ -15,7 +15,6 @@ from typing import Any
 import openai
 
 from judge.endpoints import NO_KEY, Access
-from judge.metrics import retry_count_hook
 from judge.profiles import JudgeProfile
 from judge.providers import guard
 from judge.providers.base import (
@@ -31,6 +30,7 @@ from judge.providers.base import (
     response_shape_error,
 )
 from judge.providers.direct_http import DirectJsonClient
+from judge.providers.retries import retry_count_hook
 
 
 class AnswerTooLarge(openai.OpenAIError):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -58,10 +58,11 @@ class ApiMetrics:
 
 
 def human_queue_size(engine: Engine) -> int:
-    """Verdicts waiting for a human: abstained, no human label yet."""
+    """Verdicts waiting for a human: abstained, no human label yet (the terms of main's
+    store.models.WAITING, whose partial index ix_verdicts_waiting serves this count)."""
     with reading(engine) as conn:
         return int(conn.execute(select(func.count()).select_from(VerdictRow).where(
-            col(VerdictRow.abstained).is_(True), col(VerdictRow.human_label).is_(None))).scalar_one())
+            col(VerdictRow.abstained) == true(), col(VerdictRow.human_label).is_(None))).scalar_one())
 
 
 class DatabaseCollector(Collector):

@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, true
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlmodel import col
 
 from judge import metrics as judge_metrics
 from store import repo
 from store.db import reading
-from store.models import VerdictRow
+from store.models import WAITING, VerdictRow
 from store.queries import totals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
@@ -58,11 +57,11 @@ class ApiMetrics:
 
 
 def human_queue_size(engine: Engine) -> int:
-    """Verdicts waiting for a human: abstained, no human label yet (the terms of main's
-    store.models.WAITING, whose partial index ix_verdicts_waiting serves this count)."""
+    """Verdicts waiting for a human: abstained, no human label yet (store.models.WAITING, whose
+    partial index ix_verdicts_waiting serves this count). Over all jobs, a cascade's with `then:
+    abstain` included (store.queue leaves those out of a job's queue)."""
     with reading(engine) as conn:
-        return int(conn.execute(select(func.count()).select_from(VerdictRow).where(
-            col(VerdictRow.abstained) == true(), col(VerdictRow.human_label).is_(None))).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(VerdictRow).where(WAITING)).scalar_one())
 
 
 class DatabaseCollector(Collector):

@@ -119,13 +119,21 @@ def verdict_outcome(verdict: Verdict) -> str:
     return "abstained" if verdict.abstained else "decided"
 
 
+def call_labels(verdict: Verdict, call: Call) -> tuple[str, str]:
+    """A call's (provider, model): a cascade's call is its stage's (SPEC 2.1), not the cascade's."""
+    stages = verdict.stages or []
+    if call.stage is not None and call.stage < len(stages):
+        return model_labels(stages[call.stage].provider, stages[call.stage].model)
+    return model_labels(verdict.judge.provider, verdict.judge.model)
+
+
 def observe_stored(verdicts: Iterable[Verdict]) -> None:
     """Count the verdicts a store inserted, and their calls. Call it once per insert, after the
     transaction committed, with only the verdicts that were new (store.repo.store_new_verdicts)."""
     for verdict in verdicts:
-        labels = model_labels(verdict.judge.provider, verdict.judge.model)
-        VERDICTS.labels(*labels, verdict_outcome(verdict)).inc()
+        VERDICTS.labels(*model_labels(verdict.judge.provider, verdict.judge.model), verdict_outcome(verdict)).inc()
         for call in verdict.calls:
+            labels = call_labels(verdict, call)
             CALLS.labels(*labels, call_outcome(call)).inc()
             if call.cached:
                 CACHE_HITS.labels(*labels).inc()

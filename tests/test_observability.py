@@ -232,3 +232,25 @@ def test_tracing_is_off_unless_configured(monkeypatch: pytest.MonkeyPatch) -> No
         assert tracing.traced(provider) is provider  # type: ignore[arg-type]
     finally:
         tracing.reset()
+
+
+def test_a_cascades_calls_count_under_their_stages_model_and_its_verdict_under_the_cascade() -> None:
+    from judge.records import JudgeInfo, PairItem, StageVerdict
+    from tests.support.api import make_verdict
+
+    item = PairItem.model_validate(make_items(1)[0])
+    single = make_verdict(item, "A", 0.9, model="stage-one-model")
+    stages = [StageVerdict(profile="cheap", provider="openai", model="cheap-model-x", winner=None, p_a=0.5,
+                           certainty=0.0),
+              StageVerdict(profile="strong", provider="anthropic", model="strong-model-y", winner="A", p_a=0.9,
+                           certainty=0.8)]
+    calls = [call.model_copy(update={"stage": stage}) for stage in (0, 1) for call in single.calls]
+    cascade = single.model_copy(update={"calls": calls, "stage": 1, "stages": stages,
+                                        "judge": JudgeInfo(profile="c", provider="cascade", model="cascade-xy")})
+    before = [registry_total("pjudge_judge_calls_total", model=m) for m in ("cheap-model-x", "strong-model-y")]
+    verdicts_before = registry_total("pjudge_judge_verdicts_total", provider="cascade", model="cascade-xy")
+    metrics.observe_stored([cascade])
+    after = [registry_total("pjudge_judge_calls_total", model=m) for m in ("cheap-model-x", "strong-model-y")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 2]
+    assert registry_total("pjudge_judge_calls_total", provider="anthropic", model="strong-model-y") >= 2
+    assert registry_total("pjudge_judge_verdicts_total", provider="cascade", model="cascade-xy") - verdicts_before == 1

@@ -22,6 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.context import ApiSettings, ApiState, Enqueue
 from api.errors import register_error_handlers
+from judge import tracing
 from store.models import Job
 
 
@@ -29,6 +30,15 @@ def _default_enqueue(job: Job) -> int:
     from worker.tasks import enqueue_job
 
     return enqueue_job(job)
+
+
+def _trace_job(response: Response, started_ns: int) -> None:
+    """The POST's `pjudge.job` span, when tracing is on (judge.tracing)."""
+    if tracing.tracer() is None:
+        return
+    body = response.get_json(silent=True)
+    if isinstance(body, dict) and isinstance(body.get("job_id"), str):
+        tracing.job_posted(body["job_id"], started_ns, {"http.route": "/v1/jobs", "pjudge.status": str(body.get("status"))})
 
 
 def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
@@ -53,6 +63,7 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
+        g.started_ns = time.time_ns()
         # Checked before authentication too: an oversized upload is refused without touching the database.
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
@@ -63,6 +74,8 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
         route = route_label(request.url_rule.rule) if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         app.extensions["pjudge"].metrics.observe(request.method, route, response.status_code, elapsed)
+        if route == "/v1/jobs" and request.method == "POST" and response.status_code in (200, 202):
+            _trace_job(response, g.get("started_ns", time.time_ns()))
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response

@@ -10,7 +10,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy.engine import Engine
 
-from api.metrics import HttpMetrics
+from api.metrics import ApiMetrics, DatabaseCollector
 from api.throttle import AuthThrottle
 from judge.prices import PriceTable, price_table
 from judge.settings import Settings, settings
@@ -66,7 +66,8 @@ class ApiState:
     engine: Engine
     enqueue: Enqueue
     settings: ApiSettings
-    metrics: HttpMetrics = field(default_factory=HttpMetrics)
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    database_metrics: DatabaseCollector | None = None  # made on the first scrape (api.health)
     throttle: AuthThrottle = field(init=False)
 
     def __post_init__(self) -> None:

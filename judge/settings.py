@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -164,6 +164,21 @@ class Settings(BaseSettings):
                                         "is closed, however slowly it keeps sending.")
     serve_connections_per_address: int = Field(default=50, ge=1, description="Most open connections from one "
                                                "client address (waitress); more are closed at once.")
+
+    # ------------------------------------------------------------ observability (issue 17)
+    log_format: Literal["text", "json"] = Field(default="text", description="Log lines of `pjudge serve` and "
+                                                "`pjudge worker`: text, or json (one object per event with "
+                                                "job, batch and item ids where known; secrets struck).")
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535, description="Port on which `pjudge "
+                                            "worker` serves the Prometheus metrics of all its processes "
+                                            "(multiprocess mode) at /metrics [default: not served].")
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Address the workers' metrics port "
+                                     "listens on (0.0.0.0 for a scraper on another host; no auth there).")
+    metrics_dir: str | None = Field(default=None, description="Folder of the worker processes' metric files "
+                                    "(prometheus_client multiprocess mode), emptied when `pjudge worker` "
+                                    "starts [default: a new temporary folder].")
+    otel: bool = Field(default=False, description="OpenTelemetry spans for jobs, batches and calls (needs the "
+                       "`otel` extra); also on when OTEL_EXPORTER_OTLP_ENDPOINT is set.")
 
     @field_validator("api_keys", "api_base_urls", "endpoints", "api_key_envs", mode="before")
     @classmethod

@@ -425,7 +425,13 @@ def prepare_verdicts(bind: Bind, job_id: str, verdicts: Iterable[tuple[int, Verd
 
 
 def store_verdicts(conn: Connection, prepared: VerdictBatch) -> int:
-    """Store a prepared batch exactly once in `conn`'s transaction; returns how many were new.
+    """`store_new_verdicts`; returns how many were new."""
+    return len(store_new_verdicts(conn, prepared))
+
+
+def store_new_verdicts(conn: Connection, prepared: VerdictBatch) -> list[Verdict]:
+    """Store a prepared batch exactly once in `conn`'s transaction; returns the verdicts that were
+    new (what judge.metrics counts once the transaction committed).
 
     The verdicts go in with one INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows that
     were really new come back, and only their calls, counts and summary contributions are written,
@@ -435,11 +441,11 @@ def store_verdicts(conn: Connection, prepared: VerdictBatch) -> int:
     """
     job_id, rows, now, delta = prepared.job_id, list(prepared.rows), prepared.now, prepared.delta
     if not rows:
-        return 0
+        return []
     # First the rows no other writer touches: the verdicts, their calls.
     new_ids = set(insert_many(conn, VerdictRow.__table__, rows, ignore_conflicts=True, returning="item_id"))
     if not new_ids:
-        return 0  # every verdict was stored by an earlier delivery of this task
+        return []  # every verdict was stored by an earlier delivery of this task
     new_rows = [row for row in rows if row["item_id"] in new_ids]
     if len(new_rows) < len(rows):
         delta = summaries.delta_of(new_rows)
@@ -464,7 +470,7 @@ def store_verdicts(conn: Connection, prepared: VerdictBatch) -> int:
         conn.execute(_ADD_TO_JOB, counts)
         delta.apply(conn)
     summaries.record_overflow(conn, job_id, [key for row in new_rows for key in prepared.overflow[row["item_id"]]])
-    return len(new_rows)
+    return new
 
 
 def record_verdicts(bind: Bind, job_id: str, verdicts: Iterable[tuple[int, Verdict]],

@@ -97,6 +97,9 @@ def run(concurrency: int, loglevel: str, sweep: bool, max_in_flight: int | None 
     """One worker process: `concurrency` task threads on one event loop with `max_in_flight` calls
     in flight (default PJUDGE_WORKER_MAX_IN_FLIGHT): process `index` of the `processes` that
     `pjudge worker` runs on this host (worker.processes splits the host's budgets)."""
+    from worker.telemetry import configure_logs
+
+    configure_logs(loglevel.upper())  # PJUDGE_LOG_FORMAT=json: JSON lines
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     from celery import signals
@@ -147,6 +150,7 @@ def run(concurrency: int, loglevel: str, sweep: bool, max_in_flight: int | None 
 
         start_sweeper()
     app.worker_main([
+        *(["--quiet"] if settings().log_format == "json" else []),  # no banner amid the JSON lines
         "worker", "--pool=threads", f"--concurrency={concurrency}", "-Q", ",".join(lanes.all_queues(QUEUE)),
         f"--hostname=pjudge{index + 1}@%h",
         f"--loglevel={loglevel}",

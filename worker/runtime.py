@@ -17,6 +17,7 @@ from judge.endpoints import Access
 from judge.profiles import JudgeProfile
 from judge.runner import Judge, RateLimiter, new_event_loop
 from judge.settings import settings
+from judge.tracing import traced
 
 T = TypeVar("T")
 log = logging.getLogger("pjudge.worker")
@@ -49,7 +50,9 @@ class AsyncRuntime:
 
     async def _make_judge(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None) -> Judge:
         in_flight = self.max_in_flight or settings().worker_max_in_flight
-        return Judge(profile, max_in_flight=in_flight, limiter=limiter, access=access)
+        judge = Judge(profile, max_in_flight=in_flight, limiter=limiter, access=access)
+        judge.provider = traced(judge.provider)  # call spans when tracing is on (judge.tracing)
+        return judge
 
     @contextlib.contextmanager
     def judge(self, profile: JudgeProfile, access: Access, limiter: RateLimiter | None = None) -> Iterator[Judge]:

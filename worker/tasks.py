@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import traceback
 
@@ -23,7 +22,7 @@ from judge.runner import Judge, RateLimiter
 from store import budget, repo
 from store.db import database_errors, get_engine, transaction
 from store.models import Job
-from worker import lanes
+from worker import lanes, telemetry
 from worker.access import job_access
 from worker.app import QUEUE, app
 from worker.batches import CANCELLED, RUNNING, Batch, Stopped
@@ -82,7 +81,8 @@ def judge_batch(self: Task[..., int], job_id: str, start: int, end: int) -> int:
         raise Reject("tenant at its share while another waits", requeue=True)
     key, batch = entered
     try:
-        return _judge_batch(self, engine, job, start, end, batch)
+        with telemetry.batch_scope(job_id, batch.label):
+            return _judge_batch(self, engine, job, start, end, batch)
     finally:
         RUNNING.leave(key)
 
@@ -135,12 +135,14 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
         # transaction.
         try:
             prepared = repo.prepare_verdicts(engine, job_id, verdicts)
-            stored = 0
+            new: list[Verdict] = []
             if prepared.rows:
                 with transaction(engine) as conn:
                     for cache in caches:
                         cache.write(conn)
-                    stored = repo.store_verdicts(conn, prepared)
+                    new = repo.store_new_verdicts(conn, prepared)
+            stored = len(new)
+            telemetry.stored(new)  # committed: counted once
         except database_errors() as exc:
             _flush(caches)  # keep what the provider was paid for, then try the batch again
             if task.request.retries < MAX_TASK_RETRIES:
@@ -256,16 +258,12 @@ def _stopped(engine: Engine, batch: Batch, reason: str, caches: list[BatchCallCa
     raise Reject(f"batch {batch.label} {reason}; back to the queue", requeue=True)
 
 
-_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@/\s]+@")
-
-
 def safe_traceback(exc: BaseException) -> str:
     """The exception's traceback for the log, without secrets: key-like strings and the values of
     key variables struck (judge.providers.base.redact), and URL passwords masked."""
-    from judge.providers.base import redact
+    from judge.logs import scrub
 
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return _URL_PASSWORD.sub(r"\1***@", redact(text))
+    return scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 def warm_up(connections: int) -> None:

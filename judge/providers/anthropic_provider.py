@@ -22,6 +22,7 @@ from judge.providers.base import (
     register,
     response_shape_error,
 )
+from judge.providers.retries import retry_count_hook
 
 
 class AnswerTooLarge(anthropic.AnthropicError):
@@ -29,7 +30,8 @@ class AnswerTooLarge(anthropic.AnthropicError):
 
 
 def _size_hooks() -> dict[str, list[ResponseHook]]:
-    return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
+    return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)],
+            "request": [retry_count_hook("anthropic")]}
 
 
 

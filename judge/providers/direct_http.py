@@ -35,6 +35,7 @@ from judge.endpoints import Access
 from judge.providers import guard
 from judge.providers.base import ProviderError, error_detail, fixed_text, redact
 from judge.providers.base import max_answer_bytes as max_answer_bytes_setting
+from judge.providers.retries import count_retry
 
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
@@ -122,7 +123,8 @@ class DirectJsonClient:
     """POST a JSON body to base_url + path and return the decoded JSON answer."""
 
     def __init__(self, base_url: str, api_key: str, max_retries: int, timeout_s: float,
-                 max_answer_bytes: int | None = None, access: Access | None = None):
+                 max_answer_bytes: int | None = None, access: Access | None = None,
+                 provider: str = "openai-compatible"):
         self._base_url = base_url.rstrip("/")
         # Without an Access: the caller's own endpoint (benchmarks), no address checks.
         self._access = access if access is not None else Access(endpoint=None, api_key=api_key)
@@ -131,6 +133,7 @@ class DirectJsonClient:
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "Authorization": f"Bearer {api_key}"}
         self._max_retries = max_retries
+        self._provider = provider  # the label of its retries in judge.metrics
         self._max_answer_bytes = max_answer_bytes if max_answer_bytes is not None else max_answer_bytes_setting()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -177,6 +180,7 @@ class DirectJsonClient:
             except ValueError as exc:  # a request aiohttp refuses to make (e.g. credentials in the URL): no retry
                 raise ProviderError(f"APIConnectionError: the request could not be made ({type(exc).__name__})"
                                     ) from None
+            count_retry(self._provider)
             await asyncio.sleep(delay)
             retry += 1
 

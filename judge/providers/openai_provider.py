@@ -30,14 +30,16 @@ from judge.providers.base import (
     response_shape_error,
 )
 from judge.providers.direct_http import DirectJsonClient
+from judge.providers.retries import retry_count_hook
 
 
 class AnswerTooLarge(openai.OpenAIError):
     """An answer body over PJUDGE_PROVIDER_MAX_ANSWER_MB, refused before it is read."""
 
 
-def _size_hooks() -> dict[str, list[ResponseHook]]:
-    return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)]}
+def _size_hooks(provider: str) -> dict[str, list[ResponseHook]]:
+    return {"response": [declared_size_hook(max_answer_bytes(), AnswerTooLarge)],
+            "request": [retry_count_hook(provider)]}
 
 
 
@@ -65,12 +67,12 @@ class OpenAIProvider:
         self._direct: DirectJsonClient | None = None
         if profile.transport == "direct":
             self._direct = DirectJsonClient(access.base_url, api_key, max_retries=profile.max_retries,
-                                            timeout_s=profile.timeout_s, access=access)
+                                            timeout_s=profile.timeout_s, access=access, provider=self.name)
             return
         self._idempotency_keys = idempotency_keys()
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=access.base_url, max_retries=profile.max_retries, timeout=profile.timeout_s,
-            http_client=guard.sdk_http_client(openai, access, _size_hooks()),
+            http_client=guard.sdk_http_client(openai, access, _size_hooks(self.name)),
         )
 
     async def complete(self, request: CallRequest) -> CallResult:

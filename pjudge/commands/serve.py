@@ -282,6 +282,9 @@ def serve_command(host: str, port: int, threads: int, server_name: str) -> None:
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from worker.telemetry import configure_logs
+
+    configure_logs(logging.INFO)  # PJUDGE_LOG_FORMAT=json: JSON lines instead
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter on every start
     from api.app import create_app
 

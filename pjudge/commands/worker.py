@@ -36,8 +36,10 @@ def worker_command(processes: int | None, concurrency: int | None, loglevel: str
     from worker.broker import broker_url
     from worker.main import RESTART_EXIT_CODE
     from worker.processes import Supervisor, split
+    from worker.telemetry import serve_metrics
 
     broker_url()  # with no REDIS_URL, start the embedded Redis here so it outlives restarts
+    serve_metrics()  # PJUDGE_WORKER_METRICS_PORT: the processes' metrics (multiprocess mode)
     shares = split(processes, concurrency, sweep=sweep)
     supervisor = Supervisor(shares, loglevel, RESTART_EXIT_CODE, settings().shutdown_grace_s,
                             echo=lambda line: click.echo(line, err=True))

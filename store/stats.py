@@ -491,24 +491,27 @@ class _Query:
         return {name: out[i] for name, i in sets.items()}
 
     # -- the certainty split at an off-grid threshold, by group
-    def splits(self, threshold: float) -> dict[str | None, tuple[IntArray, IntArray]]:
-        """{set: ([n, labelled, correct] high, ... low)} of the selection's verdicts with a
-        certainty (calibration.counts.split_histogram of the rows grouped by side)."""
+    def splits(self, threshold: float, groups: Mapping[str | None, Counts]
+               ) -> dict[str | None, tuple[IntArray, IntArray]]:
+        """{set: ([n, labelled, correct] high, ... low)} at an off-grid threshold, from each set's
+        certainty histogram (`counts`) and the selection's verdicts in the one certainty bin the
+        threshold cuts (calibration.counts.split_from_bin): one aggregate query over those rows."""
         cut = round(threshold, DECIMALS)  # as calibration.certainty.split_counts
-        certainty = col(V.stat_certainty)
-        rows = self._verdict_rows(self.selection.since, self.selection.until,
-                                  {"high": case((certainty >= cut, 1), else_=0)}, {"n": func.count()},
-                                  [certainty.is_not(None)])
+        high = case((col(V.stat_certainty) >= cut, 1), else_=0)
+        rows = self._verdict_rows(self.selection.since, self.selection.until, {"high": high}, {"n": func.count()},
+                                  [col(V.stat_certainty_bin) == projection.cut_bin(threshold)])
         sets: dict[str | None, int] = {None: 0}
         a = _arrays(rows, sets, ("n", "high"))
         known = np.ones(len(rows), dtype=bool)
-        total = projection.split_histogram(np.zeros(len(rows), dtype=np.int64), 1, a.winner, a.label, a["n"],
-                                           a["high"], known)[0]
-        out: dict[str | None, tuple[IntArray, IntArray]] = {None: total}
+        everything = np.zeros(len(rows), dtype=np.int64)
+        in_bin: dict[str | None, IntArray] = {
+            None: projection.split_histogram(everything, 1, a.winner, a.label, a["n"], a["high"], known)[0][0]}
         if self.verdict_dim() is not None:
-            grouped = projection.split_histogram(a.group, len(sets), a.winner, a.label, a["n"], a["high"], known)
-            out.update((name, grouped[i]) for name, i in sets.items() if name is not None)
-        return out
+            by_set = projection.split_histogram(a.group, len(sets), a.winner, a.label, a["n"], a["high"], known)
+            in_bin.update((name, by_set[i][0]) for name, i in sets.items() if name is not None)
+        none = np.zeros(3, dtype=np.int64)
+        return {name: projection.split_from_bin(counts, threshold, in_bin.get(name, none))
+                for name, counts in groups.items()}
 
     # -- the HITL cuts
     def resolve(self, cuts: Mapping[str | None, Cut]) -> dict[str | None, IntArray]:
@@ -704,9 +707,8 @@ def report(
         query = _Query(conn, selection, grouping, risk=target_accuracy is not None, threshold=threshold)
         groups, models = query.counts()
         if grid_index(threshold) is None:
-            splits = query.splits(threshold)
-            for name, counts in groups.items():
-                counts.split = splits.get(name, (np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)))
+            for name, split in query.splits(threshold, groups).items():
+                groups[name].split = split
         total = groups.pop(None)
         by_group = {name: counts for name, counts in groups.items() if name is not None}
         return report_from_counts(

@@ -8,8 +8,10 @@ the verdict table itself (aggregate queries over those rows only), so since and 
 the microsecond.
 
 Two steps need more than the summaries, both resolved exactly:
-- a certainty threshold off the 0.01 grid: the split is one aggregate query over the verdict rows of
-  the selection (a scan, so slower; the default 0.8 and the coverage curve are on the grid);
+- a certainty threshold off the 0.01 grid: the summaries' cumulative certainty histogram places every
+  verdict but those of the one 0.01 bin the threshold cuts, which one aggregate query over the
+  selection's verdict rows compares with it (a scan, so slower; the default 0.8 and the coverage
+  curve are on the grid);
 - the HITL cut: the summaries give each BPDE value's counts, so only the value the cut runs through
   needs its first m items in input order ((job created_at, job id, position), as the verdicts reach
   build_report). Its counts per job find the job the cut ends in, its counts per chunk of 1024

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import SQLColumnExpression, and_, bindparam, func, insert, select, text, update
+from sqlalchemy import Insert, SQLColumnExpression, Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlmodel import SQLModel, col
 
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallResult
@@ -33,7 +34,7 @@ ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
 
 
-def insert_ignore(engine_or_conn: Any, table: Any) -> Any:
+def insert_ignore(engine_or_conn: Engine | Connection, table: type[SQLModel] | Table) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING for the connected dialect."""
     dialect = engine_or_conn.dialect.name
     if dialect == "postgresql":
@@ -169,14 +170,15 @@ class QuotaExceeded(Exception):
         self.what, self.limit, self.used, self.requested, self.retry_after = what, limit, used, requested, retry_after
 
 
-def _quota_window(owner: str, now: datetime, other_than: str | None = None) -> tuple[Any, ...]:
+def _quota_window(owner: str, now: datetime,
+                  other_than: str | None = None) -> tuple[ColumnElement[bool], ...]:
     """The owner's jobs a DailyQuota counts at `now`: those created in the QUOTA_WINDOW before it
     (`other_than`: leave out this job)."""
     where = (col(Job.owner) == owner, col(Job.created_at) > now - QUOTA_WINDOW)
     return (*where, col(Job.id) != other_than) if other_than is not None else where
 
 
-def _quota_usage(conn: Connection, where: Sequence[Any]) -> tuple[int, float]:
+def _quota_usage(conn: Connection, where: Sequence[ColumnElement[bool]]) -> tuple[int, float]:
     """Items and USD of the jobs `where` selects (_quota_window)."""
     items, cost = conn.execute(select(func.coalesce(func.sum(col(Job.n_items)), 0),
                                       func.coalesce(func.sum(col(Job.cost_usd)), 0.0)).where(*where)).one()
@@ -210,7 +212,7 @@ def _check_quota(conn: Connection, job: Job, quota: DailyQuota) -> None:
         raise QuotaExceeded("USD", limit_usd, round(cost, 6), 0, wait or QUOTA_WINDOW.total_seconds())
 
 
-def _seconds_until_fits(conn: Connection, where: Sequence[Any], now: datetime,
+def _seconds_until_fits(conn: Connection, where: Sequence[ColumnElement[bool]], now: datetime,
                         amount: SQLColumnExpression[float], fits: Callable[[float], bool]) -> float | None:
     """Seconds until enough of the oldest jobs in the window have left it for `fits(what is left)`,
     `amount` (a column of jobs) being what each takes with it."""
@@ -484,7 +486,7 @@ _ADD_TO_JOB = text(
 _compiled: dict[tuple[str, int], str] = {}
 
 
-def _postgres_statement(conn: Connection, statement: Any) -> str:
+def _postgres_statement(conn: Connection, statement: ClauseElement) -> str:
     """`statement` as psycopg's own SQL text (%(name)s parameters), compiled once."""
     key = (conn.dialect.name, id(statement))
     if key not in _compiled:

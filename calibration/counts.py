@@ -156,10 +156,19 @@ def grid_index(threshold: float) -> int | None:
     return int(found[0]) if found.size else None
 
 
+def cut_bin(threshold: float) -> int:
+    """The certainty bin the threshold (rounded as the statistics compare it) falls in: off the
+    grid, the only bin whose items fall on both sides of it."""
+    return int(certainty_bin(np.array([round(threshold, DECIMALS)], dtype=np.float64))[0])
+
+
 def certainty_fields(threshold: float) -> tuple[str, ...]:
     """The certainty fields the statistics read at this threshold: any certainty, the coverage
-    curve's thresholds, and the threshold itself when it is on the grid."""
-    ks = {-1, *(grid_index(t) for t in COVERAGE_THRESHOLDS), grid_index(threshold)}
+    curve's thresholds, and the threshold itself when it is on the grid, else the grid point above
+    it (`split_from_bin`)."""
+    k = grid_index(threshold)
+    above = cut_bin(threshold) + 1 if k is None else k  # past the grid's end (a threshold over 1): none
+    ks = {-1, *(grid_index(t) for t in COVERAGE_THRESHOLDS), above if above < len(CERTAINTY_GRID) else None}
     return tuple(f"cert_{name}_ge_{_bin_name(k)}" for k in sorted(k for k in ks if k is not None)
                  for name in _CERTAINTY_NAMES)
 
@@ -371,6 +380,17 @@ def split_histogram(group: IntArray, groups: int, winner: npt.NDArray[Any], labe
     bins = np.where(known, np.asarray(high, dtype=np.int64) - 1, NO_BIN)
     hist = certainty_histogram(group, groups, winner, label, n, bins, 1)
     return [(hist[g, 1], hist[g, 0] - hist[g, 1]) for g in range(groups)]
+
+
+def split_from_bin(c: Counts, threshold: float, in_bin_high: IntArray) -> tuple[IntArray, IntArray]:
+    """The split at an off-grid threshold from the cumulative certainty histogram and the items of
+    the one bin the threshold cuts (`cut_bin`): every item in a higher bin is on the high side,
+    every item in a lower bin on the low side, so only that bin's items are compared with the
+    threshold (`in_bin_high`: [n, labelled, correct] of those at or above it, split_histogram's
+    high side). `c` needs the fields `certainty_fields(threshold)` names."""
+    above = cut_bin(threshold) + 2
+    high = (c.certainty_ge[above] if above < len(c.certainty_ge) else _zeros(3)) + in_bin_high
+    return high, c.certainty_ge[0] - high
 
 
 def add_reliability(out: Sequence[Counts], group: IntArray, winner: npt.NDArray[Any], label: npt.NDArray[Any],

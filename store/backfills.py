@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, inspect, select, update
 from sqlalchemy.engine import Connection
+from sqlmodel import col
 
-from judge.records import PairItem
+from judge.records import Call, PairItem
 from store.models import (
     CallRow,
     Job,
@@ -21,6 +22,7 @@ from store.models import (
     summary_lambda,
     summary_main,
     summary_overflow,
+    table_of,
 )
 from store.repo import fingerprint_of_stored_job
 from store.rows import call_from_row, verdict_from_row
@@ -42,26 +44,28 @@ def backfill(conn: Connection, page: int = 2000) -> None:
     plan yet: summary_keys is null); a job with a plan has been summarized as it went."""
     # The columns of `calls` and `verdicts` as they are at this migration: later migrations add others.
     present = {column["name"] for column in inspect(conn).get_columns("calls")}
-    call_columns = [column for column in CallRow.__table__.columns if column.name in present]
+    call_columns = [column for column in table_of(CallRow).columns if column.name in present]
     present = {column["name"] for column in inspect(conn).get_columns("verdicts")}
-    verdict_columns = [column for column in VerdictRow.__table__.columns if column.name in present]
-    for job_id in conn.execute(select(Job.id).where(Job.summary_keys.is_(None)).order_by(Job.id)).scalars().all():
+    verdict_columns = [column for column in table_of(VerdictRow).columns if column.name in present]
+    unplanned = select(col(Job.id)).where(col(Job.summary_keys).is_(None)).order_by(col(Job.id))
+    for job_id in conn.execute(unplanned).scalars().all():
         items = [PairItem.model_validate_json(text) for text in conn.execute(
-            select(JobItem.item_json).where(JobItem.job_id == job_id)).scalars()]
+            select(col(JobItem.item_json)).where(col(JobItem.job_id) == job_id)).scalars()]
         plan = plan_group_keys(items)
-        conn.execute(update(Job).where(Job.id == job_id).values(summary_keys=json.dumps(plan)))
+        conn.execute(update(Job).where(col(Job.id) == job_id).values(summary_keys=json.dumps(plan)))
         record_overflow(conn, job_id, [k for k, kept in plan.items() if not kept and overflow_key(k)])
         after = -1
         while True:
-            rows = conn.execute(select(*verdict_columns).where(VerdictRow.job_id == job_id, VerdictRow.position > after)
-                                .order_by(VerdictRow.position).limit(page)).all()
+            rows = conn.execute(select(*verdict_columns)
+                                .where(col(VerdictRow.job_id) == job_id, col(VerdictRow.position) > after)
+                                .order_by(col(VerdictRow.position)).limit(page)).all()
             if not rows:
                 break
             after = rows[-1].position
-            calls: dict[str, list[Any]] = {}
+            calls: dict[str, list[Call]] = {}
             for call in conn.execute(select(*call_columns).where(
-                    CallRow.job_id == job_id, CallRow.item_id.in_([r.item_id for r in rows]))
-                    .order_by(CallRow.item_id, CallRow.order, CallRow.sample)):
+                    col(CallRow.job_id) == job_id, col(CallRow.item_id).in_([r.item_id for r in rows]))
+                    .order_by(col(CallRow.item_id), col(CallRow.order), col(CallRow.sample))):
                 calls.setdefault(call.item_id, []).append(call_from_row(call))
             verdicts = [verdict_from_row(r, calls.get(r.item_id, [])) for r in rows]
             overflow: list[str] = []
@@ -75,7 +79,7 @@ def backfill(conn: Connection, page: int = 2000) -> None:
                 updates.append({"row_id": row.id, **values})
                 stored.append({**row._mapping, **values})
                 groups.append(named)
-            conn.execute(update(VerdictRow).where(VerdictRow.id == bindparam("row_id")), updates)
+            conn.execute(update(VerdictRow).where(col(VerdictRow.id) == bindparam("row_id")), updates)
             Delta.of(stored, groups).apply(conn)
             record_overflow(conn, job_id, overflow)
 
@@ -87,12 +91,12 @@ def rebuild_empty_key_jobs(conn: Connection) -> None:
     """Summaries made anew for the jobs whose plan summarized a metadata key "" (before it was
     refused): their "" rows were read as part of every total. Their rows are dropped and the job
     summarized again by `backfill`, which refuses the key now."""
-    broken = [job_id for job_id, plan in conn.execute(
-        select(Job.id, Job.summary_keys).where(Job.summary_keys.is_not(None))) if json.loads(plan).get(UNGROUPED[0])]
+    plans = conn.execute(select(col(Job.id), col(Job.summary_keys)).where(col(Job.summary_keys).is_not(None)))
+    broken = [job_id for job_id, plan in plans if plan is not None and json.loads(plan).get(UNGROUPED[0])]
     for job_id in broken:
         for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk, summary_overflow):
             conn.execute(delete(table).where(table.c.job_id == job_id))
-        conn.execute(update(Job).where(Job.id == job_id).values(summary_keys=None))
+        conn.execute(update(Job).where(col(Job.id) == job_id).values(summary_keys=None))
         forget_plan(job_id)
     if broken:
         backfill(conn)
@@ -102,7 +106,7 @@ def rebuild_empty_key_jobs(conn: Connection) -> None:
 
 def fingerprint_keyed_jobs(conn: Connection) -> None:
     """request_fingerprint of the jobs with an Idempotency-Key stored before fingerprints were."""
-    jobs = Job.__table__
+    jobs = table_of(Job)
     keyed = conn.execute(select(jobs.c.id).where(jobs.c.idempotency_key.is_not(None))).scalars().all()
     for job_id in keyed:
         conn.execute(update(jobs).where(jobs.c.id == job_id)

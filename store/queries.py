@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from judge.records import Call, Verdict
 from store.db import Bind, reading
@@ -35,9 +36,9 @@ def totals(bind: Bind) -> dict[str, float]:
     """Sums over all jobs of their counters (the per-job counters are exact, see repo.record_verdicts)."""
     with reading(bind) as conn:
         row = conn.execute(select(
-            func.coalesce(func.sum(Job.n_items), 0), func.coalesce(func.sum(Job.n_verdicts), 0),
-            func.coalesce(func.sum(Job.n_calls), 0), func.coalesce(func.sum(Job.n_failed_calls), 0),
-            func.coalesce(func.sum(Job.n_failed_items), 0), func.coalesce(func.sum(Job.cost_usd), 0.0),
+            *(func.coalesce(func.sum(col(counter)), 0) for counter in (
+                Job.n_items, Job.n_verdicts, Job.n_calls, Job.n_failed_calls, Job.n_failed_items)),
+            func.coalesce(func.sum(col(Job.cost_usd)), 0.0),
         )).one()
     names = ("items", "verdicts", "calls", "failed_calls", "failed_items", "cost_usd")
     return dict(zip(names, row, strict=True))
@@ -54,22 +55,22 @@ class VerdictFilter:
     until: datetime | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
-        conditions: list[ColumnElement[bool]] = [Job.owner == self.owner]
+        conditions: list[ColumnElement[bool]] = [col(Job.owner) == self.owner]
         if self.profile is not None:
-            conditions.append(VerdictRow.profile == self.profile)
+            conditions.append(col(VerdictRow.profile) == self.profile)
         if self.model is not None:
-            conditions.append(VerdictRow.model == self.model)
+            conditions.append(col(VerdictRow.model) == self.model)
         if self.since is not None:
-            conditions.append(VerdictRow.created_at >= self.since)
+            conditions.append(col(VerdictRow.created_at) >= self.since)
         if self.until is not None:
-            conditions.append(VerdictRow.created_at < self.until)
+            conditions.append(col(VerdictRow.created_at) < self.until)
         return conditions
 
 
 def count_agreement_verdicts(bind: Bind, where: VerdictFilter) -> int:
     with reading(bind) as conn:
         return int(conn.execute(
-            select(func.count()).select_from(VerdictRow).join(Job, Job.id == VerdictRow.job_id)
+            select(func.count()).select_from(VerdictRow).join(Job, col(Job.id) == col(VerdictRow.job_id))
             .where(*where.conditions())
         ).scalar_one())
 
@@ -79,15 +80,16 @@ def agreement_verdicts(bind: Bind, where: VerdictFilter) -> list[Verdict]:
     owner's jobs matching the filter, oldest job first."""
     with reading(bind) as conn:
         rows = conn.execute(
-            select(VerdictRow).join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
-            .order_by(Job.created_at, VerdictRow.job_id, VerdictRow.position)
+            select(VerdictRow).join(Job, col(Job.id) == col(VerdictRow.job_id)).where(*where.conditions())
+            .order_by(col(Job.created_at), col(VerdictRow.job_id), col(VerdictRow.position))
         ).all()
         calls: dict[tuple[str, str], list[Call]] = {}
         call_rows = conn.execute(
             select(*call_columns(with_raw=False))
-            .join(VerdictRow, and_(VerdictRow.job_id == CallRow.job_id, VerdictRow.item_id == CallRow.item_id))
-            .join(Job, Job.id == VerdictRow.job_id).where(*where.conditions())
-            .order_by(CallRow.job_id, CallRow.item_id, CallRow.stage, CallRow.order, CallRow.sample)
+            .join(VerdictRow, and_(col(VerdictRow.job_id) == col(CallRow.job_id),
+                                   col(VerdictRow.item_id) == col(CallRow.item_id)))
+            .join(Job, col(Job.id) == col(VerdictRow.job_id)).where(*where.conditions())
+            .order_by(col(CallRow.job_id), col(CallRow.item_id), col(CallRow.stage), col(CallRow.order), col(CallRow.sample))
         ).all()
         for call_row in call_rows:
             calls.setdefault((call_row.job_id, call_row.item_id), []).append(call_from_row(call_row))
@@ -103,11 +105,12 @@ def dpo_lines(bind: Bind, job_id: str, page_size: int = 1000) -> Iterator[dict[s
     while True:
         with reading(bind) as conn:
             rows = conn.execute(
-                select(VerdictRow.position, VerdictRow.winner, JobItem.item_json)
-                .join(JobItem, and_(JobItem.job_id == VerdictRow.job_id, JobItem.item_id == VerdictRow.item_id))
-                .where(VerdictRow.job_id == job_id, VerdictRow.position > after,
-                       VerdictRow.winner.in_(("A", "B")), VerdictRow.abstained.is_(False))
-                .order_by(VerdictRow.position).limit(page_size)
+                select(col(VerdictRow.position), col(VerdictRow.winner), col(JobItem.item_json))
+                .join(JobItem, and_(col(JobItem.job_id) == col(VerdictRow.job_id),
+                                    col(JobItem.item_id) == col(VerdictRow.item_id)))
+                .where(col(VerdictRow.job_id) == job_id, col(VerdictRow.position) > after,
+                       col(VerdictRow.winner).in_(("A", "B")), col(VerdictRow.abstained).is_(False))
+                .order_by(col(VerdictRow.position)).limit(page_size)
             ).all()
         if not rows:
             return

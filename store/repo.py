@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, text, update
+from sqlalchemy import Insert, SQLColumnExpression, Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlmodel import SQLModel, col
 
 from judge.cascade import judge_info
 from judge.profiles import JudgeProfile, Judging, judging_from_stored, stored_judging
@@ -26,14 +28,14 @@ from judge.records import Call, PairItem, Verdict
 from store import summaries
 from store.bulk import insert_many
 from store.db import Bind, one_round_trip, reading, writing
-from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, utcnow
+from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, table_of, utcnow
 from store.rows import call_columns, call_from_row, call_row, verdict_from_row, verdict_row
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled", "budget_exhausted")
 
 
-def insert_ignore(engine_or_conn: Any, table: Any) -> Any:
+def insert_ignore(engine_or_conn: Engine | Connection, table: type[SQLModel] | Table) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING for the connected dialect."""
     dialect = engine_or_conn.dialect.name
     if dialect == "postgresql":
@@ -60,23 +62,24 @@ def create_api_key(bind: Bind, name: str = "") -> tuple[str, ApiKey]:
 
 def list_api_keys(bind: Bind) -> list[ApiKey]:
     with reading(bind) as conn:
-        rows = conn.execute(select(ApiKey).order_by(ApiKey.id)).mappings().all()
+        rows = conn.execute(select(ApiKey).order_by(col(ApiKey.id))).mappings().all()
     return [ApiKey.model_validate(dict(r)) for r in rows]
 
 
 def revoke_api_key(bind: Bind, key_id_or_prefix: str) -> int:
-    condition = ApiKey.prefix == key_id_or_prefix
+    condition = col(ApiKey.prefix) == key_id_or_prefix
     if key_id_or_prefix.isdigit():
-        condition = ApiKey.id == int(key_id_or_prefix)
+        condition = col(ApiKey.id) == int(key_id_or_prefix)
     with writing(bind) as conn:
-        result = conn.execute(update(ApiKey).where(condition, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow()))
+        result = conn.execute(update(ApiKey).where(condition, col(ApiKey.revoked_at).is_(None))
+                              .values(revoked_at=utcnow()))
     return result.rowcount or 0
 
 
 def key_is_active(bind: Bind, key_hash: str) -> bool:
     with reading(bind) as conn:
         row = conn.execute(
-            select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+            select(col(ApiKey.id)).where(col(ApiKey.key_hash) == key_hash, col(ApiKey.revoked_at).is_(None))
         ).first()
     return row is not None
 
@@ -130,12 +133,13 @@ def fingerprint_of_stored_job(conn: Connection, job_id: str) -> str | None:
     found on a replay), from its stored items, profile and inputs."""
     # Such jobs have no budget (max_cost_usd came later), and migration 0007 runs this on a jobs table
     # without that column.
-    job = conn.execute(select(Job.kind, Job.profile_json).where(Job.id == job_id)).first()
+    job = conn.execute(select(col(Job.kind), col(Job.profile_json)).where(col(Job.id) == job_id)).first()
     if job is None:
         return None
-    items = conn.execute(select(JobItem.item_json).where(JobItem.job_id == job_id)
-                         .order_by(JobItem.position)).scalars()
-    inputs = conn.execute(select(JobInput.inputs_json).where(JobInput.job_id == job_id)).scalar_one_or_none()
+    items = conn.execute(select(col(JobItem.item_json)).where(col(JobItem.job_id) == job_id)
+                         .order_by(col(JobItem.position))).scalars()
+    inputs = conn.execute(select(col(JobInput.inputs_json))
+                          .where(col(JobInput.job_id) == job_id)).scalar_one_or_none()
     return request_fingerprint(job.kind, (json.loads(text) for text in items),
                                stored_judging(judging_from_stored(job.profile_json)),
                                None if inputs is None else json.loads(inputs))
@@ -173,17 +177,18 @@ class QuotaExceeded(Exception):
         self.what, self.limit, self.used, self.requested, self.retry_after = what, limit, used, requested, retry_after
 
 
-def _quota_window(owner: str, now: datetime, other_than: str | None = None) -> tuple[Any, ...]:
+def _quota_window(owner: str, now: datetime,
+                  other_than: str | None = None) -> tuple[ColumnElement[bool], ...]:
     """The owner's jobs a DailyQuota counts at `now`: those created in the QUOTA_WINDOW before it
     (`other_than`: leave out this job)."""
-    where = (Job.owner == owner, Job.created_at > now - QUOTA_WINDOW)
-    return (*where, Job.id != other_than) if other_than is not None else where
+    where = (col(Job.owner) == owner, col(Job.created_at) > now - QUOTA_WINDOW)
+    return (*where, col(Job.id) != other_than) if other_than is not None else where
 
 
-def _quota_usage(conn: Connection, where: Sequence[Any]) -> tuple[int, float]:
+def _quota_usage(conn: Connection, where: Sequence[ColumnElement[bool]]) -> tuple[int, float]:
     """Items and USD of the jobs `where` selects (_quota_window)."""
-    items, cost = conn.execute(select(func.coalesce(func.sum(Job.n_items), 0),
-                                      func.coalesce(func.sum(Job.cost_usd), 0.0)).where(*where)).one()
+    items, cost = conn.execute(select(func.coalesce(func.sum(col(Job.n_items)), 0),
+                                      func.coalesce(func.sum(col(Job.cost_usd)), 0.0)).where(*where)).one()
     return int(items), float(cost)
 
 
@@ -205,25 +210,25 @@ def _check_quota(conn: Connection, job: Job, quota: DailyQuota) -> None:
         limit = quota.items
         if new_items > limit:
             raise QuotaExceeded("items", limit, items, new_items, None)
-        wait = _seconds_until_fits(conn, where, now, 0, lambda left: left + new_items <= limit)
+        wait = _seconds_until_fits(conn, where, now, col(Job.n_items), lambda left: left + new_items <= limit)
         raise QuotaExceeded("items", limit, items, new_items, wait)
     if quota.cost_usd is not None and cost >= quota.cost_usd:
         limit_usd = quota.cost_usd
-        wait = _seconds_until_fits(conn, where, now, 1, lambda left: left < limit_usd)
+        wait = _seconds_until_fits(conn, where, now, col(Job.cost_usd), lambda left: left < limit_usd)
         # Never None in exact arithmetic (no jobs: nothing spent); a rounding error waits a day.
         raise QuotaExceeded("USD", limit_usd, round(cost, 6), 0, wait or QUOTA_WINDOW.total_seconds())
 
 
-def _seconds_until_fits(conn: Connection, where: Sequence[Any], now: datetime, column: int,
-                        fits: Callable[[float], bool]) -> float | None:
-    """Seconds until enough of the oldest jobs in the window have left it for `fits(what is left)`."""
-    jobs = conn.execute(select(Job.created_at, Job.n_items, Job.cost_usd).where(*where)
-                        .order_by(Job.created_at)).all()
-    left = sum(job[1 + column] for job in jobs)
-    for job in jobs:
-        left -= job[1 + column]
+def _seconds_until_fits(conn: Connection, where: Sequence[ColumnElement[bool]], now: datetime,
+                        amount: SQLColumnExpression[float], fits: Callable[[float], bool]) -> float | None:
+    """Seconds until enough of the oldest jobs in the window have left it for `fits(what is left)`,
+    `amount` (a column of jobs) being what each takes with it."""
+    jobs = conn.execute(select(col(Job.created_at), amount).where(*where).order_by(col(Job.created_at))).all()
+    left = sum(value for _, value in jobs)
+    for created, value in jobs:
+        left -= value
         if fits(left):
-            return max(1.0, (job[0] + QUOTA_WINDOW - now).total_seconds())
+            return max(1.0, (created + QUOTA_WINDOW - now).total_seconds())
     return None
 
 
@@ -272,7 +277,7 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
                  "item_json": item.model_dump_json(exclude_none=True)}
                 for position, item in enumerate(items)
             ]
-            insert_many(conn, JobItem.__table__, rows)
+            insert_many(conn, table_of(JobItem), rows)
             if inputs is not None:
                 conn.execute(insert(JobInput).values(
                     job_id=job.id, inputs_json=json.dumps(inputs, ensure_ascii=False, separators=(",", ":")),
@@ -295,20 +300,21 @@ def _owner_lock_key(owner: str) -> int:
 def job_inputs(bind: Bind, job_id: str) -> dict[str, Any] | None:
     """The `inputs` stored with the job by create_job; None when it was created without."""
     with reading(bind) as conn:
-        row = conn.execute(select(JobInput.inputs_json).where(JobInput.job_id == job_id)).first()
+        row = conn.execute(select(col(JobInput.inputs_json)).where(col(JobInput.job_id) == job_id)).first()
     return json.loads(row[0]) if row else None
 
 
 def find_job_by_idempotency_key(bind: Bind, owner: str, key: str) -> Job | None:
     with reading(bind) as conn:
-        row = conn.execute(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).mappings().first()
+        row = conn.execute(select(Job).where(col(Job.owner) == owner, col(Job.idempotency_key) == key)
+                           ).mappings().first()
     return Job.model_validate(dict(row)) if row else None
 
 
 def get_job(bind: Bind, job_id: str, owner: str | None = None) -> Job | None:
-    query = select(Job).where(Job.id == job_id)
+    query = select(Job).where(col(Job.id) == job_id)
     if owner is not None:
-        query = query.where(Job.owner == owner)
+        query = query.where(col(Job.owner) == owner)
     with reading(bind) as conn:
         row = conn.execute(query).mappings().first()
     return Job.model_validate(dict(row)) if row else None
@@ -327,9 +333,9 @@ def batches(job: Job) -> list[tuple[int, int]]:
 def job_items(bind: Bind, job_id: str, start: int, end: int) -> list[tuple[int, PairItem]]:
     with reading(bind) as conn:
         rows = conn.execute(
-            select(JobItem.position, JobItem.item_json)
-            .where(JobItem.job_id == job_id, JobItem.position >= start, JobItem.position < end)
-            .order_by(JobItem.position)
+            select(col(JobItem.position), col(JobItem.item_json))
+            .where(col(JobItem.job_id) == job_id, col(JobItem.position) >= start, col(JobItem.position) < end)
+            .order_by(col(JobItem.position))
         ).all()
     return [(position, PairItem.model_validate_json(item_json)) for position, item_json in rows]
 
@@ -339,11 +345,12 @@ def pending_items(bind: Bind, job_id: str, start: int, end: int) -> list[tuple[i
     reads cost a round trip each on PostgreSQL)."""
     with reading(bind) as conn:
         rows = conn.execute(
-            select(JobItem.position, JobItem.item_json)
-            .outerjoin(VerdictRow, and_(VerdictRow.job_id == JobItem.job_id, VerdictRow.position == JobItem.position))
-            .where(JobItem.job_id == job_id, JobItem.position >= start, JobItem.position < end,
-                   VerdictRow.id.is_(None))
-            .order_by(JobItem.position)
+            select(col(JobItem.position), col(JobItem.item_json))
+            .outerjoin(VerdictRow, and_(col(VerdictRow.job_id) == col(JobItem.job_id),
+                                        col(VerdictRow.position) == col(JobItem.position)))
+            .where(col(JobItem.job_id) == job_id, col(JobItem.position) >= start, col(JobItem.position) < end,
+                   col(VerdictRow.id).is_(None))
+            .order_by(col(JobItem.position))
         ).all()
     return [(position, PairItem.model_validate_json(item_json)) for position, item_json in rows]
 
@@ -351,9 +358,9 @@ def pending_items(bind: Bind, job_id: str, start: int, end: int) -> list[tuple[i
 def done_positions(bind: Bind, job_id: str, start: int, end: int) -> set[int]:
     with reading(bind) as conn:
         rows = conn.execute(
-            select(VerdictRow.position).where(
-                VerdictRow.job_id == job_id, VerdictRow.position >= start, VerdictRow.position < end
-            )
+            select(col(VerdictRow.position)).where(
+                col(VerdictRow.job_id) == job_id, col(VerdictRow.position) >= start,
+                col(VerdictRow.position) < end)
         ).all()
     return {r[0] for r in rows}
 
@@ -361,7 +368,7 @@ def done_positions(bind: Bind, job_id: str, start: int, end: int) -> set[int]:
 def mark_running(bind: Bind, job_id: str) -> None:
     with writing(bind) as conn:
         conn.execute(
-            update(Job).where(Job.id == job_id, Job.status == "queued")
+            update(Job).where(col(Job.id) == job_id, col(Job.status) == "queued")
             .values(status="running", started_at=utcnow(), updated_at=utcnow())
         )
 
@@ -369,7 +376,7 @@ def mark_running(bind: Bind, job_id: str) -> None:
 def cancel_job(bind: Bind, job_id: str) -> bool:
     with writing(bind) as conn:
         result = conn.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
+            update(Job).where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE))
             .values(status="cancelled", finished_at=utcnow(), updated_at=utcnow())
         )
     return bool(result.rowcount)
@@ -377,7 +384,7 @@ def cancel_job(bind: Bind, job_id: str) -> bool:
 
 def job_status(bind: Bind, job_id: str) -> str | None:
     with reading(bind) as conn:
-        row = conn.execute(select(Job.status).where(Job.id == job_id)).first()
+        row = conn.execute(select(col(Job.status)).where(col(Job.id) == job_id)).first()
     return row[0] if row else None
 
 
@@ -388,7 +395,7 @@ def job_statuses(bind: Bind, job_ids: Iterable[str]) -> dict[str, str]:
     if not ids:
         return {}
     with reading(bind) as conn:
-        rows = conn.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all()
+        rows = conn.execute(select(col(Job.id), col(Job.status)).where(col(Job.id).in_(ids))).all()
     return {job_id: status for job_id, status in rows}
 
 
@@ -443,7 +450,7 @@ def store_new_verdicts(conn: Connection, prepared: VerdictBatch) -> list[Verdict
     if not rows:
         return []
     # First the rows no other writer touches: the verdicts, their calls.
-    new_ids = set(insert_many(conn, VerdictRow.__table__, rows, ignore_conflicts=True, returning="item_id"))
+    new_ids = set(insert_many(conn, table_of(VerdictRow), rows, ignore_conflicts=True, returning="item_id"))
     if not new_ids:
         return []  # every verdict was stored by an earlier delivery of this task
     new_rows = [row for row in rows if row["item_id"] in new_ids]
@@ -451,7 +458,7 @@ def store_new_verdicts(conn: Connection, prepared: VerdictBatch) -> list[Verdict
         delta = summaries.delta_of(new_rows)
     new = [verdict for _, verdict in prepared.verdicts if verdict.id in new_ids]
     call_rows = [call_row(job_id, verdict.id, call, now) for verdict in new for call in verdict.calls]
-    insert_many(conn, CallRow.__table__, call_rows)
+    insert_many(conn, table_of(CallRow), call_rows)
     # Then the rows every writer of this job shares, the job row first: attach_labels takes it
     # first too, so the summary rows are always locked under it (no deadlock), and a relabel
     # never interleaves with these verdicts' contributions. Concurrent batches of a job queue
@@ -494,11 +501,11 @@ _ADD_TO_JOB = text(
     f" status = CASE WHEN {_COMPLETE} THEN 'done' ELSE status END,"
     f" finished_at = CASE WHEN {_COMPLETE} THEN :now ELSE finished_at END"
     " WHERE id = :job_id"
-).bindparams(bindparam("now", type_=Job.__table__.c.updated_at.type))
+).bindparams(bindparam("now", type_=table_of(Job).c.updated_at.type))
 _compiled: dict[tuple[str, int], str] = {}
 
 
-def _postgres_statement(conn: Connection, statement: Any) -> str:
+def _postgres_statement(conn: Connection, statement: ClauseElement) -> str:
     """`statement` as psycopg's own SQL text (%(name)s parameters), compiled once."""
     key = (conn.dialect.name, id(statement))
     if key not in _compiled:
@@ -516,7 +523,8 @@ def finish_if_complete(bind: Bind, job_id: str) -> bool:
 
 def _finish_if_complete(conn: Connection, job_id: str) -> bool:
     result = conn.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE), Job.n_verdicts >= Job.n_items)
+        update(Job).where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE),
+                          col(Job.n_verdicts) >= col(Job.n_items))
         .values(status="done", finished_at=utcnow(), updated_at=utcnow())
     )
     return bool(result.rowcount)
@@ -527,15 +535,17 @@ def list_verdicts(bind: Bind, job_id: str, after_position: int = -1, limit: int 
     """Verdicts in item order after a cursor position (keyset pagination)."""
     with reading(bind) as conn:
         rows = conn.execute(
-            select(VerdictRow).where(VerdictRow.job_id == job_id, VerdictRow.position > after_position)
-            .order_by(VerdictRow.position).limit(limit)
+            select(VerdictRow)
+            .where(col(VerdictRow.job_id) == job_id, col(VerdictRow.position) > after_position)
+            .order_by(col(VerdictRow.position)).limit(limit)
         ).all()
         calls: dict[str, list[Call]] = {}
         if rows and with_calls:
             ids = [r.item_id for r in rows]
             call_rows = conn.execute(
-                select(*call_columns(with_raw)).where(CallRow.job_id == job_id, CallRow.item_id.in_(ids))
-                .order_by(CallRow.item_id, CallRow.stage, CallRow.order, CallRow.sample)
+                select(*call_columns(with_raw))
+                .where(col(CallRow.job_id) == job_id, col(CallRow.item_id).in_(ids))
+                .order_by(col(CallRow.item_id), col(CallRow.stage), col(CallRow.order), col(CallRow.sample))
             ).all()
             for call_row in call_rows:
                 calls.setdefault(call_row.item_id, []).append(call_from_row(call_row))
@@ -545,7 +555,7 @@ def list_verdicts(bind: Bind, job_id: str, after_position: int = -1, limit: int 
 def count_verdicts(bind: Bind, job_id: str) -> int:
     with reading(bind) as conn:
         return int(conn.execute(select(func.count()).select_from(VerdictRow)
-                                .where(VerdictRow.job_id == job_id)).scalar_one())
+                                .where(col(VerdictRow.job_id) == job_id)).scalar_one())
 
 
 def all_verdicts(bind: Bind, job_id: str, with_calls: bool = True, with_raw: bool = True) -> list[Verdict]:
@@ -569,7 +579,7 @@ def attach_labels(bind: Bind, job_id: str, labels: Sequence[tuple[str, str | Non
     ids = [item_id for item_id, _ in labels]
     with writing(bind) as conn:
         known = {r[0] for r in conn.execute(
-            select(JobItem.item_id).where(JobItem.job_id == job_id, JobItem.item_id.in_(ids))
+            select(col(JobItem.item_id)).where(col(JobItem.job_id) == job_id, col(JobItem.item_id).in_(ids))
         ).all()} if ids else set()
         unknown = [i for i in ids if i not in known]
         if unknown:
@@ -577,43 +587,45 @@ def attach_labels(bind: Bind, job_id: str, labels: Sequence[tuple[str, str | Non
         # Lock the job row first (see record_verdicts): the verdict rows read below then cannot
         # change, or gain a newly committed sibling, before this transaction ends. On SQLite this
         # write also starts the transaction, which a read alone would not.
-        conn.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+        conn.execute(update(Job).where(col(Job.id) == job_id).values(updated_at=utcnow()))
         by_id = dict(labels)
-        before = []
+        before: list[RowMapping] = []
         for start in range(0, len(ids), 1000):
             before += conn.execute(select(*summaries.RELABEL_COLUMNS).where(
-                VerdictRow.job_id == job_id, VerdictRow.item_id.in_(ids[start:start + 1000]))).mappings().all()
+                col(VerdictRow.job_id) == job_id, col(VerdictRow.item_id).in_(ids[start:start + 1000]))
+            ).mappings().all()
         updated = 0
         for row in before:
-            result = conn.execute(update(VerdictRow).where(VerdictRow.id == row["id"])
+            result = conn.execute(update(VerdictRow).where(col(VerdictRow.id) == row["id"])
                                   .values(human_label=by_id[row["item_id"]]))
             updated += result.rowcount or 0
         for item_id, label in labels:
-            row = conn.execute(select(JobItem.id, JobItem.item_json).where(
-                JobItem.job_id == job_id, JobItem.item_id == item_id)).first()
-            if row is not None:
-                data = json.loads(row.item_json)
+            item = conn.execute(select(col(JobItem.id), col(JobItem.item_json)).where(
+                col(JobItem.job_id) == job_id, col(JobItem.item_id) == item_id)).first()
+            if item is not None:
+                data = json.loads(item.item_json)
                 data["human_label"] = label
-                conn.execute(update(JobItem).where(JobItem.id == row.id).values(item_json=json.dumps(data)))
+                conn.execute(update(JobItem).where(col(JobItem.id) == item.id)
+                             .values(item_json=json.dumps(data)))
         summaries.relabel(conn, before, by_id)
     return updated, []
 
 
 def active_jobs(bind: Bind) -> list[Job]:
     with reading(bind) as conn:
-        rows = conn.execute(select(Job).where(Job.status.in_(ACTIVE))).mappings().all()
+        rows = conn.execute(select(Job).where(col(Job.status).in_(ACTIVE))).mappings().all()
     return [Job.model_validate(dict(r)) for r in rows]
 
 
 def job_counts(bind: Bind) -> dict[str, int]:
     with reading(bind) as conn:
-        rows = conn.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        rows = conn.execute(select(col(Job.status), func.count()).group_by(col(Job.status))).all()
     return {status: count for status, count in rows}
 
 
 def touch_job(bind: Bind, job_id: str) -> None:
     with writing(bind) as conn:
-        conn.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+        conn.execute(update(Job).where(col(Job.id) == job_id).values(updated_at=utcnow()))
 
 
 # ---------------------------------------------------------------- the call cache
@@ -627,8 +639,9 @@ class DbCallCache:
 
     def get(self, key: str) -> CallResult | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(CacheEntry.raw, CacheEntry.input_tokens, CacheEntry.output_tokens)
-                               .where(CacheEntry.key == key)).first()
+            row = conn.execute(
+                select(col(CacheEntry.raw), col(CacheEntry.input_tokens), col(CacheEntry.output_tokens))
+                .where(col(CacheEntry.key) == key)).first()
         return CallResult(text=row[0], input_tokens=row[1], output_tokens=row[2]) if row else None
 
     def put(self, key: str, result: CallResult) -> None:

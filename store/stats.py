@@ -8,8 +8,10 @@ the verdict table itself (aggregate queries over those rows only), so since and 
 the microsecond.
 
 Two steps need more than the summaries, both resolved exactly:
-- a certainty threshold off the 0.01 grid: the split is one aggregate query over the verdict rows of
-  the selection (a scan, so slower; the default 0.8 and the coverage curve are on the grid);
+- a certainty threshold off the 0.01 grid: the summaries' cumulative certainty histogram places every
+  verdict but those of the one 0.01 bin the threshold cuts, which one aggregate query over the
+  selection's verdict rows compares with it (a scan, so slower; the default 0.8 and the coverage
+  curve are on the grid);
 - the HITL cut: the summaries give each BPDE value's counts, so only the value the cut runs through
   needs its first m items in input order ((job created_at, job id, position), as the verdicts reach
   build_report). Its counts per job find the job the cut ends in, its counts per chunk of 1024
@@ -26,13 +28,27 @@ import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Table, case, cast, func, literal, literal_column, or_, select, tuple_
+import numpy.typing as npt
+from sqlalchemy import (
+    SQLColumnExpression,
+    Table,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import FromClause
+from sqlmodel import col
 
 from calibration import counts as projection
 from calibration.cost import COST_COLUMNS, CostSums, cost_section
@@ -42,6 +58,8 @@ from calibration.counts import (
     MAIN_FIELDS,
     BpdeKey,
     Counts,
+    FloatArray,
+    IntArray,
     bpde_key,
     certainty_fields,
     grid_index,
@@ -60,12 +78,15 @@ from store.models import (
     summary_lambda,
     summary_main,
     summary_overflow,
+    table_of,
 )
 from store.summaries import ALL_HOURS, SECONDS_PER_HOUR, hour_of, hour_start
 
 V = VerdictRow
+VERDICTS = table_of(VerdictRow)  # its Core table: columns by name
 # group_by values that group by a column of the verdicts rather than a metadata key
 BUILTIN_GROUPS = {"profile": "profile", "model": "model", "job": "job_id"}
+K = TypeVar("K", str, int)  # a job id or a chunk
 _WINNERS = ("A", "B", "tie", None)
 
 
@@ -126,10 +147,6 @@ class Grouping:
 
 # ---------------------------------------------------------------- SQL pieces
 
-def _is(column: Any, value: str | None) -> ColumnElement[bool]:
-    return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]  # SQLModel columns type as Any
-
-
 def _constant(value: Any) -> ColumnElement[Any]:
     """A constant rendered into the SQL text: PostgreSQL accepts a GROUP BY expression only if it is
     the selected one token for token, and two bound parameters are two different tokens."""
@@ -141,26 +158,32 @@ def _group_value(conn: Connection, key: str, grouped: bool) -> ColumnElement[str
     it is summarized under), "(missing)" where it has none. grouped: for GROUP BY, with the
     constants in the SQL text (bound parameters cost a rewrite of the statement per execution)."""
     constant = _constant if grouped else literal
+    value: ColumnElement[Any]
     if conn.dialect.name == "postgresql":
-        value = func.jsonb_extract_path_text(cast(V.group_json, JSONB), constant(key))
+        value = func.jsonb_extract_path_text(cast(col(V.group_json), JSONB), constant(key))
     else:  # json_each matches the key as a value: no JSON path quoting to get wrong
-        each = func.json_each(V.group_json).table_valued("key", "value")
+        each = func.json_each(col(V.group_json)).table_valued("key", "value")
         value = select(each.c.value).where(each.c.key == constant(key)).scalar_subquery()
     return func.coalesce(value, constant(MISSING_GROUP))
 
 
 def _chunk_of() -> ColumnElement[int]:
     """A verdict's HITL chunk (store.summaries.CHUNK read at call time: tests shrink it)."""
-    return V.position // literal_column(str(summaries.CHUNK))
+    return col(V.position) // literal_column(str(summaries.CHUNK))
 
 
 # Labelled rows: the HITL selection's population, as a filter (what a labelled item is, and every
 # other formula, is calibration.counts').
-_LABELLED = V.human_label.is_not(None)
-_BPDE_NULL = case((V.bpde.is_(None), literal_column("1")), else_=literal_column("0"))
-_BPDE_VALUE = func.coalesce(V.bpde, literal_column("0.0"))
+_LABELLED = col(V.human_label).is_not(None)
+_BPDE_NULL = case((col(V.bpde).is_(None), literal_column("1")), else_=literal_column("0"))
+_BPDE_VALUE = func.coalesce(col(V.bpde), literal_column("0.0"))
 
-Named = dict[str, ColumnElement[Any]]
+
+def _bpde_is(null: bool, value: float) -> ColumnElement[bool]:
+    """The verdicts with this BPDE key (calibration.counts.bpde_key: null, or the value)."""
+    return col(V.bpde).is_(None) if null else col(V.bpde) == value
+
+Named = dict[str, SQLColumnExpression[Any]]
 """Result columns by name: a query selects their values, its rows come back as dicts by name."""
 
 
@@ -168,18 +191,18 @@ Named = dict[str, ColumnElement[Any]]
 class _Arrays:
     """Grouped verdict rows as the projection's arrays: `group` indexes the query's sets."""
 
-    group: np.ndarray
-    columns: dict[str, np.ndarray]
+    group: IntArray
+    columns: dict[str, npt.NDArray[Any]]  # IntArray or FloatArray
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str) -> npt.NDArray[Any]:
         return self.columns[name]
 
     @property
-    def winner(self) -> np.ndarray:
+    def winner(self) -> IntArray:
         return self.columns["winner"]
 
     @property
-    def label(self) -> np.ndarray:
+    def label(self) -> IntArray:
         return self.columns["label"]
 
 
@@ -217,7 +240,7 @@ CELL_SUMS = {table.name: _sums(table, HITL_CELLS) for table in (summary_bpde, su
 
 
 # Built once: a join costs most of a millisecond to construct.
-_JOINED = {table.name: table.join(Job, Job.id == table.c.job_id)
+_JOINED = {table.name: table.join(Job, col(Job.id) == table.c.job_id)
            for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk)}
 
 
@@ -231,12 +254,12 @@ def _counts_of(groups: dict[str | None, Counts], name: str | None) -> Counts:
     return counts
 
 
-def _bpde_array(a: _Arrays) -> np.ndarray:
+def _bpde_array(a: _Arrays) -> FloatArray:
     """The rows' BPDE, NaN when null."""
     return np.where(a["bpde_null"] == 1, np.nan, a["bpde"])
 
 
-def _ints(values: Iterable[Any]) -> np.ndarray:
+def _ints(values: Iterable[Any]) -> IntArray:
     return np.array([int(v or 0) for v in values], dtype=np.int64)
 
 
@@ -277,7 +300,7 @@ class _Query:
         s = self.selection
         where: list[ColumnElement[bool]] = []
         if s.owner is not None:
-            where.append(Job.owner == s.owner)
+            where.append(col(Job.owner) == s.owner)
         if s.job_id is not None:
             where.append(table.c.job_id == s.job_id)
         if s.profile is not None:
@@ -295,7 +318,7 @@ class _Query:
             where.append(table.c.hour < t.hi)
         return where
 
-    def summary_from(self, table: Table) -> Any:
+    def summary_from(self, table: Table) -> FromClause:
         # The owner's jobs drive the query: each then reads its summary rows by primary key prefix.
         return _JOINED[table.name] if self.selection.owner is not None else table
 
@@ -308,17 +331,18 @@ class _Query:
         s = self.selection
         where: list[ColumnElement[bool]] = []
         if s.owner is not None and owner:
-            where.append(select(Job.id).where(Job.id == V.job_id, Job.owner == s.owner).exists())
+            where.append(select(col(Job.id))
+                         .where(col(Job.id) == col(V.job_id), col(Job.owner) == s.owner).exists())
         if s.job_id is not None:
-            where.append(V.job_id == s.job_id)
+            where.append(col(V.job_id) == s.job_id)
         if s.profile is not None:
-            where.append(V.profile == s.profile)
+            where.append(col(V.profile) == s.profile)
         if s.model is not None:
-            where.append(V.model == s.model)
+            where.append(col(V.model) == s.model)
         if since is not None:
-            where.append(V.created_at >= since)
+            where.append(col(V.created_at) >= since)
         if until is not None:
-            where.append(V.created_at < until)
+            where.append(col(V.created_at) < until)
         return where
 
     def owned(self, job_id: str) -> bool:
@@ -326,14 +350,15 @@ class _Query:
         if self.selection.owner is None:
             return True
         if self._owned is None:
-            self._owned = set(self.conn.execute(select(Job.id).where(Job.owner == self.selection.owner)).scalars())
+            owned = select(col(Job.id)).where(col(Job.owner) == self.selection.owner)
+            self._owned = set(self.conn.execute(owned).scalars())
         return job_id in self._owned
 
     def verdict_dim(self) -> ColumnElement[Any] | None:
         """The verdict rows' group name expression (None without grouping)."""
         g = self.grouping
         if g.column is not None:
-            return getattr(V, g.column)  # type: ignore[no-any-return]  # a column looked up by name
+            return VERDICTS.c[g.column]
         if g.key is not None:
             if self._dim is None:
                 self._dim = _group_value(self.conn, g.key, grouped=True)
@@ -406,8 +431,8 @@ class _Query:
         name; None without grouping), winner, label and `by`, with the `sums`; the owner's jobs
         only (grouped by job, cheaper than a lookup per row)."""
         dim = self.verdict_dim()
-        dims: Named = {"job_id": V.job_id, **({"set": dim} if dim is not None else {}),
-                       "winner": V.winner, "label": V.human_label, **by}
+        dims: Named = {"job_id": col(V.job_id), **({"set": dim} if dim is not None else {}),
+                       "winner": col(V.winner), "label": col(V.human_label), **by}
         columns = {**dims, **sums}
         query = (select(*columns.values()).where(*self.verdict_filter(since, until, owner=False), *where)
                  .group_by(*dims.values()))
@@ -419,29 +444,32 @@ class _Query:
                 out.append(row)
         return out
 
-    def _verdict_counts(self, since: datetime | None, until: datetime | None,
-                        models: set[str]) -> dict[str | None, Counts]:
+    def _verdict_counts(self, since: datetime, until: datetime, models: set[str]) -> dict[str | None, Counts]:
         """The same counts straight from the verdict rows created in [since, until): SQL groups
         them and sums their stored stat columns, calibration.counts projects the groups."""
         sets: dict[str | None, int] = {}
         batches: list[tuple[str, _Arrays]] = []
 
-        main = self._verdict_rows(since, until, {"model": V.model, "abstained": V.abstained,
-                                                 "position": V.stat_position, "longer": V.stat_longer}, {
-            "n": func.count(), "calls_first": func.sum(V.calls_first), "calls_second": func.sum(V.calls_second),
-            "calls_tie": func.sum(V.calls_tie), "p_n": func.count(V.stat_p_a), "p_sum": func.sum(V.stat_p_a),
-            "p_squares": func.sum(V.stat_p_a * V.stat_p_a)})
+        p_a = col(V.stat_p_a)
+        main = self._verdict_rows(since, until, {
+            "model": col(V.model), "abstained": col(V.abstained), "position": col(V.stat_position),
+            "longer": col(V.stat_longer)}, {
+            "n": func.count(), "calls_first": func.sum(col(V.calls_first)),
+            "calls_second": func.sum(col(V.calls_second)), "calls_tie": func.sum(col(V.calls_tie)),
+            "p_n": func.count(p_a), "p_sum": func.sum(p_a), "p_squares": func.sum(p_a * p_a)})
         models.update(row["model"] for row in main)
         for row in main:
             row["abstained"] = bool(row["abstained"])
         batches.append(("main", _arrays(main, sets, ("n", "abstained", "position", "longer", "calls_first",
                                                      "calls_second", "calls_tie", "p_n"), ("p_sum", "p_squares"))))
         # The certainty histogram and the reliability bins in one pass (their bins go together).
-        bins = self._verdict_rows(since, until, {"certainty_bin": V.stat_certainty_bin, "ece_bin": V.stat_ece_bin},
-                                  {"n": func.count(), "confidence_sum": func.sum(V.stat_confidence)})
+        bins = self._verdict_rows(
+            since, until, {"certainty_bin": col(V.stat_certainty_bin), "ece_bin": col(V.stat_ece_bin)},
+            {"n": func.count(), "confidence_sum": func.sum(col(V.stat_confidence))})
         batches.append(("bins", _arrays(bins, sets, ("n", "certainty_bin", "ece_bin"), ("confidence_sum",))))
         if self.risk:
-            risk = self._verdict_rows(since, until, {"lambda_bin": V.stat_lambda_bin}, {"n": func.count()})
+            risk = self._verdict_rows(since, until, {"lambda_bin": col(V.stat_lambda_bin)},
+                                      {"n": func.count()})
             batches.append(("risk", _arrays(risk, sets, ("n", "lambda_bin"))))
         # Labelled verdicts by BPDE: the HITL table here, and kept for the HITL cut's counts per job
         # (`_cut_counts_by_job`), which are the same rows.
@@ -466,26 +494,30 @@ class _Query:
         return {name: out[i] for name, i in sets.items()}
 
     # -- the certainty split at an off-grid threshold, by group
-    def splits(self, threshold: float) -> dict[str | None, tuple[np.ndarray, np.ndarray]]:
-        """{set: ([n, labelled, correct] high, ... low)} of the selection's verdicts with a
-        certainty (calibration.counts.split_histogram of the rows grouped by side)."""
+    def splits(self, threshold: float, groups: Mapping[str | None, Counts]
+               ) -> dict[str | None, tuple[IntArray, IntArray]]:
+        """{set: ([n, labelled, correct] high, ... low)} at an off-grid threshold, from each set's
+        certainty histogram (`counts`) and the selection's verdicts in the one certainty bin the
+        threshold cuts (calibration.counts.split_from_bin): one aggregate query over those rows."""
         cut = round(threshold, DECIMALS)  # as calibration.certainty.split_counts
-        rows = self._verdict_rows(self.selection.since, self.selection.until,
-                                  {"high": case((V.stat_certainty >= cut, 1), else_=0)}, {"n": func.count()},
-                                  [V.stat_certainty.is_not(None)])
+        high = case((col(V.stat_certainty) >= cut, 1), else_=0)
+        rows = self._verdict_rows(self.selection.since, self.selection.until, {"high": high}, {"n": func.count()},
+                                  [col(V.stat_certainty_bin) == projection.cut_bin(threshold)])
         sets: dict[str | None, int] = {None: 0}
         a = _arrays(rows, sets, ("n", "high"))
         known = np.ones(len(rows), dtype=bool)
-        total = projection.split_histogram(np.zeros(len(rows), dtype=np.int64), 1, a.winner, a.label, a["n"],
-                                           a["high"], known)[0]
-        out = {None: total}
+        everything = np.zeros(len(rows), dtype=np.int64)
+        in_bin: dict[str | None, IntArray] = {
+            None: projection.split_histogram(everything, 1, a.winner, a.label, a["n"], a["high"], known)[0][0]}
         if self.verdict_dim() is not None:
-            grouped = projection.split_histogram(a.group, len(sets), a.winner, a.label, a["n"], a["high"], known)
-            out.update((name, grouped[i]) for name, i in sets.items() if name is not None)
-        return out
+            by_set = projection.split_histogram(a.group, len(sets), a.winner, a.label, a["n"], a["high"], known)
+            in_bin.update((name, by_set[i][0]) for name, i in sets.items() if name is not None)
+        none = np.zeros(3, dtype=np.int64)
+        return {name: projection.split_from_bin(counts, threshold, in_bin.get(name, none))
+                for name, counts in groups.items()}
 
     # -- the HITL cuts
-    def resolve(self, cuts: Mapping[str | None, Cut]) -> dict[str | None, np.ndarray]:
+    def resolve(self, cuts: Mapping[str | None, Cut]) -> dict[str | None, IntArray]:
         """For each set's cut, the winner x label counts of the first m labelled items with its BPDE
         value in input order: the counts per job find the job the cut ends in (one query for all
         sets), that job's counts per chunk the chunk (one query), then one query per set reads at
@@ -529,10 +561,10 @@ class _Query:
             return int(group_key == g.key and group_value == name)
         return 1 if group_key == "" else -int(group_value != MISSING_GROUP)
 
-    def _cut_counts_by_job(self, cuts: Mapping[str | None, Cut]) -> dict[str | None, dict[str, np.ndarray]]:
+    def _cut_counts_by_job(self, cuts: Mapping[str | None, Cut]) -> dict[str | None, dict[str, IntArray]]:
         """{set: {job: 4 x 3 counts}} of the labelled items with each set's cut BPDE value:
         summary_bpde for the whole hours, the rows `_verdict_counts` read for the cut ones."""
-        out: dict[str | None, dict[str, np.ndarray]] = {name: {} for name in cuts}
+        out: dict[str | None, dict[str, IntArray]] = {name: {} for name in cuts}
         for name, row, cells in self._cut_summary_rows(summary_bpde, cuts, None):
             _add_cells(out[name], row["job_id"], cells)
         for since, until in self.time.partial:
@@ -541,13 +573,13 @@ class _Query:
         return out
 
     def _cut_counts_by_chunk(self, cuts: Mapping[str | None, Cut],
-                             jobs: Mapping[str | None, str]) -> dict[str | None, dict[int, np.ndarray]]:
+                             jobs: Mapping[str | None, str]) -> dict[str | None, dict[int, IntArray]]:
         """{set: {chunk of the set's job: 4 x 3 counts}} of the labelled items with each set's cut
         BPDE value: summary_bpde_chunk for the whole hours, the verdict rows for the cut ones."""
-        out: dict[str | None, dict[int, np.ndarray]] = {name: {} for name in cuts}
+        out: dict[str | None, dict[int, IntArray]] = {name: {} for name in cuts}
         for name, row, cells in self._cut_summary_rows(summary_bpde_chunk, cuts, jobs):
             _add_cells(out[name], row["chunk"], cells)
-        bpde = or_(*(V.bpde.is_(None) if null else V.bpde == value for null, value in _cut_keys(cuts)))
+        bpde = or_(*(_bpde_is(null, value) for null, value in _cut_keys(cuts)))
         for since, until in self.time.partial:
             # No job filter in SQL: with one, SQLite reads the jobs' verdicts by job instead of the
             # cut hour's by created_at. The rows are grouped by job anyway.
@@ -558,7 +590,7 @@ class _Query:
         return out
 
     def _cut_summary_rows(self, table: Table, cuts: Mapping[str | None, Cut], jobs: Mapping[str | None, str] | None
-                          ) -> Iterator[tuple[str | None, dict[str, Any], np.ndarray]]:
+                          ) -> Iterator[tuple[str | None, dict[str, Any], IntArray]]:
         """(set, row, its signed 4 x 3 counts toward the set) of a HITL summary table's rows (by job,
         and by chunk for summary_bpde_chunk) with a cut BPDE value; `jobs`: only each set's job."""
         g = self.grouping
@@ -583,7 +615,7 @@ class _Query:
 
     def _cut_verdict_rows(self, rows: Iterable[dict[str, Any]], cuts: Mapping[str | None, Cut],
                           jobs: Mapping[str | None, str] | None
-                          ) -> Iterator[tuple[str | None, dict[str, Any], np.ndarray]]:
+                          ) -> Iterator[tuple[str | None, dict[str, Any], IntArray]]:
         """(set, row, its 4 x 3 counts) of grouped labelled verdict rows (`_verdict_rows`) with a cut
         BPDE value; `jobs`: only each set's job."""
         for row in rows:
@@ -599,23 +631,25 @@ class _Query:
     def _verdict_group(self, group: str | None) -> list[ColumnElement[bool]]:
         """The filter of a set's verdict rows (None: all)."""
         g = self.grouping
-        if group is None or (g.column is None and g.key is None):
+        if group is None:
             return []
         if g.column is not None:
-            return [getattr(V, g.column) == group]
+            return [VERDICTS.c[g.column] == group]
+        if g.key is None:
+            return []
         if self._filter_dim is None:
-            self._filter_dim = _group_value(self.conn, g.key, grouped=False)  # type: ignore[arg-type]  # a metadata key here, never None
+            self._filter_dim = _group_value(self.conn, g.key, grouped=False)
         return [self._filter_dim == group]
 
-    def _first_in_chunk(self, name: str | None, key: BpdeKey, job_id: str, chunk: int, m: int) -> np.ndarray:
+    def _first_in_chunk(self, name: str | None, key: BpdeKey, job_id: str, chunk: int, m: int) -> IntArray:
         """The 4 x 3 counts of the set's first m labelled items with this BPDE in a job's chunk."""
         size = summaries.CHUNK
-        bpde = V.bpde.is_(None) if key[0] else V.bpde == key[1]
-        first = (select(V.winner, V.human_label)
-                 .where(V.job_id == job_id, V.position >= chunk * size, V.position < (chunk + 1) * size,
+        position = col(V.position)
+        first = (select(col(V.winner), col(V.human_label))
+                 .where(col(V.job_id) == job_id, position >= chunk * size, position < (chunk + 1) * size,
                         *self.verdict_filter(self.selection.since, self.selection.until, owner=False),
-                        *self._verdict_group(name), _LABELLED, bpde)
-                 .order_by(V.position).limit(m).subquery())
+                        *self._verdict_group(name), _LABELLED, _bpde_is(*key))
+                 .order_by(position).limit(m).subquery())
         taken = np.zeros((4, 3), dtype=np.int64)
         for winner, label, n in self.conn.execute(select(first.c.winner, first.c.human_label, func.count())
                                                   .group_by(first.c.winner, first.c.human_label)):
@@ -626,7 +660,8 @@ class _Query:
         """created_at of jobs, which orders the input across jobs (SQLite gives naive UTC)."""
         missing = [j for j in job_ids if j not in self._created]
         if missing:
-            for job_id, created in self.conn.execute(select(Job.id, Job.created_at).where(Job.id.in_(missing))):
+            created_at = select(col(Job.id), col(Job.created_at)).where(col(Job.id).in_(missing))
+            for job_id, created in self.conn.execute(created_at):
                 self._created[job_id] = created.replace(tzinfo=UTC) if created.tzinfo is None else created
         return self._created
 
@@ -635,7 +670,7 @@ def _cut_keys(cuts: Mapping[str | None, Cut]) -> list[BpdeKey]:
     return sorted({cut[0] for cut in cuts.values()})
 
 
-def _add_cells(counts: dict[Any, np.ndarray], key: Any, cells: np.ndarray) -> None:
+def _add_cells(counts: dict[K, IntArray], key: K, cells: IntArray) -> None:
     counts[key] = counts[key] + cells if key in counts else cells
 
 
@@ -668,9 +703,9 @@ def cost_sections(query: _Query) -> tuple[dict[str, Any], dict[str, dict[str, An
 def overflowed(conn: Connection, selection: Selection, key: str) -> bool:
     """Whether some job of the selection has verdicts not summarized under this metadata key."""
     o = summary_overflow
-    query = select(o.c.job_id).select_from(o.join(Job, Job.id == o.c.job_id)).where(o.c.group_key == key)
+    query = select(o.c.job_id).select_from(o.join(Job, col(Job.id) == o.c.job_id)).where(o.c.group_key == key)
     if selection.owner is not None:
-        query = query.where(Job.owner == selection.owner)
+        query = query.where(col(Job.owner) == selection.owner)
     if selection.job_id is not None:
         query = query.where(o.c.job_id == selection.job_id)
     return conn.execute(query.limit(1)).first() is not None
@@ -699,12 +734,13 @@ def report(
         query = _Query(conn, selection, grouping, risk=target_accuracy is not None, threshold=threshold)
         groups, models = query.counts()
         if grid_index(threshold) is None:
-            splits = query.splits(threshold)
-            for name, counts in groups.items():
-                counts.split = splits.get(name, (np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)))
+            for name, split in query.splits(threshold, groups).items():
+                groups[name].split = split
         total = groups.pop(None)
+        by_group = {name: counts for name, counts in groups.items() if name is not None}
         out = report_from_counts(
-            total, query.resolve, models, by_group=groups if group_by is not None else None, group_by=group_by,
+            total, query.resolve, models, by_group=by_group if group_by is not None else None,
+            group_by=group_by,
             threshold=threshold, hitl=hitl, target_accuracy=target_accuracy, delta=delta,
             bootstrap_resamples=bootstrap_resamples, seed=seed)
         out["cost"], group_costs = cost_sections(query)

@@ -25,15 +25,16 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
+from sqlmodel import col
 
 from calibration import counts
-from calibration.counts import NO_BIN
+from calibration.counts import NO_BIN, FloatArray, IntArray
 from calibration.report import group_key
 from calibration.table import CODES, build_table
 from judge.records import PairItem, Verdict
@@ -47,7 +48,12 @@ from store.models import (
     summary_lambda,
     summary_main,
     summary_overflow,
+    table_of,
 )
+
+if TYPE_CHECKING:  # PostgreSQL's driver is the `postgres` extra: imported where used
+    import psycopg
+    from psycopg.rows import TupleRow
 
 SECONDS_PER_HOUR = 3600
 # summary_main also keeps, per job and group, a row of all hours: queries without a time filter
@@ -66,6 +72,9 @@ MAX_OVERFLOW_KEY = 255  # longer keys cannot be named by group_by (api.schemas.M
 
 Plan = dict[str, bool]
 SummaryKey = tuple[str, str, str, int, str, str]  # in store.models.SUMMARY_KEY order
+# A verdict row's values by column name: a dict made in Python, or a row read back (RowMapping,
+# whose keys SQLAlchemy types as names or columns).
+VerdictValues = Mapping[str, Any] | RowMapping
 
 
 def hour_of(moment: datetime) -> int:
@@ -117,12 +126,12 @@ def stat_columns(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
     ]
 
 
-def rows_of(rows: Sequence[Mapping[str, Any]]) -> counts.Rows:
+def rows_of(rows: Sequence[VerdictValues]) -> counts.Rows:
     """Stored verdict rows (VerdictRow's columns) as the projection reads them."""
-    def ints(name: str, missing: int = 0) -> np.ndarray:
+    def ints(name: str, missing: int = 0) -> IntArray:
         return np.array([missing if r[name] is None else r[name] for r in rows], dtype=np.int64)
 
-    def floats(name: str) -> np.ndarray:
+    def floats(name: str) -> FloatArray:
         return np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=np.float64)
 
     stats = counts.StatColumns(
@@ -199,12 +208,12 @@ class Delta:
 
     def __init__(self) -> None:
         self.main: dict[SummaryKey, counts.Counts] = {}
-        self.lambdas: dict[tuple[Any, ...], np.ndarray] = {}
-        self.bpde: dict[tuple[Any, ...], np.ndarray] = {}
-        self.chunks: dict[tuple[Any, ...], np.ndarray] = {}
+        self.lambdas: dict[tuple[Any, ...], IntArray] = {}
+        self.bpde: dict[tuple[Any, ...], IntArray] = {}
+        self.chunks: dict[tuple[Any, ...], IntArray] = {}
 
     @classmethod
-    def of(cls, rows: Sequence[Mapping[str, Any]], groups: Sequence[Mapping[str, str]],
+    def of(cls, rows: Sequence[VerdictValues], groups: Sequence[Mapping[str, str]],
            signs: Sequence[int] | None = None) -> Delta:
         """Add (sign 1) or remove (sign -1) each verdict row (a dict or DB row of VerdictRow's
         columns) under the ungrouped rows and its groups, in its hour and in ALL_HOURS."""
@@ -230,8 +239,8 @@ class Delta:
         s = v.stats
         winner, label = v.winner[r], v.label[r]
         has_p = np.isfinite(s.p_a[r])
-        p = np.where(has_p, s.p_a[r], 0.0)
-        confidence = np.where(np.isfinite(s.confidence[r]), s.confidence[r], 0.0)
+        p: FloatArray = np.where(has_p, s.p_a[r], 0.0)
+        confidence: FloatArray = np.where(np.isfinite(s.confidence[r]), s.confidence[r], 0.0)
         to_all = np.array([all_hours[(*k[:3], ALL_HOURS, *k[4:])] for k in main_keys], dtype=np.int64)
         for group_index, out_keys in ((g, main_keys), (to_all[g], list(all_hours))):
             out = [counts.Counts(risk=np.zeros((0, 2), dtype=np.int64)) for _ in out_keys]
@@ -248,11 +257,11 @@ class Delta:
         for (k, bpde, c), cells in counts.hitl_cells(g, winner, label, n, v.bpde[r], chunk).items():
             flat = cells.reshape(12)
             delta.chunks[(*main_keys[k], *bpde, c)] = flat
-            key = (*main_keys[k], *bpde)
-            delta.bpde[key] = delta.bpde[key] + flat if key in delta.bpde else flat.copy()
+            bpde_key = (*main_keys[k], *bpde)
+            delta.bpde[bpde_key] = delta.bpde[bpde_key] + flat if bpde_key in delta.bpde else flat.copy()
         return delta
 
-    def apply(self, conn: Connection, driver: Any = None) -> None:
+    def apply(self, conn: Connection, driver: psycopg.Connection[TupleRow] | None = None) -> None:
         """Write the sums: one upsert per table, rows in key order, skipping rows that add nothing.
         `driver`: on PostgreSQL, the psycopg connection to run the statements on (one in pipeline
         mode, see store.db.one_round_trip); `conn`'s own by default."""
@@ -265,7 +274,7 @@ class Delta:
                     driver)
 
 
-def _rows(sums: Mapping[tuple[Any, ...], np.ndarray]) -> list[tuple[Any, ...]]:
+def _rows(sums: Mapping[tuple[Any, ...], IntArray]) -> list[tuple[Any, ...]]:
     return [(*(int(k) if isinstance(k, bool) else k for k in key), *values.tolist())
             for key, values in sorted(sums.items()) if values.any()]
 
@@ -274,7 +283,7 @@ _statements: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 def _upsert_add(conn: Connection, table: Table, key: Sequence[str], rows: list[tuple[Any, ...]],
-                driver: Any = None) -> None:
+                driver: psycopg.Connection[TupleRow] | None = None) -> None:
     """INSERT ... ON CONFLICT (key) DO UPDATE SET c = c + excluded.c for every other column; rows
     are tuples in the table's column order. Plain SQL text through the driver: building and
     binding a 375-column statement through SQLAlchemy cost most of a worker batch's write time.
@@ -292,7 +301,10 @@ def _upsert_add(conn: Connection, table: Table, key: Sequence[str], rows: list[t
     import psycopg
 
     page = POSTGRES_MAX_PARAMETERS // columns
-    with psycopg.RawCursor(driver or conn.connection.dbapi_connection) as cursor:
+    connection = driver or conn.connection.driver_connection  # psycopg's own connection
+    if not isinstance(connection, psycopg.Connection):
+        raise TypeError(f"a PostgreSQL connection through psycopg expected, not {type(connection).__name__}")
+    with psycopg.RawCursor(connection) as cursor:
         for start in range(0, len(rows), page):
             chunk = rows[start:start + page]
             cursor.execute(f"{head} VALUES {placeholders(len(chunk), columns)} {tail}",
@@ -326,18 +338,16 @@ def delta_of(rows: Iterable[Mapping[str, Any]]) -> Delta:
 
 
 # Columns a relabel needs from the stored verdict rows.
-RELABEL_COLUMNS = (
-    VerdictRow.id, VerdictRow.item_id, VerdictRow.job_id, VerdictRow.position, VerdictRow.winner,
-    VerdictRow.human_label, VerdictRow.bpde, VerdictRow.abstained, VerdictRow.profile, VerdictRow.model,
-    VerdictRow.created_at, VerdictRow.group_json, VerdictRow.stat_certainty_bin, VerdictRow.stat_confidence,
-    VerdictRow.stat_lambda_bin, VerdictRow.stat_ece_bin, VerdictRow.stat_p_a, VerdictRow.stat_position,
-    VerdictRow.stat_longer, VerdictRow.calls_first, VerdictRow.calls_second, VerdictRow.calls_tie,
-)
+RELABEL_COLUMNS = tuple(table_of(VerdictRow).c[name] for name in (
+    "id", "item_id", "job_id", "position", "winner", "human_label", "bpde", "abstained", "profile", "model",
+    "created_at", "group_json", "stat_certainty_bin", "stat_confidence", "stat_lambda_bin", "stat_ece_bin",
+    "stat_p_a", "stat_position", "stat_longer", "calls_first", "calls_second", "calls_tie",
+))
 
 
-def relabel(conn: Connection, rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str | None]) -> None:
+def relabel(conn: Connection, rows: Sequence[RowMapping], labels: Mapping[str, str | None]) -> None:
     """Move the verdict rows (RELABEL_COLUMNS, read before the update) to their new labels."""
-    moved: list[Mapping[str, Any]] = []
+    moved: list[VerdictValues] = []
     groups: list[dict[str, str]] = []
     signs: list[int] = []
     for row in rows:
@@ -345,7 +355,8 @@ def relabel(conn: Connection, rows: Sequence[Mapping[str, Any]], labels: Mapping
         if new == row["human_label"]:
             continue
         named = json.loads(row["group_json"] or "{}")
-        moved += [row, {**row, "human_label": new}]
+        relabelled: dict[str, Any] = {**row, "human_label": new}
+        moved += [row, relabelled]
         groups += [named, named]
         signs += [-1, 1]
     Delta.of(moved, groups, signs).apply(conn)
@@ -362,7 +373,7 @@ def forget_plan(job_id: str) -> None:
 def job_plan(conn: Connection, job_id: str) -> Plan | None:
     """The job's group plan (cached: it never changes after create_job)."""
     if job_id not in _plans:
-        text = conn.execute(select(Job.summary_keys).where(Job.id == job_id)).scalar_one_or_none()
+        text = conn.execute(select(col(Job.summary_keys)).where(col(Job.id) == job_id)).scalar_one_or_none()
         if len(_plans) >= 4096:
             _plans.clear()
         _plans[job_id] = json.loads(text) if text else None

@@ -168,6 +168,19 @@ def test_summaries_equal_build_report(engine: Engine, seed: int) -> None:
         check(engine, Selection(job_id=job_id), group_by="group")
 
 
+def test_an_off_grid_split_next_to_a_grid_point_or_past_the_grid_equals_build_report(engine: Engine) -> None:
+    """An off-grid threshold reads the verdicts of the one certainty bin it cuts and the histogram
+    for the rest (calibration.counts.split_from_bin): certainties equal to the grid point just below
+    or above it (0.8 and 0.7 are common here) fall on the right side, and thresholds outside [0, 1]
+    split like build_report's."""
+    populate(engine, 4)
+    everything = Selection(owner=OWNER)
+    for threshold in (0.800000001, 0.799999999, 0.700000001, 0.010000001, 0.999999999, 1.5, -0.25):
+        check(engine, everything, threshold=threshold)
+    check(engine, everything, group_by="dataset", threshold=0.800000001, target_accuracy=0.6)
+    check(engine, everything, group_by="job", threshold=0.699999999)
+
+
 def test_filters_and_exact_time_ranges(engine: Engine) -> None:
     populate(engine, 7, jobs=3)
     with engine.connect() as conn:

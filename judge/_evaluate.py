@@ -19,7 +19,8 @@ import asyncio
 import concurrent.futures
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,8 +87,7 @@ def evaluate(items: Items, profile: ProfileSpec = None, *, concurrency: int = DE
     except RuntimeError:  # no loop running in this thread: the plain-script case
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pjudge-evaluate") as pool:
-        return pool.submit(_run_in_new_loop, coroutine).result()
+    return _run_on_thread(coroutine)
 
 
 async def evaluate_async(items: Items, profile: ProfileSpec = None, *, concurrency: int = DEFAULT_CONCURRENCY,
@@ -115,10 +115,40 @@ async def evaluate_async(items: Items, profile: ProfileSpec = None, *, concurren
                       progress=progress)
 
 
-def _run_in_new_loop(coroutine: Any) -> EvaluationResult:
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        result: EvaluationResult = runner.run(coroutine)
-        return result
+def _run_on_thread(coroutine: Coroutine[Any, Any, EvaluationResult]) -> EvaluationResult:
+    """Run `coroutine` on a new thread with its own loop and wait for it. Interrupted while waiting
+    (Ctrl-C, a notebook's interrupt), it cancels the judging (its providers close) before raising."""
+    outcome: concurrent.futures.Future[EvaluationResult] = concurrent.futures.Future()
+    running: dict[str, Any] = {}
+    stop = threading.Event()
+
+    async def main() -> EvaluationResult:
+        running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        if stop.is_set():  # interrupted before the loop started
+            coroutine.close()
+            raise asyncio.CancelledError
+        return await coroutine
+
+    def target() -> None:
+        try:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                outcome.set_result(runner.run(main()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller, who re-raises it
+            outcome.set_exception(exc)
+
+    thread = threading.Thread(target=target, name="pjudge-evaluate", daemon=True)
+    thread.start()
+    try:
+        # Short waits: an interrupt is raised between two of them, even one that is no real signal.
+        while not concurrent.futures.wait([outcome], timeout=0.1).done:
+            pass
+        return outcome.result()
+    except BaseException:
+        stop.set()
+        if not outcome.done() and "loop" in running:
+            running["loop"].call_soon_threadsafe(running["task"].cancel)
+        thread.join()
+        raise
 
 
 def _prepare(items: Items, profile: ProfileSpec, cache: CacheSpec, concurrency: int

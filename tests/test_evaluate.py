@@ -3,10 +3,13 @@ of items and profile, the cache, a custom provider, a running event loop, and cl
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from judge import (
 )
 from judge.jsonl import read_verdicts
 from judge.paths import cache_path
-from judge.providers.mock import MockProvider
+from judge.providers.mock import MockProvider, ScriptExhausted
 from tests.support.cli import EXAMPLE_ITEMS
 
 
@@ -197,6 +200,30 @@ def test_evaluate_works_inside_a_running_event_loop_and_evaluate_async_on_it() -
         return [v.winner for v in blocking], [v.winner for v in awaited]
 
     assert asyncio.run(notebook_cell()) == (["A"] * 3, ["A"] * 3)
+
+    async def failing_cell() -> None:
+        evaluate(rows(), provider=MockProvider([]), cache=None)  # a script with no answer: the run fails
+
+    with pytest.raises(ScriptExhausted, match="the mock's script has no answer left"):
+        asyncio.run(failing_cell())
+
+
+def test_interrupting_evaluate_in_a_running_loop_cancels_the_calls_and_raises() -> None:
+    provider = MockProvider(prefers_a, delay_s=60)
+
+    async def notebook_cell() -> None:
+        threading.Timer(0.5, _thread.interrupt_main).start()  # the notebook's interrupt button
+        evaluate(rows(), provider=provider, cache=None)
+
+    loop = asyncio.new_event_loop()  # run_until_complete, unlike asyncio.run, leaves SIGINT as it is
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(notebook_cell())
+    finally:
+        loop.close()
+    assert time.monotonic() - started < 10
+    assert provider.cancelled == 6 and provider.in_flight == 0
 
 
 def test_report_and_to_jsonl_are_the_clis(tmp_path: Path) -> None:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from judge import EvaluationResult, evaluate
-from tests.support.cli import EXAMPLE_ITEMS, run_pjudge
+from judge.jsonl import read_verdicts
+from judge.settings import reset_settings
+from tests.support.cli import EXAMPLE_ITEMS, REPO, run_pjudge
 
 
 def profile_file(tmp_path: Path, base_url: str, kind: str) -> Path:
@@ -64,3 +68,24 @@ def test_evaluate_in_a_running_loop_gives_the_verdicts_of_pjudge_judge(tmp_path:
     if kind == "cascade":
         assert {v["stage"] for v in library} >= {0}
         assert any(len(v["stages"]) == 2 for v in library) and any(len(v["stages"]) == 1 for v in library)
+
+
+def test_the_readmes_python_example_runs_as_written(tmp_path: Path, start_sim, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    sim = start_sim("--seed", "5")
+    profiles = tmp_path / "profiles"  # persona-certainty, pointed at the simulator
+    profiles.mkdir()
+    (profiles / "persona-certainty.toml").write_text(
+        f'template = "persona-certainty"\nprovider = "openai-compatible"\nmodel = "sim-judge"\n'
+        f'base_url = "{sim.openai_base_url}"\n')
+    monkeypatch.setenv("PJUDGE_PROFILES", str(profiles))
+    reset_settings()
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(EXAMPLE_ITEMS, tmp_path / "items.jsonl")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S)
+    assert example is not None
+    exec(compile(example[1], "README.md", "exec"), {})  # noqa: S102  # the README's own example
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and 0.0 <= float(printed[1]) <= 1.0
+    assert len(read_verdicts(tmp_path / "verdicts.jsonl")) == 40

@@ -79,6 +79,17 @@ def test_pair_items_a_generator_and_a_dataset_are_items_too() -> None:
     assert [v.id for v in evaluate(dataset, provider=MockProvider(prefers_a), cache=None)] == [f"i{k}" for k in range(4)]
 
 
+def test_a_real_datasets_dataset_and_its_dataset_dict() -> None:
+    datasets = pytest.importorskip("datasets")  # optional: not a dependency of the project
+    dataset = datasets.Dataset.from_list(rows(4))
+    result = evaluate(dataset, provider=MockProvider(prefers_a), cache=None)
+    assert [v.id for v in result] == [f"i{k}" for k in range(4)] and result[1].metadata == {"group": 1}
+    with pytest.raises(InputError, match=r"a DatasetDict holds splits: pass one, e.g. dataset\['train'\]"):
+        evaluate(datasets.DatasetDict({"train": dataset}), cache=None)
+    with pytest.raises(InputError, match=r"dataset\[0\], field 'chosen': unknown field"):
+        evaluate(dataset.add_column("chosen", ["x"] * 4), cache=None)
+
+
 @pytest.mark.parametrize("as_path", [str, Path])
 def test_a_jsonl_path_is_read_as_pjudge_judge_reads_it(as_path: type) -> None:
     result = evaluate(as_path(EXAMPLE_ITEMS), provider=MockProvider(prefers_a), cache=None)

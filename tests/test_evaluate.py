@@ -269,3 +269,10 @@ def test_the_public_names_resolve_and_importing_a_module_loads_no_more_than_befo
             "print(sorted(m for m in ('judge._evaluate', 'judge.runner', 'calibration.report') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_progress_bar_is_off_unless_asked_for_or_stderr_is_a_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+    evaluate(rows(2), provider=MockProvider(prefers_a), cache=None)  # pytest's stderr is no terminal
+    assert capfd.readouterr().err == ""
+    evaluate(rows(2), provider=MockProvider(prefers_a), cache=None, progress=True)
+    assert "4/4 calls 0 failed, 0 cached, $0.0000" in capfd.readouterr().err

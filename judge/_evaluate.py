@@ -59,14 +59,16 @@ class EvaluationResult(list[Verdict]):
                target_accuracy: float | None = None, delta: float | None = None,
                bootstrap_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
         """The SPEC 4 report, as `pjudge report --format json` computes it (same options: --threshold,
-        --hitl, --group-by, --target-accuracy, --delta, --bootstrap, --seed)."""
+        --hitl, --group-by, --target-accuracy, --delta, --bootstrap, --seed); a cascade's with its
+        `then`, as a job's report."""
         if delta is not None and target_accuracy is None:
             raise ValueError("delta needs target_accuracy")
         from calibration.report import build_report  # numpy and scipy only when a report is asked for
 
         return build_report(self, threshold=threshold, hitl=hitl, group_by=group_by,
                             target_accuracy=target_accuracy, delta=delta,
-                            bootstrap_resamples=bootstrap_resamples, seed=seed)
+                            bootstrap_resamples=bootstrap_resamples, seed=seed,
+                            cascade_then=self.judging.then if isinstance(self.judging, CascadeProfile) else "human")
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> int:
         """Write the verdicts as `pjudge judge -o` writes them (one JSON object a line, replaced

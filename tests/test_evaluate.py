@@ -165,6 +165,10 @@ def test_a_cascade_escalates_what_its_first_stage_does_not_accept() -> None:
     assert second.abstained and [s.model for s in second.stages or []] == ["gpt-4o-2024-08-06", "strong"]
     assert result.progress.calls == 2 + 2 + 2
     assert "cascade_stages" in result.report(bootstrap_resamples=0)
+    abstaining = evaluate(rows(2), {**cascade, "then": "abstain"}, provider=MockProvider(answer), cache=None)
+    assert abstaining.report(bootstrap_resamples=0) == calibration.build_report(
+        list(abstaining), bootstrap_resamples=0, cascade_then="abstain")
+    assert abstaining.report(bootstrap_resamples=0)["cascade_stages"]["then"] == "abstain"
 
 
 def test_the_default_cache_is_the_clis_and_a_rerun_makes_no_call(tmp_path: Path) -> None:

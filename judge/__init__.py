@@ -25,8 +25,8 @@ _HOMES = {
     "PairItem": "judge.records", "Verdict": "judge.records", "Call": "judge.records",
     "JudgeProfile": "judge.profiles", "CascadeProfile": "judge.profiles", "load_judging": "judge.profiles",
     "ProfileError": "judge.profiles",
-    "Provider": "judge.providers.base", "CallRequest": "judge.providers.base", "CallResult": "judge.providers.base",
-    "ProviderError": "judge.providers.base",
+    "Provider": "judge.providers.base", "CallRequest": "judge.providers.base",
+    "CallResult": "judge.providers.base", "ProviderError": "judge.providers.base",
     "CallCache": "judge.cache", "SqliteCallCache": "judge.cache",
     "InputError": "judge.jsonl",
 }

@@ -65,10 +65,10 @@ class EvaluationResult(list[Verdict]):
             raise ValueError("delta needs target_accuracy")
         from calibration.report import build_report  # numpy and scipy only when a report is asked for
 
+        then = self.judging.then if isinstance(self.judging, CascadeProfile) else "human"
         return build_report(self, threshold=threshold, hitl=hitl, group_by=group_by,
                             target_accuracy=target_accuracy, delta=delta,
-                            bootstrap_resamples=bootstrap_resamples, seed=seed,
-                            cascade_then=self.judging.then if isinstance(self.judging, CascadeProfile) else "human")
+                            bootstrap_resamples=bootstrap_resamples, seed=seed, cascade_then=then)
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> int:
         """Write the verdicts as `pjudge judge -o` writes them (one JSON object a line, replaced
@@ -113,8 +113,8 @@ async def evaluate_async(items: Items, profile: ProfileSpec = None, *, concurren
     - `progress`: a progress bar on stderr; None (default): only when stderr is a terminal (not in
       Jupyter, not when piped or logged).
     """
-    return await _run(*_prepare(items, profile, cache, concurrency), concurrency=concurrency, provider=provider,
-                      progress=progress)
+    work = _prepare(items, profile, cache, concurrency)
+    return await _run(*work, concurrency=concurrency, provider=provider, progress=progress)
 
 
 def _run_on_thread(coroutine: Coroutine[Any, Any, EvaluationResult]) -> EvaluationResult:
@@ -155,7 +155,7 @@ def _run_on_thread(coroutine: Coroutine[Any, Any, EvaluationResult]) -> Evaluati
 
 def _prepare(items: Items, profile: ProfileSpec, cache: CacheSpec, concurrency: int
              ) -> tuple[list[PairItem], Judging, CallCache]:
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:  # type: ignore[redundant-expr]  # callers without a type checker pass anything
+    if type(concurrency) is not int or concurrency < 1:  # not True, not 2.5: callers without a type checker
         raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
     return to_items(items), to_judging(profile), to_cache(cache)
 
@@ -167,15 +167,14 @@ def to_items(items: Items) -> list[PairItem]:
     if isinstance(items, Mapping):
         # One dict (a single item) or a datasets.DatasetDict (splits): neither is a list of items.
         if _is_dataset_dict(items):
-            raise InputError("items", [InputProblem(None, None, "a DatasetDict holds splits: pass one, e.g. "
-                                                    f"dataset[{next(iter(items))!r}]")])
-        raise InputError("items", [InputProblem(None, None, "expected a list of items (or a JSON Lines path), "
-                                                "not a single mapping: wrap it in a list")])
+            raise _input_error(f"a DatasetDict holds splits: pass one, e.g. dataset[{next(iter(items))!r}]")
+        raise _input_error("expected a list of items (or a JSON Lines path), not a single mapping: "
+                           "wrap it in a list")
     try:
         rows = iter(items)
     except TypeError:
-        raise InputError("items", [InputProblem(None, None, "expected a list of items, a datasets.Dataset or a "
-                                                f"JSON Lines path, not {type(items).__name__}")]) from None
+        raise _input_error("expected a list of items, a datasets.Dataset or a JSON Lines path, "
+                           f"not {type(items).__name__}") from None
     source = "dataset" if _is_dataset(items) else "items"
     validated, problems = _validate_rows(rows)
     if not validated and not problems:
@@ -183,6 +182,10 @@ def to_items(items: Items) -> list[PairItem]:
     if problems:
         raise InputError(source, list(problems))
     return validated
+
+
+def _input_error(message: str) -> InputError:
+    return InputError("items", [InputProblem(None, None, message)])
 
 
 class _RowProblem(InputProblem):
@@ -206,13 +209,16 @@ def _validate_rows(rows: Iterable[object]) -> tuple[list[PairItem], list[InputPr
             try:
                 item = PairItem.model_validate(dict(row))
             except ValidationError as exc:
-                problems.extend(_RowProblem(index, p.field, p.message) for p in problems_from_validation(exc, index))
+                problems.extend(_RowProblem(index, problem.field, problem.message)
+                                for problem in problems_from_validation(exc, index))
                 continue
         else:
-            problems.append(_RowProblem(index, None, f"expected a mapping or a PairItem, not {type(row).__name__}"))
+            kind = type(row).__name__
+            problems.append(_RowProblem(index, None, f"expected a mapping or a PairItem, not {kind}"))
             continue
         if item.id in seen:
-            problems.append(_RowProblem(index, "id", f"duplicate id '{item.id}' (first at index {seen[item.id]})"))
+            first = seen[item.id]
+            problems.append(_RowProblem(index, "id", f"duplicate id '{item.id}' (first at index {first})"))
             continue
         seen[item.id] = index
         items.append(item)
@@ -274,17 +280,17 @@ async def _run(items: list[PairItem], judging: Judging, cache: CallCache, *, con
     counts = Progress()
     show = sys.stderr.isatty() if progress is None else progress
     stages = list(judging.judges) if isinstance(judging, CascadeProfile) else [judging]
+    total = len(items) * _calls_per_item(stages[0])
     bar = _bar(show)
-    task = bar.add_task("calls", total=len(items) * _calls_per_item(stages[0]), failed=0, cached=0, cost=0.0)
+    task = bar.add_task("calls", total=total, failed=0, cached=0, cost=0.0)
 
     def on_call(call: Call) -> None:
         counts.calls += 1
         counts.failed_calls += call.error is not None
         counts.cached_calls += call.cached
         counts.cost_usd += call.cost_usd or 0.0
-        bar.update(task, advance=1, failed=counts.failed_calls, cached=counts.cached_calls, cost=counts.cost_usd)
-
-    total = len(items) * _calls_per_item(stages[0])
+        bar.update(task, advance=1, failed=counts.failed_calls, cached=counts.cached_calls,
+                   cost=counts.cost_usd)
 
     def on_stage(stage: int, open_items: list[PairItem]) -> None:
         nonlocal total

@@ -76,7 +76,8 @@ def test_pair_items_a_generator_and_a_dataset_are_items_too() -> None:
     generated = (row for row in rows())
     assert len(evaluate(generated, provider=MockProvider(prefers_a), cache=None)) == 3
     dataset = FakeDataset(rows(4))
-    assert [v.id for v in evaluate(dataset, provider=MockProvider(prefers_a), cache=None)] == [f"i{k}" for k in range(4)]
+    result = evaluate(dataset, provider=MockProvider(prefers_a), cache=None)
+    assert [v.id for v in result] == [f"i{k}" for k in range(4)]
 
 
 def test_a_real_datasets_dataset_and_its_dataset_dict() -> None:
@@ -121,7 +122,8 @@ def test_a_single_dict_a_dataset_dict_and_a_number_are_refused_with_a_reason() -
     with pytest.raises(InputError, match="not a single mapping: wrap it in a list"):
         evaluate(rows()[0], cache=None)  # type: ignore[arg-type]  # the mistake under test
     with pytest.raises(InputError, match=r"a DatasetDict holds splits: pass one, e.g. dataset\['train'\]"):
-        evaluate({"train": FakeDataset(rows()), "test": FakeDataset(rows())}, cache=None)  # type: ignore[arg-type]  # the mistake under test
+        splits = {"train": FakeDataset(rows()), "test": FakeDataset(rows())}
+        evaluate(splits, cache=None)  # type: ignore[arg-type]  # the mistake under test
     with pytest.raises(InputError, match="not int"):
         evaluate(3, cache=None)  # type: ignore[arg-type]  # the mistake under test
 
@@ -195,8 +197,8 @@ def test_a_custom_provider_answers_every_call_and_stays_open() -> None:
 
         async def complete(self, request: CallRequest) -> CallResult:
             self.seen.append((request.item_id, request.order))
-            return CallResult(text="[[B]] [[70]]" if request.order == "AB" else "[[A]] [[70]]", input_tokens=100,
-                              output_tokens=5)
+            text = "[[B]] [[70]]" if request.order == "AB" else "[[A]] [[70]]"
+            return CallResult(text=text, input_tokens=100, output_tokens=5)
 
         async def aclose(self) -> None:
             self.closed = True
@@ -269,13 +271,15 @@ def test_the_public_names_resolve_and_importing_a_module_loads_no_more_than_befo
             assert getattr(package, name) is not None, f"{package.__name__}.{name}"
         with pytest.raises(AttributeError):
             package.no_such_name  # noqa: B018  # the attribute access under test
-    code = ("import sys, judge.records, calibration.counts; "
-            "print(sorted(m for m in ('judge._evaluate', 'judge.runner', 'calibration.report') if m in sys.modules))")
+    heavy = ("judge._evaluate", "judge.runner", "calibration.report")
+    code = (f"import sys, judge.records, calibration.counts; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
 
-def test_the_progress_bar_is_off_unless_asked_for_or_stderr_is_a_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+def test_the_progress_bar_is_off_unless_asked_for_or_stderr_is_a_terminal(
+        capfd: pytest.CaptureFixture[str]) -> None:
     evaluate(rows(2), provider=MockProvider(prefers_a), cache=None)  # pytest's stderr is no terminal
     assert capfd.readouterr().err == ""
     evaluate(rows(2), provider=MockProvider(prefers_a), cache=None, progress=True)

@@ -28,8 +28,9 @@ def profile_file(tmp_path: Path, base_url: str, kind: str) -> Path:
         return path
     (tmp_path / "cheap.toml").write_text(f'name = "sim-cheap"\nmodel = "sim-cheap"\n{judge}')
     (tmp_path / "strong.toml").write_text(f'name = "sim-strong"\nmodel = "sim-strong"\n{judge}')
-    path.write_text(f'name = "sim-cascade"\n[[cascade]]\nprofile = "{tmp_path / "cheap.toml"}"\nthreshold = 0.8\n'
-                    f'[[cascade]]\nprofile = "{tmp_path / "strong.toml"}"\n')
+    cheap, strong = tmp_path / "cheap.toml", tmp_path / "strong.toml"
+    path.write_text(f'name = "sim-cascade"\n[[cascade]]\nprofile = "{cheap}"\nthreshold = 0.8\n'
+                    f'[[cascade]]\nprofile = "{strong}"\n')
     return path
 
 
@@ -37,20 +38,21 @@ def essentials(verdict: dict[str, Any]) -> dict[str, Any]:
     """What must agree: the verdict's fields and every call's answer (not latencies)."""
     kept = {key: verdict.get(key) for key in ("id", "winner", "p_a", "certainty", "consistent", "abstained",
                                                 "bpde", "error", "stage", "judge")}
-    kept["calls"] = [{key: call.get(key) for key in ("order", "sample", "raw", "choice", "certainty", "cached",
-                                                     "error", "attempts", "stage")} for call in verdict["calls"]]
+    call_keys = ("order", "sample", "raw", "choice", "certainty", "cached", "error", "attempts", "stage")
+    kept["calls"] = [{key: call.get(key) for key in call_keys} for call in verdict["calls"]]
     return kept
 
 
 @pytest.mark.parametrize("kind", ["single", "cascade"])
-def test_evaluate_in_a_running_loop_gives_the_verdicts_of_pjudge_judge(tmp_path: Path, start_sim, kind: str) -> None:
+def test_evaluate_in_a_running_loop_gives_the_verdicts_of_pjudge_judge(tmp_path: Path, start_sim,
+                                                                       kind: str) -> None:
     sim = start_sim("--first-bias", "0.3", "--noise", "0.2", "--seed", "11")
     profile = profile_file(tmp_path, sim.openai_base_url, kind)
     items = [json.loads(line) for line in EXAMPLE_ITEMS.read_text().splitlines() if line.strip()]
 
     cli_out = tmp_path / "cli.jsonl"
-    done = run_pjudge("judge", str(EXAMPLE_ITEMS), "-o", str(cli_out), "--profile", str(profile), "--format", "json",
-                      env={"PJUDGE_CACHE": str(tmp_path / "cli-cache.sqlite")})
+    done = run_pjudge("judge", str(EXAMPLE_ITEMS), "-o", str(cli_out), "--profile", str(profile),
+                      "--format", "json", env={"PJUDGE_CACHE": str(tmp_path / "cli-cache.sqlite")})
     assert done.returncode == 0, done.stderr
     cli = [json.loads(line) for line in cli_out.read_text().splitlines()]
     served_to_cli = sim.stats()["completions"]
@@ -64,13 +66,15 @@ def test_evaluate_in_a_running_loop_gives_the_verdicts_of_pjudge_judge(tmp_path:
 
     assert sim.stats()["completions"] == 2 * served_to_cli  # the library made its own calls (separate cache)
     assert [essentials(v) for v in library] == [essentials(v) for v in cli]
-    assert len({v["winner"] for v in library}) > 1 and not any(c["cached"] for v in library for c in v["calls"])
+    assert len({v["winner"] for v in library}) > 1
+    assert not any(call["cached"] for v in library for call in v["calls"])
     if kind == "cascade":
         assert {v["stage"] for v in library} >= {0}
         assert any(len(v["stages"]) == 2 for v in library) and any(len(v["stages"]) == 1 for v in library)
 
 
-def test_the_readmes_python_example_runs_as_written(tmp_path: Path, start_sim, monkeypatch: pytest.MonkeyPatch,
+def test_the_readmes_python_example_runs_as_written(tmp_path: Path, start_sim,
+                                                    monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     sim = start_sim("--seed", "5")
     profiles = tmp_path / "profiles"  # persona-certainty, pointed at the simulator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -239,18 +239,24 @@ def idempotency_conflict(job: Job) -> ApiError:
                                                 "send a new key for a new request")])
 
 
+def _request_object(shape: str, fields: Mapping[str, object]) -> dict[str, Any]:
+    """The request's JSON body: an object with none but `fields` (the shape is for the message)."""
+    body = read_json_body()
+    if not isinstance(body, dict):
+        raise invalid(f"the body must be a JSON object {shape}", [problem(None, "expected an object")])
+    unknown = [k for k in body if k not in fields]
+    if unknown:
+        details = [problem(str(k)[:100], "unknown field") for k in unknown]
+        raise invalid(summarize(details, "invalid request"), details)
+    return body
+
+
 # ---------------------------------------------------------------- routes
 
 @bp.post("")
 def create_job() -> Response:
     idempotency_key = _idempotency_key()
-    body = read_json_body()
-    if not isinstance(body, dict):
-        raise invalid("the body must be a JSON object {items, profile, labels?}", [problem(None, "expected an object")])
-    unknown = [k for k in body if k not in JobCreate.model_fields]
-    if unknown:
-        details = [problem(str(k)[:100], "unknown field") for k in unknown]
-        raise invalid(summarize(details, "invalid request"), details)
+    body = _request_object("{items, profile, labels?}", JobCreate.model_fields)
     settings = state().settings
     items = _validate_items(body.get("items"))
     profile = resolve_judging(body.get("profile"), settings, current_owner())
@@ -292,13 +298,7 @@ def estimate_job() -> Response:
     """Calls, tokens and cost of a job of these items and profile (judge.estimate), validated and
     bounded as POST /v1/jobs validates and bounds a job, at the price the server would charge it;
     nothing is stored, queued or called."""
-    body = read_json_body()
-    if not isinstance(body, dict):
-        raise invalid("the body must be a JSON object {items, profile}", [problem(None, "expected an object")])
-    unknown = [k for k in body if k not in EstimateCreate.model_fields]
-    if unknown:
-        details = [problem(str(k)[:100], "unknown field") for k in unknown]
-        raise invalid(summarize(details, "invalid request"), details)
+    body = _request_object("{items, profile}", EstimateCreate.model_fields)
     items = _validate_items(body.get("items"))
     profile = resolve_judging(body.get("profile"), state().settings, current_owner())
     check_job_size(items, "items")

@@ -210,14 +210,17 @@ def _find_profile_file(name_or_path: str) -> Path | None:
     return None
 
 
+def _invalid(source: str, exc: ValidationError) -> ProfileError:
+    """One error for all of a profile's invalid fields, each named by its path."""
+    problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors())
+    return ProfileError(f"profile {source}: {problems}")
+
+
 def _validate(data: dict[str, Any], source: str) -> JudgeProfile:
     try:
         profile = JudgeProfile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()
-        )
-        raise ProfileError(f"profile {source}: {problems}") from exc
+        raise _invalid(source, exc) from exc
     try:
         profile.load_template()
     except ValueError as exc:
@@ -341,10 +344,7 @@ def _load_cascade(data: dict[str, Any], source: str) -> CascadeProfile:
     try:
         cascade = CascadeProfile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()
-        )
-        raise ProfileError(f"profile {source}: {problems}") from exc
+        raise _invalid(source, exc) from exc
     judges = []
     for index, stage in enumerate(cascade.cascade):
         where = f"field 'cascade.{index}.profile'"

@@ -34,9 +34,15 @@ class Price(BaseModel):
 
     input_per_mtok: float = Field(default=0.0, ge=0)
     output_per_mtok: float = Field(default=0.0, ge=0)
+    batch_discount: float = Field(
+        default=0.5, ge=0, le=1,
+        description="The share of the price a provider's batch API takes off (profile mode 'batch'): 0.5, half "
+                    "price, for both OpenAI and Anthropic.")
 
-    def cost(self, input_tokens: int | None, output_tokens: int | None) -> float:
-        return round(((input_tokens or 0) * self.input_per_mtok + (output_tokens or 0) * self.output_per_mtok) / 1e6, 9)
+    def cost(self, input_tokens: int | None, output_tokens: int | None, batch: bool = False) -> float:
+        """What one answer costs; `batch`: through a provider's batch API (batch_discount off)."""
+        full = ((input_tokens or 0) * self.input_per_mtok + (output_tokens or 0) * self.output_per_mtok) / 1e6
+        return round(full * (1 - self.batch_discount) if batch else full, 9)
 
 
 class JudgeProfile(BaseModel):
@@ -64,6 +70,12 @@ class JudgeProfile(BaseModel):
                     "order), so a tie is never settled by it. Chosen on the FairEval 2025 re-runs "
                     "(python -m bench cost).")
     swap: bool = True
+    mode: Literal["interactive", "batch"] = Field(
+        default="interactive",
+        description="'batch': the calls go through the provider's batch API (OpenAI Batch, Anthropic Message "
+                    "Batches; half price, answers within 24 h): each round of requests is one provider batch, "
+                    "re-asks and adaptive extra samples follow in later batches (judge/batching.py). "
+                    "'interactive': one HTTP call each.")
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=64, ge=1, le=32768)
     certainty_threshold: float | None = Field(default=None, ge=0, le=1)
@@ -110,7 +122,8 @@ class JudgeProfile(BaseModel):
         return get_template(self.template)
 
     @property
-    def mode(self) -> Literal["choice", "scores"]:
+    def answer_kind(self) -> Literal["choice", "scores"]:
+        """What the template's parser reads: a choice (with a certainty) or two scores."""
         return "scores" if self.load_template().parser == "scores" else "choice"
 
 

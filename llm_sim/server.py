@@ -29,6 +29,9 @@ MODELS = ("sim-judge", "sim-judge-large")
 class ServerSettings(SimSettings):
     latency_ms: float = 0.0
     retry_after_ms: float = 100.0
+    batch_delay_s: float = 2.0  # a batch ends this long after it was created (llm_sim.batches)
+    batch_fail_rate: float = 0.0  # share of a batch's requests that end in an error
+    batch_expire_rate: float = 0.0  # share of a batch's requests that expire unanswered
 
 
 class Stats:
@@ -82,6 +85,9 @@ class SimApp:
         app.router.add_get("/stats", self.get_stats)
         app.router.add_post("/stats/reset", self.reset_stats)
         app.router.add_get("/healthz", self.healthz)
+        from llm_sim.batches import BatchEndpoints
+
+        BatchEndpoints(self).add_routes(app)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -138,36 +144,39 @@ class SimApp:
             if rate_limited:
                 return "", self._error(endpoint, 429, "rate_limit_error", "simulated rate limit")
             return "", self._error(endpoint, 500, "server_error", "simulated server error")
-        result = answer(prompt, self.settings, key)
-        if result.malformed:
-            self.stats.counts["malformed"] += 1
-        self.stats.counts["completions"] += 1
         self.stats.counts["status:200"] += 1
-        return result.text, None
+        return self._answer_text(model, prompt, sample), None
 
     async def openai_chat(self, request: web.Request) -> web.Response:
         body = await self._read(request, "openai")
         if isinstance(body, web.Response):
             return body
-        messages = body["messages"]
-        system = "\n".join(_content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
-        rest = [m for m in messages if m.get("role") not in ("system", "developer")]
-        prompt = _prompt_text(system, rest)
-        text, failure = self._judge("openai", request, body["model"], prompt)
+        text, failure = self._judge("openai", request, body["model"], _openai_prompt(body))
         if failure is not None:
             return failure
-        prompt_tokens, completion_tokens = _tokens(prompt), _tokens(text)
-        return web.json_response({
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-            "system_fingerprint": "sim",
-        })
+        return web.json_response(_openai_completion(body, _openai_prompt(body), text))
+
+    def openai_answer(self, body: dict[str, Any], sample: str) -> dict[str, Any] | str:
+        """A batch request's answer (llm_sim.batches): the interactive one, or an error message."""
+        if not body.get("model") or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return "'model' and 'messages' are required"
+        prompt = _openai_prompt(body)
+        return _openai_completion(body, prompt, self._answer_text(body["model"], prompt, sample))
+
+    def anthropic_answer(self, body: dict[str, Any], sample: str) -> dict[str, Any] | str:
+        if not body.get("model") or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return "'model' and 'messages' are required"
+        if not isinstance(body.get("max_tokens"), int):
+            return "'max_tokens' is required"
+        prompt = _prompt_text(_content_text(body.get("system", "")), body["messages"])
+        return _anthropic_message(body, prompt, self._answer_text(body["model"], prompt, sample))
+
+    def _answer_text(self, model: str, prompt: str, sample: str) -> str:
+        result = answer(prompt, self.settings, f"{model}\x1e{sample}\x1e{prompt}")
+        if result.malformed:
+            self.stats.counts["malformed"] += 1
+        self.stats.counts["completions"] += 1
+        return result.text
 
     async def anthropic_messages(self, request: web.Request) -> web.Response:
         body = await self._read(request, "anthropic")
@@ -179,16 +188,42 @@ class SimApp:
         text, failure = self._judge("anthropic", request, body["model"], prompt)
         if failure is not None:
             return failure
-        return web.json_response({
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"],
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": _tokens(prompt), "output_tokens": _tokens(text)},
-        })
+        return web.json_response(_anthropic_message(body, prompt, text))
+
+
+def _openai_prompt(body: dict[str, Any]) -> str:
+    messages = body["messages"]
+    system = "\n".join(_content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+    rest = [m for m in messages if m.get("role") not in ("system", "developer")]
+    return _prompt_text(system, rest)
+
+
+def _openai_completion(body: dict[str, Any], prompt: str, text: str) -> dict[str, Any]:
+    prompt_tokens, completion_tokens = _tokens(prompt), _tokens(text)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+        "system_fingerprint": "sim",
+    }
+
+
+def _anthropic_message(body: dict[str, Any], prompt: str, text: str) -> dict[str, Any]:
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": _tokens(prompt), "output_tokens": _tokens(text)},
+    }
 
 
 async def _serve(settings: ServerSettings, host: str, port: int, started: threading.Event | None,

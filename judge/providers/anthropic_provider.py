@@ -33,6 +33,30 @@ def _size_hooks() -> dict[str, list[ResponseHook]]:
 
 
 
+def messages_body(request: CallRequest) -> dict[str, Any]:
+    """The messages request body (interactive, or one request's params in a message batch)."""
+    system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [m for m in request.messages if m["role"] != "system"],
+        # Anthropic's current messages API takes no sampling temperature.
+        "max_tokens": request.max_tokens,
+    }
+    if system:
+        body["system"] = system
+    return body
+
+
+def message_result(response: Any, echo: bool) -> CallResult:
+    """A message's text and usage."""
+    try:
+        text = "".join(block.get("text", "") for block in response["content"] if block.get("type") == "text")
+        usage = response.get("usage") or {}
+    except (TypeError, KeyError, AttributeError):
+        raise response_shape_error("message", response, echo) from None
+    return CallResult(text=text, input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"))
+
+
 class AnthropicProvider:
     name = "anthropic"
 
@@ -50,24 +74,11 @@ class AnthropicProvider:
         )
 
     async def complete(self, request: CallRequest) -> CallResult:
-        system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
-        body: dict[str, Any] = {
-            "model": request.model,
-            "messages": [m for m in request.messages if m["role"] != "system"],
-            # Anthropic's current messages API takes no sampling temperature.
-            "max_tokens": request.max_tokens,
-        }
-        if system:
-            body["system"] = system
+        body = messages_body(request)
         response = await post_through_sdk(self._client, "/v1/messages", body, request.extra,
                                           next(self._idempotency_keys), anthropic.AnthropicError, self._api_key,
                                           echo=self._echo)
-        try:
-            text = "".join(block.get("text", "") for block in response["content"] if block.get("type") == "text")
-            usage = response.get("usage") or {}
-        except (TypeError, KeyError, AttributeError):
-            raise response_shape_error("message", response, self._echo) from None
-        return CallResult(text=text, input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"))
+        return message_result(response, self._echo)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -26,6 +26,7 @@ from worker.app import QUEUE, app
 from worker.batches import CANCELLED, RUNNING, Batch, Stopped
 from worker.broker import redis_client_url
 from worker.cache import BatchCallCache
+from worker.provider_batches import is_batch_job, tick_job
 from worker.runtime import runtime
 
 log = logging.getLogger("pjudge.worker")
@@ -67,6 +68,9 @@ def judge_batch(self: Task[..., int], job_id: str, start: int, end: int) -> int:
     job = repo.get_job(engine, job_id)
     if job is None or job.status not in repo.ACTIVE:
         return 0
+    if is_batch_job(job):  # provider batches: the first tick sends them (worker.provider_batches)
+        tick = tick_job(engine, job_id)
+        return len(tick.verdicts) if tick is not None else 0
     entered = RUNNING.enter(job_id, job.owner, f"{job_id}[{start}:{end}]")
     if entered is None:
         # Its tenant holds its share of this worker while another tenant's batches wait: hand the
@@ -246,7 +250,8 @@ def lane_for(celery_app: Celery, owner: str) -> str:
 def enqueue_job(job: Job, celery_app: Celery | None = None) -> int:
     """Send one task per batch of the job, to its owner's lane; returns how many were sent."""
     celery_app = celery_app or app
-    batches = repo.batches(job)
+    # A batch-mode job is one task: its tick sends every request as provider batches.
+    batches = [(0, job.n_items)] if is_batch_job(job) else repo.batches(job)
     queue = lane_for(celery_app, job.owner)
     for start, end in batches:
         _send(celery_app, job.id, start, end, queue)
@@ -257,7 +262,7 @@ def requeue_missing(engine: Engine, job: Job, celery_app: Celery | None = None) 
     """Re-send the batches of an active job that still miss verdicts (a safety net for a broker
     that lost messages); duplicates are harmless because writes are idempotent."""
     celery_app = celery_app or app
-    missing = [(start, end) for start, end in repo.batches(job)
+    missing = [(start, end) for start, end in ([(0, job.n_items)] if is_batch_job(job) else repo.batches(job))
                if len(repo.done_positions(engine, job.id, start, end)) < end - start]
     if missing:
         queue = lane_for(celery_app, job.owner)

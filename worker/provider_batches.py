@@ -57,8 +57,10 @@ from worker.cache import BatchCallCache
 from worker.runtime import runtime
 
 log = logging.getLogger("pjudge.worker")
-HOLDER = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-# A tick holds its job's lease this long at most; one whose worker died frees it when it passes.
+HOST = socket.gethostname()[:30]
+HOLDER = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+# A tick holds its job's lease this long at most: a holder that died on another host frees it when
+# it passes; one that died on this host (kill -9, the watchdog's restart) at once (`_dead`).
 LEASE_S = 120.0
 LIVE = ("submitting", "live")
 
@@ -80,7 +82,31 @@ def acquire(engine: Engine, job_id: str) -> bool:
             return True
         inserted = insert_many(conn, table_of(ProviderBatchLease), [{"job_id": job_id, "holder": HOLDER, "until": until}],
                                ignore_conflicts=True, returning="job_id")
-        return bool(inserted)
+        if inserted:
+            return True
+        holder = conn.execute(select(col(ProviderBatchLease.holder))
+                              .where(col(ProviderBatchLease.job_id) == job_id)).scalar_one_or_none()
+        if holder is None or holder == HOLDER or not _dead(holder):
+            return False
+        return bool(conn.execute(update(ProviderBatchLease)
+                                 .where(col(ProviderBatchLease.job_id) == job_id,
+                                        col(ProviderBatchLease.holder) == holder)
+                                 .values(holder=HOLDER, until=until)).rowcount)
+
+
+def _dead(holder: str) -> bool:
+    """A holder on this host whose process is gone."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != HOST or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, someone else's
+        return False
+    return False
 
 
 def release(engine: Engine, job_id: str) -> None:

@@ -16,15 +16,13 @@ import json
 import re
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from llm_sim.judge_model import request_rng
-
-if TYPE_CHECKING:
-    from llm_sim.server import SimApp
 
 _SAMPLE = re.compile(r"-s(\d+)-")
 
@@ -32,6 +30,34 @@ _SAMPLE = re.compile(r"-s(\d+)-")
 def sample_of(custom_id: str) -> str:
     match = _SAMPLE.search(custom_id)
     return match.group(1) if match else "0"
+
+
+class _Settings(Protocol):
+    @property
+    def seed(self) -> int: ...
+    @property
+    def batch_delay_s(self) -> float: ...
+    @property
+    def batch_fail_rate(self) -> float: ...
+    @property
+    def batch_expire_rate(self) -> float: ...
+
+
+class _Stats(Protocol):
+    counts: Counter[str]
+
+
+class SimApp(Protocol):
+    """What the batch endpoints use of llm_sim.server.SimApp (which builds them: no import back)."""
+
+    @property
+    def settings(self) -> _Settings: ...
+    @property
+    def stats(self) -> _Stats: ...
+
+    def openai_answer(self, body: dict[str, Any], sample: str) -> dict[str, Any] | str: ...
+
+    def anthropic_answer(self, body: dict[str, Any], sample: str) -> dict[str, Any] | str: ...
 
 
 @dataclass

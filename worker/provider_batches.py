@@ -54,6 +54,7 @@ from store.models import (
 )
 from worker.access import job_access
 from worker.cache import BatchCallCache
+from worker.errors import error_verdicts, safe_traceback
 from worker.runtime import runtime
 
 log = logging.getLogger("pjudge.worker")
@@ -163,7 +164,7 @@ class DbBatchStore:
             rows = conn.execute(select(col(ProviderBatch.id), col(ProviderBatch.batch_id))
                                 .where(col(ProviderBatch.job_id) == self.job_id, col(ProviderBatch.status) == "live")
                                 .order_by(col(ProviderBatch.id))).all()
-        return [LiveBatch(int(row), batch_id) for row, batch_id in rows]
+        return [LiveBatch(int(row or 0), batch_id) for row, batch_id in rows]
 
     def begin(self, provider: str, requests: Sequence[Planned]) -> int:
         with transaction(self.engine) as conn:
@@ -264,10 +265,8 @@ def _tick(engine: Engine, job: Job) -> TickResult:
         access, tenant = job_access(engine, job, profile)
         batches = create_batch_provider(profile, access)
     except (AccessError, ProviderError) as exc:  # the job cannot run as stored: no retry helps
-        from worker.tasks import _error_verdicts
-
         info = JudgeInfo(profile=profile.name, provider=profile.provider, model=profile.model)
-        repo.record_verdicts(engine, job.id, _error_verdicts(info, pending, f"provider: {exc}"))
+        repo.record_verdicts(engine, job.id, error_verdicts(info, pending, f"provider: {exc}"))
         return TickResult()
     try:
         with runtime().judge(profile, access) as judge:
@@ -326,11 +325,9 @@ def poll_once(engine: Engine) -> int:
             try:
                 ticked += tick_job(engine, job.id) is not None
             except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others' polls
-                from worker.tasks import safe_traceback
-
                 log.error("job %s: batch tick failed; trying again next poll\n%s", job.id, safe_traceback(exc))
     with engine.connect() as conn:
-        stopped = conn.execute(select(ProviderBatch.job_id).distinct()
+        stopped = conn.execute(select(col(ProviderBatch.job_id)).distinct()
                                .join(Job, col(Job.id) == col(ProviderBatch.job_id))
                                .where(col(ProviderBatch.status).in_(LIVE), col(Job.status).not_in(repo.ACTIVE))).all()
     for (job_id,) in stopped:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import traceback
 
 from celery import Celery, Task
 from celery.exceptions import Reject
@@ -26,6 +24,8 @@ from worker.app import QUEUE, app
 from worker.batches import CANCELLED, RUNNING, Batch, Stopped
 from worker.broker import redis_client_url
 from worker.cache import BatchCallCache
+from worker.errors import error_verdicts as _error_verdicts
+from worker.errors import safe_traceback
 from worker.provider_batches import is_batch_job, tick_job
 from worker.runtime import runtime
 
@@ -50,16 +50,6 @@ async def _judge_all(judge: Judge, items: list[tuple[int, PairItem]], cache: Bat
                      ) -> list[tuple[int, Verdict]]:
     verdicts = await asyncio.gather(*(judge.judge_item(item, cache) for _, item in items))
     return [(position, verdict) for (position, _), verdict in zip(items, verdicts, strict=True)]
-
-
-def _error_verdicts(judge_info: JudgeInfo, items: list[tuple[int, PairItem]], message: str) -> list[tuple[int, Verdict]]:
-    return [
-        (position, Verdict(id=item.id, winner=None, p_a=None, certainty=None, consistent=None, abstained=False,
-                           bpde=None, human_label=item.human_label, judge=judge_info, calls=[],
-                           len_a=len(item.response_a), len_b=len(item.response_b), error=message,
-                           metadata=dict(item.metadata)))
-        for position, item in items
-    ]
 
 
 @app.task(name="pjudge.judge_batch", bind=True, max_retries=MAX_TASK_RETRIES)
@@ -180,18 +170,6 @@ def _stopped(engine: Engine, batch: Batch, reason: str, cache: BatchCallCache | 
         with contextlib.suppress(*database_errors()):
             cache.flush()
     raise Reject(f"batch {batch.label} {reason}; back to the queue", requeue=True)
-
-
-_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@/\s]+@")
-
-
-def safe_traceback(exc: BaseException) -> str:
-    """The exception's traceback for the log, without secrets: key-like strings and the values of
-    key variables struck (judge.providers.base.redact), and URL passwords masked."""
-    from judge.providers.base import redact
-
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return _URL_PASSWORD.sub(r"\1***@", redact(text))
 
 
 def warm_up(connections: int) -> None:

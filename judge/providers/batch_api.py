@@ -79,7 +79,7 @@ class OpenAIBatches:
     def __init__(self, profile: JudgeProfile, access: Access):
         import openai
 
-        self.name = profile.provider
+        self.name: str = profile.provider
         self._compatible = profile.provider == "openai-compatible"
         if access.base_url is None:
             raise ProviderError(f"provider '{self.name}' needs a base URL")

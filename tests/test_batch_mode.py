@@ -210,6 +210,24 @@ def test_cancelling_a_job_cancels_its_provider_batch(engine: Engine, monkeypatch
         assert remote["status"] == "cancelled"
 
 
+def test_the_api_takes_mode_batch_and_the_server_prices_it_at_its_batch_discount(engine: Engine) -> None:
+    from tests.support.api import make_items, new_app, post_job
+    from worker.provider_batches import is_batch_job
+
+    sent: list[Any] = []
+    client = new_app(engine, sent.append, PJUDGE_ENDPOINTS="openai-compatible=http://127.0.0.1:9/v1|SIM_API_KEY",
+                     PJUDGE_API_KEY_ENVS="SIM_API_KEY").test_client()
+    profile = {"provider": "openai-compatible", "model": "sim-judge", "base_url": "http://127.0.0.1:9/v1",
+               "api_key_env": "SIM_API_KEY", "mode": "batch"}
+    response = post_job(client, make_items(3), profile=profile)
+    assert response.status_code == 202, response.get_json()
+    stored = repo.job_profile(sent[0])
+    assert stored.mode == "batch" and stored.price.batch_discount == 0.5 and is_batch_job(sent[0])
+    assert post_job(client, make_items(1), profile={**profile, "mode": "later"}).status_code == 422
+    interactive = post_job(client, make_items(3), profile={**profile, "mode": "interactive"})
+    assert interactive.status_code == 202 and not is_batch_job(sent[1])
+
+
 # ---------------------------------------------------------------- the service, real processes
 
 @pytest.fixture

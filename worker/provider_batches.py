@@ -12,6 +12,7 @@ live batches are cancelled at the provider by the poller.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -67,7 +68,12 @@ LIVE = ("submitting", "live")
 
 
 def is_batch_job(job: Job) -> bool:
-    return '"mode":"batch"' in job.profile_json.replace(" ", "")
+    """The job's (single-judge) profile has mode "batch"."""
+    try:
+        profile = json.loads(job.profile_json)
+    except ValueError:
+        return False
+    return isinstance(profile, dict) and profile.get("mode") == "batch"
 
 
 # ---------------------------------------------------------------- the lease

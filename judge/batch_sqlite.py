@@ -36,8 +36,6 @@ class SqliteBatchStore:
         self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         for statement in _SCHEMA:
             self._conn.execute(statement)
-        # One CLI at a time per cache file: a row still "submitting" was left by a process that died.
-        self._conn.execute("UPDATE provider_batches SET status = 'lost' WHERE status = 'submitting'")
 
     def close(self) -> None:
         self._conn.close()
@@ -61,6 +59,14 @@ class SqliteBatchStore:
     def live(self) -> list[LiveBatch]:
         return [LiveBatch(row, batch_id) for row, batch_id in self._conn.execute(
             "SELECT row, batch_id FROM provider_batches WHERE status = 'live' ORDER BY row")]
+
+    def orphans(self) -> list[tuple[int, str | None]]:
+        # One CLI at a time per cache file: a row still "submitting" was left by a process that died.
+        return [(row, file_id) for row, file_id in self._conn.execute(
+            "SELECT row, input_file_id FROM provider_batches WHERE status = 'submitting' ORDER BY row")]
+
+    def lost(self, row: int) -> None:
+        self._conn.execute("UPDATE provider_batches SET status = 'lost' WHERE row = ?", (row,))
 
     def live_batch_ids(self) -> list[str]:
         return [b.batch_id for b in self.live() if b.batch_id]

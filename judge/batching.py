@@ -13,10 +13,11 @@ expired, cancelled) is sent again, up to `max_tries` times; then its call is an 
 an interactive call whose retries ran out.
 
 A batch's row is written (with its requests' custom_ids) before anything is sent, its input
-file's id as soon as the file is uploaded, and its batch id as soon as it exists. The one gap: a
-process that dies between the provider creating a batch and the store recording its id leaves a
-row without a batch id; its requests are sent again (the lost batch is paid for, its answers
-unread).
+file's id as soon as the file is uploaded, and its batch id as soon as it exists. A process that
+dies between the provider creating a batch and the store recording its id leaves a row without a
+batch id: the next tick finds an OpenAI batch by its input file (`recover`); an Anthropic message
+batch has no such handle, so its requests are sent again (that batch is paid for, its answers
+unread: a window of one HTTP round trip).
 
 Costs: an answer read from a batch of this store costs the price with the batch discount
 (`Price.cost(..., batch=True)`); one read from the call cache costs nothing (cached), as
@@ -90,6 +91,15 @@ class BatchStore(Protocol):
         ...
 
     def live(self) -> list[LiveBatch]: ...
+
+    def orphans(self) -> list[tuple[int, str | None]]:
+        """Rows left "submitting" by a process that died while sending them: (row, input file id)."""
+        ...
+
+    def lost(self, row: int) -> None:
+        """An orphan whose batch was never created (or cannot be found): its requests are free
+        to be sent again."""
+        ...
 
     def begin(self, provider: str, requests: Sequence[Planned]) -> int:
         """Record a batch about to be sent (its requests' custom_ids and keys); returns its row."""
@@ -219,8 +229,23 @@ class BatchJudge:
 
     # ------------------------------------------------------------ one round
 
+    async def recover(self) -> None:
+        """Find the batches of orphaned rows (by their input file: OpenAI); the others are lost."""
+        for row, input_file_id in self.store.orphans():
+            try:
+                batch_id = await self.batches.find(input_file_id) if input_file_id else None
+            except ProviderError as exc:
+                log.warning("an orphaned batch row could not be looked up (%s); trying again later", exc)
+                continue
+            if batch_id is None:
+                self.store.lost(row)
+            else:
+                log.info("found provider batch %s, created by a process that died before recording it", batch_id)
+                self.store.set_batch(row, batch_id)
+
     async def poll(self) -> int:
         """Store the answers of the live batches that ended; returns how many are still live."""
+        await self.recover()
         live = 0
         for batch in self.store.live():
             if batch.batch_id is None:

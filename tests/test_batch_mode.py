@@ -133,6 +133,35 @@ def test_an_interrupted_batch_run_is_picked_up_by_the_next_run(tmp_path: Path) -
         assert json.load(urllib.request.urlopen(f"{server.url}/stats"))["completions"] == 60
 
 
+def test_a_batch_created_but_not_recorded_is_found_by_its_input_file(tmp_path: Path) -> None:
+    """A process dies between the provider creating its batch and recording the batch id: the
+    next run finds the batch by the input file's id (recorded before) and sends nothing again."""
+    from pjudge.commands.batch_judging import run_batch_judging
+
+    class DiesBeforeRecording(SqliteBatchStore):
+        def set_batch(self, row: int, batch_id: str) -> None:
+            raise RuntimeError("killed")
+
+    with SimServerThread(ServerSettings(batch_delay_s=0.2, seed=6)) as server:
+        profile = _profile(server, mode="batch")
+        items = many_items(10, seed=4)
+
+        async def send_and_die() -> None:
+            cache = SqliteCallCache(cache_path())
+            batches = create_batch_provider(profile)
+            try:
+                async with Judge(profile, cache=cache) as judge:
+                    await BatchJudge(judge, batches, DiesBeforeRecording(cache), cache).tick(list(enumerate(items)))
+            finally:
+                await batches.aclose()
+
+        with pytest.raises(RuntimeError, match="killed"):
+            asyncio.run(send_and_die())
+        verdicts, _, _ = run_batch_judging(profile, items, tmp_path / "o.jsonl", show_progress=False, poll_s=0.1)
+        assert len(verdicts) == 10 and all(v.winner for v in verdicts)
+        assert json.load(urllib.request.urlopen(f"{server.url}/stats"))["completions"] == 20
+
+
 # ---------------------------------------------------------------- the service, in-process
 
 def _tick_until_done(engine: Engine, job_id: str, timeout: float = 60) -> Any:

@@ -134,10 +134,6 @@ class DbBatchStore:
         self.job_id = job_id
         self.cache = cache
         self._by_key: dict[str, list[tuple[Any, ...]]] | None = None
-        with transaction(engine) as conn:  # under the lease: a row still submitting was left by a dead tick
-            conn.execute(update(ProviderBatch).where(col(ProviderBatch.job_id) == job_id,
-                                                     col(ProviderBatch.status) == "submitting")
-                         .values(status="lost", updated_at=utcnow()))
 
     def _rows(self) -> dict[str, list[tuple[Any, ...]]]:
         if self._by_key is None:
@@ -171,6 +167,18 @@ class DbBatchStore:
                                 .where(col(ProviderBatch.job_id) == self.job_id, col(ProviderBatch.status) == "live")
                                 .order_by(col(ProviderBatch.id))).all()
         return [LiveBatch(int(row or 0), batch_id) for row, batch_id in rows]
+
+    def orphans(self) -> list[tuple[int, str | None]]:
+        # Under the lease, before this tick sends anything: a row still submitting was left by a dead tick.
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(col(ProviderBatch.id), col(ProviderBatch.input_file_id))
+                                .where(col(ProviderBatch.job_id) == self.job_id,
+                                       col(ProviderBatch.status) == "submitting")).all()
+        return [(int(row or 0), file_id) for row, file_id in rows]
+
+    def lost(self, row: int) -> None:
+        self._set(row, status="lost")
+        self._by_key = None
 
     def begin(self, provider: str, requests: Sequence[Planned]) -> int:
         with transaction(self.engine) as conn:

@@ -23,6 +23,8 @@ from judge.providers.base import CallRequest, CallResult, ProviderError, describ
 
 OPENAI_MAX_REQUESTS, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024
 ANTHROPIC_MAX_REQUESTS, ANTHROPIC_MAX_BYTES = 100_000, 256 * 1024 * 1024
+# How many of the most recent OpenAI batches `find` looks through.
+FIND_LOOKBACK = 1000
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class BatchProvider(Protocol):
 
     async def create(self, requests: Sequence[BatchRequest], input_file_id: str | None,
                      metadata: dict[str, str]) -> str: ...
+
+    async def find(self, input_file_id: str) -> str | None:
+        """The batch created from this input file, if any (a process that died between creating
+        a batch and recording its id); None where the provider cannot tell (Anthropic)."""
+        ...
 
     async def status(self, batch_id: str) -> BatchStatus: ...
 
@@ -118,6 +125,19 @@ class OpenAIBatches:
         except self._error as exc:
             raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return batch.id
+
+    async def find(self, input_file_id: str) -> str | None:
+        try:
+            seen = 0
+            async for batch in self._client.batches.list(limit=100):
+                if batch.input_file_id == input_file_id:
+                    return batch.id
+                seen += 1
+                if seen >= FIND_LOOKBACK:
+                    break
+        except self._error as exc:
+            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
+        return None
 
     async def status(self, batch_id: str) -> BatchStatus:
         try:
@@ -202,6 +222,9 @@ class AnthropicBatches:
         except self._error as exc:
             raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return batch.id
+
+    async def find(self, input_file_id: str) -> str | None:
+        return None  # a message batch has no input file: one created unrecorded cannot be found
 
     async def status(self, batch_id: str) -> BatchStatus:
         try:

@@ -125,6 +125,7 @@ class TickResult:
     submitted: int = 0  # requests sent this tick
     waiting: int = 0  # items still waiting for answers
     live_batches: int = 0
+    planned: bool = True  # False: nothing ended since the last tick, so nothing was planned
 
 
 class BatchJudge:
@@ -243,10 +244,11 @@ class BatchJudge:
                 log.info("found provider batch %s, created by a process that died before recording it", batch_id)
                 self.store.set_batch(row, batch_id)
 
-    async def poll(self) -> int:
-        """Store the answers of the live batches that ended; returns how many are still live."""
+    async def poll(self) -> tuple[int, int]:
+        """Store the answers of the live batches that ended; returns how many are still live and
+        how many ended."""
         await self.recover()
-        live = 0
+        live = ended = 0
         for batch in self.store.live():
             if batch.batch_id is None:
                 continue
@@ -261,7 +263,8 @@ class BatchJudge:
                 live += 1
                 continue
             self.store.finish(batch.row, outcomes)
-        return live
+            ended += 1
+        return live, ended
 
     async def submit(self, planned: Sequence[Planned]) -> int:
         """Send `planned` as batches within the provider's limits; returns how many were sent."""
@@ -294,9 +297,13 @@ class BatchJudge:
         return chunks
 
     async def tick(self, items: Sequence[tuple[int, PairItem]]) -> TickResult:
-        """Poll, plan, send: the verdicts of the items whose calls are all answered now."""
+        """Poll, plan, send: the verdicts of the items whose calls are all answered now. While
+        batches are in flight and none ended, nothing changed: no planning (`planned` False)."""
         result = TickResult()
-        result.live_batches = await self.poll()
+        result.live_batches, ended = await self.poll()
+        if result.live_batches and not ended:
+            result.planned = False
+            return result
         planned: dict[str, Planned] = {}
         for tag, item in items:
             state = self.plan_item(item, tag)

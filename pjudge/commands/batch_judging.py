@@ -51,7 +51,8 @@ def run_batch_judging(profile: JudgeProfile, items: list[PairItem], output: Path
     def on_tick(tick: TickResult) -> None:
         nonlocal sent
         sent += tick.submitted
-        bar.update(task, completed=len(items) - tick.waiting, live=tick.live_batches, sent=sent)
+        if tick.planned:
+            bar.update(task, completed=len(items) - tick.waiting, live=tick.live_batches, sent=sent)
 
     async def main() -> list[Verdict]:
         batches = create_batch_provider(profile)

@@ -1,5 +1,6 @@
-"""What a worker reports when items cannot be judged: error verdicts, and tracebacks fit for the
-log (used by worker.tasks and worker.provider_batches)."""
+"""What a worker reports when items cannot be judged: error verdicts of a single judge, and
+tracebacks fit for the log (worker.provider_batches; worker.tasks has its own copies, which the
+cascade work extended: merge them here)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from judge.batching import (
     TickResult,
 )
 from judge.endpoints import AccessError
+from judge.profiles import JudgeProfile
 from judge.providers.base import CallResult, ProviderError
 from judge.providers.batch_api import BatchOutcome, create_batch_provider
 from judge.records import JudgeInfo
@@ -74,6 +75,11 @@ def is_batch_job(job: Job) -> bool:
     except ValueError:
         return False
     return isinstance(profile, dict) and profile.get("mode") == "batch"
+
+
+def _profile(job: Job) -> JudgeProfile:
+    """A batch-mode job's profile (a single judge: cascades run interactively)."""
+    return JudgeProfile.model_validate_json(job.profile_json)
 
 
 # ---------------------------------------------------------------- the lease
@@ -274,7 +280,7 @@ def _tick(engine: Engine, job: Job) -> TickResult:
     if not pending:
         repo.finish_if_complete(engine, job.id)
         return TickResult()
-    profile = repo.job_profile(job)
+    profile = _profile(job)
     try:
         access, tenant = job_access(engine, job, profile)
         batches = create_batch_provider(profile, access)
@@ -304,7 +310,7 @@ def cancel_batches(engine: Engine, job: Job) -> int:
                             .where(col(ProviderBatch.job_id) == job.id, col(ProviderBatch.status).in_(LIVE))).all()
     if not rows:
         return 0
-    profile = repo.job_profile(job)
+    profile = _profile(job)
     try:
         access, _ = job_access(engine, job, profile)
         batches = create_batch_provider(profile, access)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import traceback
 
 from celery import Celery, Task
 from celery.exceptions import Reject
@@ -24,8 +26,6 @@ from worker.app import QUEUE, app
 from worker.batches import CANCELLED, RUNNING, Batch, Stopped
 from worker.broker import redis_client_url
 from worker.cache import BatchCallCache
-from worker.errors import error_verdicts as _error_verdicts
-from worker.errors import safe_traceback
 from worker.provider_batches import is_batch_job, tick_job
 from worker.runtime import runtime
 
@@ -52,13 +52,23 @@ async def _judge_all(judge: Judge, items: list[tuple[int, PairItem]], cache: Bat
     return [(position, verdict) for (position, _), verdict in zip(items, verdicts, strict=True)]
 
 
+def _error_verdicts(judge_info: JudgeInfo, items: list[tuple[int, PairItem]], message: str) -> list[tuple[int, Verdict]]:
+    return [
+        (position, Verdict(id=item.id, winner=None, p_a=None, certainty=None, consistent=None, abstained=False,
+                           bpde=None, human_label=item.human_label, judge=judge_info, calls=[],
+                           len_a=len(item.response_a), len_b=len(item.response_b), error=message,
+                           metadata=dict(item.metadata)))
+        for position, item in items
+    ]
+
+
 @app.task(name="pjudge.judge_batch", bind=True, max_retries=MAX_TASK_RETRIES)
 def judge_batch(self: Task[..., int], job_id: str, start: int, end: int) -> int:
     engine = get_engine()
     job = repo.get_job(engine, job_id)
     if job is None or job.status not in repo.ACTIVE:
         return 0
-    if is_batch_job(job):  # provider batches: the first tick sends them (worker.provider_batches)
+    if is_batch_job(job):  # provider batches: the job's one task sends them (worker.provider_batches)
         tick = tick_job(engine, job_id)
         return len(tick.verdicts) if tick is not None else 0
     entered = RUNNING.enter(job_id, job.owner, f"{job_id}[{start}:{end}]")
@@ -172,6 +182,18 @@ def _stopped(engine: Engine, batch: Batch, reason: str, cache: BatchCallCache | 
     raise Reject(f"batch {batch.label} {reason}; back to the queue", requeue=True)
 
 
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@/\s]+@")
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """The exception's traceback for the log, without secrets: key-like strings and the values of
+    key variables struck (judge.providers.base.redact), and URL passwords masked."""
+    from judge.providers.base import redact
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return _URL_PASSWORD.sub(r"\1***@", redact(text))
+
+
 def warm_up(connections: int) -> None:
     """Pay a worker's first-task costs before it takes tasks: the event loop thread, the HTTP
     client's imports, `connections` pooled database connections (the task threads' share) and the
@@ -225,11 +247,16 @@ def lane_for(celery_app: Celery, owner: str) -> str:
         return QUEUE
 
 
+def task_ranges(job: Job) -> list[tuple[int, int]]:
+    """The job's tasks: one per batch of items; a batch-mode job's one task sends all its requests
+    as provider batches."""
+    return [(0, job.n_items)] if is_batch_job(job) else repo.batches(job)
+
+
 def enqueue_job(job: Job, celery_app: Celery | None = None) -> int:
     """Send one task per batch of the job, to its owner's lane; returns how many were sent."""
     celery_app = celery_app or app
-    # A batch-mode job is one task: its tick sends every request as provider batches.
-    batches = [(0, job.n_items)] if is_batch_job(job) else repo.batches(job)
+    batches = task_ranges(job)
     queue = lane_for(celery_app, job.owner)
     for start, end in batches:
         _send(celery_app, job.id, start, end, queue)
@@ -240,7 +267,7 @@ def requeue_missing(engine: Engine, job: Job, celery_app: Celery | None = None) 
     """Re-send the batches of an active job that still miss verdicts (a safety net for a broker
     that lost messages); duplicates are harmless because writes are idempotent."""
     celery_app = celery_app or app
-    missing = [(start, end) for start, end in ([(0, job.n_items)] if is_batch_job(job) else repo.batches(job))
+    missing = [(start, end) for start, end in task_ranges(job)
                if len(repo.done_positions(engine, job.id, start, end)) < end - start]
     if missing:
         queue = lane_for(celery_app, job.owner)

@@ -154,21 +154,19 @@ def print_summary(summary: dict[str, Any]) -> None:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the call cache.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--batch/--interactive", "batch", default=None,
-              help="Send the calls through the provider's batch API (half price, answers within 24 h); "
-                   "resumable: run the same command again after an interruption [default: the profile's mode].")
+@click.option("--batch", "mode", flag_value="batch", default=None,
+              help="Send the calls through the provider's batch API (profile mode 'batch': half price, answers "
+                   "within 24 h). Resumable: the batches in flight are kept in the call cache's file "
+                   "(PJUDGE_CACHE), and the same command run again after an interruption picks them up.")
+@click.option("--interactive", "mode", flag_value="interactive", help="One call at a time, whatever the profile's mode.")
 @handle_errors
 def judge_command(items_path: Path, output: Path, profile_name: str | None, concurrency: int, no_cache: bool,
-                  output_format: str, quiet: bool, batch: bool | None, **overrides: Any) -> None:
+                  output_format: str, quiet: bool, **overrides: Any) -> None:
     """Judge ITEMS.jsonl in-process (no server needed) and write VERDICTS.jsonl.
 
-    A rerun of the same items and profile is answered from the call cache (PJUDGE_CACHE). With
-    --batch the provider batches in flight are kept there too: an interrupted run, run again,
-    picks them up.
+    A rerun of the same items and profile is answered from the call cache (PJUDGE_CACHE).
     """
     items = read_items(items_path)
-    if batch is not None:
-        overrides["mode"] = "batch" if batch else "interactive"
     profile = resolve_profile(profile_name, **overrides)
     show_progress = not quiet and output_format == "text" and sys.stderr.isatty()
     if profile.mode == "batch":

@@ -46,6 +46,7 @@ from api.schemas import (
     job_status,
 )
 from judge.jsonl import InputError, validate_items
+from judge.profiles import JudgeProfile
 from judge.records import PairItem
 from store import queue, repo
 from store.models import Job
@@ -271,6 +272,11 @@ def create_job() -> Response:
                  for item in items]
     check_job_size(items, "items")
     max_cost_usd = budget_of(body)
+    if max_cost_usd is not None and isinstance(profile, JudgeProfile) and profile.mode == "batch":
+        # A batch-mode job sends its calls in provider batches that no per-batch reservation
+        # bounds yet (worker.provider_batches): a budget it could not keep is refused.
+        raise invalid("max_cost_usd is not supported with profile mode 'batch' yet",
+                      [problem("max_cost_usd", "not supported with mode 'batch'")])
     owner = current_owner()
     try:
         created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,

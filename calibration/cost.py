@@ -38,8 +38,7 @@ def _known_sum(values: Iterable[float | int | None]) -> Any:
 
 
 def _call_value(call: Call, name: str) -> Any:
-    # saved_batch_usd: a field batch mode adds to Call; absent until then.
-    return getattr(call, name, None)
+    return getattr(call, name)
 
 
 def cost_columns(verdict: Verdict) -> dict[str, Any]:

@@ -29,6 +29,9 @@ class ProfileError(ValueError):
     pass
 
 
+BATCH_DISCOUNT = 0.5  # both providers' batch APIs: half price
+
+
 class Price(BaseModel):
     """USD per million tokens. `input_tokens` counts every input token of a call, those read from
     or written to the provider's prompt cache included; the cache fields price those parts."""
@@ -65,16 +68,19 @@ class Price(BaseModel):
         })
 
     def cost(self, input_tokens: int | None, output_tokens: int | None, cached_input_tokens: int | None = None,
-             cache_write_tokens: int | None = None) -> float:
+             cache_write_tokens: int | None = None, batch: bool = False) -> float:
         """One call's cost. `cached_input_tokens` and `cache_write_tokens` are parts of
         `input_tokens` (unset cache prices: the input price; see `for_provider`). Without them: the
-        cost of the same tokens without prompt caching."""
+        cost of the same tokens without prompt caching. `batch`: through a provider's batch API
+        (`batch_discount` off)."""
         cached, written = cached_input_tokens or 0, cache_write_tokens or 0
         fresh = max(0, (input_tokens or 0) - cached - written)
         cached_price = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
         write_price = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
         total = (fresh * self.input_per_mtok + cached * cached_price + written * write_price
                  + (output_tokens or 0) * self.output_per_mtok)
+        if batch:
+            total *= 1 - (BATCH_DISCOUNT if self.batch_discount is None else self.batch_discount)
         return round(total / 1e6, 9)
 
 
@@ -103,6 +109,12 @@ class JudgeProfile(BaseModel):
                     "order), so a tie is never settled by it. Chosen on the FairEval 2025 re-runs "
                     "(python -m bench cost).")
     swap: bool = True
+    mode: Literal["interactive", "batch"] = Field(
+        default="interactive",
+        description="'batch': the calls go through the provider's batch API (OpenAI Batch, Anthropic Message "
+                    "Batches; half price, answers within 24 h): each round of requests is one provider batch, "
+                    "re-asks and adaptive extra samples follow in later batches (judge/batching.py). "
+                    "'interactive': one HTTP call each.")
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=64, ge=1, le=32768)
     certainty_threshold: float | None = Field(default=None, ge=0, le=1)
@@ -161,7 +173,8 @@ class JudgeProfile(BaseModel):
         return get_template(self.template)
 
     @property
-    def mode(self) -> Literal["choice", "scores"]:
+    def answer_kind(self) -> Literal["choice", "scores"]:
+        """What the template's parser reads: a choice (with a certainty) or two scores."""
         return "scores" if self.load_template().parser == "scores" else "choice"
 
 

@@ -87,6 +87,10 @@ class Call(BaseModel):
         description="What prompt caching saved on this call: its cost with every input token at the input "
         "price, less cost_usd (negative when cache writes cost more than reads saved). Absent where no "
         "provider reported cache tokens.")
+    saved_batch_usd: float | None = Field(
+        default=None, exclude_if=lambda value: value is None,
+        description="What batch mode saved on this call: its cost at the interactive price, less cost_usd. "
+        "Absent for interactive calls.")
     cost_usd: float | None = None
     latency_s: float | None = None
     cached: bool = False

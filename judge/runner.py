@@ -253,12 +253,12 @@ class Judge:
             return 0
         if rounds >= self.profile.samples:
             return None
-        mode, swap = self.profile.mode, self.profile.swap
+        mode, swap = self.profile.answer_kind, self.profile.swap
         previous = aggregate([c for c in calls if c.sample < rounds - 1], mode, swap).winner
         return None if settled(calls, mode, swap, self.profile.adaptive_margin, previous) else rounds
 
     def verdict(self, item: PairItem, calls: list[Call]) -> Verdict:
-        result = aggregate(calls, self.profile.mode, self.profile.swap, self.profile.certainty_threshold)
+        result = aggregate(calls, self.profile.answer_kind, self.profile.swap, self.profile.certainty_threshold)
         error = None
         if result.winner is None:
             first = next((c.error for c in calls if c.error), "no call")

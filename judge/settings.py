@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     sweep_after: float = Field(default=120.0, gt=0, description="Seconds without progress before a job's "
                                "batches are re-sent.")
     sweep_interval: float = Field(default=15.0, gt=0, description="Seconds between sweeps.")
+    batch_poll_s: float = Field(default=30.0, gt=0, description="Batch mode: seconds between polls of the "
+                                "provider batches in flight (worker and `pjudge judge --batch`).")
+    batch_max_tries: int = Field(default=3, ge=1, le=20, description="Batch mode: how many batches a request "
+                                 "goes in (errored, expired or cancelled ones are sent again) before its call "
+                                 "is an error.")
 
     # ------------------------------------------------------------ client: `pjudge submit` (infra slice)
     url: str | None = Field(default=None, description="Base URL of the API that `pjudge submit` talks to "

@@ -38,6 +38,9 @@ class ServerSettings(SimSettings):
     anthropic_cache_min_tokens: int = 1024
     cache_ttl_s: float = 300.0
     record_requests: int = 0  # the last N requests kept for GET /requests (0: none)
+    batch_delay_s: float = 2.0  # a batch ends this long after it was created (llm_sim.batches)
+    batch_fail_rate: float = 0.0  # share of a batch's requests that end in an error
+    batch_expire_rate: float = 0.0  # share of a batch's requests that expire unanswered
 
 
 class Stats:
@@ -122,6 +125,9 @@ class SimApp:
         app.router.add_get("/requests", self.get_requests)
         app.router.add_post("/stats/reset", self.reset_stats)
         app.router.add_get("/healthz", self.healthz)
+        from llm_sim.batches import BatchEndpoints
+
+        BatchEndpoints(self).add_routes(app)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -194,39 +200,43 @@ class SimApp:
             if rate_limited:
                 return "", self._error(endpoint, 429, "rate_limit_error", "simulated rate limit")
             return "", self._error(endpoint, 500, "server_error", "simulated server error")
-        result = answer(prompt, self.settings, key)
-        if result.malformed:
-            self.stats.counts["malformed"] += 1
-        self.stats.counts["completions"] += 1
         self.stats.counts["status:200"] += 1
-        return result.text, None
+        return self._answer_text(model, prompt, sample), None
 
     async def openai_chat(self, request: web.Request) -> web.Response:
         body = await self._read(request, "openai")
         if isinstance(body, web.Response):
             return body
-        messages = body["messages"]
-        system = "\n".join(_content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
-        rest = [m for m in messages if m.get("role") not in ("system", "developer")]
-        prompt = _prompt_text(system, rest)
-        text, failure = self._judge("openai", request, body["model"], prompt)
+        text, failure = self._judge("openai", request, body["model"], _openai_prompt(body))
         if failure is not None:
             return failure
-        prompt_tokens, completion_tokens = _tokens(prompt), _tokens(text)
+        prompt = _openai_prompt(body)
         cached = self.caches.automatic(body["model"], prompt)
-        self._count_tokens(prompt_tokens, cached, 0)
-        return web.json_response({
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens,
-                      "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0}},
-            "system_fingerprint": "sim",
-        })
+        self._count_tokens(_tokens(prompt), cached, 0)
+        return web.json_response(_openai_completion(body, prompt, text, cached))
+
+    def openai_answer(self, body: dict[str, Any], sample: str) -> dict[str, Any] | str:
+        """A batch request's answer (llm_sim.batches): the interactive one, or an error message."""
+        if not body.get("model") or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return "'model' and 'messages' are required"
+        prompt = _openai_prompt(body)
+        return _openai_completion(body, prompt, self._answer_text(body["model"], prompt, sample))
+
+    def anthropic_answer(self, body: dict[str, Any], sample: str) -> dict[str, Any] | str:
+        if not body.get("model") or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return "'model' and 'messages' are required"
+        if not isinstance(body.get("max_tokens"), int):
+            return "'max_tokens' is required"
+        prompt, _ = _anthropic_prompt(body.get("system", ""), body["messages"])
+        # Batches are answered without the prompt cache (no cache fields in their usage).
+        return _anthropic_message(body, prompt, self._answer_text(body["model"], prompt, sample))
+
+    def _answer_text(self, model: str, prompt: str, sample: str) -> str:
+        result = answer(prompt, self.settings, f"{model}\x1e{sample}\x1e{prompt}")
+        if result.malformed:
+            self.stats.counts["malformed"] += 1
+        self.stats.counts["completions"] += 1
+        return result.text
 
     async def anthropic_messages(self, request: web.Request) -> web.Response:
         body = await self._read(request, "anthropic")
@@ -239,20 +249,52 @@ class SimApp:
         if failure is not None:
             return failure
         read, written = self.caches.explicit(body["model"], prefix)
-        total = _tokens(prompt)
-        self._count_tokens(total, read, written)
-        return web.json_response({
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"],
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            # Anthropic's input_tokens leaves out the tokens read from or written to the cache.
-            "usage": {"input_tokens": total - read - written, "output_tokens": _tokens(text),
-                      "cache_creation_input_tokens": written, "cache_read_input_tokens": read},
-        })
+        self._count_tokens(_tokens(prompt), read, written)
+        return web.json_response(_anthropic_message(body, prompt, text, read, written))
+
+
+def _openai_prompt(body: dict[str, Any]) -> str:
+    messages = body["messages"]
+    system = "\n".join(_content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+    rest = [m for m in messages if m.get("role") not in ("system", "developer")]
+    return _prompt_text(system, rest)
+
+
+def _openai_completion(body: dict[str, Any], prompt: str, text: str, cached: int = 0) -> dict[str, Any]:
+    prompt_tokens, completion_tokens = _tokens(prompt), _tokens(text)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens,
+                  "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0}},
+        "system_fingerprint": "sim",
+    }
+
+
+def _anthropic_message(body: dict[str, Any], prompt: str, text: str, read: int | None = None,
+                       written: int | None = None) -> dict[str, Any]:
+    """A message; `read`/`written`: its prompt-cache tokens (None: the request had no cache fields)."""
+    total = _tokens(prompt)
+    usage: dict[str, Any] = {"input_tokens": total, "output_tokens": _tokens(text)}
+    if read is not None or written is not None:
+        # Anthropic's input_tokens leaves out the tokens read from or written to the cache.
+        usage = {"input_tokens": total - (read or 0) - (written or 0), "output_tokens": _tokens(text),
+                 "cache_creation_input_tokens": written or 0, "cache_read_input_tokens": read or 0}
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
 
 
 async def _serve(settings: ServerSettings, host: str, port: int, started: threading.Event | None,

@@ -146,6 +146,7 @@ class CallRow(SQLModel, table=True):
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
     saved_cache_usd: float | None = None  # judge.records.Call.saved_cache_usd
+    saved_batch_usd: float | None = None  # judge.records.Call.saved_batch_usd
     cost_usd: float | None = None
     latency_s: float | None = None
     cached: bool = False
@@ -258,6 +259,66 @@ class CacheEntry(SQLModel, table=True):
     input_tokens: int | None = None
     output_tokens: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ProviderBatch(SQLModel, table=True):
+    """A provider batch of a batch-mode job (judge/batching.py), written before anything is sent:
+    status submitting (ids not yet known), live (sent), ended (answers stored), failed (not sent),
+    lost (left submitting by a worker that died), cancelled."""
+
+    __tablename__ = "provider_batches"
+    __table_args__ = (Index("ix_provider_batches_job_status", "job_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=36)
+    provider: str = Field(max_length=64)
+    batch_id: str | None = Field(default=None, max_length=255)
+    input_file_id: str | None = Field(default=None, max_length=255)
+    status: str = Field(default="submitting", max_length=16)
+    n_requests: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ProviderBatchRequest(SQLModel, table=True):
+    """One request of a provider batch: its custom_id, the call it is (item position, order,
+    sample, attempt, stage) and its cache key (unscoped: the job is the tenant's); once the batch
+    ended, its answer or error (status pending, answered, failed)."""
+
+    __tablename__ = "provider_batch_requests"
+    __table_args__ = (
+        UniqueConstraint("batch_row", "custom_id", name="uq_provider_batch_requests_row_custom_id"),
+        Index("ix_provider_batch_requests_job", "job_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_row: int = Field(foreign_key="provider_batches.id")
+    job_id: str = Field(foreign_key="jobs.id", max_length=36)
+    custom_id: str = Field(max_length=64)
+    key: str = Field(max_length=64)
+    position: int
+    order: str = Field(default="", max_length=2)
+    sample: int = 0
+    attempt: int = 0
+    stage: int = 0
+    status: str = Field(default="pending", max_length=16)
+    raw: str | None = Field(default=None, sa_column=Column(Text))
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    truncated_from: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class ProviderBatchLease(SQLModel, table=True):
+    """Which worker process is ticking a batch-mode job (judge/batching.py) until when: one at a
+    time, and a holder that died frees it when `until` passes."""
+
+    __tablename__ = "provider_batch_leases"
+
+    job_id: str = Field(primary_key=True, foreign_key="jobs.id", max_length=36)
+    holder: str = Field(max_length=64)
+    until: datetime
 
 
 # ---------------------------------------------------------------- verdict summaries

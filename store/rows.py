@@ -37,7 +37,7 @@ def call_row(job_id: str, item_id: str, call: Call, now: datetime) -> dict[str, 
         "scores_json": json.dumps(call.scores) if call.scores is not None else None,
         "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
         "cached_input_tokens": call.cached_input_tokens, "cache_write_tokens": call.cache_write_tokens,
-        "saved_cache_usd": call.saved_cache_usd,
+        "saved_cache_usd": call.saved_cache_usd, "saved_batch_usd": call.saved_batch_usd,
         "latency_s": call.latency_s, "cached": call.cached, "attempts": call.attempts, "error": call.error,
         "created_at": now, "stage": call.stage or 0,
     }
@@ -55,7 +55,7 @@ def call_from_row(row: Row[Any]) -> Call:
         error=row.error, attempts=row.attempts, stage=row._mapping.get("stage"),
         cached_input_tokens=row._mapping.get("cached_input_tokens"),
         cache_write_tokens=row._mapping.get("cache_write_tokens"),
-        saved_cache_usd=row._mapping.get("saved_cache_usd"),
+        saved_cache_usd=row._mapping.get("saved_cache_usd"), saved_batch_usd=row._mapping.get("saved_batch_usd"),
     )
 
 

@@ -63,7 +63,7 @@ def test_user_template_from_folder_and_path(tmp_path: Path, monkeypatch: pytest.
     assert template.render(ITEM, "BA")[-1]["content"].startswith("Q: How do I save money?\n1: Buy bonds.")
     assert get_template(str(folder / "terse.toml")).key == template.key
     profile = load_profile("persona-tie", template=str(folder / "terse.toml"))
-    assert profile.mode == "choice"
+    assert profile.answer_kind == "choice"
 
 
 def test_template_key_changes_with_its_text(tmp_path: Path) -> None:
@@ -105,6 +105,6 @@ def test_unknown_template_and_profile() -> None:
 
 def test_profile_objects_override_a_base() -> None:
     profile = load_profile({"template": "faireval-scores", "model": "m", "provider": "anthropic"})
-    assert profile.name == "faireval-scores" and profile.samples == 3 and profile.mode == "scores"
+    assert profile.name == "faireval-scores" and profile.samples == 3 and profile.answer_kind == "scores"
     assert profile.model == "m" and profile.provider == "anthropic"
     assert load_profile({"profile": "persona-tie", "samples": 2}).samples == 2

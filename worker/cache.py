@@ -45,6 +45,10 @@ class BatchCallCache:
             return key
         return hashlib.sha256(f"{self.tenant}\n{key}".encode()).hexdigest()
 
+    def scoped_key(self, key: str) -> str:
+        """The key as stored: hashed with the tenant (the batch-mode store writes entries itself)."""
+        return self._scoped(key)
+
     def get(self, key: str) -> CallResult | None:
         key = self._scoped(key)
         if key in self._known:

@@ -28,6 +28,8 @@ from worker.app import QUEUE, app
 from worker.batches import CANCELLED, RUNNING, Batch, Stopped
 from worker.broker import redis_client_url
 from worker.cache import BatchCallCache
+from worker.provider_batches import is_batch_job, tick_job
+from worker.quota import over_cost_quota
 from worker.runtime import runtime
 
 log = logging.getLogger("pjudge.worker")
@@ -74,6 +76,9 @@ def judge_batch(self: Task[..., int], job_id: str, start: int, end: int) -> int:
     job = repo.get_job(engine, job_id)
     if job is None or job.status not in repo.ACTIVE:
         return 0
+    if is_batch_job(job):  # provider batches: the job's one task sends them (worker.provider_batches)
+        tick = tick_job(engine, job_id)
+        return len(tick.verdicts) if tick is not None else 0
     entered = RUNNING.enter(job_id, job.owner, f"{job_id}[{start}:{end}]")
     if entered is None:
         # Its tenant holds its share of this worker while another tenant's batches wait: hand the
@@ -101,7 +106,7 @@ def _judge_batch(task: Task[..., int], engine: Engine, job: Job, start: int, end
         # One call cache per stage that ran (one for a single judge): a cascade's earlier stages'
         # are flushed (durable) before the next stage starts; the last is written with the verdicts.
         caches: list[BatchCallCache] = []
-        over_quota = _over_cost_quota(engine, job.owner)
+        over_quota = over_cost_quota(engine, job.owner)
         try:
             if over_quota is not None:
                 raise _OverQuota(over_quota)
@@ -229,21 +234,6 @@ class _OverQuota(Exception):
     """The job's owner has spent its daily cost quota: the batch makes no calls."""
 
 
-def _over_cost_quota(engine: Engine, owner: str) -> str | None:
-    """The error of a batch whose owner has reached PJUDGE_QUOTA_COST_PER_DAY (counted as at POST:
-    store.repo.cost_in_quota_window), or None. Checked before each batch judges, so jobs posted
-    before the quota was reached stop spending too; batches already running finish, so the spend
-    may overshoot by at most one batch per worker thread."""
-    from judge.settings import settings
-
-    limit = settings().quota_cost_per_day
-    if limit is None:
-        return None
-    spent = repo.cost_in_quota_window(engine, owner)
-    if spent < limit:
-        return None
-    return (f"quota: this key's quota of {limit:g} USD per 24 h is used up ({spent:.6g} USD spent); "
-            "the item was not judged")
 
 
 def _stopped(engine: Engine, batch: Batch, reason: str, caches: list[BatchCallCache]) -> int:
@@ -319,10 +309,16 @@ def lane_for(celery_app: Celery, owner: str) -> str:
         return QUEUE
 
 
+def task_ranges(job: Job) -> list[tuple[int, int]]:
+    """The job's tasks: one per batch of items; a batch-mode job's one task sends all its requests
+    as provider batches."""
+    return [(0, job.n_items)] if is_batch_job(job) else repo.batches(job)
+
+
 def enqueue_job(job: Job, celery_app: Celery | None = None) -> int:
     """Send one task per batch of the job, to its owner's lane; returns how many were sent."""
     celery_app = celery_app or app
-    batches = repo.batches(job)
+    batches = task_ranges(job)
     queue = lane_for(celery_app, job.owner)
     for start, end in batches:
         _send(celery_app, job.id, start, end, queue)
@@ -333,7 +329,7 @@ def requeue_missing(engine: Engine, job: Job, celery_app: Celery | None = None) 
     """Re-send the batches of an active job that still miss verdicts (a safety net for a broker
     that lost messages); duplicates are harmless because writes are idempotent."""
     celery_app = celery_app or app
-    missing = [(start, end) for start, end in repo.batches(job)
+    missing = [(start, end) for start, end in task_ranges(job)
                if len(repo.done_positions(engine, job.id, start, end)) < end - start]
     if missing:
         queue = lane_for(celery_app, job.owner)

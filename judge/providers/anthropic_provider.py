@@ -68,6 +68,32 @@ def _result(text: str, usage: dict[str, Any]) -> CallResult:
                       cached_input_tokens=read, cache_write_tokens=written)
 
 
+def messages_body(request: CallRequest) -> dict[str, Any]:
+    """The messages request body (interactive, or one request's params in a message batch)."""
+    system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [m for m in request.messages if m["role"] != "system"],
+        # Anthropic's current messages API takes no sampling temperature.
+        "max_tokens": request.max_tokens,
+    }
+    if system:
+        body["system"] = system
+    if request.cache_prefix is not None:
+        _mark_cache_prefix(body, request.cache_prefix)
+    return body
+
+
+def message_result(response: Any, echo: bool) -> CallResult:
+    """A message's text and usage."""
+    try:
+        text = "".join(block.get("text", "") for block in response["content"] if block.get("type") == "text")
+        usage = response.get("usage") or {}
+    except (TypeError, KeyError, AttributeError):
+        raise response_shape_error("message", response, echo) from None
+    return _result(text, usage)
+
+
 class AnthropicProvider:
     name = "anthropic"
 
@@ -85,26 +111,11 @@ class AnthropicProvider:
         )
 
     async def complete(self, request: CallRequest) -> CallResult:
-        system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
-        body: dict[str, Any] = {
-            "model": request.model,
-            "messages": [m for m in request.messages if m["role"] != "system"],
-            # Anthropic's current messages API takes no sampling temperature.
-            "max_tokens": request.max_tokens,
-        }
-        if system:
-            body["system"] = system
-        if request.cache_prefix is not None:
-            _mark_cache_prefix(body, request.cache_prefix)
+        body = messages_body(request)
         response = await post_through_sdk(self._client, "/v1/messages", body, request.extra,
                                           next(self._idempotency_keys), anthropic.AnthropicError, self._api_key,
                                           echo=self._echo)
-        try:
-            text = "".join(block.get("text", "") for block in response["content"] if block.get("type") == "text")
-            usage = response.get("usage") or {}
-        except (TypeError, KeyError, AttributeError):
-            raise response_shape_error("message", response, self._echo) from None
-        return _result(text, usage)
+        return message_result(response, self._echo)
 
     async def aclose(self) -> None:
         await self._client.close()

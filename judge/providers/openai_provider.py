@@ -50,6 +50,30 @@ def _cached_tokens(usage: dict[str, Any]) -> int | None:
     return cached if isinstance(cached, int) else None
 
 
+def chat_body(request: CallRequest, compatible: bool) -> dict[str, Any]:
+    """The chat-completions request body (interactive, or one line of a batch file)."""
+    body: dict[str, Any] = {"model": request.model, "messages": request.messages, "temperature": request.temperature}
+    # OpenAI's own API has renamed the limit; compatible servers know the old name.
+    body["max_tokens" if compatible else "max_completion_tokens"] = request.max_tokens
+    # Prompt caching is automatic (prompts of 1,024 tokens or more, by prefix); the key routes the
+    # requests that share the rubric and persona to the same cache.
+    cache_key = request.prompt_cache_key()
+    if cache_key is not None:
+        body["prompt_cache_key"] = cache_key
+    return body
+
+
+def chat_result(response: Any, echo: bool) -> CallResult:
+    """A chat completion's text and usage."""
+    try:
+        text = response["choices"][0]["message"].get("content") or ""
+        usage = response.get("usage") or {}
+    except (TypeError, KeyError, IndexError, AttributeError):
+        raise response_shape_error("chat completion", response, echo) from None
+    return CallResult(text=text, input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
+                      cached_input_tokens=_cached_tokens(usage))
+
+
 class OpenAIProvider:
     def __init__(self, profile: JudgeProfile, access: Access, compatible: bool):
         self.name = "openai-compatible" if compatible else "openai"
@@ -76,28 +100,14 @@ class OpenAIProvider:
         )
 
     async def complete(self, request: CallRequest) -> CallResult:
-        body: dict[str, Any] = {"model": request.model, "messages": request.messages,
-                                "temperature": request.temperature}
-        # OpenAI's own API has renamed the limit; compatible servers know the old name.
-        body["max_tokens" if self._compatible else "max_completion_tokens"] = request.max_tokens
-        # Prompt caching is automatic (prompts of 1,024 tokens or more, by prefix); the key routes
-        # the requests that share the rubric and persona to the same cache.
-        cache_key = request.prompt_cache_key()
-        if cache_key is not None:
-            body["prompt_cache_key"] = cache_key
+        body = chat_body(request, self._compatible)
         if self._direct is not None:
             response = await self._direct.post("/chat/completions", body, request.extra)
         else:
             response = await post_through_sdk(self._client, "/chat/completions", body, request.extra,
                                               next(self._idempotency_keys), openai.OpenAIError, self._api_key,
                                               echo=self._echo)
-        try:
-            text = response["choices"][0]["message"].get("content") or ""
-            usage = response.get("usage") or {}
-        except (TypeError, KeyError, IndexError, AttributeError):
-            raise response_shape_error("chat completion", response, self._echo) from None
-        return CallResult(text=text, input_tokens=usage.get("prompt_tokens"),
-                          output_tokens=usage.get("completion_tokens"), cached_input_tokens=_cached_tokens(usage))
+        return chat_result(response, self._echo)
 
     async def aclose(self) -> None:
         if self._direct is not None:

@@ -194,6 +194,11 @@ def print_summary(summary: dict[str, Any]) -> None:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the call cache.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--batch", "mode", flag_value="batch", default=None,
+              help="Send the calls through the provider's batch API (profile mode 'batch': half price, answers "
+                   "within 24 h). Resumable: the batches in flight are kept in the call cache's file "
+                   "(PJUDGE_CACHE), and the same command run again after an interruption picks them up.")
+@click.option("--interactive", "mode", flag_value="interactive", help="One call at a time, whatever the profile's mode.")
 @handle_errors
 def judge_command(items_path: Path, output: Path, profile_name: str | None, concurrency: int, no_cache: bool,
                   output_format: str, quiet: bool, **overrides: Any) -> None:
@@ -207,8 +212,15 @@ def judge_command(items_path: Path, output: Path, profile_name: str | None, conc
     items = read_items(items_path)
     profile = resolve_judging(profile_name, **overrides)
     show_progress = not quiet and output_format == "text" and sys.stderr.isatty()
-    verdicts, progress, interrupted = run_judging(profile, items, output, concurrency, open_cache(no_cache),
-                                                  show_progress)
+    if isinstance(profile, JudgeProfile) and profile.mode == "batch":
+        if no_cache:
+            raise click.UsageError("--batch keeps its provider batches in the call cache's file: drop --no-cache")
+        from pjudge.commands.batch_judging import run_batch_judging
+
+        verdicts, progress, interrupted = run_batch_judging(profile, items, output, show_progress)
+    else:
+        verdicts, progress, interrupted = run_judging(profile, items, output, concurrency, open_cache(no_cache),
+                                                      show_progress)
     summary = summarize(verdicts, progress)
     summary["output"] = str(output)
     if output_format == "json":

@@ -23,6 +23,12 @@ def _rate(name: str) -> click.FloatRange:
               help="Share of answers in no parseable format.")
 @click.option("--retry-after-ms", default=100.0, show_default=True, type=click.FloatRange(0),
               help="Retry-After sent with injected failures.")
+@click.option("--batch-delay-s", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="Batch endpoints: a batch ends this long after it was created.")
+@click.option("--batch-fail-rate", default=0.0, show_default=True, type=_rate("batch-fail-rate"),
+              help="Batch endpoints: share of a batch's requests that end in an error.")
+@click.option("--batch-expire-rate", default=0.0, show_default=True, type=_rate("batch-expire-rate"),
+              help="Batch endpoints: share of a batch's requests that expire unanswered.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--cache-min-tokens", default=1024, show_default=True, type=click.IntRange(1),
               help="OpenAI-style automatic prompt caching: the least prompt length cached (in 128-token steps).")
@@ -32,21 +38,26 @@ def _rate(name: str) -> click.FloatRange:
               help="Keep the last N requests (bodies and headers, keys left out) for GET /requests.")
 @handle_errors
 def llm_sim_command(host: str, port: int, latency_ms: float, first_bias: float, noise: float, fail_rate: float,
-                    malformed_rate: float, retry_after_ms: float, seed: int, cache_min_tokens: int,
+                    malformed_rate: float, retry_after_ms: float, batch_delay_s: float, batch_fail_rate: float,
+                    batch_expire_rate: float, seed: int, cache_min_tokens: int,
                     anthropic_cache_min_tokens: int, record_requests: int) -> None:
     """Serve a simulated judge speaking the OpenAI and Anthropic wire protocols.
 
     Point a profile at it with provider openai-compatible and base URL http://HOST:PORT/v1, or
     anthropic with base URL http://HOST:PORT. Its model names start with `sim-`. GET /stats counts
     the requests it served and the input tokens its prompt caches read and wrote (approximate: 4
-    characters a token), as each provider reports them in `usage`.
+    characters a token), as each provider reports them in `usage`. It also serves OpenAI's files and
+    batches endpoints and Anthropic's message batches (profile mode "batch", pjudge judge --batch),
+    each request answered as the interactive endpoint would.
     """
     from llm_sim.server import ServerSettings, serve_forever
 
     settings = ServerSettings(first_bias=first_bias, noise=noise, fail_rate=fail_rate,
                               malformed_rate=malformed_rate, seed=seed, latency_ms=latency_ms,
                               retry_after_ms=retry_after_ms, cache_min_tokens=cache_min_tokens,
-                              anthropic_cache_min_tokens=anthropic_cache_min_tokens, record_requests=record_requests)
+                              anthropic_cache_min_tokens=anthropic_cache_min_tokens, record_requests=record_requests,
+                              batch_delay_s=batch_delay_s, batch_fail_rate=batch_fail_rate,
+                              batch_expire_rate=batch_expire_rate)
 
     def announce(bound: int) -> None:
         click.echo(f"llm-sim listening on http://{host}:{bound}", err=False)

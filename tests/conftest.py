@@ -117,8 +117,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path,
 # ---------------------------------------------------------------- tiers
 
 # Fixtures that start processes or servers: the simulator, Redis, workers (tests/support/services.py
-# `Service`), a hanging endpoint.
-SERVICE_FIXTURES = frozenset({"start_sim", "redis_server", "service", "hanging"})
+# `Service`), a hanging endpoint, the embedded Redis (test_private_data.py).
+SERVICE_FIXTURES = frozenset({"start_sim", "redis_server", "service", "hanging", "embedded_redis"})
 # Fixtures parametrized over the databases: their "postgresql" case needs PostgreSQL.
 DATABASE_FIXTURES = frozenset({"engine", "database_url", "unmigrated"})
 

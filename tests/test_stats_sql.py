@@ -149,7 +149,8 @@ def check(engine: Engine, selection: Selection, group_by: str | None = None, **o
 
 # ---------------------------------------------------------------- tests
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+# One seed in the fast tier; the other two (each a second of CPU or more) in the full suite.
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_summaries_equal_build_report(engine: Engine, seed: int) -> None:
     job_ids = populate(engine, seed)
     everything = Selection(owner=OWNER)

@@ -5,6 +5,7 @@ registers the markers; `scripts/test --fast` leaves them all out). Shared builde
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy.engine import Engine
 
+from judge.private import private_sqlite
 from judge.settings import reset_settings
 from llm_sim.process import SimProcess
 from tests.support.cli import SHARED_DATA
@@ -64,14 +66,45 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to the newest revision once per session, checkpointed into its
+    one file: migrating takes a few hundred milliseconds, copying the file one."""
+    from store.db import create_db_engine, migrate
+
+    path = tmp_path_factory.mktemp("migrated") / "template.sqlite"
+    engine = create_db_engine(f"sqlite:///{path}")
+    migrate(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def migrated_sqlite(migrated_sqlite_template: Path) -> Callable[[Path], Engine]:
+    """`migrated_sqlite(path)`: a fresh copy of the migrated template at `path` (0600, as the
+    product makes it), opened with store.db.get_engine; the copy is at the newest revision already,
+    so get_engine skips Alembic's check (tens of milliseconds)."""
+    from store.db import get_engine
+
+    def copy(path: Path) -> Engine:
+        shutil.copyfile(migrated_sqlite_template, private_sqlite(path))
+        return get_engine(f"sqlite:///{path}", run_migrations=False)
+
+    return copy
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated database: SQLite, and PostgreSQL (a fresh database, dropped after) where
-    PJUDGE_TEST_POSTGRES_URL is set (create_postgres_database skips otherwise)."""
+def engine(request: pytest.FixtureRequest, tmp_path: Path,
+           migrated_sqlite: Callable[[Path], Engine]) -> Iterator[Engine]:
+    """A migrated database: SQLite (a copy of the session's migrated template), and PostgreSQL
+    (a fresh database, dropped after) where PJUDGE_TEST_POSTGRES_URL is set
+    (create_postgres_database skips otherwise)."""
     from store.db import get_engine
 
     if request.param == "sqlite":
-        yield get_engine(f"sqlite:///{tmp_path}/db.sqlite")
+        yield migrated_sqlite(tmp_path / "db.sqlite")
         return
     from tests.support.services import create_postgres_database, drop_postgres_database
 
@@ -85,8 +118,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 # ---------------------------------------------------------------- tiers
 
 # Fixtures that start processes or servers: the simulator, Redis, workers (tests/support/services.py
-# `Service`), a hanging endpoint.
-SERVICE_FIXTURES = frozenset({"start_sim", "redis_server", "service", "hanging"})
+# `Service`), a hanging endpoint, the embedded Redis (test_private_data.py).
+SERVICE_FIXTURES = frozenset({"start_sim", "redis_server", "service", "hanging", "embedded_redis"})
 # Fixtures parametrized over the databases: their "postgresql" case needs PostgreSQL.
 DATABASE_FIXTURES = frozenset({"engine", "database_url", "unmigrated"})
 

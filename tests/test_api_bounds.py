@@ -7,6 +7,7 @@ where PJUDGE_TEST_POSTGRES_URL is set), the real runner against llm-sim or a loo
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 from collections.abc import Iterator
@@ -92,17 +93,23 @@ def test_personalization_jobs_are_bounded_too(client: FlaskClient, engine: Engin
 
 # ---------------------------------------------------------------- raw answers capped
 
+@functools.cache
+def _huge_body() -> bytes:
+    """The huge answer's bytes, made once per session (a 50 MB json.dumps is not free)."""
+    content = "[[A]] [[90]] " + "x" * (HUGE - 13)
+    return json.dumps({"id": "x", "object": "chat.completion", "model": "sim-judge",
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": content}}],
+                       "usage": {"prompt_tokens": 100, "completion_tokens": 10}}).encode()
+
+
 class _HugeAnswerServer:
     """A loopback server whose every answer is an OpenAI chat completion holding a parseable
     verdict followed by HUGE characters; with `declare_length` off it sends no Content-Length
     (the body ends when the connection closes). Counts the requests."""
 
     def __init__(self) -> None:
-        content = "[[A]] [[90]] " + "x" * (HUGE - 13)
-        self.body = json.dumps({"id": "x", "object": "chat.completion", "model": "sim-judge",
-                                "choices": [{"index": 0, "finish_reason": "stop",
-                                             "message": {"role": "assistant", "content": content}}],
-                                "usage": {"prompt_tokens": 100, "completion_tokens": 10}}).encode()
+        self.body = _huge_body()
         self.requests = 0
         self.declare_length = True
         server = self
@@ -131,7 +138,7 @@ class _HugeAnswerServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -150,6 +157,7 @@ def huge_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_HugeAnswerServer]:
     server.httpd.server_close()
 
 
+@pytest.mark.slow  # reads 50 MB twice
 def test_a_50_mb_answer_is_capped_on_the_call_in_the_database_and_in_get_verdicts(
         engine: Engine, huge_server: _HugeAnswerServer) -> None:
     huge_server.declare_length = False  # so the SDK reads it whole: the runner's cap is what holds
@@ -175,7 +183,7 @@ def test_a_50_mb_answer_is_capped_on_the_call_in_the_database_and_in_get_verdict
 
 
 @pytest.mark.parametrize("transport,provider,declared", [
-    ("sdk", "openai-compatible", True), ("sdk", "anthropic", True),
+    ("sdk", "openai-compatible", True), pytest.param("sdk", "anthropic", True, marks=pytest.mark.slow),  # reads 50 MB
     ("direct", "openai-compatible", True), ("direct", "openai-compatible", False)])
 def test_an_answer_over_the_body_limit_fails_its_call_unread_and_unretried(
         engine: Engine, huge_server: _HugeAnswerServer, monkeypatch: pytest.MonkeyPatch, transport: str,
@@ -361,6 +369,7 @@ def test_concurrent_posts_of_one_key_cannot_overrun_its_quota(engine: Engine) ->
     assert count(engine, Job) == 3
 
 
+@pytest.mark.slow  # reads 50 MB twice
 def test_no_cache_entry_holds_a_cut_answer(engine: Engine, huge_server: _HugeAnswerServer) -> None:
     huge_server.declare_length = False
     profile = load_profile(SIM_PROFILE["profile"], provider="openai-compatible", model="sim-judge",

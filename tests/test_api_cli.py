@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Engine:
-    return get_engine(database_url)
+def engine(database_url: str, migrated_sqlite: Callable[[Path], Engine]) -> Engine:
+    return migrated_sqlite(Path(database_url.removeprefix("sqlite:///")))
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -88,7 +88,8 @@ class LiveServer:
         self.app: Flask = create_app(engine, self._enqueue, {"PJUDGE_API_KEYS": KEY_A})
         self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits up to one poll_interval (0.5 s by default)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self.judges: list[threading.Thread] = []
 
     def _enqueue(self, job: Any) -> None:

@@ -400,16 +400,18 @@ def load_converter() -> Any:
     return module
 
 
-@pytest.fixture
-def pens_lines(tmp_path: Path) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def pens_lines(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The converted PENS file (102,770 lines, read only by the tests), converted once per module."""
     if not (PERSEVAL / "derived" / "pens_personalized_consolidated.jsonl").is_file():
         pytest.skip(f"PENS data not found under {PERSEVAL} (research-only data kept outside the repo)")
-    output = tmp_path / "pens.jsonl"
+    output = tmp_path_factory.mktemp("pens") / "pens.jsonl"
     load_converter().convert("consolidated", PERSEVAL, output)
     return [json.loads(raw) for raw in output.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # the 102,770-line PENS data set converted
 def test_pens_converter_routes_agree(tmp_path: Path, pens_lines: list[dict[str, Any]]) -> None:
     """The raw files (tsv + hyps) give the same lines; the consolidated file stores the user headlines
     lower-cased and stripped, which changes no token."""
@@ -427,6 +429,7 @@ def test_pens_converter_routes_agree(tmp_path: Path, pens_lines: list[dict[str, 
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # the 102,770-line PENS data set converted
 def test_pens_subset_matches_straightforward(pens_lines: list[dict[str, Any]]) -> None:
     prompts = sorted({r["prompt_id"] for r in pens_lines})[::25]  # ~150 news items keep this quick
     chosen = set(prompts)
@@ -446,6 +449,7 @@ def test_cli_unknown_distance_is_bad_input(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown distance 'nope'" in result.output
 
 
+@pytest.mark.slow  # a timing over 75,000 generated lines
 def test_thousands_of_prompts_take_seconds() -> None:
     rng = random.Random(11)
     words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(5)) for _ in range(400)]

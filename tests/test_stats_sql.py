@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
 
 from calibration.counts import FIELD
@@ -349,6 +350,8 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
     migrate(engine, "0002")
     rng = random.Random(21)
     with engine.begin() as conn:  # rows as the code before 0003 wrote them
+        verdict_columns = {column["name"] for column in sa_inspect(conn).get_columns("verdicts")}
+        call_columns = {column["name"] for column in sa_inspect(conn).get_columns("calls")}
         for j in range(3):
             profile = JudgeProfile(name="persona-certainty", provider="openai", model=f"model-{j % 2}")
             items = make_items(rng, 50)
@@ -364,13 +367,11 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
                 verdict = random_verdict(rng, item, profile.name, profile.model)
                 when = T0 + timedelta(minutes=rng.randint(0, 180))
                 conn.execute(insert(VerdictRow.__table__), [  # without the columns of later migrations
-                    {k: v for k, v in verdict_row(job.id, i, verdict, when).items()
-                     if k not in ("stage", "stages_json", "input_tokens", "cached_input_tokens", "saved_batch_usd",
-                                  "saved_cache_usd")}])
+                    {k: v for k, v in verdict_row(job.id, i, verdict, when).items() if k in verdict_columns}])
                 if verdict.calls:
                     conn.execute(insert(CallRow.__table__), [  # without the columns of later migrations
-                        {k: v for k, v in call_row(job.id, item.id, call, when).items()
-                         if k not in ("raw_truncated_from", "stage")} for call in verdict.calls])
+                        {k: v for k, v in call_row(job.id, item.id, call, when).items() if k in call_columns}
+                        for call in verdict.calls])
     migrate(engine, "0003")  # the summary tables, empty
     migrate(engine)  # 0004: the cumulative layout, filled
     check(engine, Selection(owner=OWNER), hitl=0.3)

@@ -105,10 +105,11 @@ class LiveServer:
     """The app on a loopback port, served by werkzeug in a thread; enqueue 'judges' the job in a
     background thread (through repo.record_verdicts) a moment later, like a worker would."""
 
-    def __init__(self, engine: Engine, delay: float = 0.3):
-        self.engine, self.delay = engine, delay
+    def __init__(self, engine: Engine, delay: float = 0.3, config: dict[str, str] | None = None,
+                 choose: Callable[[int, PairItem], tuple[str | None, float | None, bool]] | None = None):
+        self.engine, self.delay, self.choose = engine, delay, choose
         self.jobs: list[Any] = []
-        self.app: Flask = create_app(engine, self._enqueue, {"PJUDGE_API_KEYS": KEY_A})
+        self.app: Flask = create_app(engine, self._enqueue, {"PJUDGE_API_KEYS": KEY_A, **(config or {})})
         self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -119,7 +120,7 @@ class LiveServer:
 
         def work() -> None:
             time.sleep(self.delay)
-            judge_all(self.engine, job.id, shuffle=True)
+            judge_all(self.engine, job.id, self.choose, shuffle=True)
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()

@@ -96,7 +96,7 @@ class Retry:
             return None
         if retry_after is not None:
             return retry_after if retry_after <= self.max_retry_after_s else None
-        return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
 
 
 # ---------------------------------------------------------------- request and response documents
@@ -170,7 +170,7 @@ def _error(response: httpx2.Response) -> ApiCallError:
 
 
 def _unreachable(base: str, exc: Exception) -> ApiCallError:
-    return ApiCallError(0, "connection_error", f"cannot reach {base}: {exc or type(exc).__name__}")
+    return ApiCallError(0, "connection_error", f"cannot reach {base}: {str(exc) or type(exc).__name__}")
 
 
 def _next_wait(retry: Retry, attempt: int, base: str, response: httpx2.Response | None,
@@ -237,10 +237,10 @@ class _Bar:
     def update(self, job: JobOut) -> None:
         if self.progress is None:
             return
-        fields = {"status": job.status, "failed": job.counts.failed_items, "cost": job.cost_usd}
         if self.task is None:
-            self.task = self.progress.add_task("job", total=job.counts.items, **fields)
-        self.progress.update(self.task, completed=job.counts.verdicts, total=job.counts.items, **fields)
+            self.task = self.progress.add_task("job", total=job.counts.items, status=job.status, failed=0, cost=0.0)
+        self.progress.update(self.task, completed=job.counts.verdicts, total=job.counts.items, status=job.status,
+                             failed=job.counts.failed_items, cost=job.cost_usd)
 
 
 # ---------------------------------------------------------------- synchronous

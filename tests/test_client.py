@@ -51,7 +51,7 @@ def test_importing_the_client_loads_no_flask() -> None:
 def test_submit_wait_and_verdicts_are_every_page_the_server_serves(live: LiveServer) -> None:
     items = make_items(45)
     with Client(live.url, KEY_A) as client:
-        job = client.submit(items, profile="persona-certainty")
+        job = client.submit((item for item in items), profile="persona-certainty")  # any iterable
         assert job.accepted is not None and job.accepted.status == "queued" and not job.replayed
         finished = job.wait(progress=False, poll=0.05, timeout=30)
         assert finished.status == "done" and finished.counts.verdicts == 45

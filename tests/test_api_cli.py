@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,9 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from flask import Flask
 from sqlalchemy.engine import Engine
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from api.app import create_app
 from judge.jsonl import read_verdicts
@@ -27,7 +23,7 @@ from judge.settings import reset_settings
 from pjudge.cli import main
 from store import repo
 from store.db import get_engine
-from tests.support.api import KEY_A, judge_all, make_items
+from tests.support.api import KEY_A, LiveServer, make_items
 from tests.support.cli import REPO
 
 
@@ -77,42 +73,6 @@ def test_keys_create_list_revoke(database_url: str, engine: Engine) -> None:
 
 
 # ---------------------------------------------------------------- submit, against a live server
-
-class LiveServer:
-    """The app on a loopback port, served by werkzeug in a thread; enqueue 'judges' the job in a
-    background thread (through repo.record_verdicts) a moment later, like a worker would."""
-
-    def __init__(self, engine: Engine, delay: float = 0.3):
-        self.engine, self.delay = engine, delay
-        self.jobs: list[Any] = []
-        self.app: Flask = create_app(engine, self._enqueue, {"PJUDGE_API_KEYS": KEY_A})
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        # shutdown() waits up to one poll_interval (0.5 s by default)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-        self.judges: list[threading.Thread] = []
-
-    def _enqueue(self, job: Any) -> None:
-        self.jobs.append(job)
-
-        def work() -> None:
-            time.sleep(self.delay)
-            judge_all(self.engine, job.id, shuffle=True)
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        self.judges.append(thread)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for thread in self.judges:
-            thread.join(timeout=30)
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def live(engine: Engine) -> Iterator[LiveServer]:

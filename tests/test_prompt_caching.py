@@ -226,8 +226,9 @@ def test_a_small_job_over_personas_shows_the_share_and_the_saving() -> None:
 # Through the service ----------------------------------------------------------------------------
 
 def test_the_api_and_worker_store_cached_tokens_and_bill_them(tmp_path: Path, start_sim, redis_server) -> None:
+    from api.client import Client
     from judge.jsonl import read_verdicts
-    from pjudge.commands.submit import ApiClient, download_verdicts, wait_for
+    from pjudge.commands.submit import download_verdicts
     from tests.support.services import Process, Service, free_port, wait_for_port
 
     sim = start_sim("--record-requests", "200")
@@ -239,16 +240,15 @@ def test_the_api_and_worker_store_cached_tokens_and_bill_them(tmp_path: Path, st
         service.workers.append(Process(["serve", "--port", str(port)], service.env, tmp_path / "api.log").start())
         service.start_worker()
         wait_for_port(port)
-        client = ApiClient(f"http://127.0.0.1:{port}", api_key)
         items = make_items(40, 4, persona_chars=5000)
         profile = {"profile": "persona-certainty", "provider": "anthropic", "model": "sim-judge",
                    "base_url": sim.url, "price": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}}
-        _, created, _ = client.request("POST", "/v1/jobs", {"items": [i.model_dump(exclude_none=True) for i in items],
-                                                            "profile": profile})
-        job = wait_for(client, created["job_id"], poll=0.3, show_progress=False)
-        assert job["status"] == "done", job
-        out = tmp_path / "verdicts.jsonl"
-        download_verdicts(client, created["job_id"], out)
+        with Client(f"http://127.0.0.1:{port}", api_key) as client:
+            submitted = client.submit(items, profile)
+            job = submitted.wait(progress=False, poll=0.3).model_dump(mode="json")
+            assert job["status"] == "done", job
+            out = tmp_path / "verdicts.jsonl"
+            download_verdicts(submitted, out)
     finally:
         service.stop()
     calls = [c for v in read_verdicts(out) for c in v.calls]

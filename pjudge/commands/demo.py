@@ -110,9 +110,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 def demo_command(output: Path | None, first_bias: float, noise: float, output_format: str) -> None:
     """Post the bundled example items to the API, judge them in a worker against the simulated
     LLM judge (both orders, verbal certainty), and report agreement with the human labels."""
+    from api.client import Client
     from calibration.report import build_report
     from llm_sim.server import ServerSettings, SimServerThread
-    from pjudge.commands.submit import ApiClient, download_verdicts, wait_for
+    from pjudge.commands.submit import download_verdicts
     from store.db import get_engine
     from worker.broker import broker_url, configured_broker_url, release_embedded
 
@@ -134,15 +135,15 @@ def demo_command(output: Path | None, first_bias: float, noise: float, output_fo
         if text:
             click.echo(f"simulated judge {sim.url} (first-bias {first_bias}, noise {noise}), API {api.url}, "
                        "one worker process")
-        client = ApiClient(api.url, key)
         profile = {"profile": "persona-certainty", "provider": "openai-compatible", "model": "sim-judge",
                    "base_url": f"{sim.url}/v1"}
-        _, created, _ = client.request("POST", "/v1/jobs", {"items": [i.model_dump(exclude_none=True) for i in items],
-                                                            "profile": profile})
-        job = wait_for(client, created["job_id"], poll=0.3, show_progress=text and sys.stderr.isatty())
-        if job["status"] != "done":
-            raise click.ClickException(f"the demo job ended {job['status']}; see {demo_dir / 'worker.log'}")
-        download_verdicts(client, created["job_id"], output)
+        with Client(api.url, key) as client:
+            submitted = client.submit(items, profile)
+            finished = submitted.wait(progress=text and sys.stderr.isatty(), poll=0.3)
+            if finished.status != "done":
+                raise click.ClickException(f"the demo job ended {finished.status}; see {demo_dir / 'worker.log'}")
+            download_verdicts(submitted, output)
+        job = finished.model_dump(mode="json")
     if started_broker:
         from worker.app import app
 

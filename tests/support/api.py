@@ -4,6 +4,8 @@ injected enqueue."""
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from api.app import create_app
 from judge.records import Call, JudgeInfo, PairItem, Verdict
@@ -96,3 +99,40 @@ def new_app(engine: Engine, enqueue: Callable[[Any], Any], **config: Any) -> Fla
 def post_job(client: FlaskClient, items: list[dict[str, Any]], headers: dict[str, str] | None = None,
              **body: Any) -> Any:
     return client.post("/v1/jobs", json={"items": items, **body}, headers=headers or AUTH_A)
+
+
+class LiveServer:
+    """The app on a loopback port, served by werkzeug in a thread; enqueue 'judges' the job in a
+    background thread (through repo.record_verdicts) a moment later, like a worker would."""
+
+    def __init__(self, engine: Engine, delay: float = 0.3, config: dict[str, str] | None = None,
+                 choose: Callable[[int, PairItem], tuple[str | None, float | None, bool]] | None = None):
+        self.engine, self.delay, self.choose = engine, delay, choose
+        self.jobs: list[Any] = []
+        self.app: Flask = create_app(engine, self._enqueue, {"PJUDGE_API_KEYS": KEY_A, **(config or {})})
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
+                                       daemon=True)  # shutdown() waits up to one poll interval
+        self.judges: list[threading.Thread] = []
+
+    def _enqueue(self, job: Any) -> None:
+        self.jobs.append(job)
+
+        def work() -> None:
+            time.sleep(self.delay)
+            judge_all(self.engine, job.id, self.choose, shuffle=True)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        self.judges.append(thread)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for thread in self.judges:
+            thread.join(timeout=30)
+        self.server.shutdown()
+        self.server.server_close()

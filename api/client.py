@@ -1,0 +1,553 @@
+"""A Python client of the HTTP API (SPEC 8): `Client` and `AsyncClient`, for training pipelines.
+
+Importing it loads no Flask: only httpx2 (the HTTP client the openai and anthropic SDKs use),
+pydantic and the API's own schemas (api.schemas), so the responses are the models the server
+validates against and documents in /v1/openapi.json.
+
+Every POST carries an Idempotency-Key (a fresh uuid4 unless the caller gives one), the same one on
+each retry, so a retry after a lost connection never makes a second job. 429, 5xx and connection
+errors are retried with exponential backoff, waiting the server's Retry-After where it gives one.
+Every failure is one exception type, `ApiCallError`, carrying the server's
+{"error": {code, message, details}} and the HTTP status.
+
+    with Client("http://127.0.0.1:8000", key) as client:
+        job = client.submit(items, profile="persona-certainty")
+        job.wait()
+        verdicts = list(job.verdicts())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+from pydantic import BaseModel
+
+from api.schemas import (
+    CancelOut,
+    DpoLine,
+    ErrorDetail,
+    EstimateOut,
+    JobAccepted,
+    JobOut,
+    LabelsOut,
+    QueueEntry,
+    QueuePage,
+    Report,
+    VerdictPage,
+)
+from judge.records import Label, PairItem, Verdict
+
+if TYPE_CHECKING:  # rich is imported when a bar is shown
+    from rich.progress import Progress
+
+__all__ = ["ApiCallError", "AsyncClient", "AsyncJob", "Client", "Job", "Retry", "TERMINAL"]
+
+TERMINAL = ("done", "failed", "cancelled", "budget_exhausted")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+PAGE = 1000  # verdicts and queue entries asked for per page (the server's maximum)
+
+Items = Iterable[PairItem | Mapping[str, Any]] | str | Path
+Labels = Mapping[str, Label | None] | Iterable[Mapping[str, Any]]
+
+
+class ApiCallError(Exception):
+    """A call that failed: the server's error document and HTTP status. Status 0 with code
+    "connection_error" when the server could not be reached, retries included."""
+
+    def __init__(self, status: int, code: str, message: str, details: Iterable[ErrorDetail] = (),
+                 retry_after: float | None = None):
+        super().__init__(f"HTTP {status} {code}: {message}" if status else message)
+        self.status, self.code, self.message = status, code, message
+        self.details = list(details)
+        self.retry_after = retry_after
+
+    def describe(self) -> str:
+        """The message and the first field problems, one a line (what `pjudge submit` prints)."""
+        text = f"HTTP {self.status} {self.code}: {self.message}"
+        extra = [f"  {d.field or '-'}: {d.message}" for d in self.details[1:6]]
+        return "\n".join([text, *extra])
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How failed calls are retried: `attempts` retries after the first try, waiting
+    backoff_s * 2**n (at most max_backoff_s), or the server's Retry-After when it gives one. A
+    Retry-After longer than max_retry_after_s (a daily quota used up) is raised at once."""
+
+    attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    max_retry_after_s: float = 120.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before retry number `attempt` (from 1), or None to give up."""
+        if attempt > self.attempts:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after_s else None
+        return min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
+
+
+# ---------------------------------------------------------------- request and response documents
+
+def item_documents(items: Items) -> list[dict[str, Any]]:
+    """Pair items as the API takes them: PairItems, mappings, or a JSONL file's path."""
+    if isinstance(items, str | Path):
+        from judge.jsonl import read_items
+
+        items = read_items(Path(items))
+    return [item.model_dump(mode="json", exclude_none=True) if isinstance(item, PairItem) else dict(item)
+            for item in items]
+
+
+def profile_document(profile: str | Mapping[str, Any] | BaseModel | None) -> Any:
+    """A profile's name, or an object of the fields the caller set (ProfileOverrides, CascadeIn or a dict)."""
+    if isinstance(profile, BaseModel):
+        return profile.model_dump(mode="json", exclude_unset=True)
+    return dict(profile) if isinstance(profile, Mapping) else profile
+
+
+def label_documents(labels: Labels) -> list[dict[str, Any]]:
+    if isinstance(labels, Mapping):
+        return [{"id": item_id, "human_label": label} for item_id, label in labels.items()]
+    return [dict(label) for label in labels]
+
+
+def _query(options: Mapping[str, Any]) -> dict[str, str]:
+    """Query parameters: None dropped, datetimes as ISO 8601, the rest as text."""
+    query = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        query[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return query
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    """Retry-After in seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error(response: httpx2.Response) -> ApiCallError:
+    status = response.status_code
+    retry_after = _retry_after(response)
+    try:
+        error = response.json()["error"]
+        details = [ErrorDetail.model_validate(d) for d in error.get("details") or []]
+        failure = ApiCallError(status, str(error["code"]), str(error["message"]), details, retry_after)
+    except (ValueError, KeyError, TypeError, AttributeError):  # not the API's error shape (a proxy's page)
+        text = response.text[:200] or response.reason_phrase or "no body"
+        failure = ApiCallError(status, "http_error", text, (), retry_after)
+    if status == 413:
+        failure.message += (" — a job is sent as one request body, which this server bounds by PJUDGE_MAX_BODY_MB "
+                            "(and a job's stored items by PJUDGE_MAX_JOB_MB): split the job")
+        failure.args = (f"HTTP 413 {failure.code}: {failure.message}",)
+    return failure
+
+
+def _unreachable(base: str, exc: Exception) -> ApiCallError:
+    return ApiCallError(0, "connection_error", f"cannot reach {base}: {str(exc) or type(exc).__name__}")
+
+
+def _next_wait(retry: Retry, attempt: int, base: str, response: httpx2.Response | None,
+               exc: Exception | None) -> float:
+    """The wait before retry `attempt`, or the error to raise when the call is not retried."""
+    if exc is not None:
+        wait = retry.delay(attempt, None)
+        if wait is None:
+            raise _unreachable(base, exc) from None
+        return wait
+    assert response is not None
+    wait = retry.delay(attempt, _retry_after(response)) if response.status_code in RETRY_STATUSES else None
+    if wait is None:
+        raise _error(response)
+    return wait
+
+
+def _headers(method: str, idempotency_key: str | None, body: bytes | None) -> dict[str, str]:
+    headers = {}
+    if method == "POST":
+        headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
+def _encode(document: Any) -> bytes | None:
+    return None if document is None else json.dumps(document, ensure_ascii=False).encode("utf-8")
+
+
+def _submit_body(items: Items, profile: Any, labels: Labels | None, max_cost_usd: float | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"items": item_documents(items), "profile": profile_document(profile)}
+    if labels is not None:
+        body["labels"] = label_documents(labels)
+    if max_cost_usd is not None:
+        body["max_cost_usd"] = max_cost_usd
+    return body
+
+
+class _Bar:
+    """The rich progress bar of `pjudge submit --wait` (on stderr), or nothing."""
+
+    def __init__(self, show: bool):
+        self.progress: Progress | None = None
+        if show:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.fields[status]}[/bold]"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("verdicts"), TextColumn("{task.fields[failed]} failed, ${task.fields[cost]:.4f}"),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self.task: Any = None
+
+    def __enter__(self) -> _Bar:
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(None, None, None)
+
+    def update(self, job: JobOut) -> None:
+        if self.progress is None:
+            return
+        if self.task is None:
+            self.task = self.progress.add_task("job", total=job.counts.items, status=job.status, failed=0, cost=0.0)
+        self.progress.update(self.task, completed=job.counts.verdicts, total=job.counts.items, status=job.status,
+                             failed=job.counts.failed_items, cost=job.cost_usd)
+
+
+# ---------------------------------------------------------------- synchronous
+
+class Client:
+    """The API at `url` with key `key`. A context manager (closes its connections); thread-safe as
+    httpx2.Client is. `transport` is httpx2's, for tests."""
+
+    def __init__(self, url: str, key: str, *, timeout: float = 120.0, retry: Retry | None = None,
+                 transport: httpx2.BaseTransport | None = None):
+        self.url = url.rstrip("/")
+        self.retry = retry or Retry()
+        # The key goes only into the Authorization header: never into messages or repr.
+        self._http = httpx2.Client(base_url=self.url, timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {key}", "Accept": "application/json"})
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, body: Any = None, *, params: Mapping[str, str] | None = None,
+                idempotency_key: str | None = None) -> httpx2.Response:
+        """One call, retried; a POST carries `idempotency_key` (generated when None) on every try."""
+        content = _encode(body)
+        headers = _headers(method, idempotency_key, content)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(method, path, content=content, params=params, headers=headers)
+            except httpx2.TransportError as exc:
+                time.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
+                continue
+            if response.is_success:
+                return response
+            time.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+
+    def _lines(self, path: str, params: Mapping[str, str]) -> Iterator[str]:
+        """A JSON Lines response as it arrives (retried until its first byte only)."""
+        attempt, started = 0, False
+        while True:
+            attempt += 1
+            try:
+                with self._http.stream("GET", path, params=params) as response:
+                    if response.is_success:
+                        for line in response.iter_lines():
+                            if line:
+                                started = True
+                                yield line
+                        return
+                    response.read()
+            except httpx2.TransportError as exc:
+                if started:  # lines were handed out: a retry would repeat them
+                    raise _unreachable(self.url, exc) from None
+                time.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
+                continue
+            time.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+
+    def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty", *,
+               labels: Labels | None = None, max_cost_usd: float | None = None,
+               idempotency_key: str | None = None) -> Job:
+        """POST /v1/jobs: the items (PairItems, dicts, or a JSONL path) as one job; its handle. The
+        same `idempotency_key` again returns the same job (`job.replayed`)."""
+        body = _submit_body(items, profile, labels, max_cost_usd)
+        response = self.request("POST", "/v1/jobs", body, idempotency_key=idempotency_key)
+        accepted = JobAccepted.model_validate(response.json())
+        return Job(self, accepted.job_id, accepted, replayed=response.headers.get("Idempotent-Replayed") == "true")
+
+    def job(self, job_id: str) -> Job:
+        """The handle of an existing job."""
+        return Job(self, job_id)
+
+    def estimate(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty",
+                 ) -> EstimateOut:
+        """POST /v1/jobs/estimate: calls, tokens and cost, nothing run."""
+        body = {"items": item_documents(items), "profile": profile_document(profile)}
+        return EstimateOut.model_validate(self.request("POST", "/v1/jobs/estimate", body).json())
+
+    def stats(self, **filters: Any) -> Report:
+        """GET /v1/stats/agreement over the key's jobs: profile, model, since, until (datetimes or
+        ISO text), group_by, threshold, hitl, target_accuracy, delta."""
+        return Report.model_validate(self.request("GET", "/v1/stats/agreement", params=_query(filters)).json())
+
+
+class Job:
+    """A job on the server. `accepted` is the POST's answer (None for `Client.job`); `replayed`:
+    the idempotency key had already made this job."""
+
+    def __init__(self, client: Client, job_id: str, accepted: JobAccepted | None = None, replayed: bool = False):
+        self.client, self.id, self.accepted, self.replayed = client, job_id, accepted, replayed
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobOut:
+        return JobOut.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}").json())
+
+    def wait(self, progress: bool = True, poll: float = 1.0, timeout: float | None = None) -> JobOut:
+        """Poll until the job ends (done, failed, cancelled, budget_exhausted), with a progress bar
+        on stderr unless `progress` is false; TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.status()
+        with _Bar(progress) as bar:
+            while True:
+                bar.update(job)
+                if job.status in TERMINAL:
+                    return job
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} still {job.status} after {timeout} s")
+                time.sleep(poll)
+                job = self.status()
+
+    def verdicts(self, page_size: int = PAGE) -> Iterator[Verdict]:
+        """Every verdict, in input order, a page at a time (the keyset cursor)."""
+        cursor: str | None = None
+        while True:
+            params = _query({"limit": page_size, "cursor": cursor})
+            page = VerdictPage.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}/verdicts",
+                                                                  params=params).json())
+            yield from page.verdicts
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    def labels(self, labels: Labels) -> LabelsOut:
+        """POST human labels: {item id: "A" | "B" | "tie" | None} or [{id, human_label}]."""
+        response = self.client.request("POST", f"/v1/jobs/{self.id}/labels", label_documents(labels))
+        return LabelsOut.model_validate(response.json())
+
+    def report(self, **options: Any) -> Report:
+        """The SPEC 4 statistics: threshold, hitl, group_by, target_accuracy, delta."""
+        return Report.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}/report",
+                                                         params=_query(options)).json())
+
+    def queue(self, page_size: int = PAGE) -> Iterator[QueueEntry]:
+        """The items waiting for a human label, highest BPDE first, every page."""
+        cursor: str | None = None
+        while True:
+            params = _query({"limit": page_size, "cursor": cursor})
+            page = QueuePage.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}/queue",
+                                                                params=params).json())
+            yield from page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    def cancel(self) -> CancelOut:
+        return CancelOut.model_validate(self.client.request("POST", f"/v1/jobs/{self.id}/cancel").json())
+
+    def export_dpo(self) -> Iterator[DpoLine]:
+        """The prompt/chosen/rejected lines of the decided, non-abstained verdicts, as they stream."""
+        for line in self.client._lines(f"/v1/jobs/{self.id}/export", {"format": "dpo"}):
+            yield DpoLine.model_validate_json(line)
+
+
+# ---------------------------------------------------------------- asynchronous
+
+class AsyncClient:
+    """`Client` for asyncio (a notebook's running loop included): the same calls, awaited."""
+
+    def __init__(self, url: str, key: str, *, timeout: float = 120.0, retry: Retry | None = None,
+                 transport: httpx2.AsyncBaseTransport | None = None):
+        self.url = url.rstrip("/")
+        self.retry = retry or Retry()
+        self._http = httpx2.AsyncClient(base_url=self.url, timeout=timeout, transport=transport,
+                                       headers={"Authorization": f"Bearer {key}", "Accept": "application/json"})
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.url!r})"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, body: Any = None, *, params: Mapping[str, str] | None = None,
+                      idempotency_key: str | None = None) -> httpx2.Response:
+        content = _encode(body)
+        headers = _headers(method, idempotency_key, content)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.request(method, path, content=content, params=params, headers=headers)
+            except httpx2.TransportError as exc:
+                await asyncio.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
+                continue
+            if response.is_success:
+                return response
+            await asyncio.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+
+    async def _lines(self, path: str, params: Mapping[str, str]) -> AsyncIterator[str]:
+        attempt, started = 0, False
+        while True:
+            attempt += 1
+            try:
+                async with self._http.stream("GET", path, params=params) as response:
+                    if response.is_success:
+                        async for line in response.aiter_lines():
+                            if line:
+                                started = True
+                                yield line
+                        return
+                    await response.aread()
+            except httpx2.TransportError as exc:
+                if started:
+                    raise _unreachable(self.url, exc) from None
+                await asyncio.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
+                continue
+            await asyncio.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+
+    async def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty",
+                     *, labels: Labels | None = None, max_cost_usd: float | None = None,
+                     idempotency_key: str | None = None) -> AsyncJob:
+        body = _submit_body(items, profile, labels, max_cost_usd)
+        response = await self.request("POST", "/v1/jobs", body, idempotency_key=idempotency_key)
+        accepted = JobAccepted.model_validate(response.json())
+        return AsyncJob(self, accepted.job_id, accepted,
+                        replayed=response.headers.get("Idempotent-Replayed") == "true")
+
+    def job(self, job_id: str) -> AsyncJob:
+        return AsyncJob(self, job_id)
+
+    async def estimate(self, items: Items,
+                       profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty") -> EstimateOut:
+        body = {"items": item_documents(items), "profile": profile_document(profile)}
+        return EstimateOut.model_validate((await self.request("POST", "/v1/jobs/estimate", body)).json())
+
+    async def stats(self, **filters: Any) -> Report:
+        response = await self.request("GET", "/v1/stats/agreement", params=_query(filters))
+        return Report.model_validate(response.json())
+
+
+class AsyncJob:
+    """`Job` for asyncio: verdicts(), queue() and export_dpo() are async iterators."""
+
+    def __init__(self, client: AsyncClient, job_id: str, accepted: JobAccepted | None = None,
+                 replayed: bool = False):
+        self.client, self.id, self.accepted, self.replayed = client, job_id, accepted, replayed
+
+    def __repr__(self) -> str:
+        return f"AsyncJob({self.id!r})"
+
+    async def status(self) -> JobOut:
+        return JobOut.model_validate((await self.client.request("GET", f"/v1/jobs/{self.id}")).json())
+
+    async def wait(self, progress: bool = True, poll: float = 1.0, timeout: float | None = None) -> JobOut:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = await self.status()
+        with _Bar(progress) as bar:
+            while True:
+                bar.update(job)
+                if job.status in TERMINAL:
+                    return job
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} still {job.status} after {timeout} s")
+                await asyncio.sleep(poll)
+                job = await self.status()
+
+    async def verdicts(self, page_size: int = PAGE) -> AsyncIterator[Verdict]:
+        cursor: str | None = None
+        while True:
+            response = await self.client.request("GET", f"/v1/jobs/{self.id}/verdicts",
+                                                 params=_query({"limit": page_size, "cursor": cursor}))
+            page = VerdictPage.model_validate(response.json())
+            for verdict in page.verdicts:
+                yield verdict
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    async def labels(self, labels: Labels) -> LabelsOut:
+        response = await self.client.request("POST", f"/v1/jobs/{self.id}/labels", label_documents(labels))
+        return LabelsOut.model_validate(response.json())
+
+    async def report(self, **options: Any) -> Report:
+        response = await self.client.request("GET", f"/v1/jobs/{self.id}/report", params=_query(options))
+        return Report.model_validate(response.json())
+
+    async def queue(self, page_size: int = PAGE) -> AsyncIterator[QueueEntry]:
+        cursor: str | None = None
+        while True:
+            response = await self.client.request("GET", f"/v1/jobs/{self.id}/queue",
+                                                 params=_query({"limit": page_size, "cursor": cursor}))
+            page = QueuePage.model_validate(response.json())
+            for entry in page.items:
+                yield entry
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    async def cancel(self) -> CancelOut:
+        return CancelOut.model_validate((await self.client.request("POST", f"/v1/jobs/{self.id}/cancel")).json())
+
+    async def export_dpo(self) -> AsyncIterator[DpoLine]:
+        async for line in self.client._lines(f"/v1/jobs/{self.id}/export", {"format": "dpo"}):
+            yield DpoLine.model_validate_json(line)

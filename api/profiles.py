@@ -45,7 +45,8 @@ from judge.templates import TemplateError
 # get_template would open as files relative to the server's working directory).
 log = logging.getLogger(__name__)
 REFUSED_HOST = "this server does not call this host (a client-chosen endpoint must resolve to public addresses)"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+# fullmatch, not match: "$" also matches before a final newline ("persona-certainty\n" is no plain name).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def _refuse(field: str, message: str) -> ApiError:
@@ -53,7 +54,7 @@ def _refuse(field: str, message: str) -> ApiError:
 
 
 def _check_name(field: str, value: object, settings: ApiSettings) -> None:
-    if isinstance(value, str) and not settings.allow_server_paths and not NAME.match(value):
+    if isinstance(value, str) and not settings.allow_server_paths and not NAME.fullmatch(value):
         raise _refuse(field, "must be a plain name (letters, digits, '-' and '_'); server file paths are not accepted")
 
 

@@ -89,6 +89,17 @@ def check_bounds(profile: JudgeProfile, settings: ApiSettings, where: str = "pro
         raise invalid(summarize(problems, "invalid profile"), problems)
 
 
+def check_cascade_samples(judges: list[JudgeProfile], settings: ApiSettings) -> None:
+    """422 on `profile.cascade` when the stages' samples add up to more than one profile may ask:
+    an item can reach every stage, so each stage within the bound would still let a cascade of
+    eight ask eight times the requests per item that check_bounds allows a single profile."""
+    total, limit = sum(judge.samples for judge in judges), settings.config.api_max_samples
+    if total > limit:
+        message = (f"the stages ask {total} samples in each order in all, at most {limit} on this server "
+                   "(PJUDGE_API_MAX_SAMPLES: a cascade asks an item at most what one profile may)")
+        raise invalid(f"invalid profile: profile.cascade: {message}", [problem("profile.cascade", message)])
+
+
 def server_priced(profile: JudgeProfile, settings: ApiSettings, where: str = "profile") -> JudgeProfile:
     """The profile at the server's price for its model (PJUDGE_PRICES): a job on the server's
     provider keys costs what the operator says. Replay makes no provider call: it costs nothing."""
@@ -138,6 +149,7 @@ def resolve_judging(spec: Any, settings: ApiSettings, owner: str | None = None) 
         raise invalid(summarize(problems, "invalid profile"), problems) from None
     judges = [_resolve_one(stage.profile, settings, owner, f"profile.cascade[{index}].profile")
               for index, stage in enumerate(shape.cascade)]
+    check_cascade_samples(judges, settings)
     cascade = CascadeProfile(name=shape.name, then=shape.then, cascade=[
         CascadeStage(profile=judge.model_dump(mode="json"), threshold=stage.threshold)
         for stage, judge in zip(shape.cascade, judges, strict=True)])
@@ -158,6 +170,7 @@ def _stored_cascade(name: str, settings: ApiSettings) -> CascadeProfile:
         where = f"profile.cascade[{index}].profile"
         check_bounds(judge, settings, where)
         judges.append(server_priced(judge, settings, where))
+    check_cascade_samples(judges, settings)
     cascade.judges = judges
     return cascade
 

@@ -8,6 +8,7 @@ tokens; and the server's own price (never the client's) for jobs at the operator
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -33,13 +34,15 @@ from judge.profiles import (
     Judging,
     Price,
     ProfileError,
+    ProfileFileError,
     available_profiles,
     is_cascade,
     load_judging,
     load_profile,
     names_cascade,
+    profile_dirs,
 )
-from judge.templates import TemplateError
+from judge.templates import TemplateError, template_dirs
 
 # A bare name: no separators, no dots (so never "../x" nor "x.toml", which load_profile and
 # get_template would open as files relative to the server's working directory).
@@ -58,13 +61,29 @@ def _check_name(field: str, value: object, settings: ApiSettings) -> None:
         raise _refuse(field, "must be a plain name (letters, digits, '-' and '_'); server file paths are not accepted")
 
 
+def _public_message(exc: Exception) -> str:
+    """A profile's loading error as a client may see it. The server's profile and template files are
+    named without their folders (the operator's paths); a file that cannot be read or parsed is
+    named only (its parser's message can quote the file), and logged whole for the operator."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ProfileFileError):
+        cause = cause.__cause__
+    if isinstance(cause, ProfileFileError):
+        log.warning("a profile file cannot be read: %s", cause)
+        return f"the server's profile '{cause.path.stem}' cannot be read (its operator must fix the file)"
+    text = str(exc)
+    folders = sorted({str(folder) for folder in profile_dirs() + template_dirs()}, key=len, reverse=True)
+    for folder in folders:
+        text = text.replace(folder + os.sep, "")
+    # The library's hint about file paths does not apply over HTTP.
+    return text.replace("; or give a path to a .toml file)", ")").replace("; or give a path)", ")")
+
+
 def _load(spec: str | dict[str, Any], field: str) -> JudgeProfile:
     try:
         return load_profile(spec)
     except (ProfileError, TemplateError, ValueError, TypeError) as exc:
-        # The library's hint about file paths does not apply over HTTP.
-        raise _refuse(field, str(exc).replace("; or give a path to a .toml file)", ")")
-                      .replace("; or give a path)", ")")) from None
+        raise _refuse(field, _public_message(exc)) from None
 
 
 # (field, setting): the profile fields that multiply what one item costs, and their bound.
@@ -163,7 +182,7 @@ def _stored_cascade(name: str, settings: ApiSettings) -> CascadeProfile:
     try:
         cascade = load_judging(name)
     except (ProfileError, TemplateError, ValueError, TypeError) as exc:
-        raise _refuse("profile", str(exc)) from None
+        raise _refuse("profile", _public_message(exc)) from None
     assert isinstance(cascade, CascadeProfile)  # names_cascade
     judges = []
     for index, judge in enumerate(cascade.judges):

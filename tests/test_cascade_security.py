@@ -251,7 +251,12 @@ def broken_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                                              encoding="utf-8")
     (folder / "leaky-table.toml").write_text(
         'name = "leaky-table"\n[[cascade]]\n[cascade.profile]\nprofile = "leaky"\n', encoding="utf-8")
+    templates = folder / "templates"
+    templates.mkdir()
+    (templates / "brokentpl.toml").write_text('parser = "choice"\nuser = [\n', encoding="utf-8")
+    (folder / "usestpl.toml").write_text('name = "usestpl"\ntemplate = "brokentpl"\n', encoding="utf-8")
     monkeypatch.setenv("PJUDGE_PROFILES", str(folder))
+    monkeypatch.setenv("PJUDGE_TEMPLATES", str(templates))
     reset_settings()
     return folder
 
@@ -260,7 +265,8 @@ BROKEN: list[Any] = ["broken", "leaky", "badfield", "badtemplate", "gone-stage",
                      {"profile": "broken"}, {"profile": "leaky", "model": "small"}, {"name": "leaky"},
                      {"template": "leaky"}, cascade({"profile": "broken"}), cascade({"profile": "leaky"}),
                      cascade({"profile": {"profile": "leaky"}}), cascade({"profile": "badtemplate"}),
-                     cascade({"profile": {"name": "broken", "model": "small"}})]
+                     cascade({"profile": {"name": "broken", "model": "small"}}), "usestpl",
+                     {"template": "brokentpl", "model": "small"}, cascade({"profile": "usestpl"})]
 
 
 @pytest.mark.parametrize("profile", BROKEN)

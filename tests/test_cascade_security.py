@@ -333,3 +333,29 @@ def test_odd_queue_cursors_and_limits_are_400_never_500_and_show_only_the_caller
     assert client.post(f"/v1/jobs/{theirs}/labels", json=[{"id": "item-00000", "human_label": "A"}],
                        headers=AUTH_A).status_code == 404
     assert client.get(f"/v1/jobs/{theirs}/queue", headers=AUTH_B).get_json()["items"][0]["item"]["id"] == "item-00000"
+
+
+# ---------------------------------------------------------------- the per-stage report
+
+def test_a_cascade_jobs_report_reads_at_most_the_verdicts_a_report_may_load(engine: Engine) -> None:
+    """The per-stage section is computed from every verdict of the job (not from summaries), so it
+    obeys PJUDGE_STATS_MAX_VERDICTS like any report that loads verdicts: a tenant cannot make each
+    GET of a report read millions of rows."""
+    from tests.support.verdicts import small_cascade
+
+    verdicts = small_cascade()
+    for limit, status in ((len(verdicts) - 1, 422), (len(verdicts), 200)):
+        client = new_app(engine, lambda job: None, PJUDGE_PRICES=json.dumps(PRICES),
+                         PJUDGE_STATS_MAX_VERDICTS=str(limit)).test_client()
+        items = [{"id": v.id, "prompt": "p", "response_a": "a", "response_b": "b"} for v in verdicts]
+        response = post_job(client, items, profile=cascade(stage("small"), stage("large")))
+        assert response.status_code == 202, response.get_json()
+        job_id = response.get_json()["job_id"]
+        repo.record_verdicts(engine, job_id, list(enumerate(verdicts)))
+        response = client.get(f"/v1/jobs/{job_id}/report", headers=AUTH_A)
+        assert response.status_code == status, response.get_json()
+        if status == 422:
+            assert error_of(response)["code"] == "too_many_verdicts"
+            assert "PJUDGE_STATS_MAX_VERDICTS" in error_of(response)["message"]
+        else:
+            assert response.get_json()["cascade_stages"]["escalated"]["items"] == 4

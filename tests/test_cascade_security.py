@@ -317,6 +317,11 @@ def test_odd_queue_cursors_and_limits_are_400_never_500_and_show_only_the_caller
         assert response.status_code in (200, 400), (value, response.status_code)
         if response.status_code == 200:
             assert {e["item"]["id"] for e in response.get_json()["items"]} <= my_ids
+    for value in ("2147483647", "2147483648", "9" * 18):  # beyond a position column (INTEGER) can hold
+        response = client.get(f"/v1/jobs/{mine}/queue?cursor={value}", headers=AUTH_A)
+        assert response.status_code == 400 and error_of(response)["details"][0]["field"] == "cursor", value
+        response = client.get(f"/v1/jobs/{mine}/verdicts?cursor={value}", headers=AUTH_A)
+        assert response.status_code == 200 and response.get_json() == {"verdicts": [], "next_cursor": None}, value
     for value in LIMITS:
         response = client.get(f"/v1/jobs/{mine}/queue?limit={value}", headers=AUTH_A)
         assert response.status_code in (200, 400), (value, response.status_code)

@@ -274,6 +274,10 @@ def _resolve(spec: Any, settings: ApiSettings, owner: str | None, where: str = "
     if fields.get("replay_path") is not None and not settings.allow_server_paths:
         raise _refuse(f"{where}.replay_path", "server file paths are not accepted by this server")
     profile = _load(fields, where)  # the provider may come from the base profile
+    if profile.provider == "replay" and not profile.replay_path:
+        # It answers from a recorded file only: without one every batch of the job would fail.
+        raise _refuse(f"{where}.provider", "provider 'replay' answers from a recorded server file (replay_path), "
+                                          "which this server does not take from a request")
     at_operator = _check_access(fields, profile.provider, settings, owner, where)
     if at_operator and "price" in fields:
         # The server prices jobs at its own endpoints (server_priced), whatever key they use: a

@@ -364,3 +364,12 @@ def test_a_cascade_jobs_report_reads_at_most_the_verdicts_a_report_may_load(engi
             assert "PJUDGE_STATS_MAX_VERDICTS" in error_of(response)["message"]
         else:
             assert response.get_json()["cascade_stages"]["escalated"]["items"] == 4
+
+
+def test_provider_replay_which_reads_a_server_file_is_refused_over_http(client: FlaskClient, engine: Engine) -> None:
+    """`replay` answers from a recorded file (replay_path, a server path refused over HTTP): without one
+    the job could never run (every batch failing at the worker, retried), with one it reads server files."""
+    assert refused(post_job(client, make_items(1), profile={"provider": "replay", "model": "x"}))[0] == "profile.provider"
+    field, _ = refused(post_job(client, make_items(1), profile=cascade(stage("small"), stage("x", provider="replay"))))
+    assert field == "profile.cascade[1].profile.provider"
+    assert count(engine, Job) == 0

@@ -42,6 +42,7 @@ from judge.profiles import (
     names_cascade,
     profile_dirs,
 )
+from judge.providers.base import redact
 from judge.templates import TemplateError, template_dirs
 
 # A bare name: no separators, no dots (so never "../x" nor "x.toml", which load_profile and
@@ -69,7 +70,7 @@ def _public_message(exc: Exception) -> str:
     while cause is not None and not isinstance(cause, ProfileFileError):
         cause = cause.__cause__
     if isinstance(cause, ProfileFileError):
-        log.warning("a profile file cannot be read: %s", cause)
+        log.warning("a profile file cannot be read: %s", redact(str(cause)))
         return f"the server's profile '{cause.path.stem}' cannot be read (its operator must fix the file)"
     text = str(exc)
     folders = sorted({str(folder) for folder in profile_dirs() + template_dirs()}, key=len, reverse=True)

@@ -243,6 +243,8 @@ def broken_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (folder / "broken.toml").write_text('name = "broken"\nmodel = [\n', encoding="utf-8")
     (folder / "leaky.yaml").write_text('name: leaky\nbase_url: "http://admin:hunter2-SECRET@10.1.2.3/v1" [\n',
                                        encoding="utf-8")
+    (folder / "keyed.yaml").write_text('name: keyed\napi_key_env: "sk-proj-abcdefghijklmnopqrstuvwxyz012345" [\n',
+                                       encoding="utf-8")
     (folder / "badfield.toml").write_text('name = "badfield"\nsamples = 0\n', encoding="utf-8")
     (folder / "badtemplate.toml").write_text('name = "badtemplate"\ntemplate = "nope"\n', encoding="utf-8")
     (folder / "gone-stage.toml").write_text('name = "gone-stage"\n[[cascade]]\nprofile = "gone"\nthreshold = 0.9\n',
@@ -288,6 +290,8 @@ def test_an_unreadable_server_profile_is_logged_for_the_operator(
     response = post_job(client, make_items(1), profile="leaky")
     assert "the server's profile 'leaky' cannot be read" in error_of(response)["message"]
     assert str(broken_profiles / "leaky.yaml") in caplog.text
+    post_job(client, make_items(1), profile="keyed")
+    assert "keyed.yaml" in caplog.text and "sk-proj-abcdefghij" not in caplog.text
 
 
 # ---------------------------------------------------------------- the human queue

@@ -415,6 +415,14 @@ def report(job_id: str) -> Response:
                                "target_accuracy": query.target_accuracy, "delta": query.delta}
     engine = state().engine
     then = queue.cascade_then(job.profile_json)
+    if then is not None and job.n_verdicts > state().settings.stats_max_verdicts:
+        # The per-stage section reads every verdict (below, or in build_report): the cap of any
+        # report that loads verdicts, so that a GET cannot make the server read millions of rows.
+        limit = state().settings.stats_max_verdicts
+        raise ApiError(422, "too_many_verdicts",
+                       f"this cascade job has {job.n_verdicts} verdicts and its per-stage report must read them "
+                       f"all (at most {limit} are read, PJUDGE_STATS_MAX_VERDICTS)",
+                       [problem(None, f"{job.n_verdicts} verdicts to read, more than {limit}")])
     report = stats.report(engine, stats.Selection(job_id=job.id), **options)
     if report is not None and then is not None:
         # A cascade's per-stage section (calibration.stages) from the verdict columns it needs,

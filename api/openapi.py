@@ -100,7 +100,8 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/jobs/{job_id}/report", "The statistics of SPEC section 4 for the job's verdicts.",
           {200: ("The report.", s.Report)}, query=s.ReportQuery, parameters=(JOB_ID,), errors=(400, 401, 404, 422),
           description=REPORT_FROM_SUMMARIES + " 422 too_many_verdicts where the verdicts must be loaded "
-                      "(group_by over such a key) and the job has more than PJUDGE_STATS_MAX_VERDICTS."),
+                      "(group_by over such a key, or a cascade's per-stage section) and the job has more than "
+                      "PJUDGE_STATS_MAX_VERDICTS."),
     Route("post", "/v1/jobs/{job_id}/cancel", "Cancel a queued or running job.",
           {200: ("The job is cancelled.", s.CancelOut)}, errors=(401, 404, 409), parameters=(JOB_ID,)),
     Route("get", "/v1/jobs/{job_id}/export", "Preference pairs of the decided, non-abstained verdicts.",

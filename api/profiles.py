@@ -8,6 +8,7 @@ tokens; and the server's own price (never the client's) for jobs at the operator
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -33,19 +34,23 @@ from judge.profiles import (
     Judging,
     Price,
     ProfileError,
+    ProfileFileError,
     available_profiles,
     is_cascade,
     load_judging,
     load_profile,
     names_cascade,
+    profile_dirs,
 )
-from judge.templates import TemplateError
+from judge.providers.base import redact
+from judge.templates import TemplateError, template_dirs
 
 # A bare name: no separators, no dots (so never "../x" nor "x.toml", which load_profile and
 # get_template would open as files relative to the server's working directory).
 log = logging.getLogger(__name__)
 REFUSED_HOST = "this server does not call this host (a client-chosen endpoint must resolve to public addresses)"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+# fullmatch, not match: "$" also matches before a final newline ("persona-certainty\n" is no plain name).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def _refuse(field: str, message: str) -> ApiError:
@@ -53,17 +58,33 @@ def _refuse(field: str, message: str) -> ApiError:
 
 
 def _check_name(field: str, value: object, settings: ApiSettings) -> None:
-    if isinstance(value, str) and not settings.allow_server_paths and not NAME.match(value):
+    if isinstance(value, str) and not settings.allow_server_paths and not NAME.fullmatch(value):
         raise _refuse(field, "must be a plain name (letters, digits, '-' and '_'); server file paths are not accepted")
+
+
+def _public_message(exc: Exception) -> str:
+    """A profile's loading error as a client may see it. The server's profile and template files are
+    named without their folders (the operator's paths); a file that cannot be read or parsed is
+    named only (its parser's message can quote the file), and logged whole for the operator."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ProfileFileError):
+        cause = cause.__cause__
+    if isinstance(cause, ProfileFileError):
+        log.warning("a profile file cannot be read: %s", redact(str(cause)))
+        return f"the server's profile '{cause.path.stem}' cannot be read (its operator must fix the file)"
+    text = str(exc)
+    folders = sorted({str(folder) for folder in profile_dirs() + template_dirs()}, key=len, reverse=True)
+    for folder in folders:
+        text = text.replace(folder + os.sep, "")
+    # The library's hint about file paths does not apply over HTTP.
+    return text.replace("; or give a path to a .toml file)", ")").replace("; or give a path)", ")")
 
 
 def _load(spec: str | dict[str, Any], field: str) -> JudgeProfile:
     try:
         return load_profile(spec)
     except (ProfileError, TemplateError, ValueError, TypeError) as exc:
-        # The library's hint about file paths does not apply over HTTP.
-        raise _refuse(field, str(exc).replace("; or give a path to a .toml file)", ")")
-                      .replace("; or give a path)", ")")) from None
+        raise _refuse(field, _public_message(exc)) from None
 
 
 # (field, setting): the profile fields that multiply what one item costs, and their bound.
@@ -86,6 +107,17 @@ def check_bounds(profile: JudgeProfile, settings: ApiSettings, where: str = "pro
                                                        f"{_number(value)} (PJUDGE_{setting.upper()})"))
     if problems:
         raise invalid(summarize(problems, "invalid profile"), problems)
+
+
+def check_cascade_samples(judges: list[JudgeProfile], settings: ApiSettings) -> None:
+    """422 on `profile.cascade` when the stages' samples add up to more than one profile may ask:
+    an item can reach every stage, so each stage within the bound would still let a cascade of
+    eight ask eight times the requests per item that check_bounds allows a single profile."""
+    total, limit = sum(judge.samples for judge in judges), settings.config.api_max_samples
+    if total > limit:
+        message = (f"the stages ask {total} samples in each order in all, at most {limit} on this server "
+                   "(PJUDGE_API_MAX_SAMPLES: a cascade asks an item at most what one profile may)")
+        raise invalid(f"invalid profile: profile.cascade: {message}", [problem("profile.cascade", message)])
 
 
 def server_priced(profile: JudgeProfile, settings: ApiSettings, where: str = "profile") -> JudgeProfile:
@@ -137,6 +169,7 @@ def resolve_judging(spec: Any, settings: ApiSettings, owner: str | None = None) 
         raise invalid(summarize(problems, "invalid profile"), problems) from None
     judges = [_resolve_one(stage.profile, settings, owner, f"profile.cascade[{index}].profile")
               for index, stage in enumerate(shape.cascade)]
+    check_cascade_samples(judges, settings)
     cascade = CascadeProfile(name=shape.name, then=shape.then, cascade=[
         CascadeStage(profile=judge.model_dump(mode="json"), threshold=stage.threshold)
         for stage, judge in zip(shape.cascade, judges, strict=True)])
@@ -150,13 +183,14 @@ def _stored_cascade(name: str, settings: ApiSettings) -> CascadeProfile:
     try:
         cascade = load_judging(name)
     except (ProfileError, TemplateError, ValueError, TypeError) as exc:
-        raise _refuse("profile", str(exc)) from None
+        raise _refuse("profile", _public_message(exc)) from None
     assert isinstance(cascade, CascadeProfile)  # names_cascade
     judges = []
     for index, judge in enumerate(cascade.judges):
         where = f"profile.cascade[{index}].profile"
         check_bounds(judge, settings, where)
         judges.append(server_priced(judge, settings, where))
+    check_cascade_samples(judges, settings)
     cascade.judges = judges
     return cascade
 
@@ -241,6 +275,10 @@ def _resolve(spec: Any, settings: ApiSettings, owner: str | None, where: str = "
     if fields.get("replay_path") is not None and not settings.allow_server_paths:
         raise _refuse(f"{where}.replay_path", "server file paths are not accepted by this server")
     profile = _load(fields, where)  # the provider may come from the base profile
+    if profile.provider == "replay" and not profile.replay_path:
+        # It answers from a recorded file only: without one every batch of the job would fail.
+        raise _refuse(f"{where}.provider", "provider 'replay' answers from a recorded server file (replay_path), "
+                                          "which this server does not take from a request")
     at_operator = _check_access(fields, profile.provider, settings, owner, where)
     if at_operator and "price" in fields:
         # The server prices jobs at its own endpoints (server_priced), whatever key they use: a

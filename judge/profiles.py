@@ -29,6 +29,15 @@ class ProfileError(ValueError):
     pass
 
 
+class ProfileFileError(ProfileError):
+    """A profile file that cannot be read or parsed. The message quotes the parser, which may quote
+    the file (YAML shows the offending lines): a server shows its clients only that it failed."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"profile {path}: {reason}")
+        self.path = path
+
+
 BATCH_DISCOUNT = 0.5  # both providers' batch APIs: half price
 
 
@@ -204,9 +213,9 @@ def read_profile_file(path: Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - any parse problem is the user's file
-        raise ProfileError(f"profile {path}: {exc}") from exc
+        raise ProfileFileError(path, str(exc)) from exc
     if not isinstance(data, dict):
-        raise ProfileError(f"profile {path}: expected a table/object of fields")
+        raise ProfileFileError(path, "expected a table/object of fields")
     data.setdefault("name", path.stem)
     return data
 

@@ -98,6 +98,11 @@ class Job(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+# Positions (job_items, verdicts) are INTEGER columns: PostgreSQL refuses a larger value even in a
+# comparison (SQLAlchemy casts the parameter to the column's type), so a client's cursor is bounded first.
+MAX_POSITION = 2**31 - 1
+
+
 class JobItem(SQLModel, table=True):
     __tablename__ = "job_items"
     __table_args__ = (

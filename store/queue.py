@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from judge.profiles import is_cascade
 from judge.records import JudgeInfo, StageVerdict, Verdict
 from store.db import Bind, reading
-from store.models import WAITING, JobItem, VerdictRow, table_of
+from store.models import MAX_POSITION, WAITING, JobItem, VerdictRow, table_of
 
 Then = Literal["human", "abstain"]
 VERDICT = table_of(VerdictRow).c
@@ -86,6 +86,8 @@ def waiting_page(bind: Bind, job_id: str, then: Then | None, after: int | None, 
     """Up to `limit` waiting items after the entry at position `after` (None: from the start), in
     queue order. The cursor is a position: its verdict's BPDE never changes, so the next page
     starts right after it even when it (or others) left the queue meanwhile."""
+    if after is not None and after > MAX_POSITION:
+        raise UnknownCursor(after)
     with reading(bind) as conn:
         null_after: int | None = -1  # the null-BPDE part: positions after this (None: part done)
         bound: tuple[float, int] | None = None  # the numbered part: after this (bpde, position)

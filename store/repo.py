@@ -28,7 +28,18 @@ from judge.records import Call, PairItem, Verdict
 from store import summaries
 from store.bulk import insert_many
 from store.db import Bind, one_round_trip, reading, writing
-from store.models import ApiKey, CacheEntry, CallRow, Job, JobInput, JobItem, VerdictRow, table_of, utcnow
+from store.models import (
+    MAX_POSITION,
+    ApiKey,
+    CacheEntry,
+    CallRow,
+    Job,
+    JobInput,
+    JobItem,
+    VerdictRow,
+    table_of,
+    utcnow,
+)
 from store.rows import call_columns, call_from_row, call_row, verdict_from_row, verdict_row
 
 ACTIVE = ("queued", "running")
@@ -533,6 +544,7 @@ def _finish_if_complete(conn: Connection, job_id: str) -> bool:
 def list_verdicts(bind: Bind, job_id: str, after_position: int = -1, limit: int = 100,
                   with_calls: bool = True, with_raw: bool = True) -> list[tuple[int, Verdict]]:
     """Verdicts in item order after a cursor position (keyset pagination)."""
+    after_position = min(after_position, MAX_POSITION)  # no position is larger
     with reading(bind) as conn:
         rows = conn.execute(
             select(VerdictRow)

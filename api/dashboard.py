@@ -26,6 +26,8 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlmodel import col
+from werkzeug.wrappers import Response as BaseResponse
 
 from api.auth import owner_is_active, owner_of_key
 from api.context import state
@@ -70,9 +72,11 @@ def _unauthorized() -> ApiError:
 
 
 @bp.before_request
-def _session() -> Response | None:
+def _session() -> BaseResponse | None:
     if request.endpoint in OPEN:
-        return None if request.method == "GET" else _check_csrf()
+        if request.method != "GET":
+            _check_csrf()
+        return None
     owner = session.get("owner")
     if not isinstance(owner, str) or not owner_is_active(owner):
         session.pop("owner", None)
@@ -82,7 +86,9 @@ def _session() -> Response | None:
             raise _unauthorized()
         return redirect(url_for("dashboard.login"))
     g.owner = owner  # api.auth.current_owner: what the API's own code filters by
-    return _check_csrf() if request.method == "POST" else None
+    if request.method == "POST":
+        _check_csrf()
+    return None
 
 
 def _check_csrf() -> None:
@@ -90,11 +96,10 @@ def _check_csrf() -> None:
     expected = session.get("csrf")
     if not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise ApiError(403, "forbidden", "missing or stale form token: reload the page and try again")
-    return None
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str:
+def login() -> BaseResponse | tuple[str, int]:
     error = None
     if request.method == "POST":
         key = request.form.get("key", "").strip()
@@ -115,11 +120,11 @@ def login() -> Response | str:
                 session["owner"] = owner
                 csrf_token()
                 return redirect(url_for("dashboard.overview"))
-    return render_template("dashboard/login.html", error=error), (401 if error else 200)  # type: ignore[return-value]
+    return render_template("dashboard/login.html", error=error), (401 if error else 200)
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> BaseResponse:
     session.clear()
     return redirect(url_for("dashboard.login"))
 
@@ -161,8 +166,8 @@ def _judges(owner: str, query: StatsQuery) -> tuple[list[tuple[str, str]], int |
     first and last hour holding any (summary_main's hourly rows of all verdicts, group_key "")."""
     hour = summary_main.c.hour
     statement = (select(summary_main.c.profile, summary_main.c.model, func.min(hour), func.max(hour))
-                 .join(Job, Job.id == summary_main.c.job_id)  # type: ignore[arg-type]
-                 .where(Job.owner == owner, summary_main.c.group_key == "", hour != ALL_HOURS)
+                 .join(Job, col(Job.id) == summary_main.c.job_id)
+                 .where(col(Job.owner) == owner, summary_main.c.group_key == "", hour != ALL_HOURS)
                  .group_by(summary_main.c.profile, summary_main.c.model)
                  .order_by(summary_main.c.profile, summary_main.c.model))
     if query.profile is not None:
@@ -231,8 +236,8 @@ def jobs_data(owner: str) -> list[dict[str, Any]]:
     from api.jobs import job_out
 
     with state().engine.connect() as conn:
-        ids = conn.execute(select(Job.id).where(Job.owner == owner)
-                           .order_by(Job.created_at.desc()).limit(MAX_JOBS)).scalars().all()  # type: ignore[attr-defined]
+        ids = conn.execute(select(col(Job.id)).where(col(Job.owner) == owner)
+                           .order_by(col(Job.created_at).desc()).limit(MAX_JOBS)).scalars().all()
     jobs = []
     for job_id in ids:
         job = repo.get_job(state().engine, job_id, owner=owner)
@@ -272,7 +277,7 @@ def job_page(job_id: str) -> str:
 
 
 @bp.post("/jobs/<job_id>/labels")
-def label(job_id: str) -> Response:
+def label(job_id: str) -> BaseResponse:
     """One label from the queue page's form, through the code of POST /v1/jobs/{id}/labels."""
     from api import jobs
 

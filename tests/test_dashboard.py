@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from store import repo
 from store.db import get_engine
-from tests.support.api import AUTH_A, AUTH_B, KEY_A, KEY_B, new_app, simulated_jobs
+from tests.support.api import AUTH_A, AUTH_B, KEY_A, KEY_B, cascade_job, new_app, simulated_jobs
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +262,22 @@ def test_another_keys_bearer_header_changes_nothing_on_a_page(app: Flask, world:
     sign_in(client, KEY_A)
     page = client.get("/dashboard/", headers=AUTH_B).get_data(as_text=True)
     assert "tenant-b" not in page and "sim-small" in page
+
+
+def test_a_cascades_job_page_shows_its_stages_and_queue_from_the_report(tmp_path: Path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    app = new_app(engine, lambda job: None)
+    client = app.test_client()
+    job_id = cascade_job(client, engine)
+    report = client.get(f"/v1/jobs/{job_id}/report", headers=AUTH_A).get_json()
+    stages = report["cascade_stages"]["stages"]
+    sign_in(client, KEY_A)
+    page = client.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="chart-stages"' in page
+    table = page[page.index('<table id="stages"'):]
+    rows = re.findall(r"<tr><td>(\d+)</td>.*?</tr>", table[:table.index("</table>")], re.S)
+    assert len(rows) == len(stages) == 3
+    for stage in stages:
+        assert f"<td>{stage['reached']}</td><td>{stage['accepted']}</td>" in table
+    queue = client.get(f"/v1/jobs/{job_id}/queue", headers=AUTH_A).get_json()["items"]
+    assert [e["item"]["id"] for e in queue] == re.findall(r'<tr data-item="([^"]+)">', page)

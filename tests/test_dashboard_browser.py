@@ -14,7 +14,7 @@ import pytest
 
 from store import repo
 from store.db import get_engine
-from tests.support.api import AUTH_A, KEY_A, KEY_B, ServedApp, new_app, simulated_jobs
+from tests.support.api import AUTH_A, KEY_A, KEY_B, ServedApp, cascade_job, new_app, simulated_jobs
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -42,8 +42,10 @@ def served(tmp_path: Path) -> Iterator[tuple[ServedApp, list[str]]]:
     engine = get_engine(f"sqlite:///{tmp_path}/db.sqlite")
     jobs = simulated_jobs(engine, repo.hash_key(KEY_A), seed=3, n=30)
     simulated_jobs(engine, repo.hash_key(KEY_B), seed=4, days=1, n=10, judges=(("tenant-b-profile", "b-model", 0.2),))
-    with ServedApp(new_app(engine, lambda job: None)) as app:
-        yield app, jobs
+    app = new_app(engine, lambda job: None)
+    jobs.append(cascade_job(app.test_client(), engine))  # the last job: a cascade's, with its stages
+    with ServedApp(app) as served:
+        yield served, jobs
 
 
 def charts_with_data(page: Any) -> dict[str, int]:
@@ -77,18 +79,23 @@ def test_the_dashboard_in_chromium(browser: Any, served: tuple[ServedApp, list[s
     page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
     charts = charts_with_data(page)
     assert set(charts) == {"chart-accuracy", "chart-kappa", "chart-cost", "chart-calls"}
-    assert charts["chart-accuracy"] == 3 and charts["chart-kappa"] == 3, charts
+    data = page.evaluate("() => JSON.parse(document.getElementById('overview-data').textContent)")
+    judges = [(s["profile"], s["model"]) for s in data["series"]]
+    assert {("persona-certainty", "sim-large"), ("persona-certainty", "sim-small"), ("persona-tie", "sim-small")} <= set(judges)
+    with_kappa = [s for s in data["series"] if any(p["cohen_kappa"] is not None for p in s["points"])]
+    assert charts["chart-accuracy"] == len(judges) and charts["chart-kappa"] == len(with_kappa) >= 3, charts
     assert charts["chart-cost"] == 1 and charts["chart-calls"] == 1, charts
     before = page.inner_text('#totals td[data-stat="accuracy"]'), page.inner_text('#totals td[data-stat="items"]')
 
     # A filter changes the numbers (and they are /v1/stats/agreement's for the same filter).
+    page.fill("#filters input[name=profile]", "persona-certainty")
     page.fill("#filters input[name=model]", "sim-large")
     page.fill("#filters input[name=since]", "2026-05-10")
     page.click("#filters button")
     page.wait_for_selector("#chart-calls.js-plotly-plot")
     after = page.inner_text('#totals td[data-stat="accuracy"]'), page.inner_text('#totals td[data-stat="items"]')
     assert after != before
-    api = page.request.get(f"{app.url}/v1/stats/agreement?model=sim-large&since=2026-05-10", headers=AUTH_A).json()
+    api = page.request.get(f"{app.url}/v1/stats/agreement?profile=persona-certainty&model=sim-large&since=2026-05-10", headers=AUTH_A).json()
     assert after == (f"{api['accuracy']:.3f}", str(api["counts"]["items"]))
     assert charts_with_data(page)["chart-accuracy"] == 1
     page.screenshot(path=str(artifacts / "overview-filtered.png"), full_page=True)
@@ -97,7 +104,8 @@ def test_the_dashboard_in_chromium(browser: Any, served: tuple[ServedApp, list[s
     job_id = jobs[-1]
     page.goto(f"{app.url}/dashboard/jobs/{job_id}")
     page.wait_for_selector("#chart-coverage.js-plotly-plot")
-    assert charts_with_data(page) == {"chart-coverage": 1}
+    assert charts_with_data(page) == {"chart-coverage": 1, "chart-stages": 2}
+    assert page.locator("#stages tr").count() == 1 + 3  # a header and the three stages
     labelled = int(page.inner_text('#report td[data-stat="labelled"]'))
     row = page.locator("#queue tr[data-item]").first
     item = row.get_attribute("data-item")

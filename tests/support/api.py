@@ -3,6 +3,7 @@ injected enqueue."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Callable
@@ -11,8 +12,9 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from api.app import create_app
 from judge.records import Call, JudgeInfo, PairItem, Verdict
@@ -141,6 +143,29 @@ def simulated_jobs(engine: Engine, owner: str, seed: int = 0, days: int = 14, n:
             repo.finish_if_complete(engine, job.id)
             job_ids.append(job.id)
     return job_ids
+
+
+def cascade_job(client: FlaskClient, engine: Engine, when: datetime = T_DASHBOARD + timedelta(days=13)) -> str:
+    """A job of tests/support/verdicts.small_cascade's verdicts under a three-stage cascade profile
+    (then = human), stored as a worker stores them at `when`."""
+    from judge.profiles import load_judging
+    from store.models import Job
+    from tests.support.verdicts import small_cascade
+
+    verdicts = small_cascade()
+    items = [{"id": v.id, "prompt": f"Question {i}?", "response_a": f"Answer A {i}", "response_b": f"Answer B {i}",
+              **({"human_label": v.human_label} if v.human_label is not None else {})}
+             for i, v in enumerate(verdicts)]
+    response = client.post("/v1/jobs", json={"items": items, "profile": "persona-certainty"}, headers=AUTH_A)
+    job_id: str = response.get_json()["job_id"]
+    cascade = load_judging({"name": "three-stage", "then": "human", "cascade": [
+        {"profile": "persona-certainty", "threshold": 0.8}, {"profile": "persona-certainty", "threshold": 0.9},
+        {"profile": "persona-certainty", "threshold": 0.95}]})
+    with engine.begin() as conn:
+        conn.execute(update(Job).where(col(Job.id) == job_id)
+                     .values(profile_json=json.dumps(cascade.stored())))  # type: ignore[union-attr]
+    repo.record_verdicts(engine, job_id, list(enumerate(verdicts)), now=when)
+    return job_id
 
 
 class ServedApp:

@@ -68,6 +68,8 @@ def test_the_dashboard_in_chromium(browser: Any, served: tuple[ServedApp, list[s
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda message: errors.append(message.text) if "Content Security Policy" in message.text
+            else None)
 
     page.goto(f"{app.url}/dashboard/")
     assert page.url.endswith("/dashboard/login")  # no session: the login form
@@ -85,6 +87,10 @@ def test_the_dashboard_in_chromium(browser: Any, served: tuple[ServedApp, list[s
     with_kappa = [s for s in data["series"] if any(p["cohen_kappa"] is not None for p in s["points"])]
     assert charts["chart-accuracy"] == len(judges) and charts["chart-kappa"] == len(with_kappa) >= 3, charts
     assert charts["chart-cost"] == 1 and charts["chart-calls"] == 1, charts
+    # live progress: the jobs table polls /dashboard/data/jobs (with the session cookie)
+    with page.expect_response(lambda r: r.url.endswith("/dashboard/data/jobs"), timeout=15_000) as polled:
+        pass
+    assert polled.value.status == 200
     before = page.inner_text('#totals td[data-stat="accuracy"]'), page.inner_text('#totals td[data-stat="items"]')
 
     # A filter changes the numbers (and they are /v1/stats/agreement's for the same filter).

@@ -55,8 +55,28 @@
     }
   }
 
+  // Live progress: the jobs table's status and progress from /dashboard/data/jobs every 5 s.
+  function refreshJobs() {
+    fetch("data/jobs", {credentials: "same-origin"}).then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) {
+        if (!body) { return; }
+        body.jobs.forEach(function (job) {
+          var row = document.querySelector('#jobs tr[data-job="' + job.job_id + '"]');
+          if (!row) { return; }
+          row.querySelector(".status").textContent = job.status;
+          var bar = row.querySelector("progress");
+          bar.max = job.counts.items;
+          bar.value = job.counts.verdicts;
+          row.querySelector(".progress span").textContent = job.counts.verdicts + " / " + job.counts.items;
+        });
+      }).catch(function () { /* the next round tries again */ });
+  }
+
   var data = readJSON("overview-data");
-  if (data) { overview(data); }
+  if (data) {
+    overview(data);
+    if (document.getElementById("jobs")) { window.setInterval(refreshJobs, 5000); }
+  }
   var report = readJSON("report-data");
   if (report) { job(report); }
 }());

@@ -281,3 +281,15 @@ def test_a_cascades_job_page_shows_its_stages_and_queue_from_the_report(tmp_path
         assert f"<td>{stage['reached']}</td><td>{stage['accepted']}</td>" in table
     queue = client.get(f"/v1/jobs/{job_id}/queue", headers=AUTH_A).get_json()["items"]
     assert [e["item"]["id"] for e in queue] == re.findall(r'<tr data-item="([^"]+)">', page)
+
+
+def test_failed_sign_ins_count_against_the_addresss_authentication_limit(world: Any) -> None:
+    app = new_app(world[0], lambda job: None, PJUDGE_AUTH_FAILURES_PER_MINUTE="2")
+    client = app.test_client()
+    for _ in range(2):
+        assert sign_in(client, "wrong-key-0123456789").status_code == 401
+    response = sign_in(client, "another-wrong-key-012345")
+    assert response.status_code == 401 and "too many failed sign-ins" in response.get_data(as_text=True)
+    assert client.get("/dashboard/").status_code == 302
+    # as for the API, a key known to be good (here listed in PJUDGE_API_KEYS) still gets in
+    assert sign_in(client, KEY_A).status_code == 302 and client.get("/dashboard/").status_code == 200

@@ -12,11 +12,14 @@ from the environment.
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, request
+from flask.sessions import SecureCookieSessionInterface
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -41,6 +44,22 @@ def _trace_job(response: Response, started_ns: int) -> None:
         tracing.job_posted(body["job_id"], started_ns, {"http.route": "/v1/jobs", "pjudge.status": str(body.get("status"))})
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure whenever the request came over https."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def configure_sessions(app: Flask, secret: SecretStr | None) -> None:
+    """/dashboard's session cookie: signed with PJUDGE_SESSION_SECRET (else a random secret of this
+    process), HttpOnly, SameSite=Strict, sent to /dashboard only. The API itself uses no session."""
+    app.secret_key = secret.get_secret_value() if secret is not None else secrets.token_hex(32)
+    app.session_interface = _SessionInterface()
+    app.config.update(SESSION_COOKIE_NAME="pjudge_dashboard", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH="/dashboard")
+
+
 def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
                config: Mapping[str, Any] | None = None) -> Flask:
     settings = ApiSettings.load(config)
@@ -49,14 +68,15 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
 
         engine = get_engine()
     app = Flask("pjudge")
+    configure_sessions(app, settings.config.session_secret)
     app.config.update({k: v for k, v in (config or {}).items() if k.isupper() and not k.startswith("PJUDGE_")})
     # werkzeug refuses a larger Content-Length (413) before reading the body.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["pjudge"] = ApiState(engine=engine, enqueue=enqueue or _default_enqueue, settings=settings)
 
-    from api import credentials, health, jobs, openapi, personalization, stats
+    from api import credentials, dashboard, health, jobs, openapi, personalization, stats
 
-    for blueprint in (jobs.bp, personalization.bp, stats.bp, credentials.bp, health.bp, openapi.bp):
+    for blueprint in (jobs.bp, personalization.bp, stats.bp, credentials.bp, health.bp, openapi.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
 

@@ -69,18 +69,28 @@ def _check_key() -> str:
     key = bearer_key()
     if key is None:
         raise _unauthorized("missing bearer key: send 'Authorization: Bearer <key>'")
+    owner = owner_of_key(key)
+    g.owner = owner
+    return owner
+
+
+def owner_of_key(key: str) -> str:
+    """The owner id (hash) of an accepted key; 401 for a malformed, unknown or revoked one."""
     if len(key) > MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
         raise _unauthorized("invalid key")
     owner = repo.hash_key(key)
-    settings = state().settings
-    # compare_digest over the hashes: no timing signal about how much of a listed key matched.
-    if any(hmac.compare_digest(owner, known) for known in settings.env_key_hashes):
-        g.owner = owner
-        return owner
-    if repo.key_is_active(state().engine, owner):
-        g.owner = owner
+    if owner_is_active(owner):
         return owner
     raise _unauthorized("invalid or revoked key")
+
+
+def owner_is_active(owner: str) -> bool:
+    """Whether the key hashing to `owner` is accepted now (listed in PJUDGE_API_KEYS, or created and
+    not revoked): /dashboard's sessions keep the hash and check it on every request."""
+    # compare_digest over the hashes: no timing signal about how much of a listed key matched.
+    if any(hmac.compare_digest(owner, known) for known in state().settings.env_key_hashes):
+        return True
+    return repo.key_is_active(state().engine, owner)
 
 
 def current_owner() -> str:

@@ -26,18 +26,22 @@ def _authenticate() -> None:
 
 @bp.get("/agreement")
 def agreement() -> Response:
-    query = parse_query(StatsQuery)
+    return json_response(agreement_report(current_owner(), parse_query(StatsQuery)))
+
+
+def agreement_report(owner: str, query: StatsQuery) -> dict[str, Any]:
+    """The document of /v1/stats/agreement for `owner` (also drawn by /dashboard, so both agree)."""
     options: dict[str, Any] = {"threshold": query.threshold, "hitl": query.hitl,
                                "target_accuracy": query.target_accuracy, "delta": query.delta}
-    selection = stats.Selection(owner=current_owner(), profile=query.profile, model=query.model,
+    selection = stats.Selection(owner=owner, profile=query.profile, model=query.model,
                                 since=query.since, until=query.until)
     engine = state().engine
     report = stats.report(engine, selection, group_by=query.group_by, builtin_groups=True, **options)
     if report is not None:
-        return json_response(report)
+        return report
     # group_by names a metadata key some verdicts are not summarized under: from the verdicts, in
     # memory, so refuse what would not fit rather than fall over.
-    where = VerdictFilter(owner=current_owner(), profile=query.profile, model=query.model,
+    where = VerdictFilter(owner=owner, profile=query.profile, model=query.model,
                           since=query.since, until=query.until)
     limit = state().settings.stats_max_verdicts
     n = count_agreement_verdicts(engine, where)
@@ -46,4 +50,4 @@ def agreement() -> Response:
                                 "or ")
     from calibration.report import build_report
 
-    return json_response(build_report(agreement_verdicts(engine, where), group_by=query.group_by, **options))
+    return build_report(agreement_verdicts(engine, where), group_by=query.group_by, **options)

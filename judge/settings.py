@@ -184,6 +184,9 @@ class Settings(BaseSettings):
                                     "starts [default: a new temporary folder].")
     otel: bool = Field(default=False, description="OpenTelemetry spans for jobs, batches and calls (needs the "
                        "`otel` extra); also on when OTEL_EXPORTER_OTLP_ENDPOINT is set.")
+    session_secret: SecretStr | None = Field(default=None, description="Signs the session cookies of "
+                                             "/dashboard (give every API replica the same one) [default: a "
+                                             "random one per process: a restart signs everyone out].")
 
     @field_validator("api_keys", "api_base_urls", "endpoints", "api_key_envs", mode="before")
     @classmethod

@@ -3,16 +3,19 @@ injected enqueue."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from api.app import create_app
@@ -136,3 +139,89 @@ class LiveServer:
             thread.join(timeout=30)
         self.server.shutdown()
         self.server.server_close()
+
+
+# ---------------------------------------------------------------- the dashboard's data and a served app
+
+T_DASHBOARD = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)  # the first of two weeks of verdicts
+
+
+def simulated_jobs(engine: Engine, owner: str, seed: int = 0, days: int = 14, n: int = 40,
+                   judges: tuple[tuple[str, str, float], ...] = (("persona-certainty", "sim-small", 0.35),
+                                                                  ("persona-certainty", "sim-large", 0.1),
+                                                                  ("persona-tie", "sim-small", 0.25))) -> list[str]:
+    """One job a day per judge (profile, model, noise) over `days` days from T_DASHBOARD, judged by a
+    simulated judge: right with probability 1 - noise (drifting a little each day), more certain
+    when right; a tenth of the items abstain unlabelled (the human queue). Stored through
+    repo.record_verdicts with the day's timestamp, as tests/test_stats_sql.py does."""
+    from judge.profiles import JudgeProfile
+
+    rng = random.Random(seed)
+    job_ids = []
+    for day in range(days):
+        for profile_name, model, noise in judges:
+            profile = JudgeProfile(name=profile_name, provider="openai", model=model)
+            items = [PairItem(id=f"d{day:02d}-{i:03d}", prompt=f"Question {i}", persona="a saver",
+                              response_a="a" * rng.randint(10, 200), response_b="b" * rng.randint(10, 200),
+                              human_label=None if i % 10 == 0 else rng.choice(["A", "B", "A", "B", "tie"]),
+                              metadata={"day": day})
+                     for i in range(n)]
+            job = repo.create_job(engine, owner, items, profile).job
+            drifted = min(0.9, noise + 0.01 * day)
+            verdicts = []
+            for position, item in repo.job_items(engine, job.id, 0, n):
+                truth = item.human_label or rng.choice(["A", "B"])
+                right = rng.random() > drifted
+                winner = truth if right and truth != "tie" else rng.choice(["A", "B"])
+                confidence = rng.uniform(0.75, 1.0) if right else rng.uniform(0.5, 0.85)
+                p_a = round(confidence if winner == "A" else 1 - confidence, 6)
+                verdicts.append((position, make_verdict(item, winner, p_a, abstained=item.human_label is None,
+                                                        model=model, profile=profile_name)))
+            when = T_DASHBOARD + timedelta(days=day, hours=rng.randint(0, 10))
+            repo.record_verdicts(engine, job.id, verdicts, now=when)
+            repo.finish_if_complete(engine, job.id)
+            job_ids.append(job.id)
+    return job_ids
+
+
+def cascade_job(client: FlaskClient, engine: Engine, when: datetime = T_DASHBOARD + timedelta(days=13)) -> str:
+    """A job of tests/support/verdicts.small_cascade's verdicts under a three-stage cascade profile
+    (then = human), stored as a worker stores them at `when`."""
+    from judge.profiles import load_judging
+    from store.models import Job
+    from tests.support.verdicts import small_cascade
+
+    verdicts = small_cascade()
+    items = [{"id": v.id, "prompt": f"Question {i}?", "response_a": f"Answer A {i}", "response_b": f"Answer B {i}",
+              **({"human_label": v.human_label} if v.human_label is not None else {})}
+             for i, v in enumerate(verdicts)]
+    response = client.post("/v1/jobs", json={"items": items, "profile": "persona-certainty"}, headers=AUTH_A)
+    job_id: str = response.get_json()["job_id"]
+    cascade = load_judging({"name": "three-stage", "then": "human", "cascade": [
+        {"profile": "persona-certainty", "threshold": 0.8}, {"profile": "persona-certainty", "threshold": 0.9},
+        {"profile": "persona-certainty", "threshold": 0.95}]})
+    with engine.begin() as conn:
+        conn.execute(update(Job).where(col(Job.id) == job_id)
+                     .values(profile_json=json.dumps(cascade.stored())))  # type: ignore[union-attr]
+    repo.record_verdicts(engine, job_id, list(enumerate(verdicts)), now=when)
+    return job_id
+
+
+class ServedApp:
+    """A Flask app served on a loopback port from a thread (werkzeug), for a browser."""
+
+    def __init__(self, app: Flask):
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
+                                       daemon=True)  # shutdown() waits up to one poll interval
+
+    def __enter__(self) -> ServedApp:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)

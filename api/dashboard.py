@@ -1,0 +1,312 @@
+"""/dashboard: the service's statistics in a browser, server-rendered with Jinja2, charts by plotly
+(its JavaScript served from the plotly wheel, no CDN).
+
+Authentication is the API's (api.auth): a login form takes an API key once, and the session cookie
+(signed, HttpOnly, SameSite=Strict, Secure over https; api.app.configure_sessions) keeps only the
+key's hash, the owner id every query is filtered by, checked against the active keys on every
+request (a revoked key's session ends at once). The key never appears in a URL. Every POST carries
+the session's CSRF token. Pages without a session redirect to the login form; the JSON the pages
+read answers 401.
+
+The numbers are the API's own: the overview calls api.stats.agreement_report (the code of
+/v1/stats/agreement) once for the filters and once per day (and per profile and model), and each
+point names the /v1/stats/agreement query that returns it; a job's page shows the document of
+/v1/jobs/{id}/report and the page of /v1/jobs/{id}/queue, and labels go through store.repo's
+attach_labels like POST /v1/jobs/{id}/labels.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlmodel import col
+from werkzeug.wrappers import Response as BaseResponse
+
+from api.auth import owner_is_active, owner_of_key
+from api.context import state
+from api.errors import ApiError, json_response, pydantic_problems, summarize
+from api.schemas import LabelIn, StatsQuery
+from api.stats import agreement_report
+from store import repo
+from store.models import Job, summary_main
+from store.summaries import ALL_HOURS, SECONDS_PER_HOUR
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
+               static_folder="static", static_url_path="/static")
+
+MAX_DAYS = 62  # the overview's time axis: at most this many days (the last ones of the range)
+MAX_JOBS = 100  # jobs listed on the overview, newest first
+OPEN = {"dashboard.login", "dashboard.plotly_js", "dashboard.static"}  # pages without a session
+
+
+def plotly_version() -> str:
+    import plotly
+
+    return str(plotly.__version__)
+
+
+# ---------------------------------------------------------------- session, CSRF
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+@bp.app_context_processor
+def _template_globals() -> dict[str, Any]:
+    return {"csrf_token": csrf_token, "plotly_version": plotly_version}
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(401, "unauthorized", "no dashboard session: sign in at /dashboard/login")
+
+
+@bp.before_request
+def _session() -> BaseResponse | None:
+    if request.endpoint in OPEN:
+        if request.method != "GET":
+            _check_csrf()
+        return None
+    owner = session.get("owner")
+    if not isinstance(owner, str) or not owner_is_active(owner):
+        session.pop("owner", None)
+        if request.endpoint is not None and request.endpoint.startswith("dashboard.data_"):
+            raise _unauthorized()
+        if request.method == "POST":
+            raise _unauthorized()
+        return redirect(url_for("dashboard.login"))
+    g.owner = owner  # api.auth.current_owner: what the API's own code filters by
+    if request.method == "POST":
+        _check_csrf()
+    return None
+
+
+def _check_csrf() -> None:
+    sent = request.form.get("csrf_token", "")
+    expected = session.get("csrf")
+    if not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise ApiError(403, "forbidden", "missing or stale form token: reload the page and try again")
+
+
+# Scripts only from this server (plotly.js and dashboard.js: no inline script); plotly sets inline
+# styles and draws some markers as data: images; no framing (clickjacking of the label forms).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+
+
+@bp.after_request
+def _headers(response: BaseResponse) -> BaseResponse:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> BaseResponse | tuple[str, int]:
+    error = None
+    if request.method == "POST":
+        key = request.form.get("key", "").strip()
+        throttle = state().throttle
+        address = request.remote_addr or ""
+        wait = throttle.retry_after(address)
+        digest = repo.hash_key(key)
+        # As for the API (api.auth): over the address's limit, only keys known to be good get in.
+        known = digest in state().settings.env_key_hashes or throttle.known(digest)
+        if wait is not None and not known:
+            error = f"too many failed sign-ins from this address; retry in {wait} s"
+        else:
+            try:
+                owner = owner_of_key(key)
+            except ApiError:
+                throttle.failed(address)
+                error = "invalid or revoked key"
+            else:
+                throttle.succeeded(owner)
+                session.clear()  # a new session (and CSRF token) for the signed-in key
+                session["owner"] = owner
+                csrf_token()
+                return redirect(url_for("dashboard.overview"))
+    return render_template("dashboard/login.html", error=error), (401 if error else 200)
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    session.clear()
+    return redirect(url_for("dashboard.login"))
+
+
+@bp.get("/plotly-<version>.min.js")
+def plotly_js(version: str) -> Response:
+    """plotly.js from the installed wheel; the URL names its version, so browsers keep it a year."""
+    from plotly.offline import get_plotlyjs
+
+    response = Response(get_plotlyjs(), mimetype="text/javascript")
+    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    response.headers["ETag"] = f'"plotly-{plotly_version()}"'
+    return response
+
+
+# ---------------------------------------------------------------- the overview
+
+def _filters() -> StatsQuery:
+    """The page's filters (profile, model, since, until), validated like /v1/stats/agreement's query;
+    empty form fields count as absent."""
+    args = {key: value for key, value in request.args.items() if value != ""
+            and key in ("profile", "model", "since", "until")}
+    try:
+        return StatsQuery.model_validate(args)
+    except ValidationError as exc:
+        problems = pydantic_problems(exc)
+        raise ApiError(400, "bad_request", summarize(problems, "invalid filter"), problems) from None
+
+
+def _query_string(query: StatsQuery) -> str:
+    """`query` as /v1/stats/agreement's query string."""
+    fields = {name: getattr(query, name) for name in ("profile", "model", "since", "until")}
+    return urlencode({name: value.isoformat() if isinstance(value, datetime) else value
+                      for name, value in fields.items() if value is not None})
+
+
+def _judges(owner: str, query: StatsQuery) -> tuple[list[tuple[str, str]], int | None, int | None]:
+    """The (profile, model) pairs of the owner's summarized verdicts that match the filters, and the
+    first and last hour holding any (summary_main's hourly rows of all verdicts, group_key "")."""
+    hour = summary_main.c.hour
+    statement = (select(summary_main.c.profile, summary_main.c.model, func.min(hour), func.max(hour))
+                 .join(Job, col(Job.id) == summary_main.c.job_id)
+                 .where(col(Job.owner) == owner, summary_main.c.group_key == "", hour != ALL_HOURS)
+                 .group_by(summary_main.c.profile, summary_main.c.model)
+                 .order_by(summary_main.c.profile, summary_main.c.model))
+    if query.profile is not None:
+        statement = statement.where(summary_main.c.profile == query.profile)
+    if query.model is not None:
+        statement = statement.where(summary_main.c.model == query.model)
+    with state().engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    first = min((row[2] for row in rows), default=None)
+    last = max((row[3] for row in rows), default=None)
+    return [(row[0], row[1]) for row in rows], first, last
+
+
+def _days(query: StatsQuery, first: int | None, last: int | None) -> list[tuple[datetime, datetime]]:
+    """Whole UTC days [since, until) over the filters' range, or over the verdicts' hours, clipped to
+    the filters (so a day's numbers never reach outside them)."""
+    if first is None or last is None:
+        return []
+    lo = query.since or datetime.fromtimestamp(first * SECONDS_PER_HOUR, UTC)
+    hi = query.until or datetime.fromtimestamp((last + 1) * SECONDS_PER_HOUR, UTC)
+    day = lo.replace(hour=0, minute=0, second=0, microsecond=0)
+    days = []
+    while day < hi:
+        days.append((max(day, lo), min(day + timedelta(days=1), hi)))
+        day += timedelta(days=1)
+    return days[-MAX_DAYS:]
+
+
+def _value(statistic: Any) -> Any:
+    return statistic.get("value") if isinstance(statistic, dict) else statistic
+
+
+def _point(query: StatsQuery, report: dict[str, Any], since: datetime) -> dict[str, Any]:
+    kappa = report.get("cohen_kappa") or {}
+    return {"day": since.date().isoformat(), "query": _query_string(query),
+            "labelled": report["counts"]["labelled"], "accuracy": report.get("accuracy"),
+            "accuracy_no_tie": report.get("accuracy_no_tie"),
+            "cohen_kappa": _value(kappa), "cohen_kappa_ci95": kappa.get("ci95") if isinstance(kappa, dict) else None,
+            "krippendorff_alpha": _value(report.get("krippendorff_alpha")),
+            "cost_usd": report["cost"]["cost_usd"], "calls": report["cost"]["calls"],
+            "items": report["cost"]["items"]}
+
+
+def overview_data(owner: str, query: StatsQuery) -> dict[str, Any]:
+    """What the overview draws: the totals (/v1/stats/agreement for the filters), a series per
+    profile and model with one point per day, and the cost and calls per day."""
+    judges, first, last = _judges(owner, query)
+    days = _days(query, first, last)
+    series = []
+    for profile, model in judges:
+        points = []
+        for since, until in days:
+            day_query = query.model_copy(update={"profile": profile, "model": model, "since": since, "until": until})
+            points.append(_point(day_query, agreement_report(owner, day_query), since))
+        series.append({"profile": profile, "model": model, "points": points})
+    per_day = []
+    for since, until in days:
+        day_query = query.model_copy(update={"since": since, "until": until})
+        per_day.append(_point(day_query, agreement_report(owner, day_query), since))
+    return {"query": _query_string(query), "totals": agreement_report(owner, query), "series": series,
+            "per_day": per_day}
+
+
+def jobs_data(owner: str) -> list[dict[str, Any]]:
+    """The owner's newest jobs as GET /v1/jobs/{id} shows them."""
+    from api.jobs import job_out
+
+    with state().engine.connect() as conn:
+        ids = conn.execute(select(col(Job.id)).where(col(Job.owner) == owner)
+                           .order_by(col(Job.created_at).desc()).limit(MAX_JOBS)).scalars().all()
+    jobs = []
+    for job_id in ids:
+        job = repo.get_job(state().engine, job_id, owner=owner)
+        if job is not None:
+            jobs.append(job_out(job).model_dump(mode="json"))
+    return jobs
+
+
+@bp.get("/")
+def overview() -> str:
+    query = _filters()
+    owner = g.owner
+    data = overview_data(owner, query)
+    return render_template("dashboard/overview.html", data=data, jobs=jobs_data(owner), filters=query)
+
+
+@bp.get("/data/overview")
+def data_overview() -> Response:
+    return json_response(overview_data(g.owner, _filters()))
+
+
+@bp.get("/data/jobs")
+def data_jobs() -> Response:
+    return json_response({"jobs": jobs_data(g.owner)})
+
+
+# ---------------------------------------------------------------- a job
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str) -> str:
+    from api import jobs
+
+    job = jobs.job_out(jobs.owned_job(job_id)).model_dump(mode="json")
+    report = jobs.report(job_id).get_json()
+    queue = jobs.human_queue(job_id).get_json()
+    return render_template("dashboard/job.html", job=job, report=report, queue=queue)
+
+
+@bp.post("/jobs/<job_id>/labels")
+def label(job_id: str) -> BaseResponse:
+    """One label from the queue page's form, through the code of POST /v1/jobs/{id}/labels."""
+    from api import jobs
+
+    job = jobs.owned_job(job_id)
+    try:
+        labels = [LabelIn.model_validate({"id": request.form.get("id", ""),
+                                          "human_label": request.form.get("human_label") or None})]
+    except ValidationError as exc:
+        problems = pydantic_problems(exc)
+        raise ApiError(422, "invalid", summarize(problems, "invalid label"), problems) from None
+    _, unknown = repo.attach_labels(state().engine, job.id, [(lb.id, lb.human_label) for lb in labels])
+    if unknown:
+        raise ApiError(422, "invalid", "no such item in this job")
+    return redirect(url_for("dashboard.job_page", job_id=job.id))
+

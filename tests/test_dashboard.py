@@ -1,0 +1,295 @@
+"""/dashboard through Flask's test client: sign-in with an API key into a session cookie, no key no
+page, one key never sees another's jobs, the overview's numbers equal /v1/stats/agreement's for
+the same filters, and a label posted from a job's queue reaches its report."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.engine import Engine
+
+from store import repo
+from store.db import get_engine
+from tests.support.api import AUTH_A, AUTH_B, KEY_A, KEY_B, cascade_job, new_app, simulated_jobs
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, list[str], list[str]]:
+    """Two weeks of simulated jobs of key A (two days of key B's), on one SQLite database."""
+    path: Path = tmp_path_factory.mktemp("dashboard") / "db.sqlite"
+    engine = get_engine(f"sqlite:///{path}")
+    jobs_a = simulated_jobs(engine, repo.hash_key(KEY_A), seed=1, n=30)
+    jobs_b = simulated_jobs(engine, repo.hash_key(KEY_B), seed=2, days=2, n=20,
+                            judges=(("tenant-b-profile", "tenant-b-model", 0.2),))
+    return engine, jobs_a, jobs_b
+
+
+@pytest.fixture
+def app(world: tuple[Engine, list[str], list[str]]) -> Flask:
+    return new_app(world[0], lambda job: None)
+
+
+def sign_in(client: FlaskClient, key: str) -> Any:
+    page = client.get("/dashboard/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+    assert token is not None
+    return client.post("/dashboard/login", data={"key": key, "csrf_token": token.group(1)})
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+def cells(html: str, table: str) -> dict[str, str]:
+    """The data-stat cells of a page's table, as text."""
+    body = html[html.index(f'<table id="{table}"'):]
+    body = body[:body.index("</table>")]
+    return {name: unescape(re.sub(r"<[^>]+>", "", value)).strip()
+            for name, value in re.findall(r'<td data-stat="([^"]+)">(.*?)</td>', body, re.S)}
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+# ---------------------------------------------------------------- authentication
+
+def test_without_a_session_pages_redirect_to_the_login_form_and_the_json_is_401(app: Flask,
+                                                                               world: Any) -> None:
+    client = app.test_client()
+    job_id = world[1][0]
+    for path in ("/dashboard/", f"/dashboard/jobs/{job_id}"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.headers["Location"].endswith("/dashboard/login")
+    for path in ("/dashboard/data/overview", "/dashboard/data/jobs"):
+        response = client.get(path)
+        assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
+    # A bearer key is the API's, not the dashboard's: no session, no page.
+    assert client.get("/dashboard/data/jobs", headers=AUTH_A).status_code == 401
+    assert client.post(f"/dashboard/jobs/{job_id}/labels", data={"id": "d00-001", "human_label": "A"}).status_code == 401
+
+
+def test_signing_in_keeps_only_the_keys_hash_in_a_strict_httponly_cookie(app: Flask) -> None:
+    client = app.test_client()
+    response = sign_in(client, KEY_A)
+    assert response.status_code == 302 and response.headers["Location"].endswith("/dashboard/")
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
+    assert "Secure" not in cookie  # plain http here; over https it is Secure (next test)
+    assert KEY_A not in cookie
+    assert client.get("/dashboard/").status_code == 200
+    assert KEY_A not in client.get("/dashboard/").get_data(as_text=True)
+
+
+def test_the_cookie_is_secure_over_https(app: Flask) -> None:
+    client = app.test_client()
+    page = client.get("/dashboard/login", base_url="https://localhost")
+    response = client.post("/dashboard/login", base_url="https://localhost",
+                           data={"key": KEY_A, "csrf_token": csrf_of(page.get_data(as_text=True))})
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
+def test_a_wrong_key_or_a_missing_form_token_does_not_sign_in(app: Flask) -> None:
+    client = app.test_client()
+    response = sign_in(client, "not-a-key-of-this-service")
+    assert response.status_code == 401 and "invalid or revoked key" in response.get_data(as_text=True)
+    assert client.get("/dashboard/").status_code == 302
+    fresh = app.test_client()
+    assert fresh.post("/dashboard/login", data={"key": KEY_A}).status_code == 403
+    assert fresh.get("/dashboard/").status_code == 302
+
+
+def test_posts_without_the_sessions_form_token_are_refused(app: Flask, world: Any) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    job_id = world[1][0]
+    response = client.post(f"/dashboard/jobs/{job_id}/labels", data={"id": "d00-000", "human_label": "A"})
+    assert response.status_code == 403
+    assert client.post("/dashboard/logout", data={"csrf_token": "forged"}).status_code == 403
+
+
+def test_a_revoked_key_loses_its_session(tmp_path: Path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    key, row = repo.create_api_key(engine, "dash")
+    app = new_app(engine, lambda job: None)
+    client = app.test_client()
+    sign_in(client, key)
+    assert client.get("/dashboard/").status_code == 200
+    repo.revoke_api_key(engine, str(row.id))
+    assert client.get("/dashboard/").status_code == 302
+    assert client.get("/dashboard/data/jobs").status_code == 401
+
+
+def test_signing_out_ends_the_session(app: Flask) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    token = csrf_of(client.get("/dashboard/").get_data(as_text=True))
+    assert client.post("/dashboard/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/dashboard/").status_code == 302
+
+
+def test_plotly_is_served_from_the_wheel_with_long_caching(app: Flask) -> None:
+    import plotly
+
+    client = app.test_client()
+    response = client.get(f"/dashboard/plotly-{plotly.__version__}.min.js")
+    assert response.status_code == 200 and response.mimetype == "text/javascript"
+    assert "max-age=31536000" in response.headers["Cache-Control"]
+    assert len(response.data) > 1_000_000
+    sign_in(client, KEY_A)
+    page = client.get("/dashboard/").get_data(as_text=True)
+    assert f'src="/dashboard/plotly-{plotly.__version__}.min.js"' in page and "cdn" not in page.lower()
+
+
+# ---------------------------------------------------------------- tenants
+
+def test_one_key_never_sees_another_keys_jobs_on_any_page(app: Flask, world: Any) -> None:
+    _, jobs_a, jobs_b = world
+    client = app.test_client()
+    sign_in(client, KEY_B)
+    pages = [client.get("/dashboard/").get_data(as_text=True),
+             client.get("/dashboard/data/overview").get_data(as_text=True),
+             client.get("/dashboard/data/jobs").get_data(as_text=True)]
+    for page in pages:
+        assert "sim-small" not in page and "sim-large" not in page
+        assert not any(job_id in page for job_id in jobs_a)
+    assert any(jobs_b[0] in page for page in pages)
+    for job_id in jobs_a[:3]:
+        assert client.get(f"/dashboard/jobs/{job_id}").status_code == 404
+        response = client.post(f"/dashboard/jobs/{job_id}/labels",
+                               data={"id": "d00-000", "human_label": "A", "csrf_token": csrf_of(pages[0])})
+        assert response.status_code == 404
+    assert client.get(f"/dashboard/jobs/{jobs_b[0]}").status_code == 200
+    client_a = app.test_client()
+    sign_in(client_a, KEY_A)
+    assert "tenant-b" not in client_a.get("/dashboard/").get_data(as_text=True)
+    assert client_a.get(f"/dashboard/jobs/{jobs_b[0]}").status_code == 404
+
+
+# ---------------------------------------------------------------- the numbers
+
+@pytest.mark.parametrize("filters", [
+    {},
+    {"profile": "persona-certainty"},
+    {"model": "sim-large", "since": "2026-05-08", "until": "2026-05-12T06:00:00Z"},
+])
+def test_the_overviews_numbers_equal_the_stats_api_for_the_same_filters(app: Flask, filters: dict[str, str]) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    api = client.get("/v1/stats/agreement", query_string=filters, headers=AUTH_A).get_json()
+    data = client.get("/dashboard/data/overview", query_string=filters).get_json()
+    assert data["totals"] == api
+    shown = cells(client.get("/dashboard/", query_string=filters).get_data(as_text=True), "totals")
+    assert shown["items"] == str(api["counts"]["items"]) and shown["labelled"] == str(api["counts"]["labelled"])
+    assert shown["accuracy"] == fmt(api["accuracy"])
+    kappa = api["cohen_kappa"]
+    assert shown["cohen_kappa"] == f"{fmt(kappa['value'])} [{fmt(kappa['ci95'][0])}, {fmt(kappa['ci95'][1])}]"
+    assert shown["calls"] == str(api["cost"]["calls"]) and shown["cost_usd"] == fmt(api["cost"]["cost_usd"], 4)
+    # every point of every chart is /v1/stats/agreement of the query it names
+    assert data["series"] and data["per_day"]
+    for point in [*data["per_day"], *data["series"][0]["points"][:3]]:
+        day = client.get(f"/v1/stats/agreement?{point['query']}", headers=AUTH_A).get_json()
+        assert point["accuracy"] == day["accuracy"] and point["calls"] == day["cost"]["calls"]
+        assert point["cohen_kappa"] == day["cohen_kappa"]["value"] and point["cost_usd"] == day["cost"]["cost_usd"]
+
+
+def test_the_overview_has_two_weeks_per_judge_and_the_days_sum_to_the_totals(app: Flask) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    data = client.get("/dashboard/data/overview").get_json()
+    assert [(s["profile"], s["model"]) for s in data["series"]] == [
+        ("persona-certainty", "sim-large"), ("persona-certainty", "sim-small"), ("persona-tie", "sim-small")]
+    assert len(data["per_day"]) == 14 and all(len(s["points"]) == 14 for s in data["series"])
+    assert sum(p["calls"] for p in data["per_day"]) == data["totals"]["cost"]["calls"]
+    assert sum(p["items"] for p in data["per_day"]) == data["totals"]["cost"]["items"]
+
+
+def test_a_bad_filter_is_a_400_naming_it(app: Flask) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    response = client.get("/dashboard/data/overview?since=yesterday")
+    assert response.status_code == 400 and response.get_json()["error"]["details"][0]["field"] == "since"
+
+
+# ---------------------------------------------------------------- a job's page
+
+def test_the_job_page_shows_the_api_report_and_labelling_from_its_queue_changes_it(app: Flask, world: Any) -> None:
+    job_id = world[1][-1]
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    before = client.get(f"/v1/jobs/{job_id}/report", headers=AUTH_A).get_json()
+    queue = client.get(f"/v1/jobs/{job_id}/queue", headers=AUTH_A).get_json()["items"]
+    assert queue
+    page = client.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    shown = cells(page, "report")
+    assert shown["labelled"] == str(before["counts"]["labelled"]) and shown["accuracy"] == fmt(before["accuracy"])
+    assert all(f'data-item="{entry["item"]["id"]}"' in page for entry in queue)
+    item = queue[0]["item"]["id"]
+    winner = queue[0]["verdict"]["winner"]
+    response = client.post(f"/dashboard/jobs/{job_id}/labels",
+                           data={"id": item, "human_label": winner, "csrf_token": csrf_of(page)})
+    assert response.status_code == 302
+    after = client.get(f"/v1/jobs/{job_id}/report", headers=AUTH_A).get_json()
+    assert after["counts"]["labelled"] == before["counts"]["labelled"] + 1
+    assert after["counts"]["correct"] == before["counts"]["correct"] + 1
+    page = client.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    assert cells(page, "report")["labelled"] == str(after["counts"]["labelled"])
+    assert f'data-item="{item}"' not in page
+    # put it back for the other tests of this module's database
+    client.post(f"/v1/jobs/{job_id}/labels", json=[{"id": item, "human_label": None}], headers=AUTH_A)
+
+
+def test_a_label_outside_a_b_tie_or_an_unknown_item_is_a_422(app: Flask, world: Any) -> None:
+    job_id = world[1][-1]
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    token = csrf_of(client.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True))
+    for data in ({"id": "d13-000", "human_label": "C"}, {"id": "no-such-item", "human_label": "A"}):
+        response = client.post(f"/dashboard/jobs/{job_id}/labels", data={**data, "csrf_token": token})
+        assert response.status_code == 422
+
+
+def test_another_keys_bearer_header_changes_nothing_on_a_page(app: Flask, world: Any) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    page = client.get("/dashboard/", headers=AUTH_B).get_data(as_text=True)
+    assert "tenant-b" not in page and "sim-small" in page
+
+
+def test_a_cascades_job_page_shows_its_stages_and_queue_from_the_report(tmp_path: Path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    app = new_app(engine, lambda job: None)
+    client = app.test_client()
+    job_id = cascade_job(client, engine)
+    report = client.get(f"/v1/jobs/{job_id}/report", headers=AUTH_A).get_json()
+    stages = report["cascade_stages"]["stages"]
+    sign_in(client, KEY_A)
+    page = client.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="chart-stages"' in page
+    table = page[page.index('<table id="stages"'):]
+    rows = re.findall(r"<tr><td>(\d+)</td>.*?</tr>", table[:table.index("</table>")], re.S)
+    assert len(rows) == len(stages) == 3
+    for stage in stages:
+        assert f"<td>{stage['reached']}</td><td>{stage['accepted']}</td>" in table
+    queue = client.get(f"/v1/jobs/{job_id}/queue", headers=AUTH_A).get_json()["items"]
+    assert [e["item"]["id"] for e in queue] == re.findall(r'<tr data-item="([^"]+)">', page)
+
+
+def test_failed_sign_ins_count_against_the_addresss_authentication_limit(world: Any) -> None:
+    app = new_app(world[0], lambda job: None, PJUDGE_AUTH_FAILURES_PER_MINUTE="2")
+    client = app.test_client()
+    for _ in range(2):
+        assert sign_in(client, "wrong-key-0123456789").status_code == 401
+    response = sign_in(client, "another-wrong-key-012345")
+    assert response.status_code == 401 and "too many failed sign-ins" in response.get_data(as_text=True)
+    assert client.get("/dashboard/").status_code == 302
+    # as for the API, a key known to be good (here listed in PJUDGE_API_KEYS) still gets in
+    assert sign_in(client, KEY_A).status_code == 302 and client.get("/dashboard/").status_code == 200

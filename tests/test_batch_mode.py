@@ -31,6 +31,9 @@ from store import repo
 from store.models import ProviderBatch, ProviderBatchRequest
 from tests.support.services import RedisServer, Service, many_items
 
+# service: every test runs the LLM simulator's HTTP server (and some the CLI or worker processes)
+pytestmark = [pytest.mark.service]
+
 PRICE = {"input_per_mtok": 2.5, "output_per_mtok": 10.0}
 FIELDS = ("winner", "p_a", "certainty", "consistent", "bpde", "abstained")
 

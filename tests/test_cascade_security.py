@@ -23,6 +23,9 @@ from store import repo
 from store.models import Job
 from tests.support.api import AUTH_A, AUTH_B, count, error_of, judge_all, make_items, new_app, post_job
 
+# slow: hundreds of hostile forms (paths, addresses, odd values), each a request; run by plain scripts/test
+pytestmark = [pytest.mark.slow]
+
 PRICES = {"small": {"input_per_mtok": 0.1, "output_per_mtok": 0.4},
           "large": {"input_per_mtok": 5.0, "output_per_mtok": 15.0}}
 PUBLIC = "http://93.184.216.34/v1"  # a public address literal: no DNS needed to accept it

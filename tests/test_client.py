@@ -22,6 +22,9 @@ from judge.records import PairItem
 from store.db import get_engine
 from tests.support.api import KEY_A, LiveServer, make_items
 
+# service: the API served on a loopback port (one test with a worker and the simulator)
+pytestmark = [pytest.mark.service]
+
 
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Engine:

@@ -18,6 +18,9 @@ from store import repo
 from store.db import get_engine
 from tests.support.api import AUTH_A, AUTH_B, KEY_A, KEY_B, cascade_job, new_app, simulated_jobs
 
+# slow: two weeks of simulated jobs per test (seconds of CPU each)
+pytestmark = [pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, list[str], list[str]]:

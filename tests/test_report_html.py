@@ -95,6 +95,7 @@ def pixels_near(image: Image.Image, color: Sequence[int], tolerance: int = 12) -
 # ----------------------------------------------------------------------------- the page
 
 
+@pytest.mark.slow  # renders every plot of a full page
 def test_page_is_self_contained_has_every_section_and_escapes_text() -> None:
     vs = make_verdicts(300, model=HOSTILE_MODEL)
     vs[0] = vs[0].model_copy(update={"id": HOSTILE_ID, "bpde": 2.0})  # top of the BPDE queue

@@ -171,6 +171,7 @@ def test_summaries_equal_build_report(engine: Engine, seed: int) -> None:
         check(engine, Selection(job_id=job_id), group_by="group")
 
 
+@pytest.mark.slow  # seconds of CPU: four jobs, three thresholds, both sides
 def test_an_off_grid_split_next_to_a_grid_point_or_past_the_grid_equals_build_report(engine: Engine) -> None:
     """An off-grid threshold reads the verdicts of the one certainty bin it cuts and the histogram
     for the rest (calibration.counts.split_from_bin): certainties equal to the grid point just below
@@ -184,6 +185,7 @@ def test_an_off_grid_split_next_to_a_grid_point_or_past_the_grid_equals_build_re
     check(engine, everything, group_by="job", threshold=0.699999999)
 
 
+@pytest.mark.slow  # seconds of CPU: many selections
 def test_filters_and_exact_time_ranges(engine: Engine) -> None:
     populate(engine, 7, jobs=3)
     with engine.connect() as conn:
@@ -254,6 +256,7 @@ VALUES = (st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["", 
                                                                                               st.integers(0, 1)))
 
 
+@pytest.mark.slow  # 25 random examples
 @given(data=st.data())
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_random_metadata_keys_never_break_the_summed_report(engine: Engine, data: st.DataObject) -> None:

@@ -11,9 +11,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from judge.batching import Answered, Failed, InFlight, LiveBatch, Planned, RequestState
+from judge.batching import (
+    LIVE_BATCH,
+    LiveBatch,
+    Planned,
+    RequestState,
+    request_state,
+)
 from judge.cache import SqliteCallCache
-from judge.providers.base import CallResult
 from judge.providers.batch_api import BatchOutcome
 
 _SCHEMA = (
@@ -26,7 +31,7 @@ _SCHEMA = (
 )
 # A batch row's status: submitting (row written, batch id not yet), live (sent), ended (answers
 # stored), failed (not sent), lost (a process died while sending it).
-LIVE = ("submitting", "live")
+LIVE = LIVE_BATCH
 
 
 class SqliteBatchStore:
@@ -45,16 +50,7 @@ class SqliteBatchStore:
             "SELECT r.status, r.raw, r.input_tokens, r.output_tokens, r.truncated_from, r.error, b.status "
             "FROM provider_batch_requests r JOIN provider_batches b ON b.row = r.row WHERE r.key = ? ORDER BY r.row",
             (key,)).fetchall()
-        tries, error = 0, ""
-        for status, raw, input_tokens, output_tokens, truncated_from, row_error, batch_status in rows:
-            if status == "answered":
-                return Answered(CallResult(text=raw, input_tokens=input_tokens, output_tokens=output_tokens,
-                                           truncated_from=truncated_from))
-            if status == "pending" and batch_status in LIVE:
-                return InFlight()
-            if status == "failed":
-                tries, error = tries + 1, row_error or "failed"
-        return Failed(tries, error) if tries else None
+        return request_state(rows)
 
     def live(self) -> list[LiveBatch]:
         return [LiveBatch(row, batch_id) for row, batch_id in self._conn.execute(

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from judge.cache import CallCache, cache_key
 from judge.parsers import Parsed, to_item_labels
@@ -59,6 +59,26 @@ class Failed:
 
 
 RequestState = Answered | InFlight | Failed | None
+
+# A provider batch in one of these states may still answer its requests.
+LIVE_BATCH = ("submitting", "live")
+
+
+def request_state(rows: Iterable[Sequence[Any]]) -> RequestState:
+    """What one request's stored rows say, oldest first, each (status, raw, input_tokens,
+    output_tokens, truncated_from, error, its batch's status): answered, in flight, failed n
+    times, or never sent. The one reading of both stores (judge.batch_sqlite for the CLI,
+    worker.provider_batches for the service)."""
+    tries, error = 0, ""
+    for status, raw, input_tokens, output_tokens, truncated_from, row_error, batch_status in rows:
+        if status == "answered":
+            return Answered(CallResult(text=raw, input_tokens=input_tokens, output_tokens=output_tokens,
+                                       truncated_from=truncated_from))
+        if status == "pending" and batch_status in LIVE_BATCH:
+            return InFlight()
+        if status == "failed":
+            tries, error = tries + 1, row_error or "failed"
+    return Failed(tries, error) if tries else None
 
 
 @dataclass(frozen=True)

@@ -27,18 +27,17 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from judge.batching import (
-    Answered,
+    LIVE_BATCH,
     BatchJudge,
-    Failed,
-    InFlight,
     LiveBatch,
     Planned,
     RequestState,
     TickResult,
+    request_state,
 )
 from judge.endpoints import AccessError
 from judge.profiles import JudgeProfile
-from judge.providers.base import CallResult, ProviderError
+from judge.providers.base import ProviderError
 from judge.providers.batch_api import BatchOutcome, create_batch_provider
 from judge.records import JudgeInfo
 from judge.settings import settings
@@ -66,7 +65,7 @@ HOLDER = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 # A tick holds its job's lease this long at most: a holder that died on another host frees it when
 # it passes; one that died on this host (kill -9, the watchdog's restart) at once (`_dead`).
 LEASE_S = 120.0
-LIVE = ("submitting", "live")
+LIVE = LIVE_BATCH
 
 
 def is_batch_job(job: Job) -> bool:
@@ -157,16 +156,7 @@ class DbBatchStore:
         return self._by_key
 
     def state(self, key: str) -> RequestState:
-        tries, error = 0, ""
-        for status, raw, input_tokens, output_tokens, truncated_from, row_error, batch_status in self._rows().get(key, []):
-            if status == "answered":
-                return Answered(CallResult(text=raw, input_tokens=input_tokens, output_tokens=output_tokens,
-                                           truncated_from=truncated_from))
-            if status == "pending" and batch_status in LIVE:
-                return InFlight()
-            if status == "failed":
-                tries, error = tries + 1, row_error or "failed"
-        return Failed(tries, error) if tries else None
+        return request_state(self._rows().get(key, []))
 
     def live(self) -> list[LiveBatch]:
         with self.engine.connect() as conn:

@@ -40,17 +40,23 @@ def settle(condition: Any, timeout: float = 10) -> bool:
 
 # ---------------------------------------------------------------- judges kept per worker (F9)
 
-def test_the_worker_keeps_at_most_max_judges_and_closes_the_least_recently_used_idle_ones(
-        start_sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    sim = start_sim()
-    closed: list[Judge] = []
+@pytest.fixture
+def closed(monkeypatch: pytest.MonkeyPatch) -> list[Judge]:
+    """The judges closed during the test, in order (Judge.aclose recorded, then run)."""
+    judges: list[Judge] = []
     real_aclose = Judge.aclose
 
     async def recording_aclose(self: Judge) -> None:
-        closed.append(self)
+        judges.append(self)
         await real_aclose(self)
 
     monkeypatch.setattr(Judge, "aclose", recording_aclose)
+    return judges
+
+
+def test_the_worker_keeps_at_most_max_judges_and_closes_the_least_recently_used_idle_ones(
+        start_sim: Any, closed: list[Judge]) -> None:
+    sim = start_sim()
     runtime = AsyncRuntime(max_judges=2)
     profiles = [sim_profile(sim, temperature=0.1 * (i + 1)) for i in range(5)]
     judges = []
@@ -67,16 +73,8 @@ def test_the_worker_keeps_at_most_max_judges_and_closes_the_least_recently_used_
 
 
 def test_a_judge_a_running_batch_holds_is_closed_only_when_the_batch_lets_go(
-        start_sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        start_sim: Any, closed: list[Judge]) -> None:
     sim = start_sim()
-    closed: list[Judge] = []
-    real_aclose = Judge.aclose
-
-    async def recording_aclose(self: Judge) -> None:
-        closed.append(self)
-        await real_aclose(self)
-
-    monkeypatch.setattr(Judge, "aclose", recording_aclose)
     runtime = AsyncRuntime(max_judges=1)
     first, *others = [sim_profile(sim, temperature=0.1 * (i + 1)) for i in range(4)]
     item = many_items(1)[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -33,7 +33,6 @@ from api.schemas import (
     CancelOut,
     EstimateCreate,
     EstimateOut,
-    ExportQuery,
     JobAccepted,
     JobCounts,
     JobCreate,
@@ -469,14 +468,6 @@ def cancel(job_id: str) -> Response:
 @bp.get("/<job_id>/export")
 def export(job_id: str) -> Response:
     job = owned_job(job_id)
-    parse_query(ExportQuery)
-    from store.queries import dpo_lines
+    from api.exports import export_response
 
-    engine = state().engine
-
-    def lines() -> Iterator[str]:
-        for line in dpo_lines(engine, job.id):
-            yield json.dumps(line, ensure_ascii=False) + "\n"
-
-    return Response(lines(), mimetype="application/x-ndjson",
-                    headers={"Content-Disposition": f'attachment; filename="{job.id}.dpo.jsonl"'})
+    return export_response(job)

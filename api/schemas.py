@@ -260,7 +260,22 @@ class StatsQuery(ReportQuery):
 
 
 class ExportQuery(_Query):
-    format: Literal["dpo"] = "dpo"
+    """GET /v1/jobs/{id}/export (judge.exports says what each option does)."""
+
+    format: Literal["dpo"] = Field(default="dpo", description="Preference rows (prompt/chosen/rejected), the "
+                                   "columns TRL's DPOTrainer reads.")
+    as_: Literal["jsonl", "parquet"] = Field(default="jsonl", alias="as",
+                                             description="JSON Lines (streamed) or a Parquet file (row groups).")
+    persona: Literal["raw", "column", "fold"] | None = Field(
+        default=None, description="raw: the stored persona (text or object), absent when none (JSON Lines only); "
+        "column: text or null on every row; fold: into the prompt ([User Profile] / [User Question]). "
+        "Default: raw for JSON Lines, column for Parquet.")
+    conversational: bool = Field(default=False, description="TRL's conversational format: prompt, chosen and "
+                                 "rejected as lists of {role, content} messages (a folded persona is the system "
+                                 "message).")
+    min_certainty: float | None = Field(default=None, ge=0, le=1, description="Only verdicts at least this "
+                                        "certain (a verdict without a certainty is left out).")
+    consistent_only: bool = Field(default=False, description="Only verdicts whose two orders agree.")
 
 
 class PersonalizationReportQuery(_Query):
@@ -453,14 +468,31 @@ class PersonalizationReport(BaseModel):
     judge: PersonalizationJudge
 
 
+class DpoMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class DpoJudge(BaseModel):
+    profile: str
+    provider: str
+    model: str
+
+
 class DpoLine(BaseModel):
-    """One line of GET /v1/jobs/{id}/export?format=dpo (JSON Lines)."""
+    """One line of GET /v1/jobs/{id}/export?format=dpo (JSON Lines); a row of its Parquet file."""
 
     id: str
-    prompt: str
-    chosen: str
-    rejected: str
-    persona: str | dict[str, Any] | None = Field(default=None, description="Present when the item had one.")
+    prompt: str | list[DpoMessage] = Field(description="Text, or messages with conversational=true.")
+    chosen: str | list[DpoMessage]
+    rejected: str | list[DpoMessage]
+    persona: str | dict[str, Any] | None = Field(
+        default=None, description="persona=raw: present when the item had one; column: text or null; fold: absent.")
+    winner: Literal["A", "B"] | None = Field(default=None, description="The response chosen.")
+    p_a: float | None = None
+    certainty: float | None = None
+    consistent: bool | None = None
+    judge: DpoJudge | None = None
 
 
 class CredentialOut(BaseModel):

@@ -1,5 +1,6 @@
 """Read queries of the API's views beyond store.repo (nothing here writes): health, totals, the
-verdicts of /v1/stats/agreement's fallback, the DPO export. Each takes a bind (store.db.Bind).
+verdicts of /v1/stats/agreement's fallback. Each takes a bind (store.db.Bind). The training
+export's reads are store.exports.
 
 `agreement_verdicts` loads the verdicts of /v1/stats/agreement for the one case the SQL summaries
 (store.stats) cannot answer: by_group over a metadata key that is not summarized for some job.
@@ -7,11 +8,8 @@ verdicts of /v1/stats/agreement's fallback, the DPO export. Each takes a bind (s
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.sql.elements import ColumnElement
@@ -19,7 +17,7 @@ from sqlmodel import col
 
 from judge.records import Call, Verdict
 from store.db import Bind, reading
-from store.models import CallRow, Job, JobItem, VerdictRow
+from store.models import CallRow, Job, VerdictRow
 from store.rows import call_columns, call_from_row, verdict_from_row
 
 
@@ -95,33 +93,3 @@ def agreement_verdicts(bind: Bind, where: VerdictFilter) -> list[Verdict]:
             calls.setdefault((call_row.job_id, call_row.item_id), []).append(call_from_row(call_row))
     return [verdict_from_row(r, calls.get((r.job_id, r.item_id), [])) for r in rows]
 
-
-# ---------------------------------------------------------------- DPO export
-
-def dpo_lines(bind: Bind, job_id: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
-    """prompt/chosen/rejected of the job's decided, non-abstained verdicts in item order, read in
-    keyset pages so a large job streams in constant memory."""
-    after = -1
-    while True:
-        with reading(bind) as conn:
-            rows = conn.execute(
-                select(col(VerdictRow.position), col(VerdictRow.winner), col(JobItem.item_json))
-                .join(JobItem, and_(col(JobItem.job_id) == col(VerdictRow.job_id),
-                                    col(JobItem.item_id) == col(VerdictRow.item_id)))
-                .where(col(VerdictRow.job_id) == job_id, col(VerdictRow.position) > after,
-                       col(VerdictRow.winner).in_(("A", "B")), col(VerdictRow.abstained).is_(False))
-                .order_by(col(VerdictRow.position)).limit(page_size)
-            ).all()
-        if not rows:
-            return
-        for position, winner, item_json in rows:
-            after = position
-            item = json.loads(item_json)
-            chosen, rejected = ("response_a", "response_b") if winner == "A" else ("response_b", "response_a")
-            line: dict[str, Any] = {"id": item["id"], "prompt": item["prompt"],
-                                    "chosen": item[chosen], "rejected": item[rejected]}
-            if item.get("persona") not in (None, "", {}):
-                line["persona"] = item["persona"]
-            yield line
-        if len(rows) < page_size:
-            return

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import json
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, overload
 
 import httpx2
 from pydantic import BaseModel
@@ -48,7 +51,8 @@ from api.schemas import (
 )
 from judge.records import Label, PairItem, Verdict
 
-if TYPE_CHECKING:  # rich is imported when a bar is shown
+if TYPE_CHECKING:  # rich is imported when a bar is shown; datasets when a Dataset is asked for
+    from datasets import Dataset
     from rich.progress import Progress
 
 __all__ = ["ApiCallError", "AsyncClient", "AsyncJob", "Client", "Job", "Retry", "TERMINAL"]
@@ -59,6 +63,7 @@ PAGE = 1000  # verdicts and queue entries asked for per page (the server's maxim
 
 Items = Iterable[PairItem | Mapping[str, Any]] | str | Path
 Labels = Mapping[str, Label | None] | Iterable[Mapping[str, Any]]
+Persona = Literal["raw", "column", "fold"] | None
 
 
 class ApiCallError(Exception):
@@ -210,6 +215,49 @@ def _submit_body(items: Items, profile: Any, labels: Labels | None, max_cost_usd
     return body
 
 
+def _export_query(persona: Persona, conversational: bool, min_certainty: float | None, consistent_only: bool,
+                  parquet: bool = False) -> dict[str, str]:
+    """GET /v1/jobs/{id}/export's parameters (judge.exports says what each does)."""
+    return _query({"format": "dpo", "as": "parquet" if parquet else None, "persona": persona,
+                   "conversational": conversational or None, "min_certainty": min_certainty,
+                   "consistent_only": consistent_only or None})
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def _dataset(parquet: bytes) -> Dataset:
+    """A Parquet export as a datasets.Dataset (in memory), or an ImportError saying what to install."""
+    try:
+        import datasets
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError("a Dataset needs the `datasets` package: pip install 'persona-judge[datasets]' "
+                          f"({exc})") from exc
+    return datasets.Dataset(pq.read_table(io.BytesIO(parquet)))
+
+
+class _Replace:
+    """A file written beside `path` and moved onto it only when complete (no half export left behind)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        self.temporary = Path(name)
+        self.file = os.fdopen(descriptor, "wb")
+
+    def __enter__(self) -> BinaryIO:
+        return self.file
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.file.close()
+        if kind is None:
+            self.temporary.replace(self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)
+
+
 class _Bar:
     """The rich progress bar of `pjudge submit --wait` (on stderr), or nothing."""
 
@@ -307,6 +355,26 @@ class Client:
                 continue
             time.sleep(_next_wait(self.retry, attempt, self.url, response, None))
 
+    def _chunks(self, path: str, params: Mapping[str, str]) -> Iterator[bytes]:
+        """A response's bytes as they arrive (retried until its first byte only)."""
+        attempt, started = 0, False
+        while True:
+            attempt += 1
+            try:
+                with self._http.stream("GET", path, params=params) as response:
+                    if response.is_success:
+                        for chunk in response.iter_bytes():
+                            started = True
+                            yield chunk
+                        return
+                    response.read()
+            except httpx2.TransportError as exc:
+                if started:
+                    raise _unreachable(self.url, exc) from None
+                time.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
+                continue
+            time.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+
     def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty", *,
                labels: Labels | None = None, max_cost_usd: float | None = None,
                idempotency_key: str | None = None) -> Job:
@@ -398,10 +466,51 @@ class Job:
     def cancel(self) -> CancelOut:
         return CancelOut.model_validate(self.client.request("POST", f"/v1/jobs/{self.id}/cancel").json())
 
-    def export_dpo(self) -> Iterator[DpoLine]:
-        """The prompt/chosen/rejected lines of the decided, non-abstained verdicts, as they stream."""
-        for line in self.client._lines(f"/v1/jobs/{self.id}/export", {"format": "dpo"}):
-            yield DpoLine.model_validate_json(line)
+    @overload
+    def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
+                   min_certainty: float | None = None, consistent_only: bool = False,
+                   as_dataset: Literal[False] = False, path: None = None) -> Iterator[DpoLine]: ...
+    @overload
+    def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
+                   min_certainty: float | None = None, consistent_only: bool = False,
+                   as_dataset: Literal[True], path: None = None) -> Dataset: ...
+    @overload
+    def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
+                   min_certainty: float | None = None, consistent_only: bool = False,
+                   as_dataset: Literal[False] = False, path: str | Path) -> Path: ...
+    def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
+                   min_certainty: float | None = None, consistent_only: bool = False,
+                   as_dataset: bool = False, path: str | Path | None = None) -> Iterator[DpoLine] | Dataset | Path:
+        """The preference rows (prompt/chosen/rejected, with id, winner, p_a, certainty, consistent and
+        judge) of the decided, non-abstained verdicts that pass the filters: as they stream; with
+        `as_dataset`, a datasets.Dataset (`to_dataset`); with `path`, written there (`save_dpo`).
+        persona: "raw" (as stored; the default of JSON Lines), "column" (text; the default of
+        Parquet and Datasets) or "fold" (into the prompt); `conversational`: TRL's messages format."""
+        if as_dataset:
+            return self.to_dataset(persona=persona, conversational=conversational, min_certainty=min_certainty,
+                                   consistent_only=consistent_only)
+        if path is not None:
+            return self.save_dpo(path, persona=persona, conversational=conversational, min_certainty=min_certainty,
+                                 consistent_only=consistent_only)
+        params = _export_query(persona, conversational, min_certainty, consistent_only)
+        return (DpoLine.model_validate_json(line) for line in self.client._lines(f"/v1/jobs/{self.id}/export", params))
+
+    def save_dpo(self, path: str | Path, *, persona: Persona = None, conversational: bool = False,
+                 min_certainty: float | None = None, consistent_only: bool = False) -> Path:
+        """The export written to `path` as it streams: Parquet for a .parquet name, else JSON Lines.
+        The file appears only once complete."""
+        path = Path(path)
+        params = _export_query(persona, conversational, min_certainty, consistent_only, _is_parquet(path))
+        with _Replace(path) as file:
+            for chunk in self.client._chunks(f"/v1/jobs/{self.id}/export", params):
+                file.write(chunk)
+        return path
+
+    def to_dataset(self, *, persona: Persona = None, conversational: bool = False,
+                   min_certainty: float | None = None, consistent_only: bool = False) -> Dataset:
+        """The export as a datasets.Dataset (read from its Parquet form; needs the `datasets` extra)."""
+        params = _export_query(persona, conversational, min_certainty, consistent_only, parquet=True)
+        return _dataset(b"".join(self.client._chunks(f"/v1/jobs/{self.id}/export", params)))
 
 
 # ---------------------------------------------------------------- asynchronous
@@ -456,6 +565,25 @@ class AsyncClient:
                             if line:
                                 started = True
                                 yield line
+                        return
+                    await response.aread()
+            except httpx2.TransportError as exc:
+                if started:
+                    raise _unreachable(self.url, exc) from None
+                await asyncio.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
+                continue
+            await asyncio.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+
+    async def _chunks(self, path: str, params: Mapping[str, str]) -> AsyncIterator[bytes]:
+        attempt, started = 0, False
+        while True:
+            attempt += 1
+            try:
+                async with self._http.stream("GET", path, params=params) as response:
+                    if response.is_success:
+                        async for chunk in response.aiter_bytes():
+                            started = True
+                            yield chunk
                         return
                     await response.aread()
             except httpx2.TransportError as exc:
@@ -548,6 +676,24 @@ class AsyncJob:
     async def cancel(self) -> CancelOut:
         return CancelOut.model_validate((await self.client.request("POST", f"/v1/jobs/{self.id}/cancel")).json())
 
-    async def export_dpo(self) -> AsyncIterator[DpoLine]:
-        async for line in self.client._lines(f"/v1/jobs/{self.id}/export", {"format": "dpo"}):
+    async def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
+                         min_certainty: float | None = None, consistent_only: bool = False) -> AsyncIterator[DpoLine]:
+        """Job.export_dpo's rows as they stream (`save_dpo` and `to_dataset` for a file or a Dataset)."""
+        params = _export_query(persona, conversational, min_certainty, consistent_only)
+        async for line in self.client._lines(f"/v1/jobs/{self.id}/export", params):
             yield DpoLine.model_validate_json(line)
+
+    async def save_dpo(self, path: str | Path, *, persona: Persona = None, conversational: bool = False,
+                       min_certainty: float | None = None, consistent_only: bool = False) -> Path:
+        path = Path(path)
+        params = _export_query(persona, conversational, min_certainty, consistent_only, _is_parquet(path))
+        with _Replace(path) as file:
+            async for chunk in self.client._chunks(f"/v1/jobs/{self.id}/export", params):
+                file.write(chunk)
+        return path
+
+    async def to_dataset(self, *, persona: Persona = None, conversational: bool = False,
+                         min_certainty: float | None = None, consistent_only: bool = False) -> Dataset:
+        params = _export_query(persona, conversational, min_certainty, consistent_only, parquet=True)
+        parts = [chunk async for chunk in self.client._chunks(f"/v1/jobs/{self.id}/export", params)]
+        return _dataset(b"".join(parts))

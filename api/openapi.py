@@ -64,6 +64,7 @@ class Route:
     parameters: tuple[dict[str, Any], ...] = ()
     public: bool = False
     content_type: str = "application/json"
+    other_content: tuple[tuple[str, Schema], ...] = ()  # further (content type, schema) of the 2xx answers
     tags: tuple[str, ...] = field(default=("jobs",))
     description: str | None = None
 
@@ -105,8 +106,13 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/jobs/{job_id}/cancel", "Cancel a queued or running job.",
           {200: ("The job is cancelled.", s.CancelOut)}, errors=(401, 404, 409), parameters=(JOB_ID,)),
     Route("get", "/v1/jobs/{job_id}/export", "Preference pairs of the decided, non-abstained verdicts.",
-          {200: ("JSON Lines, one DpoLine per line.", s.DpoLine)}, query=s.ExportQuery, parameters=(JOB_ID,),
-          content_type="application/x-ndjson"),
+          {200: ("JSON Lines, one DpoLine per line; with as=parquet a Parquet file of the same columns.",
+                 s.DpoLine)}, query=s.ExportQuery, parameters=(JOB_ID,), content_type="application/x-ndjson",
+          other_content=(("application/vnd.apache.parquet", {"type": "string", "contentEncoding": "binary"}),),
+          description="The rows TRL's DPOTrainer reads (prompt, chosen, rejected) of the verdicts with winner A or "
+                      "B that did not abstain, filtered by min_certainty and consistent_only, in item order, with "
+                      "id, winner, p_a, certainty, consistent and judge for weighted or filtered training. Streamed "
+                      "from keyset pages: the answer's size is the job's, the server's memory is not."),
     Route("post", "/v1/personalization",
           "Degree of personalization of response lines (SPEC 1.3, 6): store them and queue the persona-fit "
           "judging of every ordered persona pair as a job of kind personalization.",
@@ -218,6 +224,8 @@ def build_document() -> dict[str, Any]:
             responses[str(status)] = {"description": description}
             if model is not None:
                 responses[str(status)]["content"] = {route.content_type: {"schema": ref(model, "serialization")}}
+                for content_type, schema in route.other_content:
+                    responses[str(status)]["content"][content_type] = {"schema": ref(schema, "serialization")}
         for status in sorted({*route.errors, *((429,) if 401 in route.errors else ())}):
             responses[str(status)] = {**error, "description": ERRORS[status]}
         operation["responses"] = responses

@@ -203,13 +203,15 @@ class _Pending:
         return data
 
 
-def parquet_chunks(rows: Iterable[dict[str, Any]], selection: Selection, row_group: int = ROW_GROUP,
+def parquet_chunks(rows: Iterable[dict[str, Any]], selection: Selection, row_group: int | None = None,
                    ) -> Iterator[bytes]:
-    """A Parquet file of the rows, as bytes a row group at a time: at most `row_group` rows are held
-    in memory, however many there are. No rows make a valid file with the columns and no row group."""
+    """A Parquet file of the rows, as bytes a row group at a time: at most `row_group` rows
+    (ROW_GROUP) are held in memory, however many there are. No rows make a valid file with the
+    columns and no row group."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    row_group = row_group or ROW_GROUP
     schema = arrow_schema(selection)
     sink = _Pending()
     writer = pq.ParquetWriter(sink, schema, compression="zstd")

@@ -32,9 +32,11 @@ def _conditions(job_id: str, selection: Selection) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def preference_pairs(bind: Bind, job_id: str, selection: Selection, page: int = PAGE,
+def preference_pairs(bind: Bind, job_id: str, selection: Selection, page: int | None = None,
                      ) -> Iterator[tuple[Mapping[str, Any], Decision]]:
-    """(stored item, decision) of the job's verdicts that `selection` keeps, in item order."""
+    """(stored item, decision) of the job's verdicts that `selection` keeps, in item order, `page`
+    (PAGE) at a time."""
+    page = page or PAGE
     after = -1
     conditions = _conditions(job_id, selection)
     while True:

@@ -30,8 +30,11 @@ Beside them every row has `id`, `winner` (the response chosen: "A" or "B"), `p_a
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from judge.records import Verdict
@@ -228,3 +231,38 @@ def parquet_chunks(rows: Iterable[dict[str, Any]], selection: Selection, row_gro
     finally:
         writer.close()
     yield sink.take()
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Parquet for a .parquet (or .pq) name, JSON Lines for any other."""
+    return Path(path).suffix.lower() in (".parquet", ".pq")
+
+
+def write_rows(path: str | Path, rows: Iterable[dict[str, Any]], selection: Selection) -> int:
+    """The rows written to `path` (Parquet or JSON Lines by its name) through a temporary file beside
+    it, moved into place once complete; the number of rows."""
+    path = Path(path)
+    selection.check(is_parquet(path))
+    counted = _Counted(rows)
+    chunks = parquet_chunks(counted, selection) if is_parquet(path) else jsonl_lines(counted)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            for chunk in chunks:
+                file.write(chunk)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return counted.count
+
+
+class _Counted:
+    def __init__(self, rows: Iterable[dict[str, Any]]):
+        self.rows, self.count = rows, 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self.rows:
+            self.count += 1
+            yield row

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "submit": ("submit", "submit_command", "Submit ITEMS.jsonl to a pjudge API; optionally wait for the verdicts."),
     "estimate": ("estimate", "estimate_command",
                  "Calls, tokens and cost of judging ITEMS.jsonl with a profile, before anything runs."),
+    "export": ("export", "export_command",
+               "Preference rows (prompt/chosen/rejected) of VERDICTS.jsonl for training: JSON Lines or Parquet."),
     "config": ("config", "config_command", "Print the effective settings (environment, else defaults), secrets masked."),
 }
 

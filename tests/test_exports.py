@@ -338,3 +338,35 @@ def test_rows_of_local_records_are_the_same_as_the_services(client: FlaskClient,
     by_id = {item.id: item.model_dump(mode="json", exclude_none=True) for item in items}
     rows = list(exports.preference_rows(((by_id[v.id], exports.Decision.of(v)) for v in verdicts), selection))
     assert rows == jsonl(client, job_id, "&persona=fold&min_certainty=0.2")
+
+
+# ---------------------------------------------------------------- pjudge export
+
+def test_pjudge_export_of_local_files_makes_the_services_rows(client: FlaskClient, job_id: str,
+                                                               tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pjudge.cli import main
+
+    items_path, verdicts_path = tmp_path / "items.jsonl", tmp_path / "verdicts.jsonl"
+    items_path.write_text("".join(json.dumps(item) + "\n" for item in make_items(N)))
+    verdicts = verdicts_of(client, job_id)
+    verdicts_path.write_text("".join(json.dumps(v) + "\n" for v in reversed(verdicts)))  # rows follow the items
+    runner = CliRunner()
+    shown = runner.invoke(main, ["export", str(items_path), str(verdicts_path)])
+    assert shown.exit_code == 0, shown.output
+    assert [json.loads(line) for line in shown.stdout.splitlines()] == jsonl(client, job_id)
+    out = tmp_path / "out" / "dpo.parquet"
+    written = runner.invoke(main, ["export", str(items_path), str(verdicts_path), "-o", str(out), "--persona", "fold",
+                                   "--min-certainty", "0.4", "--consistent-only", "--conversational"])
+    assert written.exit_code == 0, written.output
+    want = jsonl(client, job_id, "&persona=fold&min_certainty=0.4&consistent_only=true&conversational=true")
+    assert pq.read_table(out).to_pylist() == want and f"wrote {len(want)} rows" in written.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["dpo.parquet"]
+    raw = runner.invoke(main, ["export", str(items_path), str(verdicts_path), "-o", str(out), "--persona", "raw"])
+    assert raw.exit_code == 2 and "--persona" in raw.output
+    bad = runner.invoke(main, ["export", str(items_path), str(verdicts_path), "--min-certainty", "2"])
+    assert bad.exit_code == 2 and "--min-certainty" in bad.output
+    items_path.write_text("".join(json.dumps(item) + "\n" for item in make_items(N)[1:]))
+    stranger = runner.invoke(main, ["export", str(items_path), str(verdicts_path)])
+    assert stranger.exit_code == 2 and "item-00000" in stranger.output

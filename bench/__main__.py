@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ("pipeline", "report", "personalization", "cost", "caching", "stats", "fairness")
+BENCHMARKS = ("pipeline", "report", "personalization", "cost", "caching", "stats", "fairness", "export")
 
 
 def main() -> None:

@@ -116,23 +116,23 @@ def check_rows(rows: list[dict[str, Any]], verdicts: list[dict[str, Any]]) -> No
 
 # ---------------------------------------------------------------- the rows and their filters
 
-@pytest.mark.parametrize("min_certainty,consistent_only", [(None, False), (0.4, False), (None, True), (0.2, True),
-                                                           (1.0, False), (0.0, False)])
-def test_export_has_exactly_the_decided_non_abstained_filtered_verdicts(
-        client: FlaskClient, job_id: str, min_certainty: float | None, consistent_only: bool) -> None:
+FILTERS = [(None, False), (0.4, False), (None, True), (0.2, True), (1.0, False), (0.0, False)]
+
+
+def test_export_has_exactly_the_decided_non_abstained_filtered_verdicts(client: FlaskClient, job_id: str) -> None:
     verdicts = verdicts_of(client, job_id)
-    query = (f"&min_certainty={min_certainty}" if min_certainty is not None else "") + (
-        "&consistent_only=true" if consistent_only else "")
-    rows = jsonl(client, job_id, "&persona=column" + query)
-    want = expected(verdicts, min_certainty, consistent_only)
-    check_rows(rows, want)
-    assert all(set(row) == {"id", "prompt", "chosen", "rejected", "persona", "winner", "p_a", "certainty",
-                            "consistent", "judge"} for row in rows)
-    assert parquet(client, job_id, query) == rows  # Parquet holds the same rows (persona=column by default)
-    if min_certainty is None and not consistent_only:
-        # Every kind of verdict is there, and some are left out for each reason.
-        assert {v["winner"] for v in verdicts} == {"A", "B", "tie", None} and any(v["abstained"] for v in verdicts)
-        assert 0 < len(rows) < N and any(not row["consistent"] for row in rows)
+    # Every kind of verdict is there: decided either way, inconsistent, tied, failed, abstained.
+    assert {v["winner"] for v in verdicts} == {"A", "B", "tie", None} and any(v["abstained"] for v in verdicts)
+    for min_certainty, consistent_only in FILTERS:
+        query = (f"&min_certainty={min_certainty}" if min_certainty is not None else "") + (
+            "&consistent_only=true" if consistent_only else "")
+        rows = jsonl(client, job_id, "&persona=column" + query)
+        check_rows(rows, expected(verdicts, min_certainty, consistent_only))
+        assert all(set(row) == {"id", "prompt", "chosen", "rejected", "persona", "winner", "p_a", "certainty",
+                                "consistent", "judge"} for row in rows)
+        assert parquet(client, job_id, query) == rows  # Parquet holds the same rows (persona=column by default)
+        if min_certainty is None and not consistent_only:
+            assert 0 < len(rows) < N and any(not row["consistent"] for row in rows)
 
 
 def test_the_first_format_is_kept_for_existing_callers(client: FlaskClient, job_id: str) -> None:
@@ -201,16 +201,19 @@ def test_an_export_of_nothing_is_an_empty_file_with_the_columns(client: FlaskCli
         "id", "prompt", "chosen", "rejected", "persona", "winner", "p_a", "certainty", "consistent", "judge"]
 
 
-@pytest.mark.parametrize("query,field", [
-    ("min_certainty=1.5", "min_certainty"), ("min_certainty=-0.1", "min_certainty"),
-    ("min_certainty=nan", "min_certainty"), ("min_certainty=high", "min_certainty"),
-    ("format=csv", "format"), ("as=csv", "as"), ("persona=inline", "persona"),
-    ("persona=raw&as=parquet", "persona"), ("consistent_only=maybe", "consistent_only"),
-    ("conversational=2", "conversational"), ("as_=parquet", "as_"), ("min_certainty=%00", "min_certainty")])
-def test_bad_parameters_are_400_naming_the_field(client: FlaskClient, job_id: str, query: str, field: str) -> None:
-    response = client.get(f"/v1/jobs/{job_id}/export?{query}", headers=AUTH_A)
-    assert response.status_code == 400, response.get_data(as_text=True)
-    assert error_of(response)["details"][0]["field"] == field
+BAD = [("min_certainty=1.5", "min_certainty"), ("min_certainty=-0.1", "min_certainty"),
+       ("min_certainty=nan", "min_certainty"), ("min_certainty=high", "min_certainty"),
+       ("format=csv", "format"), ("as=csv", "as"), ("persona=inline", "persona"),
+       ("persona=raw&as=parquet", "persona"), ("consistent_only=maybe", "consistent_only"),
+       ("conversational=2", "conversational"), ("as_=parquet", "as_"), ("min_certainty=%00", "min_certainty")]
+
+
+def test_bad_parameters_are_400_naming_the_field(client: FlaskClient) -> None:
+    job_id = post_job(client, make_items(2)).get_json()["job_id"]
+    for query, field in BAD:
+        response = client.get(f"/v1/jobs/{job_id}/export?{query}", headers=AUTH_A)
+        assert response.status_code == 400, (query, response.get_data(as_text=True))
+        assert error_of(response)["details"][0]["field"] == field, query
 
 
 def test_another_keys_export_is_404_whatever_the_options(client: FlaskClient, job_id: str) -> None:

@@ -96,7 +96,8 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float, allow_p
     for address in addresses:
         connection = kind(endpoint.host, endpoint.port, str(address), timeout)
         # A deadline over the whole attempt: a receiver that drips its answer is cut off there.
-        deadline = threading.Timer(timeout, _shut, args=(connection,))
+        expired = threading.Event()
+        deadline = threading.Timer(timeout, _shut, args=(connection, expired))
         deadline.start()
         try:
             connection.request("POST", target, body=body, headers=headers)
@@ -111,8 +112,7 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float, allow_p
         except ssl.SSLError as exc:
             return outcome(False, error=f"TLS: {exc.reason or type(exc).__name__}")
         except (OSError, http.client.HTTPException) as exc:
-            stopped = not deadline.is_alive()
-            return outcome(False, error=f"no answer within {timeout:g} s" if stopped
+            return outcome(False, error=f"no answer within {timeout:g} s" if expired.is_set()
                            else f"connection failed ({type(exc).__name__})")
         finally:
             deadline.cancel()
@@ -124,7 +124,8 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float, allow_p
     return outcome(False, error=error)
 
 
-def _shut(connection: http.client.HTTPConnection) -> None:
+def _shut(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    expired.set()
     sock = connection.sock
     if sock is not None:
         try:

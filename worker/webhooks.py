@@ -35,7 +35,9 @@ from judge.settings import Settings, settings
 from store import queue as human_queue
 from store import webhooks
 from store.db import get_engine
+from store.vault import VaultError
 from worker.app import QUEUE, app
+from worker.errors import safe_traceback
 
 log = logging.getLogger("pjudge.webhooks")
 TASK = "pjudge.deliver_webhook"
@@ -152,11 +154,7 @@ def deliver(engine: Engine, event_id: str, config: Settings | None = None) -> st
     claimed = webhooks.claim(engine, event_id, lease)
     if claimed is None:
         return None
-    secret = webhooks.secret_of(engine, claimed.owner)
-    assert secret is not None  # made when missing
-    body = claimed.payload.encode("utf-8")
-    outcome = post(claimed.url, body, signed_headers(claimed.event_id, body, secret), config.webhook_timeout_s,
-                   config.webhook_allow_private)
+    outcome = _attempt(engine, claimed, config)
     status = webhooks.record(engine, claimed, outcome, config.webhook_retry_schedule)
     if status is None:
         log.warning("webhook %s of job %s: attempt %d outlived its lease; not recorded", claimed.event_id,
@@ -165,6 +163,25 @@ def deliver(engine: Engine, event_id: str, config: Settings | None = None) -> st
         log.info("webhook %s of job %s: attempt %d failed (%s); event %s", claimed.event_id, claimed.job_id,
                  claimed.attempt, outcome.error, status)
     return status
+
+
+def _attempt(engine: Engine, claimed: webhooks.Claim, config: Settings) -> webhooks.Outcome:
+    """Sign and post a claimed event; any failure is the attempt's outcome (recorded, retried on
+    the schedule), never an exception that would leave the lease to run out."""
+    try:
+        secret = webhooks.secret_of(engine, claimed.owner)
+        assert secret is not None  # made when missing
+        body = claimed.payload.encode("utf-8")
+        return post(claimed.url, body, signed_headers(claimed.event_id, body, secret), config.webhook_timeout_s,
+                    config.webhook_allow_private)
+    except VaultError:
+        log.error("webhook %s of job %s: this worker cannot decrypt the key's signing secret (PJUDGE_SECRET_KEY "
+                  "must be the API's)", claimed.event_id, claimed.job_id)
+        return webhooks.Outcome(False, error="internal: the server cannot read this key's signing secret")
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt, with the traceback in the log
+        log.error("webhook %s of job %s: attempt %d failed inside the worker\n%s", claimed.event_id,
+                  claimed.job_id, claimed.attempt, safe_traceback(exc))
+        return webhooks.Outcome(False, error=f"internal: {type(exc).__name__}")
 
 
 @app.task(name=TASK, acks_late=True)

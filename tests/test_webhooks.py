@@ -319,3 +319,25 @@ def test_a_receiver_slower_than_the_timeout_fails_the_attempt() -> None:
         outcome = delivery.post(slow.url, b"{}", {}, 0.5, allow_private=True)
     assert (outcome.ok, outcome.error) == (False, "no answer within 0.5 s")
     assert outcome.duration_ms is not None and outcome.duration_ms < 2000
+
+
+@pytest.mark.slow  # two `pjudge` processes
+def test_pjudge_keys_webhook_secret_prints_the_secret_the_api_gives_its_owner(tmp_path: Any) -> None:
+    from tests.support.cli import run_pjudge
+
+    url = f"sqlite:///{tmp_path}/keys.sqlite"
+    env = {"DATABASE_URL": url}
+    created = run_pjudge("keys", "create", "--format", "json", env=env)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    printed = run_pjudge("keys", "webhook-secret", key["prefix"], env=env)
+    assert printed.returncode == 0, printed.stderr
+    secret = printed.stdout.strip()
+    assert secret.startswith("whsec_") and secret not in printed.stderr
+    from store.db import get_engine
+
+    engine = get_engine(url)
+    client = new_app(engine, lambda job: None, PJUDGE_API_KEYS="").test_client()
+    answer = client.get("/v1/webhook-secret", headers={"Authorization": f"Bearer {key['key']}"})
+    assert answer.get_json() == {"secret": secret}
+    assert run_pjudge("keys", "webhook-secret", "pj_nothing", env=env).returncode != 0

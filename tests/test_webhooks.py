@@ -341,3 +341,35 @@ def test_pjudge_keys_webhook_secret_prints_the_secret_the_api_gives_its_owner(tm
     answer = client.get("/v1/webhook-secret", headers={"Authorization": f"Bearer {key['key']}"})
     assert answer.get_json() == {"secret": secret}
     assert run_pjudge("keys", "webhook-secret", "pj_nothing", env=env).returncode != 0
+
+
+@pytest.mark.service
+def test_an_https_receiver_must_present_a_certificate_the_server_trusts(tmp_path: Any) -> None:
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    receiver = Receiver()
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    with receiver:
+        url = receiver.url.replace("http://", "https://")
+        outcome = delivery.post(url, b"{}", {}, 2.0, allow_private=True)
+    assert not outcome.ok and outcome.error is not None and outcome.error.startswith("TLS: ")
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome.error and receiver.received == []

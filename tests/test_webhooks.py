@@ -202,6 +202,7 @@ def test_every_way_a_job_ends_has_its_event_type(engine: Engine, status: str) ->
     assert json.loads(stored.payload or "")["data"]["status"] == status
 
 
+@pytest.mark.service  # a loopback receiver
 def test_a_receiver_failing_3_times_then_answering_gets_one_success_recorded(engine: Engine) -> None:
     with Receiver([500, 503, 429]) as receiver:
         job_id = ended_job(engine, receiver.url)

@@ -93,10 +93,11 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float, allow_p
         return outcome(False, error=REFUSED if "does not call" in str(exc) or "metadata" in str(exc)
                        else f"url {exc}")
     target = urlsplit(url).path or "/"
+    host = endpoint.host.encode("idna").decode("ascii")  # the Host header and the certificate's name
     kind = _PinnedTls if endpoint.scheme == "https" else _Pinned
     error = "no address"
     for address in addresses:
-        connection = kind(endpoint.host, endpoint.port, str(address), timeout)
+        connection = kind(host, endpoint.port, str(address), timeout)
         # A deadline over the whole attempt: a receiver that drips its answer is cut off there.
         expired = threading.Event()
         deadline = threading.Timer(timeout, _shut, args=(connection, expired))

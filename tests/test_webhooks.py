@@ -374,3 +374,26 @@ def test_an_https_receiver_must_present_a_certificate_the_server_trusts(tmp_path
         outcome = delivery.post(url, b"{}", {}, 2.0, allow_private=True)
     assert not outcome.ok and outcome.error is not None and outcome.error.startswith("TLS: ")
     assert "CERTIFICATE_VERIFY_FAILED" in outcome.error and receiver.received == []
+
+
+def test_a_host_that_resolves_to_an_internal_address_at_send_time_is_refused(engine: Engine,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    answers = {"hooks.example.com": "93.184.216.34"}  # public when the job is posted
+
+    def resolve(host: str, port: int, *_: Any, **__: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    client = new_app(engine, lambda job: None).test_client()
+    created = post_job(client, make_items(2), webhook_url="http://hooks.example.com/hook")
+    assert created.status_code == 202, created.get_json()
+    job_id = created.get_json()["job_id"]
+    judge_all(engine, job_id)
+    arm(engine)
+    answers["hooks.example.com"] = "169.254.169.254"  # DNS rebinding: internal when the event is sent
+    strict = Settings(webhook_retry_schedule=(0,), webhook_allow_private=False)
+    assert delivery.deliver(engine, webhooks.event_id(job_id), strict) == "pending"
+    (row,) = webhooks.deliveries(engine, job_id)
+    assert (row.ok, row.status_code, row.error) == (False, None, delivery.REFUSED)

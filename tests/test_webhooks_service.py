@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,9 @@ def test_an_ended_job_is_announced_once_signed_and_a_cancelled_one_too(service: 
         secret = client.get("/v1/webhook-secret", headers=AUTH_A).get_json()["secret"]
         job = service.wait_done(job_id, 120)
         (request,) = receiver.wait_for(1, 30)
+        ended = job.finished_at if job.finished_at.tzinfo else job.finished_at.replace(tzinfo=UTC)
+        print(f"\njob.done received {request.wall - ended.timestamp():.2f} s after the job ended "
+              "(PJUDGE_WEBHOOK_POLL_S=0.3)")
         payload = Webhook(secret).verify(request.body, request.headers)
         assert request.headers["webhook-id"] == webhooks.event_id(job_id)
         counts = client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).get_json()["counts"]

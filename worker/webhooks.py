@@ -87,11 +87,13 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float, allow_p
         return webhooks.Outcome(ok, status, error, round((time.perf_counter() - started) * 1000, 1), snippet)
 
     try:
-        endpoint = parse_endpoint(url)
-        addresses = client_addresses(endpoint, allow_private)
+        endpoint = parse_endpoint(url)  # checked at POST already
     except EndpointError as exc:
-        return outcome(False, error=REFUSED if "does not call" in str(exc) or "metadata" in str(exc)
-                       else f"url {exc}")
+        return outcome(False, error=f"url {exc}")
+    try:
+        addresses = client_addresses(endpoint, allow_private)
+    except EndpointError:  # one text whatever the reason, as at POST (api.profiles.webhook_url_of)
+        return outcome(False, error=REFUSED)
     target = urlsplit(url).path or "/"
     host = endpoint.host.encode("idna").decode("ascii")  # the Host header and the certificate's name
     kind = _PinnedTls if endpoint.scheme == "https" else _Pinned

@@ -15,7 +15,8 @@ from typing import Any
 class Received:
     headers: dict[str, str]
     body: bytes
-    at: float
+    at: float  # time.monotonic()
+    wall: float  # time.time()
 
 
 class Receiver:
@@ -31,7 +32,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver.lock:
                     receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body,
-                                                      time.monotonic()))
+                                                      time.monotonic(), time.time()))
                     index = len(receiver.received) - 1
                     status = receiver.statuses[index] if index < len(receiver.statuses) else 204
                 if index < receiver.hold_first:

@@ -95,7 +95,7 @@ def test_an_ended_job_is_announced_once_signed_and_a_cancelled_one_too(service: 
         job_id = created.get_json()["job_id"]
         secret = client.get("/v1/webhook-secret", headers=AUTH_A).get_json()["secret"]
         job = service.wait_done(job_id, 120)
-        (request,) = receiver.wait_for(1, 30)
+        (request,) = receiver.wait_for(1, 60)
         ended = job.finished_at if job.finished_at.tzinfo else job.finished_at.replace(tzinfo=UTC)
         print(f"\njob.done received {request.wall - ended.timestamp():.2f} s after the job ended "
               "(PJUDGE_WEBHOOK_POLL_S=0.3)")
@@ -109,7 +109,7 @@ def test_an_ended_job_is_announced_once_signed_and_a_cancelled_one_too(service: 
         second = client.post("/v1/jobs", json={"items": make_items(2000), "profile": profile,
                                                "webhook_url": receiver.url}, headers=AUTH_A).get_json()["job_id"]
         assert client.post(f"/v1/jobs/{second}/cancel", headers=AUTH_A).status_code == 200
-        received = receiver.wait_for(2, 30)
+        received = receiver.wait_for(2, 60)
         time.sleep(2)  # several polls more: nothing is sent twice
         assert len(receiver.received) == 2
     cancelled = Webhook(secret).verify(received[1].body, received[1].headers)
@@ -126,7 +126,7 @@ def test_a_receiver_failing_3_times_then_answering_gets_exactly_one_success_reco
     client = api(service)
     with Receiver([500, 502, 503]) as receiver:
         job_id = submit(service, sim, receiver.url)
-        page = wait_event(client, job_id, "delivered", 60)
+        page = wait_event(client, job_id, "delivered", 180)
         time.sleep(2)  # several polls more
         received = list(receiver.received)
     secret = webhooks.secret_of(service.engine, OWNER)
@@ -148,7 +148,7 @@ def test_a_receiver_down_for_the_whole_retry_window_leaves_the_job_as_it_ended(s
     client = api(service)
     job_id = submit(service, sim, closed_port_url())
     done = service.wait_done(job_id, 120)
-    page = wait_event(client, job_id, "failed", 60)
+    page = wait_event(client, job_id, "failed", 120)
     assert [(d["attempt"], d["ok"], d["error"]) for d in page["deliveries"]] == [
         (n, False, "connection refused") for n in range(1, 7)]  # the first attempt and 5 retries
     assert page["deliveries"][-1]["next_retry_at"] is None and page["event"]["delivered_at"] is None
@@ -160,15 +160,15 @@ def test_a_receiver_down_for_the_whole_retry_window_leaves_the_job_as_it_ended(s
 def test_a_worker_killed_mid_delivery_makes_no_second_recorded_success(service: Service, start_sim) -> None:
     sim = start_sim("--seed", "7")
     # The killed worker's task comes back after 5 s, while the attempt's lease (3 s + 5 s) still holds.
-    service.env["PJUDGE_VISIBILITY_TIMEOUT"] = "5"
+    service.env.update({"PJUDGE_VISIBILITY_TIMEOUT": "5", "PJUDGE_WORKER_PROCESSES": "1"})
     first = service.start_worker(concurrency=4)
     client = api(service)
     with Receiver(hold_s=2.5, hold_first=1) as receiver:
         job_id = submit(service, sim, receiver.url)
-        receiver.wait_for(1, 60)  # the first attempt is in flight: the receiver holds it
+        receiver.wait_for(1, 180)  # the first attempt is in flight: the receiver holds it
         first.kill9()
         service.start_worker(concurrency=4)
-        page = wait_event(client, job_id, "delivered", 60)
+        page = wait_event(client, job_id, "delivered", 180)
         time.sleep(7)  # the redelivered task, and several polls, come and go
         received = list(receiver.received)
     assert len(received) == 2

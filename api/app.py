@@ -74,9 +74,10 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["pjudge"] = ApiState(engine=engine, enqueue=enqueue or _default_enqueue, settings=settings)
 
-    from api import credentials, dashboard, health, jobs, openapi, personalization, stats
+    from api import credentials, dashboard, health, jobs, openapi, personalization, stats, webhooks
 
-    for blueprint in (jobs.bp, personalization.bp, stats.bp, credentials.bp, health.bp, openapi.bp, dashboard.bp):
+    for blueprint in (jobs.bp, personalization.bp, stats.bp, credentials.bp, health.bp, openapi.bp, dashboard.bp,
+                      webhooks.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
 

@@ -27,7 +27,7 @@ from api.errors import (
     summarize,
 )
 from api.parsing import deeper_than, parse_query, plausible_job_id, read_json_body
-from api.profiles import resolve_judging
+from api.profiles import resolve_judging, webhook_url_of
 from api.schemas import (
     MAX_ITEM_ID,
     CancelOut,
@@ -47,7 +47,7 @@ from api.schemas import (
 from judge.jsonl import InputError, validate_items
 from judge.profiles import JudgeProfile
 from judge.records import PairItem
-from store import queue, repo
+from store import queue, repo, webhooks
 from store.models import Job
 
 log = logging.getLogger("pjudge.api")
@@ -276,10 +276,12 @@ def create_job() -> Response:
         # bounds yet (worker.provider_batches): a budget it could not keep is refused.
         raise invalid("max_cost_usd is not supported with profile mode 'batch' yet",
                       [problem("max_cost_usd", "not supported with mode 'batch'")])
+    webhook_url = webhook_url_of(body, settings)
     owner = current_owner()
     try:
         created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
-                                  batch_size=settings.batch_size, quota=daily_quota(), max_cost_usd=max_cost_usd)
+                                  batch_size=settings.batch_size, quota=daily_quota(), max_cost_usd=max_cost_usd,
+                                  webhook_url=webhook_url)
     except repo.QuotaExceeded as exc:
         raise quota_error(exc, "items") from None
     job = created.job
@@ -289,6 +291,8 @@ def create_job() -> Response:
             raise idempotency_conflict(job)
         headers["Idempotent-Replayed"] = "true"
         return _model(JobAccepted(job_id=job.id, status=job_status(job.status)), 200, headers)
+    if webhook_url is not None:
+        webhooks.secret_of(state().engine, owner)  # made now: readable (GET /v1/webhook-secret) before the event
     try:
         state().enqueue(job)
     except Exception as exc:  # noqa: BLE001 - the job is stored; the sweeper re-sends queued jobs

@@ -144,6 +144,20 @@ ROUTES: tuple[Route, ...] = (
           {204: ("Deleted.", None)}, errors=(401, 404), tags=("credentials",),
           parameters=({"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
                        "description": "The credential's name."},)),
+    Route("get", "/v1/jobs/{job_id}/deliveries", "The job's webhook event and its delivery attempts, oldest first.",
+          {200: ("A page of delivery attempts.", s.DeliveryPage)}, query=s.DeliveriesQuery, parameters=(JOB_ID,),
+          tags=("webhooks",),
+          description="A job posted with webhook_url has one event, sent once the job ends (done, failed, "
+                      "cancelled, budget_exhausted) and retried with backoff until a 2xx answer, for about a day "
+                      "(PJUDGE_WEBHOOK_RETRY_SCHEDULE). Every attempt has a row: status code or error, duration, "
+                      "the start of the answer, and when the next attempt is due. The job's own status never "
+                      "depends on its webhook."),
+    Route("get", "/v1/webhook-secret", "Your key's webhook signing secret (whsec_..., made on first use).",
+          {200: ("The secret.", s.WebhookSecretOut)}, errors=(401,), tags=("webhooks",),
+          description="Events carry the Standard Webhooks headers webhook-id, webhook-timestamp and "
+                      "webhook-signature (v1, HMAC-SHA256 of id.timestamp.body under this secret): verify them "
+                      "with standardwebhooks.Webhook(secret).verify(body, headers), and deduplicate by "
+                      "webhook-id (a retry sends the same id)."),
     Route("get", "/healthz", "Liveness and database check.",
           {200: ("Healthy.", s.Health), 503: ("The database is unreachable.", s.Health)},
           errors=(), public=True, tags=("operations",)),

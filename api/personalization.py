@@ -39,7 +39,7 @@ from api.jobs import (
 )
 from api.jobs import _idempotency_key as idempotency_key  # the same header rules as POST /v1/jobs
 from api.parsing import deeper_than, parse_query, read_json_body
-from api.profiles import resolve_profile
+from api.profiles import resolve_profile, webhook_url_of
 from api.schemas import (
     MAX_ITEM_ID,
     PersonalizationAccepted,
@@ -51,7 +51,7 @@ from api.schemas import (
 from judge.jsonl import InputError
 from judge.profiles import JudgeProfile
 from judge.records import PairItem
-from store import repo
+from store import repo, webhooks
 from store.models import Job
 
 if TYPE_CHECKING:
@@ -333,12 +333,14 @@ def _report_document(job: Job, query: PersonalizationReportQuery) -> dict[str, A
 @bp.post("")
 def create() -> Response:
     key = idempotency_key()
-    accepted = _accept(_read_body())
+    body = _read_body()
+    accepted = _accept(body)
     settings = state().settings
+    webhook_url = webhook_url_of(body, settings)
     try:
         created = repo.create_job(state().engine, current_owner(), accepted.items, accepted.profile,
                                   idempotency_key=key, batch_size=settings.batch_size, kind=KIND,
-                                  inputs=accepted.inputs(), quota=daily_quota())
+                                  inputs=accepted.inputs(), quota=daily_quota(), webhook_url=webhook_url)
     except repo.QuotaExceeded as exc:
         raise quota_error(exc, "responses") from None
     job = created.job
@@ -350,6 +352,8 @@ def create() -> Response:
             raise idempotency_conflict(job)
         headers["Idempotent-Replayed"] = "true"
         return _model(answer, 200, headers)
+    if webhook_url is not None:
+        webhooks.secret_of(state().engine, job.owner)  # as POST /v1/jobs
     _enqueue(job)
     return _model(answer, 202, headers)
 

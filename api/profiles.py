@@ -286,3 +286,28 @@ def _resolve(spec: Any, settings: ApiSettings, owner: str | None, where: str = "
         raise _refuse(f"{where}.price", "this server sets the price of jobs at its own endpoints itself "
                                        "(PJUDGE_PRICES): leave price out, or use your own endpoint")
     return profile.model_copy(update={"base_url": fields.get("base_url", profile.base_url)}), at_operator
+
+
+WEBHOOK_REFUSED_HOST = ("this server does not post webhooks to this host (it must resolve to public addresses "
+                        "unless the operator sets PJUDGE_WEBHOOK_ALLOW_PRIVATE)")
+
+
+def webhook_url_of(body: dict[str, Any], settings: ApiSettings, field: str = "webhook_url") -> str | None:
+    """A job request's `webhook_url` (store.webhooks), under the rules of a client-chosen base_url:
+    http or https, a host, no user name, query or fragment, and an address the server may call
+    (PJUDGE_WEBHOOK_ALLOW_PRIVATE, else public only; cloud metadata never), resolved now and again
+    at each delivery (worker/webhooks.py). None when absent or null; 422 naming `field`, with one
+    fixed text for a refused host (as _refuse_host)."""
+    value = body.get(field)
+    if value is None:
+        return None
+    try:
+        endpoint = parse_endpoint(value)
+    except EndpointError as exc:
+        raise invalid(f"{field} {exc}", [problem(field, str(exc))]) from None
+    try:
+        check_client_host(endpoint, settings.config.webhook_allow_private)
+    except EndpointError as exc:
+        log.debug("refused webhook host %s: %s", endpoint.host, exc)
+        raise invalid(f"{field}: {WEBHOOK_REFUSED_HOST}", [problem(field, WEBHOOK_REFUSED_HOST)]) from None
+    return str(value)

@@ -28,6 +28,13 @@ def job_status(value: str) -> JobStatus:
 
 # ---------------------------------------------------------------- requests
 
+WEBHOOK_URL = (
+    "Where the job's end is posted (http or https, no user name, query or fragment; a public address "
+    "unless the server allows others: PJUDGE_WEBHOOK_ALLOW_PRIVATE): one event (job.done, job.failed, "
+    "job.cancelled or job.budget_exhausted) signed per Standard Webhooks with your key's secret "
+    "(GET /v1/webhook-secret), retried with backoff for about a day until a 2xx answer; redirects are not "
+    "followed. Its attempts: GET /v1/jobs/{job_id}/deliveries.")
+
 class ProfileOverrides(JudgeProfile):
     """A judge profile as an object: `profile` (or `name`, or `template`) names the base profile,
     every other field given overrides it. Server file paths (`replay_path`, profile or template
@@ -143,6 +150,7 @@ class JobCreate(BaseModel):
         "are made and the job ends `budget_exhausted` (the verdicts made are kept, reported and billed; the items "
         "not judged have no verdict). Batches already running finish, so the cost may pass it by at most about "
         "one batch of calls.")
+    webhook_url: str | None = Field(default=None, max_length=2048, description=WEBHOOK_URL)
 
 
 class EstimateCreate(BaseModel):
@@ -203,6 +211,7 @@ class PersonalizationCreate(PersonalizationOptions):
         default=DEFAULT_PROFILE,
         description="The persona-fit judge, as in POST /v1/jobs; it must judge both orders (swap on).",
     )
+    webhook_url: str | None = Field(default=None, max_length=2048, description=WEBHOOK_URL)
 
 
 class _Query(BaseModel):
@@ -523,3 +532,46 @@ class ErrorInfo(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorInfo
+
+
+# ---------------------------------------------------------------- webhooks (api/webhooks.py)
+
+class DeliveriesQuery(_Query):
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page.")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class WebhookEventOut(BaseModel):
+    id: str = Field(description="The webhook-id header of every attempt (receivers deduplicate by it).")
+    url: str
+    status: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="waiting: the job has not ended; pending: being delivered (retries included); delivered: "
+                    "a 2xx answer; failed: every retry failed.")
+    type: str | None = Field(description="job.done, job.failed, job.cancelled or job.budget_exhausted; null "
+                                         "while waiting.")
+    attempts: int
+    next_attempt_at: AwareDatetime | None
+    delivered_at: AwareDatetime | None
+
+
+class DeliveryOut(BaseModel):
+    attempt: int
+    ok: bool
+    status_code: int | None = Field(description="The receiver's HTTP status (null: no answer).")
+    error: str | None
+    duration_ms: float | None
+    response_snippet: str | None = Field(description="The start of the receiver's answer (at most 256 "
+                                                     "characters).")
+    next_retry_at: AwareDatetime | None = Field(description="When the next attempt is due (null: none).")
+    created_at: AwareDatetime
+
+
+class DeliveryPage(BaseModel):
+    event: WebhookEventOut | None = Field(description="The job's webhook event (null: the job has no webhook_url).")
+    deliveries: list[DeliveryOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
+class WebhookSecretOut(BaseModel):
+    secret: str = Field(description="whsec_...: verify the events with it (e.g. standardwebhooks.Webhook(secret)"
+                                    ".verify(body, headers)).")

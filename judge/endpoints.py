@@ -205,6 +205,13 @@ def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allo
 
 def check_client_host(endpoint: Endpoint, allow_private: bool) -> None:
     """Refuse a client-chosen endpoint whose host is, or resolves to, an address it may not reach."""
+    client_addresses(endpoint, allow_private)
+
+
+def client_addresses(endpoint: Endpoint, allow_private: bool) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses a client-chosen endpoint's host is, or resolves to now, when it may reach
+    every one of them (what a caller that connects itself pins, so a second lookup cannot
+    rebind it); EndpointError otherwise."""
     if endpoint.host in METADATA_HOSTS:
         raise EndpointError("names a cloud metadata service")
     literal = endpoint.ip()
@@ -220,6 +227,7 @@ def check_client_host(endpoint: Endpoint, allow_private: bool) -> None:
         reason = address_problem(address, allow_private)
         if reason is not None:
             raise EndpointError(f"host is {reason}; this server does not call such addresses")
+    return addresses
 
 
 # ---------------------------------------------------------------- access

@@ -188,10 +188,35 @@ class Settings(BaseSettings):
                                              "/dashboard (give every API replica the same one) [default: a "
                                              "random one per process: a restart signs everyone out].")
 
+    # ------------------------------------------------------------ webhooks (issue 16.4: worker/webhooks.py)
+    webhook_allow_private: bool = Field(default=False, description="A job's webhook_url may be a loopback, "
+                                        "private, link-local or otherwise non-public address (cloud metadata "
+                                        "addresses stay refused); checked at POST and again at each delivery.")
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=(5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800), description="Seconds before each "
+        "retry of a webhook delivery that failed (comma-separated; about 24 h in all by default): the first "
+        "attempt, then one retry per entry, then the event is given up (`failed` in /deliveries).")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Most seconds one webhook "
+                                     "delivery may take (connect, send, answer); then it counts as failed.")
+    webhook_poll_s: float = Field(default=2.0, gt=0, description="Seconds between a worker's looks for ended "
+                                  "jobs with a webhook and for deliveries due.")
+
     @field_validator("api_keys", "api_base_urls", "endpoints", "api_key_envs", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= seconds <= 7 * 86400 for seconds in value):
+            raise ValueError("each retry delay is 0 to 604800 seconds")
+        return value
 
     @cached_property
     def api_key_values(self) -> tuple[str, ...]:

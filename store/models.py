@@ -326,6 +326,71 @@ class ProviderBatchLease(SQLModel, table=True):
     until: datetime
 
 
+# ---------------------------------------------------------------- webhooks (store/webhooks.py)
+
+class WebhookSecret(SQLModel, table=True):
+    """The signing secret of an API key's webhooks (`whsec_...`, Standard Webhooks), encrypted at
+    rest like the credentials (store/vault.py); shown only to its owner (GET /v1/webhook-secret)."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: str = Field(primary_key=True, max_length=64)  # hash of the API key
+    ciphertext: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookEvent(SQLModel, table=True):
+    """The one event of a job with a webhook_url, written with the job (status waiting); given its
+    type and payload once the job ended (pending), then delivered, or failed when its retries ran
+    out. Its id is the `webhook-id` of every attempt; a lease (token, until) lets one worker at a
+    time attempt it."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("job_id", name="uq_webhook_events_job"),
+        Index("ix_webhook_events_status_due", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    job_id: str = Field(foreign_key="jobs.id", max_length=36)
+    owner: str = Field(max_length=64)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="waiting", max_length=16)
+    type: str | None = Field(default=None, max_length=64)
+    payload: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    dispatched_until: datetime | None = None  # a delivery task is queued for it until then
+    lease_token: str | None = Field(default=None, max_length=32)
+    lease_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One attempt at delivering a webhook event: its outcome, never more of the answer than a
+    short snippet."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "attempt", name="uq_webhook_deliveries_event_attempt"),
+        Index("ix_webhook_deliveries_job", "job_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(foreign_key="webhook_events.id", max_length=64)
+    job_id: str = Field(max_length=36)
+    attempt: int
+    ok: bool = False
+    status_code: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    duration_ms: float | None = None
+    response_snippet: str | None = Field(default=None, sa_column=Column(Text))
+    next_retry_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 # ---------------------------------------------------------------- verdict summaries
 # Sufficient statistics of the SPEC 4 report per (job, profile, model, hour of created_at, group),
 # added to in the transaction that stores the verdicts (store.summaries). group_key "" is the row

@@ -25,7 +25,7 @@ from judge.cascade import judge_info
 from judge.profiles import JudgeProfile, Judging, judging_from_stored, stored_judging
 from judge.providers.base import CallResult
 from judge.records import Call, PairItem, Verdict
-from store import summaries
+from store import summaries, webhooks
 from store.bulk import insert_many
 from store.db import Bind, one_round_trip, reading, writing
 from store.models import (
@@ -111,15 +111,18 @@ def _canonical(value: Any) -> bytes:
 
 
 def request_fingerprint(kind: str, items: Iterable[Mapping[str, Any]], profile: Mapping[str, Any],
-                        inputs: Any = None, max_cost_usd: float | None = None) -> str:
+                        inputs: Any = None, max_cost_usd: float | None = None,
+                        webhook_url: str | None = None) -> str:
     """SHA-256 of the request a job was made from, as it is stored: its kind (one creating route
     each: /v1/jobs, /v1/personalization), its items in order with their labels, the resolved
-    profile, the stored inputs and the budget (only when there is one: fingerprints of jobs
-    without stay as they were). Two requests that would make the same job have the same
+    profile, the stored inputs, the budget and the webhook URL (each only when there is one:
+    fingerprints of jobs without stay as they were). Two requests that would make the same job have the same
     fingerprint; 1 and 1.0, or key order, make no difference (canonical JSON of the stored forms)."""
     head: dict[str, Any] = {"kind": kind, "profile": profile, "inputs": inputs}
     if max_cost_usd is not None:
         head["max_cost_usd"] = float(max_cost_usd)
+    if webhook_url is not None:
+        head["webhook_url"] = webhook_url
     digest = hashlib.sha256(_canonical(head))
     for item in items:
         digest.update(b"\n")
@@ -133,10 +136,11 @@ def _stored_form(value: Any) -> Any:
 
 
 def fingerprint_of_request(kind: str, items: Sequence[PairItem], profile: Judging,
-                           inputs: Mapping[str, Any] | None, max_cost_usd: float | None = None) -> str:
+                           inputs: Mapping[str, Any] | None, max_cost_usd: float | None = None,
+                           webhook_url: str | None = None) -> str:
     return request_fingerprint(kind, (json.loads(item.model_dump_json(exclude_none=True)) for item in items),
                                stored_judging(profile),
-                               None if inputs is None else _stored_form(inputs), max_cost_usd)
+                               None if inputs is None else _stored_form(inputs), max_cost_usd, webhook_url)
 
 
 def fingerprint_of_stored_job(conn: Connection, job_id: str) -> str | None:
@@ -246,7 +250,7 @@ def _seconds_until_fits(conn: Connection, where: Sequence[ColumnElement[bool]], 
 def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judging,
                idempotency_key: str | None = None, batch_size: int = 32, kind: str = "pairwise",
                inputs: Mapping[str, Any] | None = None, quota: DailyQuota | None = None,
-               max_cost_usd: float | None = None) -> JobCreated:
+               max_cost_usd: float | None = None, webhook_url: str | None = None) -> JobCreated:
     """Store a job and all its items in one transaction (all or nothing).
 
     `inputs`: what the job's report needs beyond its items (a JSON object, see `job_inputs`); stored
@@ -257,9 +261,10 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
     write holds SQLite's one write lock, and on PostgreSQL an advisory lock per owner serializes its
     creations, so concurrent requests of one key cannot both pass on the same remaining quota. A
     replay of an Idempotency-Key returns the existing job without a quota check. `max_cost_usd`:
-    the job's budget (store.budget), part of the request's fingerprint.
+    the job's budget (store.budget), part of the request's fingerprint. `webhook_url`: where the
+    job's end is posted (store.webhooks: its event is stored with the job), part of it too.
     """
-    fingerprint = fingerprint_of_request(kind, items, profile, inputs, max_cost_usd)
+    fingerprint = fingerprint_of_request(kind, items, profile, inputs, max_cost_usd, webhook_url)
     if idempotency_key:
         existing = find_job_by_idempotency_key(bind, owner, idempotency_key)
         if existing is not None:
@@ -293,6 +298,8 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
                 conn.execute(insert(JobInput).values(
                     job_id=job.id, inputs_json=json.dumps(inputs, ensure_ascii=False, separators=(",", ":")),
                     created_at=utcnow()))
+            if webhook_url is not None:
+                webhooks.add_event(conn, job.id, owner, webhook_url, job.created_at)
     except IntegrityError:
         # A concurrent POST with the same Idempotency-Key won the race.
         if idempotency_key:

@@ -25,7 +25,7 @@ QUEUE = "pjudge"
 
 def create_app(broker: str | None = None) -> Celery:
     """A Celery app of the service; `broker` overrides the configured one (tests)."""
-    app = Celery("pjudge", include=["worker.tasks"])
+    app = Celery("pjudge", include=["worker.tasks", "worker.webhooks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -152,6 +152,9 @@ def run(concurrency: int, loglevel: str, sweep: bool, max_in_flight: int | None 
     from worker.provider_batches import start_poller
 
     start_poller()  # batch-mode jobs advance only through it: not part of the optional sweep
+    from worker.webhooks import start_webhooks
+
+    start_webhooks()  # webhook events are armed and queued only through it, like the batch poller
     app.worker_main([
         *(["--quiet"] if settings().log_format == "json" else []),  # no banner amid the JSON lines
         "worker", "--pool=threads", f"--concurrency={concurrency}", "-Q", ",".join(lanes.all_queues(QUEUE)),

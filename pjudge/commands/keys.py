@@ -79,3 +79,22 @@ def revoke(key_id_or_prefix: str) -> None:
         click.echo(f"error: no active key with id or prefix '{key_id_or_prefix}'", err=True)
         raise SystemExit(EXIT_BAD_INPUT)
     click.echo(f"revoked {count} key(s)")
+
+
+@keys_command.command("webhook-secret")
+@click.argument("key_id_or_prefix")
+@handle_errors
+def webhook_secret(key_id_or_prefix: str) -> None:
+    """Print the webhook signing secret (whsec_...) of an active key, by its id or prefix, made on
+    first use; the key's owner reads the same one at GET /v1/webhook-secret (the only way for a
+    key listed in PJUDGE_API_KEYS)."""
+    from store import repo, webhooks
+
+    engine = _engine()
+    rows = [r for r in repo.list_api_keys(engine) if r.revoked_at is None
+            and (str(r.id) == key_id_or_prefix or r.prefix == key_id_or_prefix)]
+    if len(rows) != 1:
+        problem = "no active key" if not rows else "more than one active key"
+        click.echo(f"error: {problem} with id or prefix '{key_id_or_prefix}'", err=True)
+        raise SystemExit(EXIT_BAD_INPUT)
+    click.echo(webhooks.secret_of(engine, rows[0].key_hash))

@@ -81,6 +81,41 @@ def request_state(rows: Iterable[Sequence[Any]]) -> RequestState:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """What an ended batch's outcomes say of its requests, by custom_id: each answered (`answered`)
+    or failed with the provider's error, "failed" where it gave none, or "no result" where the
+    batch brought no outcome for it (`failed`)."""
+
+    answered: dict[str, CallResult]
+    failed: dict[str, str]
+
+    @property
+    def whole(self) -> dict[str, CallResult]:
+        """The answers the call cache keeps: whole ones only (as interactive)."""
+        return {custom_id: result for custom_id, result in self.answered.items() if result.truncated_from is None}
+
+
+def ended(custom_ids: Iterable[str], outcomes: Iterable[BatchOutcome]) -> Ended:
+    """The outcomes of a batch whose requests are `custom_ids` (an outcome of no such request is
+    ignored; of two outcomes of one request, the first counts). The one reading of both stores'
+    `finish`."""
+    expected = dict.fromkeys(custom_ids)  # a set in the stores' order
+    answered: dict[str, CallResult] = {}
+    failed: dict[str, str] = {}
+    for outcome in outcomes:
+        custom_id = outcome.custom_id
+        if custom_id not in expected or custom_id in answered or custom_id in failed:
+            continue
+        if outcome.result is None:
+            failed[custom_id] = outcome.error or "failed"
+        else:
+            answered[custom_id] = outcome.result
+    failed.update((custom_id, "no result") for custom_id in expected
+                  if custom_id not in answered and custom_id not in failed)
+    return Ended(answered, failed)
+
+
+@dataclass(frozen=True)
 class Planned:
     """One request to send: the item's tag (its position), its cache key and the request."""
 

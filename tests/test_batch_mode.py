@@ -29,7 +29,7 @@ from judge.settings import reset_settings
 from llm_sim.server import ServerSettings, SimServerThread
 from store import repo
 from store.models import ProviderBatch, ProviderBatchRequest
-from tests.support.services import RedisServer, Service, many_items
+from tests.support.services import Service, many_items
 
 # service: every test runs the LLM simulator's HTTP server (and some the CLI or worker processes)
 pytestmark = [pytest.mark.service]
@@ -295,11 +295,9 @@ def test_the_api_takes_mode_batch_and_the_server_prices_it_at_its_batch_discount
 # ---------------------------------------------------------------- the service, real processes
 
 @pytest.fixture
-def service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
-    svc = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
-    svc.env["PJUDGE_BATCH_POLL_S"] = "0.5"
-    yield svc
-    svc.stop()
+def service(sqlite_service: Service) -> Service:
+    sqlite_service.env["PJUDGE_BATCH_POLL_S"] = "0.5"
+    return sqlite_service
 
 
 def _wait_live_batch(service: Service, job_id: str, timeout: float = 60) -> None:

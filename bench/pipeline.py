@@ -19,14 +19,11 @@ time from POST to the first verdict. CPU per call is the worker's (all its proce
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import statistics
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -59,14 +56,9 @@ def _items(n: int) -> list[dict[str, Any]]:
 
 
 def _http(method: str, url: str, body: Any = None, key: str = KEY) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"{method} {url}: HTTP {exc.code} {exc.read()[:500]!r}") from None
+    from llm_sim.harness import http_json
+
+    return http_json(method, url, body, key)
 
 
 def _cpu_seconds(pid: int) -> float:

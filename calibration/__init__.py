@@ -6,8 +6,9 @@ and may change. The names load on first use (numpy and scipy only then).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from judge._exports import lazy_names
 
 if TYPE_CHECKING:
     from calibration.html import render_html
@@ -23,14 +24,4 @@ _HOMES = {
 __all__ = ["build_report", "render_html", "render_markdown", "risk_control"]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'calibration' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, __all__)

@@ -271,7 +271,8 @@ class _Borrowed:
         return None
 
 
-def _calls_per_item(profile: JudgeProfile) -> int:
+def calls_per_item(profile: JudgeProfile) -> int:
+    """The calls of one item with fixed k (with adaptive sampling: the most)."""
     return profile.samples * (2 if profile.swap else 1)
 
 
@@ -279,8 +280,24 @@ async def _run(items: list[PairItem], judging: Judging, cache: CallCache, *, con
                provider: Provider | None, progress: bool | None) -> EvaluationResult:
     counts = Progress()
     show = sys.stderr.isatty() if progress is None else progress
+    verdicts = await judge_with_progress(items, judging, cache, concurrency=concurrency, show=show, counts=counts,
+                                         provider=provider)
+    return EvaluationResult(verdicts, judging, counts)
+
+
+async def judge_with_progress(items: list[PairItem], judging: Judging, cache: CallCache, *, concurrency: int,
+                              show: bool, counts: Progress, provider: Provider | None = None,
+                              finished: dict[str, Verdict] | None = None) -> list[Verdict]:
+    """Judge `items` with a profile or cascade, the progress bar on stderr when `show`: the one
+    home of `evaluate` and `pjudge judge`. The verdicts in the items' order; `counts` counts the
+    calls and verdicts as they come, and `finished` (by item id) gets every verdict as it comes,
+    so that an interrupted caller keeps what finished (a cascade's come only once its last stage
+    is done). `provider`: answers every stage's calls and is not closed (`evaluate_async`)."""
+    finished = {} if finished is None else finished
     stages = list(judging.judges) if isinstance(judging, CascadeProfile) else [judging]
-    total = len(items) * _calls_per_item(stages[0])
+    # A cascade's later stages judge only what the earlier ones left: their calls join the total
+    # when they start. With adaptive sampling the total is the most, set to the calls made at the end.
+    total = len(items) * calls_per_item(stages[0])
     bar = _bar(show)
     task = bar.add_task("calls", total=total, failed=0, cached=0, cost=0.0)
 
@@ -295,8 +312,12 @@ async def _run(items: list[PairItem], judging: Judging, cache: CallCache, *, con
     def on_stage(stage: int, open_items: list[PairItem]) -> None:
         nonlocal total
         if stage > 0:  # a later stage judges only what the earlier ones left
-            total += len(open_items) * _calls_per_item(stages[stage])
+            total += len(open_items) * calls_per_item(stages[stage])
             bar.update(task, total=total)
+
+    def done(verdict: Verdict) -> None:
+        finished[verdict.id] = verdict
+        counts.verdicts += 1
 
     borrowed = _Borrowed(provider) if provider is not None else None
     with bar:
@@ -307,13 +328,13 @@ async def _run(items: list[PairItem], judging: Judging, cache: CallCache, *, con
             if isinstance(judging, CascadeProfile):
                 from judge.cascade import judge_cascade
 
-                verdicts = await judge_cascade(judging, items, judges, on_stage=on_stage)
+                for verdict in await judge_cascade(judging, items, judges, on_stage=on_stage):
+                    done(verdict)
             else:
-                by_id = {verdict.id: verdict async for verdict in judges[0].judge_stream(items)}
-                verdicts = [by_id[item.id] for item in items]
+                async for verdict in judges[0].judge_stream(items):
+                    done(verdict)
         bar.update(task, total=counts.calls)  # adaptive sampling: the calls it needed
-    counts.verdicts = len(verdicts)
-    return EvaluationResult(verdicts, judging, counts)
+    return [finished[item.id] for item in items]
 
 
 def _bar(show: bool) -> Bar:

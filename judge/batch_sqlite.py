@@ -16,6 +16,7 @@ from judge.batching import (
     LiveBatch,
     Planned,
     RequestState,
+    ended,
     request_state,
 )
 from judge.cache import SqliteCallCache
@@ -93,27 +94,20 @@ class SqliteBatchStore:
 
     def finish(self, row: int, outcomes: Sequence[BatchOutcome]) -> None:
         keys = dict(self._conn.execute("SELECT custom_id, key FROM provider_batch_requests WHERE row = ?", (row,)))
+        end = ended(keys, outcomes)
         with self._conn:
             self._conn.execute("BEGIN")
-            for outcome in outcomes:
-                result = outcome.result
-                if outcome.custom_id not in keys:
-                    continue
-                if result is None:
-                    self._conn.execute("UPDATE provider_batch_requests SET status = 'failed', error = ? "
-                                       "WHERE row = ? AND custom_id = ?", (outcome.error, row, outcome.custom_id))
-                    continue
-                self._conn.execute(
-                    "UPDATE provider_batch_requests SET status = 'answered', raw = ?, input_tokens = ?, "
-                    "output_tokens = ?, truncated_from = ? WHERE row = ? AND custom_id = ?",
-                    (result.text, result.input_tokens, result.output_tokens, result.truncated_from, row,
-                     outcome.custom_id))
-            self._conn.execute("UPDATE provider_batch_requests SET status = 'failed', error = 'no result' "
-                               "WHERE row = ? AND status = 'pending'", (row,))
+            self._conn.executemany(
+                "UPDATE provider_batch_requests SET status = 'answered', raw = ?, input_tokens = ?, "
+                "output_tokens = ?, truncated_from = ? WHERE row = ? AND custom_id = ?",
+                [(result.text, result.input_tokens, result.output_tokens, result.truncated_from, row, custom_id)
+                 for custom_id, result in end.answered.items()])
+            self._conn.executemany(
+                "UPDATE provider_batch_requests SET status = 'failed', error = ? WHERE row = ? AND custom_id = ?",
+                [(error, row, custom_id) for custom_id, error in end.failed.items()])
             self._conn.execute("UPDATE provider_batches SET status = 'ended' WHERE row = ?", (row,))
-        for outcome in outcomes:  # the call cache: whole answers only (as interactive)
-            if outcome.result is not None and outcome.result.truncated_from is None and outcome.custom_id in keys:
-                self.cache.put(keys[outcome.custom_id], outcome.result)
+        for custom_id, result in end.whole.items():  # the call cache
+            self.cache.put(keys[custom_id], result)
 
     def forget_finished(self) -> None:
         """After the verdicts are written: drop the ended batches (their answers are in the call

@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from judge.cache import CallCache, cache_key
-from judge.parsers import Parsed, to_item_labels
 from judge.providers.base import CallRequest, CallResult, ProviderError
 from judge.providers.batch_api import BatchOutcome, BatchProvider, BatchRequest
 from judge.records import Call, Order, PairItem, Verdict
-from judge.runner import REASK, Judge
+from judge.runner import Judge
 
 log = logging.getLogger("pjudge.batch")
 
@@ -79,6 +78,41 @@ def request_state(rows: Iterable[Sequence[Any]]) -> RequestState:
         if status == "failed":
             tries, error = tries + 1, row_error or "failed"
     return Failed(tries, error) if tries else None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What an ended batch's outcomes say of its requests, by custom_id: each answered (`answered`)
+    or failed with the provider's error, "failed" where it gave none, or "no result" where the
+    batch brought no outcome for it (`failed`)."""
+
+    answered: dict[str, CallResult]
+    failed: dict[str, str]
+
+    @property
+    def whole(self) -> dict[str, CallResult]:
+        """The answers the call cache keeps: whole ones only (as interactive)."""
+        return {custom_id: result for custom_id, result in self.answered.items() if result.truncated_from is None}
+
+
+def ended(custom_ids: Iterable[str], outcomes: Iterable[BatchOutcome]) -> Ended:
+    """The outcomes of a batch whose requests are `custom_ids` (an outcome of no such request is
+    ignored; of two outcomes of one request, the first counts). The one reading of both stores'
+    `finish`."""
+    expected = dict.fromkeys(custom_ids)  # a set in the stores' order
+    answered: dict[str, CallResult] = {}
+    failed: dict[str, str] = {}
+    for outcome in outcomes:
+        custom_id = outcome.custom_id
+        if custom_id not in expected or custom_id in answered or custom_id in failed:
+            continue
+        if outcome.result is None:
+            failed[custom_id] = outcome.error or "failed"
+        else:
+            answered[custom_id] = outcome.result
+    failed.update((custom_id, "no result") for custom_id in expected
+                  if custom_id not in answered and custom_id not in failed)
+    return Ended(answered, failed)
 
 
 @dataclass(frozen=True)
@@ -167,20 +201,11 @@ class BatchJudge:
     # ------------------------------------------------------------ planning (no I/O but the store)
 
     def _call(self, item: PairItem, tag: int, order: Order, sample: int) -> Call | Planned | InFlight:
-        """The call of (item, order, sample) as far as the answers so far go (Judge.call's loop)."""
+        """The call of (item, order, sample) as far as the answers so far go: `Judge.call`'s
+        attempts (judge/attempts.py), fed from the store and the call cache."""
         judge = self.judge
-        messages = judge.template.render(item, order)
-        input_tokens = output_tokens = 0
-        cost = 0.0
-        interactive_cost = 0.0  # the same answers at the interactive price: what batch mode saved
-        all_cached = True
-        raw: str | None = None
-        truncated: int | None = None
-        parsed: Parsed | None = None
-        error: str | None = None
-        attempt = 0
-        for attempt in range(judge.profile.max_reasks + 1):
-            request = judge._request(item, order, sample, attempt, messages)  # noqa: SLF001 - the runner's own request
+        attempts = judge.attempts(item, order, sample, batch=True)
+        while (request := attempts.next()) is not None:
             key = self.key(request)
             state = self.store.state(key)
             cached = False
@@ -193,32 +218,10 @@ class BatchJudge:
             if state is None or (isinstance(state, Failed) and state.tries < self.max_tries):
                 return Planned(tag, key, request)
             if isinstance(state, Failed):
-                error, parsed, all_cached = f"provider: {state.error} ({state.tries} tries)", None, False
-                break
-            result = judge._capped(state.result)  # noqa: SLF001 - as interactive answers are cut
-            all_cached = all_cached and cached
-            input_tokens += result.input_tokens or 0
-            output_tokens += result.output_tokens or 0
-            if not cached:
-                tokens = (result.input_tokens, result.output_tokens, result.cached_input_tokens,
-                          result.cache_write_tokens)
-                cost += judge.price.cost(*tokens, batch=True)
-                interactive_cost += judge.price.cost(*tokens)
-            raw, truncated = result.text, result.truncated_from
-            parsed = judge.parse(raw)
-            if parsed.ok:
-                error = None
-                break
-            error = f"unparseable: {parsed.error}"
-            messages = [*messages, {"role": "assistant", "content": raw or "(empty)"},
-                        {"role": "user", "content": REASK.format(error=parsed.error)}]
-        ok = parsed is not None and parsed.ok
-        choice, scores = to_item_labels(parsed, order) if parsed is not None and parsed.ok else (None, None)
-        return Call(order=order, sample=sample, raw=raw, raw_truncated_from=truncated, choice=choice,
-                    certainty=parsed.certainty if parsed is not None and ok else None, scores=scores,
-                    input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=round(cost, 9), latency_s=0.0,
-                    saved_batch_usd=round(interactive_cost - cost, 9) if interactive_cost else None,
-                    cached=all_cached and error is None, error=error, attempts=attempt + 1)
+                attempts.failed(f"provider: {state.error} ({state.tries} tries)")
+            else:
+                attempts.answered(judge.capped(state.result), cached)  # cut as interactive answers are
+        return attempts.call()
 
     def plan_item(self, item: PairItem, tag: int) -> Verdict | list[Planned] | InFlight:
         """The item's verdict, or the requests it needs next, or InFlight (answers awaited)."""
@@ -250,8 +253,7 @@ class BatchJudge:
                 return needed
             if waiting:
                 return InFlight()
-        calls.sort(key=lambda c: (judge.orders.index(c.order or "AB"), c.sample))
-        return judge.verdict(item, calls)
+        return judge.verdict(item, judge.in_order(calls))
 
     # ------------------------------------------------------------ one round
 

@@ -14,17 +14,13 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from judge.aggregation import aggregate, settled
+from judge.attempts import CallAttempts, call_request
 from judge.cache import CallCache, NullCache, cache_key
 from judge.endpoints import Access, AccessError, local_access
-from judge.parsers import Parsed, get_parser, to_item_labels
+from judge.parsers import get_parser
 from judge.profiles import JudgeProfile
 from judge.providers.base import CallRequest, CallResult, Provider, ProviderError, create_provider
 from judge.records import Call, JudgeInfo, Order, PairItem, Verdict
-
-REASK = (
-    "Your answer could not be read ({error}). Reply again with only the required format, "
-    "as the instructions above say."
-)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -114,27 +110,18 @@ class Judge:
     def orders(self) -> tuple[Order, ...]:
         return ("AB", "BA") if self.profile.swap else ("AB",)
 
-    def _request(self, item: PairItem, order: Order, sample: int, attempt: int,
-                 messages: list[dict[str, str]], cache_prefix: int | None = None) -> CallRequest:
-        return CallRequest(
-            item_id=item.id, order=order, sample=sample, attempt=attempt, messages=messages,
-            model=self.profile.model, temperature=self.profile.temperature, max_tokens=self.profile.max_tokens,
-            # Distinguishes the k samples of one prompt for servers that are deterministic per request.
-            extra={"x-pjudge-sample": str(sample)},
-            cache_prefix=cache_prefix if self.profile.prompt_caching else None,
-        )
-
     def cache_keys(self, items: Iterable[PairItem]) -> list[str]:
         """The cache keys of the first attempts of every call of `items` (to read them in one go)."""
         if not self._use_cache:
             return []
         return [
             cache_key(self.profile.provider, self.template.key,
-                      self._request(item, order, sample, 0, self.template.render(item, order)), self.cache_scope)
+                      call_request(self.profile, item, order, sample, 0, self.template.render(item, order)),
+                      self.cache_scope)
             for item in items for order in self.orders for sample in range(self.profile.samples)
         ]
 
-    def _capped(self, result: CallResult) -> CallResult:
+    def capped(self, result: CallResult) -> CallResult:
         """The answer cut to raw_max_chars characters, its full length recorded."""
         if len(result.text) <= self.raw_max_chars:
             return result
@@ -146,12 +133,12 @@ class Judge:
         if key is not None:
             hit = cache.get(key)
             if hit is not None:
-                return self._capped(hit), True
+                return self.capped(hit), True
         if self.limiter is not None:
             prompt_chars = sum(len(m["content"]) for m in request.messages)
             await self.limiter.acquire(self.profile, prompt_chars // 4 + request.max_tokens)
         async with self._calls:
-            result = self._capped(await self._deadlined(request))
+            result = self.capped(await self._deadlined(request))
         # A cut answer is not cached: the cache keeps whole answers only (and no 50 MB ones).
         if key is not None and result.truncated_from is None:
             cache.put(key, result)
@@ -168,62 +155,26 @@ class Judge:
             raise ProviderError(f"no answer within the call's deadline ({self.call_deadline_s:g} s, "
                                 "retries included)") from None
 
+    def attempts(self, item: PairItem, order: Order, sample: int, batch: bool = False) -> CallAttempts:
+        """The attempts of one call (judge/attempts.py), for this judge's driver or batch mode's
+        (`batch`: priced with the batch discount, no prompt-cache prefix marked)."""
+        messages, prefix = self.template.render_with_prefix(item, order)
+        return CallAttempts(self.profile, self.parse, self.price, item, order, sample, messages,
+                            None if batch else prefix, batch=batch)
+
     async def call(self, item: PairItem, order: Order, sample: int, cache: CallCache | None = None) -> Call:
         """One position of one sample, re-asked while the answer cannot be parsed."""
         cache = self.cache if cache is None else cache
-        messages, prefix = self.template.render_with_prefix(item, order)
-        input_tokens = output_tokens = 0
-        # What the provider said of its prompt cache, over the attempts sent (not replayed).
-        cached_input_tokens: int | None = None
-        cache_write_tokens: int | None = None
-        cost = 0.0
-        uncached_cost = 0.0  # the same tokens at the plain input price: what caching saved
-        all_cached = True
+        attempts = self.attempts(item, order, sample)
         started = time.perf_counter()
-        raw: str | None = None
-        raw_truncated_from: int | None = None
-        parsed: Parsed | None = None
-        error: str | None = None
-        attempt = 0
-        for attempt in range(self.profile.max_reasks + 1):
-            request = self._request(item, order, sample, attempt, messages, prefix)
+        while (request := attempts.next()) is not None:
             try:
                 result, cached = await self._complete(request, cache)
             except ProviderError as exc:
-                error, parsed = f"provider: {exc}", None
-                all_cached = False
-                break
-            all_cached = all_cached and cached
-            input_tokens += result.input_tokens or 0
-            output_tokens += result.output_tokens or 0
-            if not cached:
-                cost += self.price.cost(result.input_tokens, result.output_tokens, result.cached_input_tokens,
-                                        result.cache_write_tokens)
-                uncached_cost += self.price.cost(result.input_tokens, result.output_tokens)
-                if result.cached_input_tokens is not None:
-                    cached_input_tokens = (cached_input_tokens or 0) + result.cached_input_tokens
-                if result.cache_write_tokens is not None:
-                    cache_write_tokens = (cache_write_tokens or 0) + result.cache_write_tokens
-            raw, raw_truncated_from = result.text, result.truncated_from
-            parsed = self.parse(raw)  # as cut: what is stored is what was parsed
-            if parsed.ok:
-                error = None
-                break
-            error = f"unparseable: {parsed.error}"
-            messages = [*messages, {"role": "assistant", "content": raw or "(empty)"},
-                        {"role": "user", "content": REASK.format(error=parsed.error)}]
-        choice, scores = to_item_labels(parsed, order) if parsed is not None and parsed.ok else (None, None)
-        call = Call(
-            order=order, sample=sample, raw=raw, raw_truncated_from=raw_truncated_from,
-            choice=choice,
-            certainty=parsed.certainty if parsed is not None and parsed.ok else None,
-            scores=scores, input_tokens=input_tokens, output_tokens=output_tokens,
-            cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens, cost_usd=round(cost, 9),
-            saved_cache_usd=(round(uncached_cost - cost, 9)
-                             if cached_input_tokens is not None or cache_write_tokens is not None else None),
-            latency_s=round(time.perf_counter() - started, 4),
-            cached=all_cached and error is None, error=error, attempts=attempt + 1,
-        )
+                attempts.failed(f"provider: {exc}")
+            else:
+                attempts.answered(result, cached)
+        call = attempts.call(latency_s=round(time.perf_counter() - started, 4))
         if self.on_call is not None:
             self.on_call(call)
         return call
@@ -240,7 +191,10 @@ class Judge:
         calls: list[Call] = []
         while (sample := self.next_sample(calls)) is not None:
             calls += await asyncio.gather(*(self.call(item, order, sample, cache) for order in self.orders))
-        # Stored as fixed k stores them: order by order, samples in order.
+        return self.in_order(calls)
+
+    def in_order(self, calls: Iterable[Call]) -> list[Call]:
+        """Calls as fixed k stores them: order by order, samples in order."""
         return sorted(calls, key=lambda c: (self.orders.index(c.order or "AB"), c.sample))
 
     def next_sample(self, calls: Sequence[Call]) -> int | None:

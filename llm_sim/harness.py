@@ -9,6 +9,7 @@ the same services the same way, without bench/ importing the tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def http_json(method: str, url: str, body: Any = None, key: str | None = None, timeout: float = 300) -> Any:
+    """One JSON request to a pjudge API (with `key` as its Bearer key) and its JSON answer; an
+    HTTP error status raises RuntimeError with the status and the start of the body."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"{method} {url}: HTTP {exc.code} {exc.read()[:800]!r}") from None
 
 
 def redis_server_binary() -> str:

@@ -28,15 +28,13 @@ import random
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from judge.records import Verdict  # noqa: E402
-from llm_sim.harness import Process, RedisServer, free_port, wait_for_port  # noqa: E402
+from llm_sim.harness import Process, RedisServer, free_port, http_json, wait_for_port  # noqa: E402
 from llm_sim.process import SimProcess  # noqa: E402
 
 KEY = "cascade-live-key-0123456789abcdef"
@@ -49,14 +47,7 @@ INTERESTS = ("gardening chess tulips compost baking astronomy telescopes croissa
 
 
 def _http(method: str, url: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"{method} {url}: HTTP {exc.code} {exc.read()[:800]!r}") from None
+    return http_json(method, url, body, KEY)
 
 
 def make_items(n: int, seed: int = 14, prefix: str = "live") -> list[dict[str, Any]]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 
 from judge.private import private_sqlite
@@ -19,7 +21,7 @@ from llm_sim.process import SimProcess
 from tests.support.cli import SHARED_DATA
 
 if TYPE_CHECKING:
-    from tests.support.services import RedisServer
+    from tests.support.services import RedisServer, Service
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +115,61 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path,
     yield engine
     engine.dispose()
     drop_postgres_database(url)
+
+
+# ---------------------------------------------------------------- the API and the service
+
+@pytest.fixture
+def enqueued() -> list[Any]:
+    """The jobs the `app` fixture's API enqueued (no worker judges them)."""
+    return []
+
+
+@pytest.fixture
+def app(engine: Engine, enqueued: list[Any]) -> Flask:
+    """The API in-process on `engine`, with tenants A and B's keys (tests/support/api.py)."""
+    from tests.support.api import new_app
+
+    return new_app(engine, enqueued.append)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database for a `service` (which migrates it): SQLite, and PostgreSQL (a fresh
+    database, dropped after) where PJUDGE_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/service.sqlite"
+        return
+    from tests.support.services import create_postgres_database, drop_postgres_database
+
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture
+def service(tmp_path: Path, database_url: str, redis_server: RedisServer) -> Iterator[Service]:
+    """The API and workers as processes on `database_url` (tests/support/services.py `Service`)."""
+    from tests.support.services import Service
+
+    svc = Service(tmp_path, database_url, redis_server)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def sqlite_service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
+    """A `service` on SQLite only."""
+    from tests.support.services import Service
+
+    svc = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
+    yield svc
+    svc.stop()
 
 
 # ---------------------------------------------------------------- tiers

@@ -39,21 +39,7 @@ MB = 1024 * 1024
 
 
 # ---------------------------------------------------------------- fixtures
-
-@pytest.fixture
-def enqueued() -> list[Any]:
-    return []
-
-
-@pytest.fixture
-def app(engine: Engine, enqueued: list[Any]) -> Flask:
-    return new_app(engine, enqueued.append)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
+# (client, app and enqueued: tests/conftest.py)
 
 @pytest.fixture
 def job_id(client: FlaskClient) -> str:

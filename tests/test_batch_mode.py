@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from judge.batch_sqlite import SqliteBatchStore
-from judge.batching import BatchJudge
+from judge.batching import BatchJudge, TickResult
 from judge.cache import SqliteCallCache
 from judge.paths import cache_path
 from judge.profiles import JudgeProfile, load_profile
@@ -29,7 +29,7 @@ from judge.settings import reset_settings
 from llm_sim.server import ServerSettings, SimServerThread
 from store import repo
 from store.models import ProviderBatch, ProviderBatchRequest
-from tests.support.services import RedisServer, Service, many_items
+from tests.support.services import Service, many_items
 
 # service: every test runs the LLM simulator's HTTP server (and some the CLI or worker processes)
 pytestmark = [pytest.mark.service]
@@ -104,6 +104,20 @@ def test_pjudge_judge_batch_adaptive_asks_extra_samples_in_follow_up_batches(sim
         (c.order, c.sample) for v in interactive for c in v.calls)
 
 
+async def _one_tick(profile: JudgeProfile, items: list[PairItem],
+                    store_class: type[SqliteBatchStore] = SqliteBatchStore) -> tuple[TickResult, SqliteBatchStore]:
+    """One tick of `pjudge judge --batch` (poll, plan, send) in the CLI's cache file, and its store,
+    left open: a run that stops after sending."""
+    cache = SqliteCallCache(cache_path())
+    store = store_class(cache)
+    batches = create_batch_provider(profile)
+    try:
+        async with Judge(profile, cache=cache) as judge:
+            return await BatchJudge(judge, batches, store, cache).tick(list(enumerate(items))), store
+    finally:
+        await batches.aclose()
+
+
 def test_an_interrupted_batch_run_is_picked_up_by_the_next_run(tmp_path: Path) -> None:
     """The first run sends its batch and dies; the second polls that batch (the simulator answers
     each request once) and a third reads everything from the cache."""
@@ -113,18 +127,10 @@ def test_an_interrupted_batch_run_is_picked_up_by_the_next_run(tmp_path: Path) -
         profile = _profile(server, mode="batch")
         items = many_items(30, seed=3)
 
-        async def send_only() -> None:
-            cache = SqliteCallCache(cache_path())
-            store = SqliteBatchStore(cache)
-            batches = create_batch_provider(profile)
-            async with Judge(profile, cache=cache) as judge:
-                tick = await BatchJudge(judge, batches, store, cache).tick(list(enumerate(items)))
-            await batches.aclose()
-            assert tick.submitted == 60 and not tick.verdicts
-            assert len(store.live_batch_ids()) == 1
-            store.close()
-
-        asyncio.run(send_only())
+        tick, store = asyncio.run(_one_tick(profile, items))
+        assert tick.submitted == 60 and not tick.verdicts
+        assert len(store.live_batch_ids()) == 1
+        store.close()
         batch, progress, _ = run_batch_judging(profile, items, tmp_path / "o.jsonl", show_progress=False, poll_s=0.1)
         stats = json.load(urllib.request.urlopen(f"{server.url}/stats"))
         assert stats["completions"] == 60 and stats["by_endpoint"]["batches"] >= 2  # one batch, polled
@@ -149,17 +155,8 @@ def test_a_batch_created_but_not_recorded_is_found_by_its_input_file(tmp_path: P
         profile = _profile(server, mode="batch")
         items = many_items(10, seed=4)
 
-        async def send_and_die() -> None:
-            cache = SqliteCallCache(cache_path())
-            batches = create_batch_provider(profile)
-            try:
-                async with Judge(profile, cache=cache) as judge:
-                    await BatchJudge(judge, batches, DiesBeforeRecording(cache), cache).tick(list(enumerate(items)))
-            finally:
-                await batches.aclose()
-
         with pytest.raises(RuntimeError, match="killed"):
-            asyncio.run(send_and_die())
+            asyncio.run(_one_tick(profile, items, DiesBeforeRecording))
         verdicts, _, _ = run_batch_judging(profile, items, tmp_path / "o.jsonl", show_progress=False, poll_s=0.1)
         assert len(verdicts) == 10 and all(v.winner for v in verdicts)
         assert json.load(urllib.request.urlopen(f"{server.url}/stats"))["completions"] == 20
@@ -298,11 +295,9 @@ def test_the_api_takes_mode_batch_and_the_server_prices_it_at_its_batch_discount
 # ---------------------------------------------------------------- the service, real processes
 
 @pytest.fixture
-def service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
-    svc = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
-    svc.env["PJUDGE_BATCH_POLL_S"] = "0.5"
-    yield svc
-    svc.stop()
+def service(sqlite_service: Service) -> Service:
+    sqlite_service.env["PJUDGE_BATCH_POLL_S"] = "0.5"
+    return sqlite_service
 
 
 def _wait_live_batch(service: Service, job_id: str, timeout: float = 60) -> None:

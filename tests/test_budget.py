@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -18,22 +17,6 @@ from judge.records import PairItem
 from store import budget, repo
 from store.models import BudgetReservation, CallRow, Job
 from tests.support.api import AUTH_A, count, error_of, judge_all, make_items, new_app, post_job
-
-
-@pytest.fixture
-def enqueued() -> list[Any]:
-    return []
-
-
-@pytest.fixture
-def app(engine: Engine, enqueued: list[Any]) -> Flask:
-    return new_app(engine, enqueued.append)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
 
 # ---------------------------------------------------------------- POST /v1/jobs/estimate
 

@@ -5,8 +5,6 @@ what it judged is kept, reported and billed to the cent."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -15,32 +13,12 @@ from store import repo
 from store.models import BudgetReservation, CallRow
 from store.stats import Selection, report
 from tests.support.services import (
-    RedisServer,
     Service,
-    create_postgres_database,
-    drop_postgres_database,
     many_items,
     sim_profile,
 )
 
 BATCH = 16
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/service.sqlite"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
-
-
-@pytest.fixture
-def service(tmp_path: Path, database_url: str, redis_server: RedisServer) -> Iterator[Service]:
-    svc = Service(tmp_path, database_url, redis_server)
-    yield svc
-    svc.stop()
 
 
 def test_a_budget_stops_the_job_within_one_batch_of_calls(service: Service, start_sim) -> None:

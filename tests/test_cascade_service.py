@@ -5,35 +5,19 @@ SIGKILL while stage 2 runs loses nothing, duplicates nothing and re-asks no stag
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from judge.profiles import CascadeProfile, load_judging
 from store import repo
 from store.models import CallRow
 from tests.support.services import (
-    RedisServer,
     Service,
-    create_postgres_database,
-    drop_postgres_database,
     many_items,
 )
 
 THRESHOLDS = (0.9, 0.85, 0.8)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def service(request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
-    url = f"sqlite:///{tmp_path}/service.sqlite" if request.param == "sqlite" else create_postgres_database()
-    svc = Service(tmp_path, url, redis_server)
-    yield svc
-    svc.stop()
-    if request.param == "postgresql":
-        drop_postgres_database(url)
 
 
 def sim_cascade(sims: list[Any]) -> CascadeProfile:
@@ -107,13 +91,6 @@ def test_kill_9_while_stage_2_runs_loses_and_duplicates_nothing_and_asks_stage_1
             assert not verdict.abstained and verdict.stage == len(verdict.stages) - 1
             assert verdict.winner in ("A", "B") and max(verdict.p_a, 1 - verdict.p_a) >= THRESHOLDS[verdict.stage]
     print(f"reached per stage {reached}; sim requests {[s.stats()['requests'] for s in sims]}")
-
-
-@pytest.fixture
-def sqlite_service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
-    svc = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
-    yield svc
-    svc.stop()
 
 
 def test_a_cancelled_cascade_stops_in_stage_2_and_the_worker_takes_the_next_job(

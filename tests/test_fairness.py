@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,12 +32,10 @@ def hanging() -> Iterator[HangingServer]:
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Service]:
+def service(sqlite_service: Service) -> Service:
     # SQLite only: what is measured here is scheduling, which is the same on PostgreSQL
     # (repo.job_statuses, the one new query, is tested on both below).
-    svc = Service(tmp_path, f"sqlite:///{tmp_path}/service.sqlite", redis_server)
-    yield svc
-    svc.stop()
+    return sqlite_service
 
 
 def hanging_profile(server: HangingServer, **overrides: Any) -> JudgeProfile:

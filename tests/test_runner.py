@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
+from judge.attempts import REASK
 from judge.cache import SqliteCallCache
 from judge.profiles import JudgeProfile, load_profile
 from judge.providers.base import CallRequest, CallResult, ProviderError, create_provider
 from judge.providers.mock import MockProvider, ScriptExhausted
 from judge.records import Call, PairItem, Verdict
-from judge.runner import REASK, Judge
+from judge.runner import Judge
 from judge.settings import reset_settings
 
 ITEM = PairItem(id="q1", prompt="How should I start saving?", response_a="Open a savings account.",

@@ -5,38 +5,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from store import repo
 from tests.support.services import (
     Process,
-    RedisServer,
     Service,
-    create_postgres_database,
-    drop_postgres_database,
     many_items,
     sim_profile,
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/service.sqlite"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
-
-
-@pytest.fixture
-def service(tmp_path: Path, database_url: str, redis_server: RedisServer) -> Iterator[Service]:
-    svc = Service(tmp_path, database_url, redis_server)
-    yield svc
-    svc.stop()
 
 
 def test_worker_judges_a_job_like_the_cli(service: Service, start_sim, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from judge.batching import (
     Planned,
     RequestState,
     TickResult,
+    ended,
     request_state,
 )
 from judge.endpoints import AccessError
@@ -214,22 +215,14 @@ class DbBatchStore:
             ids = {custom_id: (request_id, key) for custom_id, request_id, key in conn.execute(
                 select(col(ProviderBatchRequest.custom_id), col(ProviderBatchRequest.id),
                        col(ProviderBatchRequest.key)).where(col(ProviderBatchRequest.batch_row) == row)).all()}
-        answered, failed, cached = [], [], []
-        for outcome in outcomes:
-            if outcome.custom_id not in ids:
-                continue
-            request_id, key = ids.pop(outcome.custom_id)
-            result = outcome.result
-            if result is None:
-                failed.append({"rid": request_id, "error": (outcome.error or "failed")[:2000]})
-                continue
-            answered.append({"rid": request_id, "raw": result.text, "input_tokens": result.input_tokens,
-                             "output_tokens": result.output_tokens, "truncated_from": result.truncated_from})
-            if result.truncated_from is None:
-                cached.append({"key": self.cache.scoped_key(key), "raw": result.text,
-                               "input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
-                               "created_at": utcnow()})
-        failed += [{"rid": request_id, "error": "no result"} for request_id, _ in ids.values()]
+        end = ended(ids, outcomes)
+        answered = [{"rid": ids[custom_id][0], "raw": result.text, "input_tokens": result.input_tokens,
+                     "output_tokens": result.output_tokens, "truncated_from": result.truncated_from}
+                    for custom_id, result in end.answered.items()]
+        failed = [{"rid": ids[custom_id][0], "error": error[:2000]} for custom_id, error in end.failed.items()]
+        cached = [{"key": self.cache.scoped_key(ids[custom_id][1]), "raw": result.text,
+                   "input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "created_at": utcnow()}
+                  for custom_id, result in end.whole.items()]
         with transaction(self.engine) as conn:
             if answered:
                 conn.execute(update(requests).where(requests.c.id == bindparam("rid"))

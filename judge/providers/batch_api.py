@@ -12,7 +12,8 @@ id before the batch exists and the batch's id as soon as it does (judge/batching
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -80,7 +81,24 @@ def _no_key(exc: AccessError) -> ProviderError:
     return ProviderError(str(exc))
 
 
-class OpenAIBatches:
+class _SdkBatches:
+    """What both batch APIs share: the access's key (the SDK's own where none: NO_KEY) and their
+    SDK's errors as secret-free ProviderErrors (a client-chosen endpoint's bodies never shown)."""
+
+    def __init__(self, access: Access, error: type[Exception]):
+        self._api_key = access.api_key or NO_KEY
+        self._echo = access.operator
+        self._error = error
+
+    @contextmanager
+    def _sdk_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self._error as exc:
+            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
+
+
+class OpenAIBatches(_SdkBatches):
     max_requests, max_bytes = OPENAI_MAX_REQUESTS, OPENAI_MAX_BYTES
 
     def __init__(self, profile: JudgeProfile, access: Access):
@@ -90,9 +108,7 @@ class OpenAIBatches:
         self._compatible = profile.provider == "openai-compatible"
         if access.base_url is None:
             raise ProviderError(f"provider '{self.name}' needs a base URL")
-        self._api_key = access.api_key or NO_KEY
-        self._echo = access.operator
-        self._error = openai.OpenAIError
+        super().__init__(access, openai.OpenAIError)
         self._client = openai.AsyncOpenAI(api_key=self._api_key, base_url=access.base_url,
                                           max_retries=profile.max_retries, timeout=max(profile.timeout_s, 300),
                                           http_client=guard.sdk_http_client(openai, access))
@@ -109,25 +125,21 @@ class OpenAIBatches:
 
     async def upload(self, requests: Sequence[BatchRequest]) -> str | None:
         content = b"".join(self._line(r) for r in requests)
-        try:
+        with self._sdk_errors():
             uploaded = await self._client.files.create(file=("pjudge-batch.jsonl", content), purpose="batch")
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return uploaded.id
 
     async def create(self, requests: Sequence[BatchRequest], input_file_id: str | None,
                      metadata: dict[str, str]) -> str:
         if input_file_id is None:
             raise ProviderError("an OpenAI batch needs its uploaded input file")
-        try:
+        with self._sdk_errors():
             batch = await self._client.batches.create(input_file_id=input_file_id, endpoint="/v1/chat/completions",
                                                       completion_window="24h", metadata=metadata)
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return batch.id
 
     async def find(self, input_file_id: str) -> str | None:
-        try:
+        with self._sdk_errors():
             seen = 0
             async for batch in self._client.batches.list(limit=100):
                 if batch.input_file_id == input_file_id:
@@ -135,33 +147,25 @@ class OpenAIBatches:
                 seen += 1
                 if seen >= FIND_LOOKBACK:
                     break
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return None
 
     async def status(self, batch_id: str) -> BatchStatus:
-        try:
+        with self._sdk_errors():
             batch = await self._client.batches.retrieve(batch_id)
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return BatchStatus(ended=batch.status in ("completed", "expired", "cancelled", "failed"), detail=batch.status)
 
     async def _file_lines(self, file_id: str | None) -> list[dict[str, Any]]:
         if not file_id:
             return []
-        try:
+        with self._sdk_errors():
             content = await self._client.files.content(file_id)
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
     async def results(self, batch_id: str) -> list[BatchOutcome]:
         from judge.providers.openai_provider import chat_result
 
-        try:
+        with self._sdk_errors():
             batch = await self._client.batches.retrieve(batch_id)
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         outcomes = []
         for line in await self._file_lines(batch.output_file_id) + await self._file_lines(batch.error_file_id):
             custom_id = str(line.get("custom_id"))
@@ -180,25 +184,21 @@ class OpenAIBatches:
         return outcomes
 
     async def cancel(self, batch_id: str) -> None:
-        try:
+        with self._sdk_errors():
             await self._client.batches.cancel(batch_id)
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
 
     async def aclose(self) -> None:
         await self._client.close()
 
 
-class AnthropicBatches:
+class AnthropicBatches(_SdkBatches):
     name = "anthropic"
     max_requests, max_bytes = ANTHROPIC_MAX_REQUESTS, ANTHROPIC_MAX_BYTES
 
     def __init__(self, profile: JudgeProfile, access: Access):
         import anthropic
 
-        self._api_key = access.api_key or NO_KEY
-        self._echo = access.operator
-        self._error = anthropic.AnthropicError
+        super().__init__(access, anthropic.AnthropicError)
         self._client = anthropic.AsyncAnthropic(api_key=self._api_key, base_url=access.base_url,
                                                 max_retries=profile.max_retries, timeout=max(profile.timeout_s, 300),
                                                 http_client=guard.sdk_http_client(anthropic, access))
@@ -217,27 +217,23 @@ class AnthropicBatches:
 
     async def create(self, requests: Sequence[BatchRequest], input_file_id: str | None,
                      metadata: dict[str, str]) -> str:
-        try:
+        with self._sdk_errors():
             batch = await self._client.messages.batches.create(requests=[self._entry(r) for r in requests])  # type: ignore[misc]  # plain dicts of the params' TypedDict shape
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return batch.id
 
     async def find(self, input_file_id: str) -> str | None:
         return None  # a message batch has no input file: one created unrecorded cannot be found
 
     async def status(self, batch_id: str) -> BatchStatus:
-        try:
+        with self._sdk_errors():
             batch = await self._client.messages.batches.retrieve(batch_id)
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return BatchStatus(ended=batch.processing_status == "ended", detail=batch.processing_status)
 
     async def results(self, batch_id: str) -> list[BatchOutcome]:
         from judge.providers.anthropic_provider import message_result
 
         outcomes = []
-        try:
+        with self._sdk_errors():
             async for entry in await self._client.messages.batches.results(batch_id):
                 result = entry.result
                 if result.type == "succeeded":
@@ -252,15 +248,11 @@ class AnthropicBatches:
                                                  .strip()))
                 else:
                     outcomes.append(BatchOutcome(entry.custom_id, error=f"batch request not run ({result.type})"))
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
         return outcomes
 
     async def cancel(self, batch_id: str) -> None:
-        try:
+        with self._sdk_errors():
             await self._client.messages.batches.cancel(batch_id)
-        except self._error as exc:
-            raise ProviderError(describe_sdk_error(exc, self._api_key, echo=self._echo)) from None
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -10,13 +10,12 @@ from typing import Any, TypeVar
 
 import click
 
-from judge.cache import CallCache, NullCache, SqliteCallCache
-from judge.cascade import stages_of
+from judge._evaluate import judge_with_progress, to_cache
+from judge.cache import CallCache
 from judge.jsonl import read_items, write_jsonl
-from judge.paths import cache_path
-from judge.profiles import CascadeProfile, JudgeProfile, Judging, load_judging, load_profile
-from judge.records import Call, PairItem, Verdict
-from judge.runner import Judge, Progress, new_event_loop
+from judge.profiles import JudgeProfile, Judging, load_judging, load_profile
+from judge.records import PairItem, Verdict
+from judge.runner import Progress, new_event_loop
 from pjudge.common import echo_json, handle_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,82 +68,24 @@ def resolve_judging(profile_name: str | None, **overrides: Any) -> Judging:
     return load_judging(profile_name, **overrides)
 
 
-def calls_per_item(profile: JudgeProfile) -> int:
-    return profile.samples * (2 if profile.swap else 1)
-
-
 def open_cache(no_cache: bool) -> CallCache:
-    return NullCache() if no_cache else SqliteCallCache(cache_path())
+    return to_cache(not no_cache)
 
 
 def run_judging(profile: Judging, items: list[PairItem], output: Path, concurrency: int,
                 cache: CallCache, show_progress: bool = True) -> tuple[list[Verdict], Progress, bool]:
-    """Judge items and write verdicts in input order; on Ctrl-C write what finished and say so (a
-    cascade's verdicts exist only once its last stage is done: an interrupted one writes none)."""
+    """Judge items (as `evaluate` does: judge._evaluate.judge_with_progress) and write verdicts
+    in input order; on Ctrl-C write what finished and say so (a cascade's verdicts exist only once
+    its last stage is done: an interrupted one writes none)."""
     progress = Progress()
     finished: dict[str, Verdict] = {}
-    first = profile.judges[0] if isinstance(profile, CascadeProfile) else profile
-    # A cascade's later stages judge only what the earlier ones left: their calls join the total
-    # when they start. With adaptive sampling the total is the most, set to the calls made at the end.
-    total_calls = len(items) * calls_per_item(first)
     interrupted = False
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-    from rich.progress import Progress as Bar
-
-    bar = Bar(
-        TextColumn("[bold]judging[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"),
-        TextColumn("{task.fields[failed]} failed, {task.fields[cached]} cached, ${task.fields[cost]:.4f}"),
-        TimeRemainingColumn(), console=Console(stderr=True), disable=not show_progress, transient=False,
-    )
-    task = bar.add_task("calls", total=total_calls, failed=0, cached=0, cost=0.0)
-
-    def on_call(call: Call) -> None:
-        progress.calls += 1
-        progress.failed_calls += call.error is not None
-        progress.cached_calls += call.cached
-        progress.cost_usd += call.cost_usd or 0.0
-        bar.update(task, advance=1, failed=progress.failed_calls, cached=progress.cached_calls,
-                   cost=progress.cost_usd)
-
-    async def main() -> None:
-        if isinstance(profile, CascadeProfile):
-            await cascade(profile)
-            return
-        async with Judge(profile, cache=cache, max_in_flight=concurrency, on_call=on_call) as judge:
-            async for verdict in judge.judge_stream(items):
-                finished[verdict.id] = verdict
-                progress.verdicts += 1
-
-    def on_stage(stage: int, open_items: list[PairItem]) -> None:
-        if stage > 0:
-            assert isinstance(profile, CascadeProfile)
-            nonlocal total_calls
-            total_calls += len(open_items) * calls_per_item(profile.judges[stage])
-            bar.update(task, total=total_calls)
-
-    async def cascade(cascade: CascadeProfile) -> None:
-        from contextlib import AsyncExitStack
-
-        from judge.cascade import judge_cascade
-
-        async with AsyncExitStack() as stack:
-            judges = [await stack.enter_async_context(Judge(stage, cache=cache, max_in_flight=concurrency,
-                                                            on_call=on_call))
-                      for stage in cascade.judges]
-            for verdict in await judge_cascade(cascade, items, judges, on_stage=on_stage):
-                finished[verdict.id] = verdict
-                progress.verdicts += 1
-
-    with bar:
-        try:
-            with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                runner.run(main())
-        except KeyboardInterrupt:
-            interrupted = True
-        if any(judge.adaptive for judge in stages_of(profile)) and not interrupted:
-            bar.update(task, total=progress.calls)  # the calls adaptive sampling needed
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(judge_with_progress(items, profile, cache, concurrency=concurrency, show=show_progress,
+                                           counts=progress, finished=finished))
+    except KeyboardInterrupt:
+        interrupted = True
     verdicts = [finished[item.id] for item in items if item.id in finished]
     write_jsonl(output, verdicts)
     return verdicts, progress, interrupted

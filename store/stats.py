@@ -25,9 +25,10 @@ store.summaries); the caller then computes from the verdicts.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -35,6 +36,7 @@ import numpy.typing as npt
 from sqlalchemy import (
     SQLColumnExpression,
     Table,
+    Text,
     case,
     cast,
     func,
@@ -748,3 +750,171 @@ def report(
             if name in out.get("by_group", {}):
                 out["by_group"][name]["cost"] = section
         return out
+
+
+# ---------------------------------------------------------------- per UTC day and judge
+
+HOURS_PER_DAY = 24
+Judge = tuple[str, str]
+"""(profile, model) of a verdict: a line of the dashboard's charts."""
+
+
+@dataclass
+class Day:
+    """One UTC day of a selection, clipped to its since/until: Counts and cost sums per judge."""
+
+    start: datetime  # midnight UTC
+    since: datetime  # max(start, the selection's since)
+    until: datetime  # min(start + 1 day, the selection's until)
+    judges: dict[Judge, Counts] = field(default_factory=dict)
+    costs: dict[Judge, CostSums] = field(default_factory=dict)
+
+
+class _JudgeQuery(_Query):
+    """A _Query whose sets are judges: a verdict row's set is its [profile, model] as JSON text
+    (unambiguous whatever the names hold), so `_verdict_counts` groups the cut hours by judge."""
+
+    def verdict_dim(self) -> ColumnElement[Any] | None:
+        if self._dim is None:
+            if self.conn.dialect.name == "postgresql":
+                self._dim = cast(func.jsonb_build_array(col(V.profile), col(V.model)), Text)
+            else:
+                self._dim = func.json_array(col(V.profile), col(V.model))
+        return self._dim
+
+
+def _verdict_day(conn: Connection) -> ColumnElement[str]:
+    """A verdict row's UTC day as YYYY-MM-DD text (SQLite keeps created_at as UTC text)."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(func.timezone(_constant("UTC"), col(V.created_at)), _constant("YYYY-MM-DD"))
+    return func.substr(col(V.created_at), literal_column("1"), literal_column("10"))
+
+
+def _day_start(day: int) -> datetime:
+    return hour_start(day * HOURS_PER_DAY)
+
+
+def days(engine: Engine, selection: Selection, threshold: float = 0.8, max_days: int = 62) -> list[Day]:
+    """The selection's verdicts per UTC day and judge, oldest day first: every day from the first
+    to the last (at most the last `max_days`) with a verdict of the selection, or from since to
+    until when given, each clipped to since/until; every judge of those days in every day (empty
+    Counts where it has none). Each day's Counts equal those of the selection narrowed to that
+    day's [since, until): the whole hours in one query over summary_main grouped by day and judge,
+    the cut hours at since and until from the verdict rows (`_verdict_counts`), the cost sums in
+    one query over the verdict rows grouped by day and judge. No HITL or risk counts (a day's
+    `hitl` and `risk_control` need a report of their own) and no off-grid split: `threshold` must
+    be on the 0.01 grid."""
+    if grid_index(threshold) is None:
+        raise ValueError(f"threshold {threshold} is not on the 0.01 grid")
+    with engine.connect() as conn:
+        query = _JudgeQuery(conn, selection, Grouping(), threshold=threshold)
+        counts = _daily_summary_counts(query)
+        for since, until in query.time.partial:
+            day = hour_of(since) // HOURS_PER_DAY
+            for name, part in query._verdict_counts(since, until, set()).items():
+                judge = _judge_of(name)
+                counts.setdefault((day, *judge), Counts()).add(part)
+        span = _day_span(selection, {key[0] for key in counts}, max_days)
+        if span is None:
+            return []
+        first, last = span
+        out = []
+        for day in range(first, last + 1):
+            start = _day_start(day)
+            since = start if selection.since is None else max(start, selection.since)
+            until = _day_start(day + 1) if selection.until is None else min(_day_start(day + 1), selection.until)
+            out.append(Day(start, since, until))
+        judges = sorted({(p, m) for d, p, m in counts if first <= d <= last})
+        for entry in out:
+            entry.judges = {judge: Counts() for judge in judges}
+        for (day, profile, model), part in counts.items():
+            if first <= day <= last:
+                out[day - first].judges[(profile, model)] = part
+        _add_daily_costs(query, out, first)
+        return out
+
+
+def _judge_of(name: str | None) -> Judge:
+    profile, model = json.loads(name or "[]")
+    return str(profile), str(model)
+
+
+def _day_span(selection: Selection, seen: set[int], max_days: int) -> tuple[int, int] | None:
+    """First and last day: since's and until's when given, else the first and last seen; the last
+    `max_days` of them."""
+    first = hour_of(selection.since) // HOURS_PER_DAY if selection.since is not None else min(seen, default=None)
+    last = (hour_of(selection.until - timedelta(microseconds=1)) // HOURS_PER_DAY if selection.until is not None
+            else max(seen, default=None))
+    if first is None or last is None or first > last:
+        return None
+    return max(first, last - max_days + 1), last
+
+
+def _daily_summary_counts(query: _JudgeQuery) -> dict[tuple[int, str, str], Counts]:
+    """{(day, profile, model): Counts} of the selection's whole hours: summary_main's hourly rows of
+    all verdicts (group_key ""), summed by day and judge in one query."""
+    t = summary_main
+    day = t.c.hour // literal_column(str(HOURS_PER_DAY))  # hours >= 0: integer division floors
+    fields, sums = _main_fields(query.threshold)
+    where = [t.c.group_key == "", t.c.hour != ALL_HOURS, *query._filter_jobs(t), *query._filter_hours(t)]
+    if query.time.lo == 0 and query.time.hi == 0:  # an empty range
+        return {}
+    statement = (select(day, t.c.profile, t.c.model, sums).select_from(query.summary_from(t)).where(*where)
+                 .group_by(day, t.c.profile, t.c.model))
+    out: dict[tuple[int, str, str], Counts] = {}
+    for values in query.conn.execute(statement):
+        counts = out.setdefault((int(values[0]), values[1], values[2]), Counts())
+        counts.add_fields(fields, values[3:])
+    return out
+
+
+def _add_daily_costs(query: _JudgeQuery, days: list[Day], first: int) -> None:
+    """Each day's cost sums per judge: one query over the selection's verdict rows in the days'
+    range, grouped by UTC day, profile and model (calibration.cost's sums, as cost_sections')."""
+    if not days:
+        return
+    day = _verdict_day(query.conn)
+    dims = [day, col(V.profile), col(V.model)]
+    sums = [func.count(), *(func.sum(getattr(V, name)) for name in COST_COLUMNS)]
+    by_date = {entry.start.date().isoformat(): entry for entry in days}
+    statement = (select(*dims, *sums).where(*query.verdict_filter(days[0].since, days[-1].until))
+                 .group_by(*dims))
+    for row in query.conn.execute(statement):
+        entry = by_date.get(row[0])
+        if entry is not None:
+            judge = (row[1], row[2])
+            part = CostSums.of_row(row[3], dict(zip(COST_COLUMNS, row[4:], strict=True)))
+            entry.costs[judge] = entry.costs.get(judge, CostSums()) + part
+
+
+def per_day(engine: Engine, selection: Selection, threshold: float = 0.8, bootstrap_resamples: int = 1000,
+            seed: int = 0, max_days: int = 62) -> list[dict[str, Any]]:
+    """The `per_day` list of /v1/stats/agreement: for each UTC day of `days`, {day, since, until}
+    and the statistics of that day's verdicts (calibration.from_counts.statistics_from_counts:
+    those of the report but `hitl` and `risk_control`) with their `cost`, and `by_judge`, the same
+    per (profile, model). Each equals the report of the selection narrowed to that day's since and
+    until (and judge) on every key it has."""
+    from calibration.from_counts import json_safe, statistics_from_counts
+
+    def statistics(counts: Counts, costs: Mapping[str, CostSums]) -> dict[str, Any]:
+        out = statistics_from_counts(counts, threshold=threshold, hitl=None,
+                                     bootstrap_resamples=bootstrap_resamples, seed=seed)
+        out["cost"] = cost_section(costs)
+        return out
+
+    entries = []
+    for day in days(engine, selection, threshold, max_days):
+        total = Counts()
+        by_profile: dict[str, CostSums] = {}
+        by_judge = []
+        for (profile, model), counts in day.judges.items():
+            total.add(counts)
+            cost = day.costs.get((profile, model))
+            if cost is not None:  # a cost section names only the profiles with verdicts
+                by_profile[profile] = by_profile.get(profile, CostSums()) + cost
+            by_judge.append({"profile": profile, "model": model,
+                             **statistics(counts, {} if cost is None else {profile: cost})})
+        entries.append({"day": day.start.date().isoformat(), "since": day.since.isoformat(),
+                        "until": day.until.isoformat(), **statistics(total, by_profile), "by_judge": by_judge})
+    out: list[dict[str, Any]] = json_safe(entries)
+    return out

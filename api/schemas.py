@@ -13,8 +13,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
-    model_validator,
+    field_validator,
 )
 
 from calibration.counts import grid_index
@@ -271,11 +272,13 @@ class StatsQuery(ReportQuery):
         default=False, description="Adds per_day: the statistics per UTC day (and per profile and model) of the "
         f"range, at most its last {PER_DAY_MAX_DAYS} days; needs a threshold on the 0.01 grid.")
 
-    @model_validator(mode="after")
-    def _per_day_on_the_grid(self) -> StatsQuery:
-        if self.per_day and grid_index(self.threshold) is None:
+    @field_validator("per_day")
+    @classmethod
+    def _per_day_on_the_grid(cls, per_day: bool, info: ValidationInfo) -> bool:
+        threshold = info.data.get("threshold")  # validated before (ReportQuery's field)
+        if per_day and isinstance(threshold, float) and grid_index(threshold) is None:
             raise ValueError("per_day needs a threshold on the 0.01 grid (0.8, 0.75, ...)")
-        return self
+        return per_day
 
 
 class ExportQuery(_Query):

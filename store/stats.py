@@ -918,3 +918,15 @@ def per_day(engine: Engine, selection: Selection, threshold: float = 0.8, bootst
                         "until": day.until.isoformat(), **statistics(total, by_profile), "by_judge": by_judge})
     out: list[dict[str, Any]] = json_safe(entries)
     return out
+
+
+def metadata_keys(engine: Engine, owner: str, jobs: int = 1000) -> list[str]:
+    """The metadata keys of the owner's newest `jobs` jobs (their summary plans name every key
+    their items carry), for a dashboard's group_by choices."""
+    query = (select(col(Job.summary_keys)).where(col(Job.owner) == owner, col(Job.summary_keys).is_not(None))
+             .order_by(col(Job.created_at).desc()).limit(jobs))
+    keys: set[str] = set()
+    with engine.connect() as conn:
+        for plan in conn.execute(query).scalars():
+            keys.update(json.loads(plan))
+    return sorted(keys)

@@ -71,12 +71,15 @@ from calibration.report import MISSING_GROUP
 from calibration.table import CODES, DECIMALS
 from store import summaries
 from store.models import (
+    COST_FLOATS,
+    COST_INTS,
     HITL_CELLS,
     LAMBDA_COUNTS,
     Job,
     VerdictRow,
     summary_bpde,
     summary_bpde_chunk,
+    summary_cost,
     summary_lambda,
     summary_main,
     summary_overflow,
@@ -243,7 +246,7 @@ CELL_SUMS = {table.name: _sums(table, HITL_CELLS) for table in (summary_bpde, su
 
 # Built once: a join costs most of a millisecond to construct.
 _JOINED = {table.name: table.join(Job, col(Job.id) == table.c.job_id)
-           for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk)}
+           for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk, summary_cost)}
 
 
 
@@ -680,24 +683,56 @@ def _add_cells(counts: dict[K, IntArray], key: K, cells: IntArray) -> None:
 
 def cost_sections(query: _Query) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The `cost` section of the selection, and of each builtin group (profile, model, job) when
-    grouped so: SQL sums the verdict rows' cost columns per profile (and group); the section's
-    formula is calibration.cost's. Read from the verdict rows (exact at since/until): one
-    aggregate over the selection's rows, by the same indexes as the statistics' cut hours."""
-    s = query.selection
+    grouped so: summary_cost's sums per profile (and group) for the whole hours, the verdict rows'
+    for the cut hours at since and until; the section's formula is calibration.cost's."""
     column = query.grouping.column
-    dims: list[Any] = [V.profile, *([getattr(V, column)] if column is not None else [])]
-    sums = [func.count(), *(func.sum(getattr(V, name)) for name in COST_COLUMNS)]
     total: dict[str, CostSums] = {}
     groups: dict[str, dict[str, CostSums]] = {}
-    rows = query.conn.execute(select(*dims, *sums).where(*query.verdict_filter(s.since, s.until)).group_by(*dims))
-    for row in rows:
-        profile, values = row[0], row[len(dims):]
-        part = CostSums.of_row(values[0], dict(zip(COST_COLUMNS, values[1:], strict=True)))
+    for profile, group, part in _cost_parts(query, column):
         total[profile] = total.get(profile, CostSums()) + part
         if column is not None:
-            group = groups.setdefault(str(row[1]), {})
-            group[profile] = group.get(profile, CostSums()) + part
+            by_profile = groups.setdefault(str(group), {})
+            by_profile[profile] = by_profile.get(profile, CostSums()) + part
     return cost_section(total), {name: cost_section(by_profile) for name, by_profile in groups.items()}
+
+
+_COST_SUMS = _sums(summary_cost, (*COST_INTS, *COST_FLOATS))
+
+
+def _cost_of_summary(values: Sequence[Any]) -> CostSums:
+    """CostSums from summary_cost's summed COST_INTS and COST_FLOATS (a nullable input is null
+    where no verdict knew it, as SQL's SUM over the verdict rows says)."""
+    row = dict(zip((*COST_INTS, *COST_FLOATS), values, strict=True))
+    known = {"cached_input_tokens": "cached_input_n", "saved_batch_usd": "saved_batch_n",
+             "saved_cache_usd": "saved_cache_n"}
+    return CostSums.of_row(row["items"], {name: None if name in known and not row[known[name]] else row[name]
+                                          for name in COST_COLUMNS})
+
+
+def _cost_parts(query: _Query, column: str | None, day: bool = False) -> Iterator[tuple[Any, ...]]:
+    """(profile, the `column` value (None without), [day,] CostSums) parts of the selection's cost: summary_cost
+    grouped by them for the whole hours, the verdict rows for the cut hours. `day`: also by UTC day
+    (days since 1970-01-01)."""
+    t = summary_cost
+    dims: list[ColumnElement[Any]] = [t.c.profile, *([t.c[column]] if column is not None else [])]
+    if day:
+        dims.append(t.c.hour // literal_column(str(HOURS_PER_DAY)))
+    if not (query.time.lo == 0 and query.time.hi == 0):  # an empty range
+        statement = (select(*dims, _COST_SUMS).select_from(query.summary_from(t))
+                     .where(*query.summary_filter(t, "")).group_by(*dims))
+        for row in query.conn.execute(statement):
+            yield (row[0], row[1] if column is not None else None, *([int(row[len(dims) - 1])] if day else []),
+                   _cost_of_summary(row[len(dims):]))
+    verdict_dims: list[Any] = [V.profile, *([getattr(V, column)] if column is not None else [])]
+    sums = [func.count(), *(func.sum(getattr(V, name)) for name in COST_COLUMNS)]
+    for since, until in query.time.partial:
+        rows = query.conn.execute(select(*verdict_dims, *sums).where(*query.verdict_filter(since, until))
+                                  .group_by(*verdict_dims))
+        for row in rows:
+            n = len(verdict_dims)
+            part = CostSums.of_row(row[n], dict(zip(COST_COLUMNS, row[n + 1:], strict=True)))
+            yield (row[0], row[1] if column is not None else None,
+                   *([hour_of(since) // HOURS_PER_DAY] if day else []), part)
 
 
 # ---------------------------------------------------------------- entry points
@@ -869,22 +904,12 @@ def _daily_summary_counts(query: _JudgeQuery) -> dict[tuple[int, str, str], Coun
 
 
 def _add_daily_costs(query: _JudgeQuery, days: list[Day], first: int) -> None:
-    """Each day's cost sums per judge: one query over the selection's verdict rows in the days'
-    range, grouped by UTC day, profile and model (calibration.cost's sums, as cost_sections')."""
-    if not days:
-        return
-    day = _verdict_day(query.conn)
-    dims = [day, col(V.profile), col(V.model)]
-    sums = [func.count(), *(func.sum(getattr(V, name)) for name in COST_COLUMNS)]
-    by_date = {entry.start.date().isoformat(): entry for entry in days}
-    statement = (select(*dims, *sums).where(*query.verdict_filter(days[0].since, days[-1].until))
-                 .group_by(*dims))
-    for row in query.conn.execute(statement):
-        entry = by_date.get(row[0])
-        if entry is not None:
-            judge = (row[1], row[2])
-            part = CostSums.of_row(row[3], dict(zip(COST_COLUMNS, row[4:], strict=True)))
-            entry.costs[judge] = entry.costs.get(judge, CostSums()) + part
+    """Each day's cost sums per judge (`_cost_parts` by day, profile and model: summary_cost for
+    the whole hours, the verdict rows for the cut ones)."""
+    for profile, model, day, part in _cost_parts(query, "model", day=True):
+        if first <= day < first + len(days):
+            entry = days[day - first]
+            entry.costs[(profile, model)] = entry.costs.get((profile, model), CostSums()) + part
 
 
 def per_day(engine: Engine, selection: Selection, threshold: float = 0.8, bootstrap_resamples: int = 1000,
@@ -928,5 +953,5 @@ def metadata_keys(engine: Engine, owner: str, jobs: int = 1000) -> list[str]:
     keys: set[str] = set()
     with engine.connect() as conn:
         for plan in conn.execute(query).scalars():
-            keys.update(json.loads(plan))
+            keys.update(json.loads(plan or "{}"))
     return sorted(keys)

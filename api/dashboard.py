@@ -9,10 +9,13 @@ the session's CSRF token. Pages without a session redirect to the login form; th
 read answers 401.
 
 The numbers are the API's own: the overview calls api.stats.agreement_report (the code of
-/v1/stats/agreement) once for the filters and once per day (and per profile and model), and each
-point names the /v1/stats/agreement query that returns it; a job's page shows the document of
-/v1/jobs/{id}/report and the page of /v1/jobs/{id}/queue, and labels go through store.repo's
-attach_labels like POST /v1/jobs/{id}/labels.
+/v1/stats/agreement) once, with per_day (store.stats.per_day: the days and judges from one query
+grouped by day and judge), and shows the query that gives them; each point also names the
+/v1/stats/agreement query over its own day (and judge) that returns it. The coverage and
+reliability curves are the totals' coverage_curve and reliability. /dashboard/groups is
+/v1/stats/agreement with group_by (any metadata key, or profile, model, job). A job's page shows
+the document of /v1/jobs/{id}/report and the page of /v1/jobs/{id}/queue, and labels go through
+store.repo's attach_labels like POST /v1/jobs/{id}/labels.
 """
 
 from __future__ import annotations

@@ -9,23 +9,26 @@ the session's CSRF token. Pages without a session redirect to the login form; th
 read answers 401.
 
 The numbers are the API's own: the overview calls api.stats.agreement_report (the code of
-/v1/stats/agreement) once for the filters and once per day (and per profile and model), and each
-point names the /v1/stats/agreement query that returns it; a job's page shows the document of
-/v1/jobs/{id}/report and the page of /v1/jobs/{id}/queue, and labels go through store.repo's
-attach_labels like POST /v1/jobs/{id}/labels.
+/v1/stats/agreement) once, with per_day (store.stats.per_day: the days and judges from one query
+grouped by day and judge), and shows the query that gives them; each point also names the
+/v1/stats/agreement query over its own day (and judge) that returns it. The coverage and
+reliability curves are the totals' coverage_curve and reliability. /dashboard/groups is
+/v1/stats/agreement with group_by (any metadata key, or profile, model, job). A job's page shows
+the document of /v1/jobs/{id}/report and the page of /v1/jobs/{id}/queue, and labels go through
+store.repo's attach_labels like POST /v1/jobs/{id}/labels.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import col
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -34,14 +37,12 @@ from api.context import state
 from api.errors import ApiError, json_response, pydantic_problems, summarize
 from api.schemas import LabelIn, StatsQuery
 from api.stats import agreement_report
-from store import repo
-from store.models import Job, summary_main
-from store.summaries import ALL_HOURS, SECONDS_PER_HOUR
+from store import repo, stats
+from store.models import Job
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                static_folder="static", static_url_path="/static")
 
-MAX_DAYS = 62  # the overview's time axis: at most this many days (the last ones of the range)
 MAX_JOBS = 100  # jobs listed on the overview, newest first
 OPEN = {"dashboard.login", "dashboard.plotly_js", "dashboard.static"}  # pages without a session
 
@@ -159,11 +160,13 @@ def plotly_js(version: str) -> Response:
 
 # ---------------------------------------------------------------- the overview
 
-def _filters() -> StatsQuery:
-    """The page's filters (profile, model, since, until), validated like /v1/stats/agreement's query;
-    empty form fields count as absent."""
-    args = {key: value for key, value in request.args.items() if value != ""
-            and key in ("profile", "model", "since", "until")}
+FILTERS = ("profile", "model", "since", "until")
+
+
+def _filters(*extra: str) -> StatsQuery:
+    """The page's filters (profile, model, since, until and the `extra` names), validated like
+    /v1/stats/agreement's query; empty form fields count as absent."""
+    args = {key: value for key, value in request.args.items() if value != "" and key in (*FILTERS, *extra)}
     try:
         return StatsQuery.model_validate(args)
     except ValidationError as exc:
@@ -171,96 +174,62 @@ def _filters() -> StatsQuery:
         raise ApiError(400, "bad_request", summarize(problems, "invalid filter"), problems) from None
 
 
-def _query_string(query: StatsQuery) -> str:
-    """`query` as /v1/stats/agreement's query string."""
-    fields = {name: getattr(query, name) for name in ("profile", "model", "since", "until")}
-    return urlencode({name: value.isoformat() if isinstance(value, datetime) else value
+def _query_string(query: StatsQuery, per_day: bool = False) -> str:
+    """`query` as /v1/stats/agreement's query string (its filters, group_by and per_day)."""
+    fields = {name: getattr(query, name) for name in (*FILTERS, "group_by")}
+    text = urlencode({name: value.isoformat() if isinstance(value, datetime) else value
                       for name, value in fields.items() if value is not None})
+    return f"{text}&per_day=true" if per_day and text else "per_day=true" if per_day else text
 
 
-def _judges(owner: str, query: StatsQuery) -> tuple[list[tuple[str, str]], int | None, int | None]:
-    """The (profile, model) pairs of the owner's summarized verdicts that match the filters, and the
-    first and last hour holding any (summary_main's hourly rows of all verdicts, group_key "")."""
-    hour = summary_main.c.hour
-    statement = (select(summary_main.c.profile, summary_main.c.model, func.min(hour), func.max(hour))
-                 .join(Job, col(Job.id) == summary_main.c.job_id)
-                 .where(col(Job.owner) == owner, summary_main.c.group_key == "", hour != ALL_HOURS)
-                 .group_by(summary_main.c.profile, summary_main.c.model)
-                 .order_by(summary_main.c.profile, summary_main.c.model))
-    if query.profile is not None:
-        statement = statement.where(summary_main.c.profile == query.profile)
-    if query.model is not None:
-        statement = statement.where(summary_main.c.model == query.model)
-    with state().engine.connect() as conn:
-        rows = conn.execute(statement).all()
-    first = min((row[2] for row in rows), default=None)
-    last = max((row[3] for row in rows), default=None)
-    return [(row[0], row[1]) for row in rows], first, last
-
-
-def _days(query: StatsQuery, first: int | None, last: int | None) -> list[tuple[datetime, datetime]]:
-    """Whole UTC days [since, until) over the filters' range, or over the verdicts' hours, clipped to
-    the filters (so a day's numbers never reach outside them)."""
-    if first is None or last is None:
-        return []
-    lo = query.since or datetime.fromtimestamp(first * SECONDS_PER_HOUR, UTC)
-    hi = query.until or datetime.fromtimestamp((last + 1) * SECONDS_PER_HOUR, UTC)
-    day = lo.replace(hour=0, minute=0, second=0, microsecond=0)
-    days = []
-    while day < hi:
-        days.append((max(day, lo), min(day + timedelta(days=1), hi)))
-        day += timedelta(days=1)
-    return days[-MAX_DAYS:]
-
-
-def _value(statistic: Any) -> Any:
-    return statistic.get("value") if isinstance(statistic, dict) else statistic
-
-
-def _point(query: StatsQuery, report: dict[str, Any], since: datetime) -> dict[str, Any]:
+def _point(query: StatsQuery, report: dict[str, Any], day: str) -> dict[str, Any]:
+    """One day's numbers as the charts draw them, with the /v1/stats/agreement query giving them."""
     kappa = report.get("cohen_kappa") or {}
-    return {"day": since.date().isoformat(), "query": _query_string(query),
+    alpha = report.get("krippendorff_alpha") or {}
+    return {"day": day, "query": _query_string(query),
             "labelled": report["counts"]["labelled"], "accuracy": report.get("accuracy"),
             "accuracy_no_tie": report.get("accuracy_no_tie"),
-            "cohen_kappa": _value(kappa), "cohen_kappa_ci95": kappa.get("ci95") if isinstance(kappa, dict) else None,
-            "krippendorff_alpha": _value(report.get("krippendorff_alpha")),
+            "cohen_kappa": kappa.get("value"), "cohen_kappa_ci95": kappa.get("ci95"),
+            "krippendorff_alpha": alpha.get("value"), "krippendorff_alpha_ci95": alpha.get("ci95"),
+            "first_position_rate": report.get("first_position_rate"),
+            "position_consistency": report.get("position_consistency"),
+            "prefers_longer": report.get("prefers_longer"), "ece": report.get("ece"),
             "cost_usd": report["cost"]["cost_usd"], "calls": report["cost"]["calls"],
             "items": report["cost"]["items"]}
 
 
 def overview_data(owner: str, query: StatsQuery) -> dict[str, Any]:
-    """What the overview draws: the totals (/v1/stats/agreement for the filters), a series per
-    profile and model with one point per day, and the cost and calls per day."""
-    judges, first, last = _judges(owner, query)
-    days = _days(query, first, last)
+    """What the overview draws: the totals (/v1/stats/agreement for the filters), and from its
+    per_day (the same query with per_day=true: one SQL query grouped by day and judge) a series per
+    profile and model with one point per day, and the numbers of each day."""
+    totals = agreement_report(owner, query.model_copy(update={"per_day": True}))
+    days = totals.pop("per_day")
+    judges = [(j["profile"], j["model"]) for j in days[0]["by_judge"]] if days else []
     series = []
-    for profile, model in judges:
+    for i, (profile, model) in enumerate(judges):
         points = []
-        for since, until in days:
-            day_query = query.model_copy(update={"profile": profile, "model": model, "since": since, "until": until})
-            points.append(_point(day_query, agreement_report(owner, day_query), since))
+        for day in days:
+            day_query = _day_query(query, day, profile=profile, model=model)
+            points.append(_point(day_query, day["by_judge"][i], day["day"]))
         series.append({"profile": profile, "model": model, "points": points})
-    per_day = []
-    for since, until in days:
-        day_query = query.model_copy(update={"since": since, "until": until})
-        per_day.append(_point(day_query, agreement_report(owner, day_query), since))
-    return {"query": _query_string(query), "totals": agreement_report(owner, query), "series": series,
-            "per_day": per_day}
+    per_day = [_point(_day_query(query, day), day, day["day"]) for day in days]
+    return {"query": _query_string(query), "per_day_query": _query_string(query, per_day=True),
+            "totals": totals, "series": series, "per_day": per_day}
+
+
+def _day_query(query: StatsQuery, day: dict[str, Any], **judge: str) -> StatsQuery:
+    since, until = datetime.fromisoformat(day["since"]), datetime.fromisoformat(day["until"])
+    return query.model_copy(update={"since": since, "until": until, **judge})
 
 
 def jobs_data(owner: str) -> list[dict[str, Any]]:
-    """The owner's newest jobs as GET /v1/jobs/{id} shows them."""
+    """The owner's newest jobs as GET /v1/jobs/{id} shows them (their rows in one query)."""
     from api.jobs import job_out
 
+    query = select(Job).where(col(Job.owner) == owner).order_by(col(Job.created_at).desc()).limit(MAX_JOBS)
     with state().engine.connect() as conn:
-        ids = conn.execute(select(col(Job.id)).where(col(Job.owner) == owner)
-                           .order_by(col(Job.created_at).desc()).limit(MAX_JOBS)).scalars().all()
-    jobs = []
-    for job_id in ids:
-        job = repo.get_job(state().engine, job_id, owner=owner)
-        if job is not None:
-            jobs.append(job_out(job).model_dump(mode="json"))
-    return jobs
+        rows = conn.execute(query).mappings().all()
+    return [job_out(Job.model_validate(dict(row))).model_dump(mode="json") for row in rows]
 
 
 @bp.get("/")
@@ -279,6 +248,28 @@ def data_overview() -> Response:
 @bp.get("/data/jobs")
 def data_jobs() -> Response:
     return json_response({"jobs": jobs_data(g.owner)})
+
+
+# ---------------------------------------------------------------- per-group tables
+
+def groups_data(owner: str, query: StatsQuery) -> dict[str, Any]:
+    """/v1/stats/agreement with group_by (a metadata key, or profile, model, job) for the filters:
+    its by_group, one row per group."""
+    report = agreement_report(owner, query) if query.group_by is not None else None
+    return {"query": _query_string(query), "group_by": query.group_by, "report": report}
+
+
+@bp.get("/groups")
+def groups() -> str:
+    query = _filters("group_by")
+    keys = ["profile", "model", "job", *(k for k in stats.metadata_keys(state().engine, g.owner)
+                                         if k not in stats.BUILTIN_GROUPS)]
+    return render_template("dashboard/groups.html", data=groups_data(g.owner, query), filters=query, keys=keys)
+
+
+@bp.get("/data/groups")
+def data_groups() -> Response:
+    return json_response(groups_data(g.owner, _filters("group_by")))
 
 
 # ---------------------------------------------------------------- a job

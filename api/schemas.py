@@ -7,8 +7,18 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
+from calibration.counts import grid_index
 from judge.profiles import DEFAULT_PROFILE, JudgeProfile, Price
 from judge.records import Choice, Label, PairItem, StageVerdict, Verdict
 
@@ -16,6 +26,7 @@ JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "budget_
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 MAX_ITEM_ID = 512  # job_items.item_id is VARCHAR(512)
 MAX_NAME = 255
+PER_DAY_MAX_DAYS = 62  # per_day of /v1/stats/agreement: the last days of the range
 
 
 def job_status(value: str) -> JobStatus:
@@ -266,6 +277,17 @@ class StatsQuery(ReportQuery):
         default=None, min_length=1, max_length=MAX_NAME,
         description="A metadata key, or one of profile, model, job: by the verdicts' judge profile, model or "
                     "job id (these three names take precedence over metadata keys of the same name).")
+    per_day: bool = Field(
+        default=False, description="Adds per_day: the statistics per UTC day (and per profile and model) of the "
+        f"range, at most its last {PER_DAY_MAX_DAYS} days; needs a threshold on the 0.01 grid.")
+
+    @field_validator("per_day")
+    @classmethod
+    def _per_day_on_the_grid(cls, per_day: bool, info: ValidationInfo) -> bool:
+        threshold = info.data.get("threshold")  # validated before (ReportQuery's field)
+        if per_day and isinstance(threshold, float) and grid_index(threshold) is None:
+            raise ValueError("per_day needs a threshold on the 0.01 grid (0.8, 0.75, ...)")
+        return per_day
 
 
 class ExportQuery(_Query):
@@ -411,6 +433,11 @@ class Report(BaseModel):
     hitl: dict[str, Any]
     by_group: dict[str, dict[str, Any]] | None = None
     risk_control: dict[str, Any] | None = None
+    per_day: list[dict[str, Any]] | None = Field(
+        default=None, description="With per_day=true (GET /v1/stats/agreement): one entry per UTC day, oldest first, "
+        "{day, since, until, the statistics of that day's verdicts but hitl and risk_control, cost, by_judge: the "
+        "same per profile and model}; each equals GET /v1/stats/agreement with that since and until (and profile "
+        "and model).")
     cascade_stages: dict[str, Any] | None = Field(
         default=None, description="A cascade's verdicts only (SPEC 2.1): per stage {stage, profile, provider, model, "
         "reached, accepted, labelled, correct, accuracy, ci95 (Clopper-Pearson), cost_usd, cost_per_item}; the "

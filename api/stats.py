@@ -1,5 +1,7 @@
 """/v1/stats/agreement: the SPEC 4 statistics over every verdict of the caller's jobs that match
-the filters (for dashboards), summed in SQL from the verdict summaries (store.stats)."""
+the filters (for dashboards), summed in SQL from the verdict summaries (store.stats); with
+per_day=true also per UTC day and judge (store.stats.per_day: one query grouped by day and judge,
+not one report per day)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from api.context import state
 from api.errors import json_response
 from api.jobs import too_many_verdicts
 from api.parsing import parse_query
-from api.schemas import StatsQuery
+from api.schemas import PER_DAY_MAX_DAYS, StatsQuery
 from store import stats
 from store.queries import VerdictFilter, agreement_verdicts, count_agreement_verdicts
 
@@ -37,8 +39,15 @@ def agreement_report(owner: str, query: StatsQuery) -> dict[str, Any]:
                                 since=query.since, until=query.until)
     engine = state().engine
     report = stats.report(engine, selection, group_by=query.group_by, builtin_groups=True, **options)
-    if report is not None:
-        return report
+    if report is None:
+        report = _from_verdicts(owner, query, options)
+    if query.per_day:
+        report["per_day"] = stats.per_day(engine, selection, threshold=query.threshold, max_days=PER_DAY_MAX_DAYS)
+    return report
+
+
+def _from_verdicts(owner: str, query: StatsQuery, options: dict[str, Any]) -> dict[str, Any]:
+    engine = state().engine
     # group_by names a metadata key some verdicts are not summarized under: from the verdicts, in
     # memory, so refuse what would not fit rather than fall over.
     where = VerdictFilter(owner=owner, profile=query.profile, model=query.model,

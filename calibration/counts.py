@@ -22,6 +22,7 @@ This module is the one projection from verdicts to those counts:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ def ece_bin(confidence: FloatArray, bins: int = ECE_BINS) -> IntArray:
     return np.clip(np.floor(np.round((confidence - 0.5) * 2 * bins, DECIMALS)), 0, bins - 1).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=256)  # every coverage curve asks for the same ten (a day's chart has hundreds)
 def grid_index(threshold: float) -> int | None:
     """k with CERTAINTY_GRID[k] equal to the threshold as the statistics compare it, else None."""
     cut = round(threshold, DECIMALS)

@@ -406,7 +406,7 @@ def statistics_from_counts(
     c: Counts,
     cut_items: IntArray | None = None,
     threshold: float = 0.8,
-    hitl: float = 0.2,
+    hitl: float | None = 0.2,
     target_accuracy: float | None = None,
     delta: float | None = None,
     bootstrap_resamples: int = 1000,
@@ -414,7 +414,8 @@ def statistics_from_counts(
     coverage_auc: Any = _ABSENT,
 ) -> dict[str, Any]:
     """The SPEC 4 numbers of one set of verdicts (no by_group), followed by extras. `cut_items`: see
-    `hitl`. `coverage_auc`: the extra only the verdicts can give (left out when not passed)."""
+    `hitl`; hitl None leaves `hitl` out (for Counts without the BPDE table, e.g. a day's).
+    `coverage_auc`: the extra only the verdicts can give (left out when not passed)."""
     parts = counts_summary(c)
     high, low = certainty_split(c, threshold)
     ece, reliability_table = reliability(c)
@@ -432,8 +433,9 @@ def statistics_from_counts(
         "position_consistency": position_consistency(c),
         "first_position_rate": None,
         "prefers_longer": prefers_longer(c),
-        "hitl": _hitl_of(c, hitl, cut_items, bootstrap_resamples, seed),
     }
+    if hitl is not None:
+        out["hitl"] = _hitl_of(c, hitl, cut_items, bootstrap_resamples, seed)
     first = position_counts(c)
     out["first_position_rate"] = first["rate"]
     if target_accuracy is not None:

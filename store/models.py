@@ -449,6 +449,19 @@ summary_bpde_chunk = Table(
     *_counts(HITL_CELLS),
 )
 
+# The cost inputs of the verdicts (calibration.cost.COST_COLUMNS) summed per (job, hour, profile,
+# model), group_key "" only: what the reports' cost sections and the dashboard's cost per day read
+# instead of the verdict rows. *_n count the verdicts where a nullable input is known (none known:
+# the report says null, not 0). Written with summary_main (store.summaries.delta_of); migration 0016
+# summed the verdicts stored before.
+COST_INTS = ("items", "n_calls", "input_tokens", "cached_input_tokens", "cached_input_n", "saved_batch_n",
+             "saved_cache_n")
+COST_FLOATS = ("cost_usd", "saved_batch_usd", "saved_cache_usd")
+summary_cost = Table(
+    "summary_cost", SQLModel.metadata, *_summary_key(), *_counts(COST_INTS),
+    *(Column(name, Float, nullable=False, server_default="0") for name in COST_FLOATS),
+)
+
 # (job, metadata key) pairs with verdicts that are not summarized under that key (too many values
 # in the job, too long, or unknown when the job was created): by_group over such a key is computed
 # from the verdicts.

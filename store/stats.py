@@ -25,9 +25,10 @@ store.summaries); the caller then computes from the verdicts.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -35,6 +36,7 @@ import numpy.typing as npt
 from sqlalchemy import (
     SQLColumnExpression,
     Table,
+    Text,
     case,
     cast,
     func,
@@ -69,12 +71,15 @@ from calibration.report import MISSING_GROUP
 from calibration.table import CODES, DECIMALS
 from store import summaries
 from store.models import (
+    COST_FLOATS,
+    COST_INTS,
     HITL_CELLS,
     LAMBDA_COUNTS,
     Job,
     VerdictRow,
     summary_bpde,
     summary_bpde_chunk,
+    summary_cost,
     summary_lambda,
     summary_main,
     summary_overflow,
@@ -241,7 +246,7 @@ CELL_SUMS = {table.name: _sums(table, HITL_CELLS) for table in (summary_bpde, su
 
 # Built once: a join costs most of a millisecond to construct.
 _JOINED = {table.name: table.join(Job, col(Job.id) == table.c.job_id)
-           for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk)}
+           for table in (summary_main, summary_lambda, summary_bpde, summary_bpde_chunk, summary_cost)}
 
 
 
@@ -678,24 +683,56 @@ def _add_cells(counts: dict[K, IntArray], key: K, cells: IntArray) -> None:
 
 def cost_sections(query: _Query) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The `cost` section of the selection, and of each builtin group (profile, model, job) when
-    grouped so: SQL sums the verdict rows' cost columns per profile (and group); the section's
-    formula is calibration.cost's. Read from the verdict rows (exact at since/until): one
-    aggregate over the selection's rows, by the same indexes as the statistics' cut hours."""
-    s = query.selection
+    grouped so: summary_cost's sums per profile (and group) for the whole hours, the verdict rows'
+    for the cut hours at since and until; the section's formula is calibration.cost's."""
     column = query.grouping.column
-    dims: list[Any] = [V.profile, *([getattr(V, column)] if column is not None else [])]
-    sums = [func.count(), *(func.sum(getattr(V, name)) for name in COST_COLUMNS)]
     total: dict[str, CostSums] = {}
     groups: dict[str, dict[str, CostSums]] = {}
-    rows = query.conn.execute(select(*dims, *sums).where(*query.verdict_filter(s.since, s.until)).group_by(*dims))
-    for row in rows:
-        profile, values = row[0], row[len(dims):]
-        part = CostSums.of_row(values[0], dict(zip(COST_COLUMNS, values[1:], strict=True)))
+    for profile, group, part in _cost_parts(query, column):
         total[profile] = total.get(profile, CostSums()) + part
         if column is not None:
-            group = groups.setdefault(str(row[1]), {})
-            group[profile] = group.get(profile, CostSums()) + part
+            by_profile = groups.setdefault(str(group), {})
+            by_profile[profile] = by_profile.get(profile, CostSums()) + part
     return cost_section(total), {name: cost_section(by_profile) for name, by_profile in groups.items()}
+
+
+_COST_SUMS = _sums(summary_cost, (*COST_INTS, *COST_FLOATS))
+
+
+def _cost_of_summary(values: Sequence[Any]) -> CostSums:
+    """CostSums from summary_cost's summed COST_INTS and COST_FLOATS (a nullable input is null
+    where no verdict knew it, as SQL's SUM over the verdict rows says)."""
+    row = dict(zip((*COST_INTS, *COST_FLOATS), values, strict=True))
+    known = {"cached_input_tokens": "cached_input_n", "saved_batch_usd": "saved_batch_n",
+             "saved_cache_usd": "saved_cache_n"}
+    return CostSums.of_row(row["items"], {name: None if name in known and not row[known[name]] else row[name]
+                                          for name in COST_COLUMNS})
+
+
+def _cost_parts(query: _Query, column: str | None, day: bool = False) -> Iterator[tuple[Any, ...]]:
+    """(profile, the `column` value (None without), [day,] CostSums) parts of the selection's cost: summary_cost
+    grouped by them for the whole hours, the verdict rows for the cut hours. `day`: also by UTC day
+    (days since 1970-01-01)."""
+    t = summary_cost
+    dims: list[ColumnElement[Any]] = [t.c.profile, *([t.c[column]] if column is not None else [])]
+    if day:
+        dims.append(t.c.hour // literal_column(str(HOURS_PER_DAY)))
+    if not (query.time.lo == 0 and query.time.hi == 0):  # an empty range
+        statement = (select(*dims, _COST_SUMS).select_from(query.summary_from(t))
+                     .where(*query.summary_filter(t, "")).group_by(*dims))
+        for row in query.conn.execute(statement):
+            yield (row[0], row[1] if column is not None else None, *([int(row[len(dims) - 1])] if day else []),
+                   _cost_of_summary(row[len(dims):]))
+    verdict_dims: list[Any] = [V.profile, *([getattr(V, column)] if column is not None else [])]
+    sums = [func.count(), *(func.sum(getattr(V, name)) for name in COST_COLUMNS)]
+    for since, until in query.time.partial:
+        rows = query.conn.execute(select(*verdict_dims, *sums).where(*query.verdict_filter(since, until))
+                                  .group_by(*verdict_dims))
+        for row in rows:
+            n = len(verdict_dims)
+            part = CostSums.of_row(row[n], dict(zip(COST_COLUMNS, row[n + 1:], strict=True)))
+            yield (row[0], row[1] if column is not None else None,
+                   *([hour_of(since) // HOURS_PER_DAY] if day else []), part)
 
 
 # ---------------------------------------------------------------- entry points
@@ -748,3 +785,173 @@ def report(
             if name in out.get("by_group", {}):
                 out["by_group"][name]["cost"] = section
         return out
+
+
+# ---------------------------------------------------------------- per UTC day and judge
+
+HOURS_PER_DAY = 24
+Judge = tuple[str, str]
+"""(profile, model) of a verdict: a line of the dashboard's charts."""
+
+
+@dataclass
+class Day:
+    """One UTC day of a selection, clipped to its since/until: Counts and cost sums per judge."""
+
+    start: datetime  # midnight UTC
+    since: datetime  # max(start, the selection's since)
+    until: datetime  # min(start + 1 day, the selection's until)
+    judges: dict[Judge, Counts] = field(default_factory=dict)
+    costs: dict[Judge, CostSums] = field(default_factory=dict)
+
+
+class _JudgeQuery(_Query):
+    """A _Query whose sets are judges: a verdict row's set is its [profile, model] as JSON text
+    (unambiguous whatever the names hold), so `_verdict_counts` groups the cut hours by judge."""
+
+    def verdict_dim(self) -> ColumnElement[Any] | None:
+        if self._dim is None:
+            if self.conn.dialect.name == "postgresql":
+                self._dim = cast(func.jsonb_build_array(col(V.profile), col(V.model)), Text)
+            else:
+                self._dim = func.json_array(col(V.profile), col(V.model))
+        return self._dim
+
+
+def _verdict_day(conn: Connection) -> ColumnElement[str]:
+    """A verdict row's UTC day as YYYY-MM-DD text (SQLite keeps created_at as UTC text)."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(func.timezone(_constant("UTC"), col(V.created_at)), _constant("YYYY-MM-DD"))
+    return func.substr(col(V.created_at), literal_column("1"), literal_column("10"))
+
+
+def _day_start(day: int) -> datetime:
+    return hour_start(day * HOURS_PER_DAY)
+
+
+def days(engine: Engine, selection: Selection, threshold: float = 0.8, max_days: int = 62) -> list[Day]:
+    """The selection's verdicts per UTC day and judge, oldest day first: every day from the first
+    to the last (at most the last `max_days`) with a verdict of the selection, or from since to
+    until when given, each clipped to since/until; every judge of those days in every day (empty
+    Counts where it has none). Each day's Counts equal those of the selection narrowed to that
+    day's [since, until): the whole hours in one query over summary_main grouped by day and judge,
+    the cut hours at since and until from the verdict rows (`_verdict_counts`), the cost sums in
+    one query over the verdict rows grouped by day and judge. No HITL or risk counts (a day's
+    `hitl` and `risk_control` need a report of their own) and no off-grid split: `threshold` must
+    be on the 0.01 grid."""
+    if grid_index(threshold) is None:
+        raise ValueError(f"threshold {threshold} is not on the 0.01 grid")
+    with engine.connect() as conn:
+        query = _JudgeQuery(conn, selection, Grouping(), threshold=threshold)
+        counts = _daily_summary_counts(query)
+        for since, until in query.time.partial:
+            day = hour_of(since) // HOURS_PER_DAY
+            for name, part in query._verdict_counts(since, until, set()).items():
+                judge = _judge_of(name)
+                counts.setdefault((day, *judge), Counts()).add(part)
+        span = _day_span(selection, {key[0] for key in counts}, max_days)
+        if span is None:
+            return []
+        first, last = span
+        out = []
+        for day in range(first, last + 1):
+            start = _day_start(day)
+            since = start if selection.since is None else max(start, selection.since)
+            until = _day_start(day + 1) if selection.until is None else min(_day_start(day + 1), selection.until)
+            out.append(Day(start, since, until))
+        judges = sorted({(p, m) for d, p, m in counts if first <= d <= last})
+        for entry in out:
+            entry.judges = {judge: Counts() for judge in judges}
+        for (day, profile, model), part in counts.items():
+            if first <= day <= last:
+                out[day - first].judges[(profile, model)] = part
+        _add_daily_costs(query, out, first)
+        return out
+
+
+def _judge_of(name: str | None) -> Judge:
+    profile, model = json.loads(name or "[]")
+    return str(profile), str(model)
+
+
+def _day_span(selection: Selection, seen: set[int], max_days: int) -> tuple[int, int] | None:
+    """First and last day: since's and until's when given, else the first and last seen; the last
+    `max_days` of them."""
+    first = hour_of(selection.since) // HOURS_PER_DAY if selection.since is not None else min(seen, default=None)
+    last = (hour_of(selection.until - timedelta(microseconds=1)) // HOURS_PER_DAY if selection.until is not None
+            else max(seen, default=None))
+    if first is None or last is None or first > last:
+        return None
+    return max(first, last - max_days + 1), last
+
+
+def _daily_summary_counts(query: _JudgeQuery) -> dict[tuple[int, str, str], Counts]:
+    """{(day, profile, model): Counts} of the selection's whole hours: summary_main's hourly rows of
+    all verdicts (group_key ""), summed by day and judge in one query."""
+    t = summary_main
+    day = t.c.hour // literal_column(str(HOURS_PER_DAY))  # hours >= 0: integer division floors
+    fields, sums = _main_fields(query.threshold)
+    where = [t.c.group_key == "", t.c.hour != ALL_HOURS, *query._filter_jobs(t), *query._filter_hours(t)]
+    if query.time.lo == 0 and query.time.hi == 0:  # an empty range
+        return {}
+    statement = (select(day, t.c.profile, t.c.model, sums).select_from(query.summary_from(t)).where(*where)
+                 .group_by(day, t.c.profile, t.c.model))
+    out: dict[tuple[int, str, str], Counts] = {}
+    for values in query.conn.execute(statement):
+        counts = out.setdefault((int(values[0]), values[1], values[2]), Counts())
+        counts.add_fields(fields, values[3:])
+    return out
+
+
+def _add_daily_costs(query: _JudgeQuery, days: list[Day], first: int) -> None:
+    """Each day's cost sums per judge (`_cost_parts` by day, profile and model: summary_cost for
+    the whole hours, the verdict rows for the cut ones)."""
+    for profile, model, day, part in _cost_parts(query, "model", day=True):
+        if first <= day < first + len(days):
+            entry = days[day - first]
+            entry.costs[(profile, model)] = entry.costs.get((profile, model), CostSums()) + part
+
+
+def per_day(engine: Engine, selection: Selection, threshold: float = 0.8, bootstrap_resamples: int = 1000,
+            seed: int = 0, max_days: int = 62) -> list[dict[str, Any]]:
+    """The `per_day` list of /v1/stats/agreement: for each UTC day of `days`, {day, since, until}
+    and the statistics of that day's verdicts (calibration.from_counts.statistics_from_counts:
+    those of the report but `hitl` and `risk_control`) with their `cost`, and `by_judge`, the same
+    per (profile, model). Each equals the report of the selection narrowed to that day's since and
+    until (and judge) on every key it has."""
+    from calibration.from_counts import json_safe, statistics_from_counts
+
+    def statistics(counts: Counts, costs: Mapping[str, CostSums]) -> dict[str, Any]:
+        out = statistics_from_counts(counts, threshold=threshold, hitl=None,
+                                     bootstrap_resamples=bootstrap_resamples, seed=seed)
+        out["cost"] = cost_section(costs)
+        return out
+
+    entries = []
+    for day in days(engine, selection, threshold, max_days):
+        total = Counts()
+        by_profile: dict[str, CostSums] = {}
+        by_judge = []
+        for (profile, model), counts in day.judges.items():
+            total.add(counts)
+            cost = day.costs.get((profile, model))
+            if cost is not None:  # a cost section names only the profiles with verdicts
+                by_profile[profile] = by_profile.get(profile, CostSums()) + cost
+            by_judge.append({"profile": profile, "model": model,
+                             **statistics(counts, {} if cost is None else {profile: cost})})
+        entries.append({"day": day.start.date().isoformat(), "since": day.since.isoformat(),
+                        "until": day.until.isoformat(), **statistics(total, by_profile), "by_judge": by_judge})
+    out: list[dict[str, Any]] = json_safe(entries)
+    return out
+
+
+def metadata_keys(engine: Engine, owner: str, jobs: int = 1000) -> list[str]:
+    """The metadata keys of the owner's newest `jobs` jobs (their summary plans name every key
+    their items carry), for a dashboard's group_by choices."""
+    query = (select(col(Job.summary_keys)).where(col(Job.owner) == owner, col(Job.summary_keys).is_not(None))
+             .order_by(col(Job.created_at).desc()).limit(jobs))
+    keys: set[str] = set()
+    with engine.connect() as conn:
+        for plan in conn.execute(query).scalars():
+            keys.update(json.loads(plan or "{}"))
+    return sorted(keys)

@@ -40,11 +40,14 @@ from calibration.table import CODES, build_table
 from judge.records import PairItem, Verdict
 from store.bulk import POSTGRES_MAX_PARAMETERS, placeholders
 from store.models import (
+    COST_FLOATS,
+    COST_INTS,
     SUMMARY_KEY,
     Job,
     VerdictRow,
     summary_bpde,
     summary_bpde_chunk,
+    summary_cost,
     summary_lambda,
     summary_main,
     summary_overflow,
@@ -211,6 +214,7 @@ class Delta:
         self.lambdas: dict[tuple[Any, ...], IntArray] = {}
         self.bpde: dict[tuple[Any, ...], IntArray] = {}
         self.chunks: dict[tuple[Any, ...], IntArray] = {}
+        self.cost: dict[SummaryKey, tuple[IntArray, FloatArray]] = {}  # COST_INTS, COST_FLOATS
 
     @classmethod
     def of(cls, rows: Sequence[VerdictValues], groups: Sequence[Mapping[str, str]],
@@ -268,6 +272,9 @@ class Delta:
         _upsert_add(conn, summary_main, SUMMARY_KEY, [
             (*key, *c.ints.tolist(), *c.floats.tolist())
             for key, c in sorted(self.main.items()) if c.ints.any() or c.floats.any()], driver)
+        _upsert_add(conn, summary_cost, SUMMARY_KEY, [
+            (*key, *ints.tolist(), *floats.tolist()) for key, (ints, floats) in sorted(self.cost.items())
+            if ints.any() or floats.any()], driver)
         _upsert_add(conn, summary_lambda, (*SUMMARY_KEY, "lambda_bin"), _rows(self.lambdas), driver)
         _upsert_add(conn, summary_bpde, (*SUMMARY_KEY, "bpde_null", "bpde"), _rows(self.bpde), driver)
         _upsert_add(conn, summary_bpde_chunk, (*SUMMARY_KEY, "bpde_null", "bpde", "chunk"), _rows(self.chunks),
@@ -332,9 +339,28 @@ def record_overflow(conn: Connection, job_id: str, keys: Iterable[str]) -> None:
 # ---------------------------------------------------------------- the writers' entry points
 
 def delta_of(rows: Iterable[Mapping[str, Any]]) -> Delta:
-    """The summed contributions of verdict rows (with their stat_* columns and group_json)."""
+    """The summed contributions of new verdict rows (with their stat_* columns, group_json and cost
+    columns), summary_cost's included."""
     rows = list(rows)
-    return Delta.of(rows, [json.loads(row["group_json"] or "{}") for row in rows])
+    delta = Delta.of(rows, [json.loads(row["group_json"] or "{}") for row in rows])
+    delta.cost = cost_of(rows)
+    return delta
+
+
+def cost_of(rows: Iterable[VerdictValues]) -> dict[SummaryKey, tuple[IntArray, FloatArray]]:
+    """summary_cost's sums of verdict rows (COST_INTS, COST_FLOATS), per (job, hour, profile, model):
+    what SQL's COUNT and SUM of the cost columns give (store.stats reads them as calibration.cost's
+    CostSums). Relabelling never changes them."""
+    out: dict[SummaryKey, tuple[IntArray, FloatArray]] = {}
+    for row in rows:
+        key: SummaryKey = (row["job_id"], *UNGROUPED, hour_of(row["created_at"]), row["profile"], row["model"])
+        ints, floats = out.setdefault(key, (np.zeros(len(COST_INTS), dtype=np.int64),
+                                            np.zeros(len(COST_FLOATS), dtype=np.float64)))
+        cached, batch, cache = row["cached_input_tokens"], row["saved_batch_usd"], row["saved_cache_usd"]
+        ints += (1, row["n_calls"] or 0, row["input_tokens"] or 0, cached or 0, cached is not None,
+                 batch is not None, cache is not None)
+        floats += (row["cost_usd"] or 0.0, batch or 0.0, cache or 0.0)
+    return out
 
 
 # Columns a relabel needs from the stored verdict rows.

@@ -296,3 +296,158 @@ def test_failed_sign_ins_count_against_the_addresss_authentication_limit(world: 
     assert client.get("/dashboard/").status_code == 302
     # as for the API, a key known to be good (here listed in PJUDGE_API_KEYS) still gets in
     assert sign_in(client, KEY_A).status_code == 302 and client.get("/dashboard/").status_code == 200
+
+
+# ---------------------------------------------------------------- issue 17's remaining charts and tables
+
+def close(got: Any, want: Any, path: str = "") -> None:
+    """Equal, floats to 1e-9 (SQL and numpy sum the float columns in different orders)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (path, set(got) ^ set(want))
+        for key in want:
+            close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            close(g, w, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=0, abs=1e-9), (path, got, want)
+    else:
+        assert got == want, (path, got, want)
+
+
+def test_without_a_session_the_new_pages_redirect_and_their_json_is_401(app: Flask) -> None:
+    client = app.test_client()
+    for path in ("/dashboard/groups", "/dashboard/groups?group_by=profile"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.headers["Location"].endswith("/dashboard/login")
+    for path in ("/dashboard/data/groups?group_by=day", "/dashboard/data/groups"):
+        response = client.get(path, headers=AUTH_A)  # a bearer key is no session
+        assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
+    assert client.get("/v1/stats/agreement?per_day=true").status_code == 401
+
+
+def test_the_per_day_charts_are_the_stats_apis_per_day_and_each_point_its_own_query(app: Flask) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    filters = {"profile": "persona-certainty", "since": "2026-05-06T05:30:00Z"}
+    data = client.get("/dashboard/data/overview", query_string=filters).get_json()
+    api = client.get(f"/v1/stats/agreement?{data['per_day_query']}", headers=AUTH_A).get_json()
+    assert data["per_day_query"] == "profile=persona-certainty&since=2026-05-06T05%3A30%3A00%2B00%3A00&per_day=true"
+    assert [p["day"] for p in data["per_day"]] == [d["day"] for d in api["per_day"]]
+    assert [(s["profile"], s["model"]) for s in data["series"]] == [
+        ("persona-certainty", "sim-large"), ("persona-certainty", "sim-small")]
+    names = ("accuracy", "first_position_rate", "position_consistency", "prefers_longer", "ece")
+    for i, day in enumerate(api["per_day"]):
+        assert [data["per_day"][i][name] for name in names] == [day[name] for name in names]
+        assert data["per_day"][i]["krippendorff_alpha_ci95"] == day["krippendorff_alpha"]["ci95"]
+        for series, judge in zip(data["series"], day["by_judge"], strict=True):
+            point = series["points"][i]
+            assert [point[name] for name in names] == [judge[name] for name in names]
+    # and each point is /v1/stats/agreement over its own day (and judge)
+    for point in [data["per_day"][0], data["series"][1]["points"][-1], data["series"][0]["points"][3]]:
+        day = client.get(f"/v1/stats/agreement?{point['query']}", headers=AUTH_A).get_json()
+        for name in names:
+            assert point[name] == day[name], name
+        assert point["krippendorff_alpha"] == day["krippendorff_alpha"]["value"]
+        assert point["cohen_kappa_ci95"] == day["cohen_kappa"]["ci95"]
+    page = client.get("/dashboard/", query_string=filters).get_data(as_text=True)
+    assert unescape(f"GET /v1/stats/agreement?{data['per_day_query']}") in unescape(page)
+    for chart in ("chart-alpha", "chart-first-position", "chart-consistency", "chart-longer", "chart-coverage",
+                  "chart-reliability"):
+        assert f'id="{chart}"' in page
+
+
+def test_the_overview_reads_the_days_in_a_few_queries_whatever_their_number(app: Flask, world: Any) -> None:
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    event.listen(world[0], "before_cursor_execute", record)
+    try:
+        client.get("/dashboard/data/overview")
+        two_weeks = len(statements)
+        statements.clear()
+        client.get("/dashboard/data/overview?since=2026-05-16")
+        two_days = len(statements)
+    finally:
+        event.remove(world[0], "before_cursor_execute", record)
+    assert two_weeks == two_days < 25, (two_weeks, two_days)
+
+
+def pjudge_report(tmp_path: Path, engine: Engine, owner: str, *args: str) -> dict[str, Any]:
+    """`pjudge report --format json` on the owner's stored verdicts."""
+    import json
+
+    from store.queries import VerdictFilter, agreement_verdicts
+    from tests.support.cli import run_pjudge
+
+    path = tmp_path / "verdicts.jsonl"
+    path.write_text("".join(v.model_dump_json() + "\n" for v in agreement_verdicts(engine, VerdictFilter(owner))))
+    result = run_pjudge("report", str(path), "--format", "json", *args)
+    assert result.returncode == 0, result.stderr
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+def test_coverage_reliability_and_groups_equal_the_stats_api_and_pjudge_report(app: Flask, world: Any,
+                                                                             tmp_path: Path) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    api = client.get("/v1/stats/agreement?group_by=day", headers=AUTH_A).get_json()
+    cli = pjudge_report(tmp_path, world[0], repo.hash_key(KEY_A), "--group-by", "day")
+    overview = client.get("/dashboard/data/overview").get_json()["totals"]
+    for name in ("coverage_curve", "reliability", "ece", "brier"):
+        assert overview[name] == api[name]
+        close(overview[name], cli[name], name)
+    groups = client.get("/dashboard/data/groups?group_by=day").get_json()
+    assert groups["report"] == api and groups["query"] == "group_by=day"
+    page = client.get("/dashboard/groups?group_by=day").get_data(as_text=True)
+    assert "GET /v1/stats/agreement?group_by=day" in page and 'id="chart-groups-accuracy"' in page
+    rows = re.findall(r'<tr data-group="([^"]+)">(.*?)</tr>', page, re.S)
+    assert sorted(name for name, _ in rows) == sorted(api["by_group"]) == sorted(cli["by_group"])
+    for name, row in rows:
+        shown = {stat: unescape(re.sub(r"<[^>]+>", "", value)).strip()
+                 for stat, value in re.findall(r'<td data-stat="([^"]+)">(.*?)</td>', row, re.S)}
+        want, other = api["by_group"][name], cli["by_group"][name]
+        kappa = want["cohen_kappa"]
+        assert shown["items"] == str(want["counts"]["items"]) == str(other["counts"]["items"])
+        assert shown["accuracy"] == fmt(want["accuracy"]) == fmt(other["accuracy"])
+        assert shown["cohen_kappa"] == f"{fmt(kappa['value'])} [{fmt(kappa['ci95'][0])}, {fmt(kappa['ci95'][1])}]"
+        assert kappa == other["cohen_kappa"]
+        for stat in ("first_position_rate", "position_consistency", "prefers_longer"):
+            assert shown[stat] == fmt(want[stat]) and want[stat] == other[stat]
+    # the builtin groups, and the keys offered
+    by_model = client.get("/dashboard/data/groups?group_by=model&since=2026-05-10").get_json()
+    assert sorted(by_model["report"]["by_group"]) == ["sim-large", "sim-small"]
+    assert '<option selected>day</option>' in page and "<option>profile</option>" in page
+
+
+def test_one_key_never_sees_another_keys_groups_or_days(app: Flask, world: Any) -> None:
+    _, jobs_a, jobs_b = world
+    client = app.test_client()
+    sign_in(client, KEY_B)
+    for group_by in ("job", "profile", "model", "day"):
+        for path in (f"/dashboard/groups?group_by={group_by}", f"/dashboard/data/groups?group_by={group_by}"):
+            page = client.get(path).get_data(as_text=True)
+            assert "sim-small" not in page and "sim-large" not in page and "persona-certainty" not in page
+            assert not any(job_id in page for job_id in jobs_a)
+    assert jobs_b[0] in client.get("/dashboard/groups?group_by=job").get_data(as_text=True)
+    data = client.get("/dashboard/data/overview").get_json()
+    assert [(s["profile"], s["model"]) for s in data["series"]] == [("tenant-b-profile", "tenant-b-model")]
+    assert len(data["per_day"]) == 2
+
+
+def test_a_bad_group_by_or_per_day_threshold_is_a_400_naming_the_field(app: Flask) -> None:
+    client = app.test_client()
+    sign_in(client, KEY_A)
+    response = client.get("/dashboard/data/groups?group_by=" + "k" * 300)
+    assert response.status_code == 400 and response.get_json()["error"]["details"][0]["field"] == "group_by"
+    response = client.get("/v1/stats/agreement?per_day=true&threshold=0.837", headers=AUTH_A)
+    error = response.get_json()["error"]
+    assert response.status_code == 400 and "0.01 grid" in error["message"] and error["details"][0]["field"] == "per_day"

@@ -1,6 +1,7 @@
 """/dashboard in Debian's Chromium, driven by Playwright for Python (no browser download), against a
-served app holding two weeks of simulated jobs: every chart drawn with data, a filter changes the
-numbers, a label posted from a job's queue shows up in its report. Screenshots go to the test's
+served app holding two weeks of simulated jobs: every chart drawn with data (and equal to the stats
+API's), a filter changes the numbers, per-group tables follow the chosen key, a label posted from a
+job's queue shows up in its report. Screenshots go to the test's
 artifacts folder (tmp_path/artifacts)."""
 
 from __future__ import annotations
@@ -80,13 +81,27 @@ def test_the_dashboard_in_chromium(browser: Any, served: tuple[ServedApp, list[s
     assert "tenant-b" not in page.content()
     page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
     charts = charts_with_data(page)
-    assert set(charts) == {"chart-accuracy", "chart-kappa", "chart-cost", "chart-calls"}
+    assert set(charts) == {"chart-accuracy", "chart-kappa", "chart-alpha", "chart-first-position",
+                           "chart-consistency", "chart-longer", "chart-cost", "chart-calls", "chart-coverage",
+                           "chart-reliability"}
     data = page.evaluate("() => JSON.parse(document.getElementById('overview-data').textContent)")
     judges = [(s["profile"], s["model"]) for s in data["series"]]
     assert {("persona-certainty", "sim-large"), ("persona-certainty", "sim-small"), ("persona-tie", "sim-small")} <= set(judges)
-    with_kappa = [s for s in data["series"] if any(p["cohen_kappa"] is not None for p in s["points"])]
-    assert charts["chart-accuracy"] == len(judges) and charts["chart-kappa"] == len(with_kappa) >= 3, charts
+
+    def with_values(name: str) -> int:  # the lines with a number: a cascade's stages may have none
+        return sum(any(p[name] is not None for p in s["points"]) for s in data["series"])
+
+    assert charts["chart-accuracy"] == len(judges) and charts["chart-kappa"] == with_values("cohen_kappa") >= 3, charts
+    for chart, name in (("chart-alpha", "krippendorff_alpha"), ("chart-first-position", "first_position_rate"),
+                        ("chart-consistency", "position_consistency"), ("chart-longer", "prefers_longer")):
+        assert charts[chart] == with_values(name) >= 3, (chart, charts)
     assert charts["chart-cost"] == 1 and charts["chart-calls"] == 1, charts
+    assert charts["chart-coverage"] == 1 and charts["chart-reliability"] == 2, charts  # the diagonal and the bins
+    # what the charts draw is the stats API's per_day (the query the page names)
+    per_day = page.request.get(f"{app.url}/v1/stats/agreement?{data['per_day_query']}", headers=AUTH_A).json()
+    drawn = page.evaluate("() => document.getElementById('chart-first-position').data[0].y")
+    assert drawn == [day["by_judge"][0]["first_position_rate"] for day in per_day["per_day"]]
+    assert f"/v1/stats/agreement?{data['per_day_query']}" in page.inner_text("#per-day-source")
     # live progress: the jobs table polls /dashboard/data/jobs (with the session cookie)
     with page.expect_response(lambda r: r.url.endswith("/dashboard/data/jobs"), timeout=15_000) as polled:
         pass
@@ -106,11 +121,34 @@ def test_the_dashboard_in_chromium(browser: Any, served: tuple[ServedApp, list[s
     assert charts_with_data(page)["chart-accuracy"] == 1
     page.screenshot(path=str(artifacts / "overview-filtered.png"), full_page=True)
 
+    # Per-group tables: by a metadata key, then another grouping changes the numbers.
+    page.click("#groups-link")
+    page.select_option("#filters select[name=group_by]", "day")
+    page.click("#filters button")
+    page.wait_for_selector("#chart-groups-bias.js-plotly-plot")
+    assert charts_with_data(page) == {"chart-groups-accuracy": 2, "chart-groups-bias": 3}
+    by_day = page.request.get(f"{app.url}/v1/stats/agreement?profile=persona-certainty&model=sim-large"
+                              "&since=2026-05-10T00%3A00%3A00%2B00%3A00&group_by=day", headers=AUTH_A).json()
+    rows = page.locator("#groups tr[data-group]")
+    assert rows.count() == len(by_day["by_group"]) > 1
+    first = rows.first.get_attribute("data-group")
+    assert rows.first.locator('td[data-stat="accuracy"]').inner_text() == f"{by_day['by_group'][first]['accuracy']:.3f}"
+    page.screenshot(path=str(artifacts / "groups.png"), full_page=True)
+    page.fill("#filters input[name=profile]", "")
+    page.fill("#filters input[name=model]", "")
+    page.select_option("#filters select[name=group_by]", "model")
+    page.click("#filters button")
+    page.wait_for_selector("#chart-groups-bias.js-plotly-plot")
+    shown = page.locator("#groups tr[data-group]").evaluate_all("rows => rows.map(r => r.dataset.group)")
+    by_model = page.request.get(f"{app.url}/v1/stats/agreement?since=2026-05-10T00%3A00%3A00%2B00%3A00"
+                                "&group_by=model", headers=AUTH_A).json()
+    assert shown == list(by_model["by_group"]) and {"sim-large", "sim-small"} <= set(shown)
+
     # A job's page: its report, a chart, its human queue; a label from the queue reaches the report.
     job_id = jobs[-1]
     page.goto(f"{app.url}/dashboard/jobs/{job_id}")
     page.wait_for_selector("#chart-coverage.js-plotly-plot")
-    assert charts_with_data(page) == {"chart-coverage": 1, "chart-stages": 2}
+    assert charts_with_data(page) == {"chart-coverage": 1, "chart-reliability": 2, "chart-stages": 2}
     assert page.locator("#stages tr").count() == 1 + 3  # a header and the three stages
     labelled = int(page.inner_text('#report td[data-stat="labelled"]'))
     row = page.locator("#queue tr[data-item]").first
@@ -126,5 +164,5 @@ def test_the_dashboard_in_chromium(browser: Any, served: tuple[ServedApp, list[s
     page.screenshot(path=str(artifacts / "job-labelled.png"), full_page=True)
 
     assert errors == []
-    assert sorted(p.name for p in artifacts.iterdir()) == ["job-labelled.png", "job.png", "overview-filtered.png",
-                                                          "overview.png"]
+    assert sorted(p.name for p in artifacts.iterdir()) == ["groups.png", "job-labelled.png", "job.png",
+                                                          "overview-filtered.png", "overview.png"]

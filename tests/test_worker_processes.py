@@ -171,3 +171,52 @@ def test_a_requests_per_minute_limit_holds_across_the_processes(sqlite_service: 
     assert job.n_calls == 260 and elapsed > 4.0, (job.n_calls, elapsed)
     # Never more than the bucket plus its refill so far (with one request of slack per process).
     assert all(requests <= 240 + 4 * at + 3 for at, requests in served), served
+
+
+# ---------------------------------------------------------------- sending a job's batches
+
+def _queued_ranges(service: Service) -> list[tuple[str, int, int]]:
+    """The (job, start, end) of every task message in the lanes, oldest first."""
+    import base64
+    import json
+
+    import redis
+
+    from worker import lanes
+
+    client = redis.Redis.from_url(service.redis.url)
+    found = []
+    for queue in lanes.all_queues("pjudge"):
+        for raw in reversed(client.lrange(queue, 0, -1)):  # LPUSH: the oldest is last
+            args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
+            found.append((args[0], args[1], args[2]))
+    return found
+
+
+@pytest.mark.parametrize("batch_publishing", [True, False])
+def test_a_jobs_batches_go_to_its_lane_in_order_in_one_pipeline_or_one_by_one(
+        sqlite_service: Service, monkeypatch: pytest.MonkeyPatch, batch_publishing: bool) -> None:
+    from kombu.transport import redis as kombu_redis
+
+    from judge.profiles import load_profile
+    from worker.tasks import enqueue_job, requeue_missing
+
+    service = sqlite_service
+    flushes: list[int] = []
+    flush = kombu_redis.PublishBatch.flush
+
+    def counted(self: kombu_redis.PublishBatch) -> None:
+        flushes.append(self._buffered)
+        if not batch_publishing:
+            raise kombu_redis.BatchPublishError("the pipeline failed")  # delivery uncertain
+        flush(self)
+
+    monkeypatch.setattr(kombu_redis.PublishBatch, "flush", counted)
+    profile = load_profile("persona-certainty", provider="openai-compatible", model="m", base_url="http://127.0.0.1:9/v1")
+    job = repo.create_job(service.engine, "owner-a", many_items(100), profile, batch_size=8).job
+    assert enqueue_job(job, service.celery()) == 13
+    expected = [(job.id, start, min(start + 8, 100)) for start in range(0, 100, 8)]
+    assert _queued_ranges(service) == expected
+    assert flushes == [13]  # thirteen LPUSHes, one round trip (or, failing, each sent on its own)
+    assert requeue_missing(service.engine, job, service.celery()) == 13  # nothing judged: all again
+    assert _queued_ranges(service) == expected * 2

@@ -173,6 +173,27 @@ def test_a_requests_per_minute_limit_holds_across_the_processes(sqlite_service: 
     assert all(requests <= 240 + 4 * at + 3 for at, requests in served), served
 
 
+def test_a_tenant_whose_endpoint_hangs_holds_only_its_share_of_each_process(
+        sqlite_service: Service, start_sim, hanging: HangingServer) -> None:
+    service = sqlite_service
+    sim = start_sim()
+    worker = start(service, "--processes=2", "--concurrency=4")
+    ready(worker, 2)
+    # Tenant A fills all four threads of both processes with calls that never end.
+    stuck = [service.submit(many_items(1, seed=s), hanging_profile(hanging), owner="tenant-a") for s in range(6)]
+    wait_for(lambda: hanging.open >= 8, 60, "every thread of both processes on the hanging endpoint")
+    time.sleep(3)  # past the least a batch runs before it may be handed back
+    posted = time.monotonic()
+    jobs = [service.submit(many_items(4, seed=10 + i), sim_profile(sim), owner="tenant-b") for i in range(2)]
+    done = [service.wait_done(job_id, 40) for job_id in jobs]
+    waited = time.monotonic() - posted
+    assert [(job.status, job.n_verdicts) for job in done] == [("done", 4), ("done", 4)]
+    assert waited < 15, f"tenant B waited {waited:.1f} s"
+    assert all(repo.get_job(service.engine, j).status in repo.ACTIVE for j in stuck)
+    assert hanging.open >= 4  # tenant A kept its share: half of each process's threads
+    print(f"tenant B's two jobs done {waited:.2f} s after they were sent")
+
+
 # ---------------------------------------------------------------- sending a job's batches
 
 def _queued_ranges(service: Service) -> list[tuple[str, int, int]]:

@@ -269,23 +269,34 @@ def _one_run(db_name: str, admin_url: str | None, latency_ms: int, n_items: int,
     return result
 
 
-def run(as_json: bool, quick: bool = False) -> None:
+def run(as_json: bool, quick: bool = False, only: dict[str, list[str]] | None = None) -> None:
+    """Every configuration, or those of `only` (python -m bench pipeline --only KEY=V1,V2): the
+    values of a dimension to run (database, latency, transport, processes; processes by number).
+    At 0 ms a per-core run compares with the one-process runs: run both."""
+    only = only or {}
+    unknown = set(only) - {"database", "latency", "transport", "processes"}
+    if unknown:
+        raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))}")
+
+    def wanted(key: str, value: object) -> bool:
+        return key not in only or str(value) in only[key]
+
     n_items, repeats = (500, 1) if quick else (5000, REPEATS)
     per_core = os.cpu_count() or 1
     databases: list[tuple[str, str | None]] = [("sqlite", None)]
     if os.environ.get("PJUDGE_TEST_POSTGRES_URL"):
         databases.append(("postgresql", os.environ["PJUDGE_TEST_POSTGRES_URL"]))
-    for db_name, admin_url in databases:
-        for latency_ms in (0, 200):
-            for transport in ("sdk", "direct"):
+    for db_name, admin_url in [d for d in databases if wanted("database", d[0])]:
+        for latency_ms in [latency for latency in (0, 200) if wanted("latency", latency)]:
+            for transport in [t for t in ("sdk", "direct") if wanted("transport", t)]:
                 one_process: list[dict[str, Any]] = []
-                for processes in sorted({1, per_core}):
+                for processes in [n for n in sorted({1, per_core}) if wanted("processes", n)]:
                     runs = [_one_run(db_name, admin_url, latency_ms, n_items, transport, processes,
                                      bare_loops=processes == 1) for _ in range(repeats)]
                     extra: dict[str, Any] = {}
                     if processes == 1:
                         one_process = runs
-                    else:
+                    elif one_process:
                         extra["ratio_to_one_process"] = round(
                             statistics.median(r["calls_per_s"] for r in runs)
                             / statistics.median(r["calls_per_s"] for r in one_process), 3)
@@ -294,7 +305,7 @@ def run(as_json: bool, quick: bool = False) -> None:
                             for r in runs:
                                 r.update(bound_calls_per_s=bound, bound=f"{one_process[0]['bound']}, one-process runs",
                                          ratio=round(r["calls_per_s"] / bound, 3))
-                    median = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]  # the run with the median ratio
+                    median = sorted(runs, key=lambda r: r["ratio"] or r["calls_per_s"])[len(runs) // 2]  # the median run
                     emit({"benchmark": "pipeline", "database": db_name, "transport": transport, "latency_ms": latency_ms,
                           "processes": processes, "items": n_items, **median, **extra, "runs": repeats,
                           "runs_calls_per_s": [r["calls_per_s"] for r in runs], "runs_ratio": [r["ratio"] for r in runs],

@@ -13,7 +13,9 @@ SDK calls against the same server (median of 3; measured in the one-process runs
 loop of the direct client's calls beside it, and the one-per-core rate over the one-process rate;
 for 200 ms the in-flight limit over the latency. Each configuration runs 3 times on a fresh
 database; the line gives the run with the median ratio, every run's rate and ratio, and the median
-time from POST to the first verdict. CPU per call is the worker's (all its processes) and the API's.
+time from POST to the first verdict. CPU per call is the worker's (all its processes), the API's
+(the job's POST and this benchmark's polls every 50 ms) and the simulator's, which shares the
+machine. `--only KEY=V1,V2` runs a part (python -m bench pipeline --only latency=200).
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
         profile = {"profile": "persona-certainty", "provider": "openai-compatible", "model": "sim-judge",
                    "base_url": sim.openai_base_url, "transport": transport}
         api_before, worker_before = _tree_cpu(api.proc.pid), _tree_cpu(worker.proc.pid)  # type: ignore[union-attr]
+        sim_before = _tree_cpu(sim.proc.pid)  # type: ignore[union-attr]
         posted = time.perf_counter()
         job_id = _http("POST", f"http://127.0.0.1:{port}/v1/jobs", {"items": items, "profile": profile})["job_id"]
         post_ms = (time.perf_counter() - posted) * 1000
@@ -197,6 +200,7 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
         elapsed = now - posted
         api_cpu = _tree_cpu(api.proc.pid) - api_before  # type: ignore[union-attr]
         worker_cpu = _tree_cpu(worker.proc.pid) - worker_before  # type: ignore[union-attr]
+        sim_cpu = _tree_cpu(sim.proc.pid) - sim_before  # type: ignore[union-attr]
         cpu = api_cpu + worker_cpu
         calls = job["counts"]["calls"]
         return {"status": job["status"], "calls": calls, "seconds": round(elapsed, 2),
@@ -205,6 +209,8 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
                 "cpu_ms_per_call": round(cpu * 1000 / max(calls, 1), 3),
                 "worker_cpu_ms_per_call": round(worker_cpu * 1000 / max(calls, 1), 3),
                 "api_cpu_ms_per_call": round(api_cpu * 1000 / max(calls, 1), 3),
+                # The simulated server shares the machine: what it takes is not the worker's.
+                "sim_cpu_ms_per_call": round(sim_cpu * 1000 / max(calls, 1), 3),
                 "worker_peak_rss_mb": round(_peak_rss_mb(worker.proc.pid), 1),  # type: ignore[union-attr]
                 "sim_base_url": sim.openai_base_url, "sim": sim}
     except Exception:

@@ -1,4 +1,6 @@
-"""Run benchmarks: `python -m bench all --json`, `python -m bench NAME [--json] [--quick]`."""
+"""Run benchmarks: `python -m bench all --json`, `python -m bench NAME [--json] [--quick]`;
+`python -m bench pipeline --only latency=200 --only database=sqlite,postgresql` runs a part of the
+pipeline benchmark (keys: database, latency, transport, processes)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,19 @@ def main() -> None:
     parser.add_argument("name", choices=("all", *BENCHMARKS))
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
+                        help="pipeline only: run these values of a dimension (database, latency, transport, processes)")
     args = parser.parse_args()
     names = BENCHMARKS if args.name == "all" else (args.name,)
+    only = {key: value.split(",") for key, _, value in (o.partition("=") for o in args.only)}
+    if only and names != ("pipeline",):
+        parser.error("--only is for the pipeline benchmark")
     for name in names:
         module = importlib.import_module(f"bench.{name}")
-        module.run(as_json=args.json, quick=args.quick)
+        if only:
+            module.run(as_json=args.json, quick=args.quick, only=only)
+        else:
+            module.run(as_json=args.json, quick=args.quick)
 
 
 if __name__ == "__main__":

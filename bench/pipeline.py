@@ -13,7 +13,9 @@ SDK calls against the same server (median of 3; measured in the one-process runs
 loop of the direct client's calls beside it, and the one-per-core rate over the one-process rate;
 for 200 ms the in-flight limit over the latency. Each configuration runs 3 times on a fresh
 database; the line gives the run with the median ratio, every run's rate and ratio, and the median
-time from POST to the first verdict. CPU per call is the worker's (all its processes) and the API's.
+time from POST to the first verdict. CPU per call is the worker's (all its processes), the API's
+(the job's POST and this benchmark's polls every 50 ms) and the simulator's, which shares the
+machine. `--only KEY=V1,V2` runs a part (python -m bench pipeline --only latency=200).
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
         profile = {"profile": "persona-certainty", "provider": "openai-compatible", "model": "sim-judge",
                    "base_url": sim.openai_base_url, "transport": transport}
         api_before, worker_before = _tree_cpu(api.proc.pid), _tree_cpu(worker.proc.pid)  # type: ignore[union-attr]
+        sim_before = _tree_cpu(sim.proc.pid)  # type: ignore[union-attr]
         posted = time.perf_counter()
         job_id = _http("POST", f"http://127.0.0.1:{port}/v1/jobs", {"items": items, "profile": profile})["job_id"]
         post_ms = (time.perf_counter() - posted) * 1000
@@ -189,6 +192,7 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
         elapsed = now - posted
         api_cpu = _tree_cpu(api.proc.pid) - api_before  # type: ignore[union-attr]
         worker_cpu = _tree_cpu(worker.proc.pid) - worker_before  # type: ignore[union-attr]
+        sim_cpu = _tree_cpu(sim.proc.pid) - sim_before  # type: ignore[union-attr]
         cpu = api_cpu + worker_cpu
         calls = job["counts"]["calls"]
         return {"status": job["status"], "calls": calls, "seconds": round(elapsed, 2),
@@ -197,6 +201,8 @@ def _run_job(database_url: str, latency_ms: int, n_items: int, folder: Path, tra
                 "cpu_ms_per_call": round(cpu * 1000 / max(calls, 1), 3),
                 "worker_cpu_ms_per_call": round(worker_cpu * 1000 / max(calls, 1), 3),
                 "api_cpu_ms_per_call": round(api_cpu * 1000 / max(calls, 1), 3),
+                # The simulated server shares the machine: what it takes is not the worker's.
+                "sim_cpu_ms_per_call": round(sim_cpu * 1000 / max(calls, 1), 3),
                 "worker_peak_rss_mb": round(_peak_rss_mb(worker.proc.pid), 1),  # type: ignore[union-attr]
                 "sim_base_url": sim.openai_base_url, "sim": sim}
     except Exception:
@@ -261,23 +267,34 @@ def _one_run(db_name: str, admin_url: str | None, latency_ms: int, n_items: int,
     return result
 
 
-def run(as_json: bool, quick: bool = False) -> None:
+def run(as_json: bool, quick: bool = False, only: dict[str, list[str]] | None = None) -> None:
+    """Every configuration, or those of `only` (python -m bench pipeline --only KEY=V1,V2): the
+    values of a dimension to run (database, latency, transport, processes; processes by number).
+    At 0 ms a per-core run compares with the one-process runs: run both."""
+    only = only or {}
+    unknown = set(only) - {"database", "latency", "transport", "processes"}
+    if unknown:
+        raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))}")
+
+    def wanted(key: str, value: object) -> bool:
+        return key not in only or str(value) in only[key]
+
     n_items, repeats = (500, 1) if quick else (5000, REPEATS)
     per_core = os.cpu_count() or 1
     databases: list[tuple[str, str | None]] = [("sqlite", None)]
     if os.environ.get("PJUDGE_TEST_POSTGRES_URL"):
         databases.append(("postgresql", os.environ["PJUDGE_TEST_POSTGRES_URL"]))
-    for db_name, admin_url in databases:
-        for latency_ms in (0, 200):
-            for transport in ("sdk", "direct"):
+    for db_name, admin_url in [d for d in databases if wanted("database", d[0])]:
+        for latency_ms in [latency for latency in (0, 200) if wanted("latency", latency)]:
+            for transport in [t for t in ("sdk", "direct") if wanted("transport", t)]:
                 one_process: list[dict[str, Any]] = []
-                for processes in sorted({1, per_core}):
+                for processes in [n for n in sorted({1, per_core}) if wanted("processes", n)]:
                     runs = [_one_run(db_name, admin_url, latency_ms, n_items, transport, processes,
                                      bare_loops=processes == 1) for _ in range(repeats)]
                     extra: dict[str, Any] = {}
                     if processes == 1:
                         one_process = runs
-                    else:
+                    elif one_process:
                         extra["ratio_to_one_process"] = round(
                             statistics.median(r["calls_per_s"] for r in runs)
                             / statistics.median(r["calls_per_s"] for r in one_process), 3)
@@ -286,7 +303,7 @@ def run(as_json: bool, quick: bool = False) -> None:
                             for r in runs:
                                 r.update(bound_calls_per_s=bound, bound=f"{one_process[0]['bound']}, one-process runs",
                                          ratio=round(r["calls_per_s"] / bound, 3))
-                    median = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]  # the run with the median ratio
+                    median = sorted(runs, key=lambda r: r["ratio"] or r["calls_per_s"])[len(runs) // 2]  # the median run
                     emit({"benchmark": "pipeline", "database": db_name, "transport": transport, "latency_ms": latency_ms,
                           "processes": processes, "items": n_items, **median, **extra, "runs": repeats,
                           "runs_calls_per_s": [r["calls_per_s"] for r in runs], "runs_ratio": [r["ratio"] for r in runs],

@@ -171,3 +171,73 @@ def test_a_requests_per_minute_limit_holds_across_the_processes(sqlite_service: 
     assert job.n_calls == 260 and elapsed > 4.0, (job.n_calls, elapsed)
     # Never more than the bucket plus its refill so far (with one request of slack per process).
     assert all(requests <= 240 + 4 * at + 3 for at, requests in served), served
+
+
+def test_a_tenant_whose_endpoint_hangs_holds_only_its_share_of_each_process(
+        sqlite_service: Service, start_sim, hanging: HangingServer) -> None:
+    service = sqlite_service
+    sim = start_sim()
+    worker = start(service, "--processes=2", "--concurrency=4")
+    ready(worker, 2)
+    # Tenant A fills all four threads of both processes with calls that never end.
+    stuck = [service.submit(many_items(1, seed=s), hanging_profile(hanging), owner="tenant-a") for s in range(6)]
+    wait_for(lambda: hanging.open >= 8, 60, "every thread of both processes on the hanging endpoint")
+    time.sleep(3)  # past the least a batch runs before it may be handed back
+    posted = time.monotonic()
+    jobs = [service.submit(many_items(4, seed=10 + i), sim_profile(sim), owner="tenant-b") for i in range(2)]
+    done = [service.wait_done(job_id, 40) for job_id in jobs]
+    waited = time.monotonic() - posted
+    assert [(job.status, job.n_verdicts) for job in done] == [("done", 4), ("done", 4)]
+    assert waited < 15, f"tenant B waited {waited:.1f} s"
+    assert all(repo.get_job(service.engine, j).status in repo.ACTIVE for j in stuck)
+    assert hanging.open >= 4  # tenant A kept its share: half of each process's threads
+    print(f"tenant B's two jobs done {waited:.2f} s after they were sent")
+
+
+# ---------------------------------------------------------------- sending a job's batches
+
+def _queued_ranges(service: Service) -> list[tuple[str, int, int]]:
+    """The (job, start, end) of every task message in the lanes, oldest first."""
+    import base64
+    import json
+
+    import redis
+
+    from worker import lanes
+
+    client = redis.Redis.from_url(service.redis.url)
+    found = []
+    for queue in lanes.all_queues("pjudge"):
+        for raw in reversed(client.lrange(queue, 0, -1)):  # LPUSH: the oldest is last
+            args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
+            found.append((args[0], args[1], args[2]))
+    return found
+
+
+@pytest.mark.parametrize("batch_publishing", [True, False])
+def test_a_jobs_batches_go_to_its_lane_in_order_in_one_pipeline_or_one_by_one(
+        sqlite_service: Service, monkeypatch: pytest.MonkeyPatch, batch_publishing: bool) -> None:
+    from kombu.transport import redis as kombu_redis
+
+    from judge.profiles import load_profile
+    from worker.tasks import enqueue_job, requeue_missing
+
+    service = sqlite_service
+    flushes: list[int] = []
+    flush = kombu_redis.PublishBatch.flush
+
+    def counted(self: kombu_redis.PublishBatch) -> None:
+        flushes.append(self._buffered)
+        if not batch_publishing:
+            raise kombu_redis.BatchPublishError("the pipeline failed")  # delivery uncertain
+        flush(self)
+
+    monkeypatch.setattr(kombu_redis.PublishBatch, "flush", counted)
+    profile = load_profile("persona-certainty", provider="openai-compatible", model="m", base_url="http://127.0.0.1:9/v1")
+    job = repo.create_job(service.engine, "owner-a", many_items(100), profile, batch_size=8).job
+    assert enqueue_job(job, service.celery()) == 13
+    expected = [(job.id, start, min(start + 8, 100)) for start in range(0, 100, 8)]
+    assert _queued_ranges(service) == expected
+    assert flushes == [13]  # thirteen LPUSHes, one round trip (or, failing, each sent on its own)
+    assert requeue_missing(service.engine, job, service.celery()) == 13  # nothing judged: all again
+    assert _queued_ranges(service) == expected * 2

@@ -144,6 +144,8 @@ class Running:
         """`owner` is at its share and another tenant below its share has batches waiting (one at
         its share too would hand its own back in turn: the two would send each other's messages
         round the queue)."""
+        if self.counts()[owner] == 0 and not self._just_handed_back(owner):
+            return False  # below any share (one at least): no need to ask who waits
         # Asked afresh (one round trip): the monitor's view is up to a second old, and a stale
         # "someone waits" would send this tenant's messages round the queue for that second.
         if self._waiting_now is not None:

@@ -26,6 +26,7 @@ from api.errors import (
     pydantic_problems,
     summarize,
 )
+from api.pages import staged_request
 from api.parsing import deeper_than, parse_query, plausible_job_id, read_json_body
 from api.profiles import resolve_judging
 from api.schemas import (
@@ -259,9 +260,13 @@ def create_job() -> Response:
     idempotency_key = _idempotency_key()
     body = _request_object("{items, profile, labels?}", JobCreate.model_fields)
     settings = state().settings
-    items = _validate_items(body.get("items"))
+    staged = staged_request(body)  # a job filled in pages (api.pages): no items now
+    items = _validate_items(body.get("items")) if staged is None else []
     profile = resolve_judging(body.get("profile"), settings, current_owner())
-    if body.get("labels") is not None:
+    if staged is not None and staged.start_early and isinstance(profile, JudgeProfile) and profile.mode == "batch":
+        raise invalid("start_early is not supported with profile mode 'batch'",
+                      [problem("start_early", "not supported with mode 'batch'")])
+    if staged is None and body.get("labels") is not None:
         labels = _validate_labels(body["labels"], "labels")
         by_id = {label.id: label.human_label for label in labels}
         known = {item.id for item in items}
@@ -280,7 +285,8 @@ def create_job() -> Response:
     owner = current_owner()
     try:
         created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
-                                  batch_size=settings.batch_size, quota=daily_quota(), max_cost_usd=max_cost_usd)
+                                  batch_size=settings.batch_size, quota=daily_quota(), max_cost_usd=max_cost_usd,
+                                  staged=staged)
     except repo.QuotaExceeded as exc:
         raise quota_error(exc, "items") from None
     job = created.job
@@ -291,7 +297,8 @@ def create_job() -> Response:
         headers["Idempotent-Replayed"] = "true"
         return _model(JobAccepted(job_id=job.id, status=job_status(job.status)), 200, headers)
     try:
-        state().enqueue(job)
+        if staged is None:
+            state().enqueue(job)
     except Exception as exc:  # noqa: BLE001 - the job is stored; the sweeper re-sends queued jobs
         # The type only: a broker error text can hold its URL, password included.
         log.warning("job %s stored but not enqueued (%s); it stays queued for the sweeper", job.id,

@@ -107,6 +107,21 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/jobs/{job_id}/export", "Preference pairs of the decided, non-abstained verdicts.",
           {200: ("JSON Lines, one DpoLine per line.", s.DpoLine)}, query=s.ExportQuery, parameters=(JOB_ID,),
           content_type="application/x-ndjson"),
+    Route("post", "/v1/jobs/{job_id}/items", "Add a page of items to a staged job (all or none of them).",
+          {200: ("The page is stored (or was, under this Idempotency-Key: Idempotent-Replayed).", s.PageAccepted)},
+          errors=(400, 401, 404, 409, 413, 422, 429), body=s.ItemsPage, parameters=(JOB_ID, IDEMPOTENCY_KEY),
+          description="A JSON page {items} of at most PJUDGE_MAX_PAGE_ITEMS items, or an NDJSON body "
+                      "(Content-Type application/x-ndjson, one pair item a line, up to PJUDGE_MAX_UPLOAD_MB; errors "
+                      "name `line N`). One request is stored whole or not at all. The same Idempotency-Key with the "
+                      "same items adds nothing and answers as the first time; with other items, 409. An id the job "
+                      "already holds is a 422 naming the line; a job started (unless start_early), finished or "
+                      "cancelled is a 409. The daily item quota and PJUDGE_MAX_JOB_ITEMS are checked per page."),
+    Route("post", "/v1/jobs/{job_id}/start", "Start a staged job: no more pages, its items go to the workers.",
+          {202: ("Started.", s.JobAccepted), 200: ("It was started already (nothing changed).", s.JobAccepted)},
+          errors=(401, 404, 409), parameters=(JOB_ID,)),
+    Route("get", "/v1/jobs/{job_id}/verdicts.jsonl", "Every verdict (SPEC 1.2) in item order, streamed.",
+          {200: ("JSON Lines, one verdict per line, as /verdicts pages them.", Verdict)}, parameters=(JOB_ID,),
+          errors=(401, 404), content_type="application/x-ndjson"),
     Route("post", "/v1/personalization",
           "Degree of personalization of response lines (SPEC 1.3, 6): store them and queue the persona-fit "
           "judging of every ordered persona pair as a job of kind personalization.",

@@ -19,7 +19,7 @@ from judge.endpoints import Access, AccessError
 from judge.profiles import CascadeProfile, JudgeProfile, Judging
 from judge.records import JudgeInfo, PairItem, Verdict
 from judge.runner import Judge, RateLimiter
-from store import budget, repo
+from store import budget, pages, repo
 from store.db import database_errors, get_engine, transaction
 from store.models import Job
 from worker import lanes, telemetry
@@ -316,13 +316,24 @@ def task_ranges(job: Job) -> list[tuple[int, int]]:
 
 
 def enqueue_job(job: Job, celery_app: Celery | None = None) -> int:
-    """Send one task per batch of the job, to its owner's lane; returns how many were sent."""
+    """Send one task per batch of the job, to its owner's lane; returns how many were sent. The
+    ranges are made one at a time (a million items are 31,250 of them)."""
+    if is_batch_job(job):
+        return enqueue_range(job, 0, job.n_items, celery_app, batch_size=max(job.n_items, 1))
+    return enqueue_range(job, 0, job.n_items, celery_app)
+
+
+def enqueue_range(job: Job, start: int, end: int, celery_app: Celery | None = None,
+                  batch_size: int | None = None) -> int:
+    """Send positions [start, end) of the job in tasks of its batch size (a staged job started
+    early sends each page as it is stored: store.pages); returns how many were sent."""
     celery_app = celery_app or app
-    batches = task_ranges(job)
     queue = lane_for(celery_app, job.owner)
-    for start, end in batches:
-        _send(celery_app, job.id, start, end, queue)
-    return len(batches)
+    sent = 0
+    for first, last in pages.task_ranges(start, end, batch_size or job.batch_size):
+        _send(celery_app, job.id, first, last, queue)
+        sent += 1
+    return sent
 
 
 def requeue_missing(engine: Engine, job: Job, celery_app: Celery | None = None) -> int:

@@ -25,7 +25,6 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.context import ApiSettings, ApiState, Enqueue
 from api.errors import register_error_handlers
-from api.pages import upload_limit
 from judge import tracing
 from store.models import Job
 
@@ -76,6 +75,7 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
     app.extensions["pjudge"] = ApiState(engine=engine, enqueue=enqueue or _default_enqueue, settings=settings)
 
     from api import credentials, dashboard, health, jobs, openapi, pages, personalization, stats
+    from api.pages import upload_limit
 
     for blueprint in (jobs.bp, pages.bp, personalization.bp, stats.bp, credentials.bp, health.bp, openapi.bp,
                       dashboard.bp):

@@ -26,7 +26,6 @@ from api.errors import (
     pydantic_problems,
     summarize,
 )
-from api.pages import staged_request
 from api.parsing import deeper_than, parse_query, plausible_job_id, read_json_body
 from api.profiles import resolve_judging
 from api.schemas import (
@@ -251,6 +250,23 @@ def _request_object(shape: str, fields: Mapping[str, object]) -> dict[str, Any]:
         details = [problem(str(k)[:100], "unknown field") for k in unknown]
         raise invalid(summarize(details, "invalid request"), details)
     return body
+
+
+def staged_request(body: dict[str, Any]) -> repo.Staged | None:
+    """The POST /v1/jobs body's `staged` and `start_early` (api.pages; None: a job of the items in the body)."""
+    staged, early = body.get("staged"), body.get("start_early")
+    for name, value in (("staged", staged), ("start_early", early)):
+        if value is not None and not isinstance(value, bool):
+            raise invalid(f"{name}: true or false", [problem(name, "must be a boolean")])
+    if not staged:
+        if early:
+            raise invalid("start_early needs staged: true", [problem("start_early", "only with staged: true")])
+        return None
+    problems = [problem(name, "not with staged: true: send the items in pages (POST /v1/jobs/{id}/items)")
+                for name in ("items", "labels") if body.get(name) not in (None, [])]
+    if problems:
+        raise invalid(summarize(problems, "invalid staged job"), problems)
+    return repo.Staged(start_early=bool(early))
 
 
 # ---------------------------------------------------------------- routes

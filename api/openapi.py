@@ -199,6 +199,8 @@ def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
                                                   (s.CredentialCreate, "validation"),
                                                   (s.ErrorBody, "serialization"), (Verdict, "serialization")]
     for route in ROUTES:
+        if isinstance(route.body, type) and issubclass(route.body, BaseModel):
+            models.append((route.body, "validation"))
         for _, model in route.ok.values():
             if isinstance(model, type) and issubclass(model, BaseModel):
                 models.append((model, "serialization"))

@@ -34,6 +34,16 @@ from pydantic import ValidationError
 from api.auth import authenticate, current_owner
 from api.context import ApiSettings, state
 from api.errors import ApiError, invalid, json_response, problem, summarize
+from api.jobs import (
+    MAX_NESTING,
+    _encoded,
+    _idempotency_key,
+    _validate_items,
+    daily_quota,
+    log,
+    owned_job,
+    quota_error,
+)
 from api.parsing import deeper_than, json_line, read_json_body
 from api.schemas import MAX_ITEM_ID, JobAccepted, PageAccepted, job_status
 from judge.jsonl import problems_from_validation
@@ -69,30 +79,9 @@ def upload_limit(settings: ApiSettings, current: Request | None = None) -> int |
     return settings.max_upload_bytes
 
 
-# ---------------------------------------------------------------- creating a staged job
-
-def staged_request(body: dict[str, Any]) -> repo.Staged | None:
-    """The POST /v1/jobs body's `staged` and `start_early` (None: a job of the items in the body)."""
-    staged, early = body.get("staged"), body.get("start_early")
-    for name, value in (("staged", staged), ("start_early", early)):
-        if value is not None and not isinstance(value, bool):
-            raise invalid(f"{name}: true or false", [problem(name, "must be a boolean")])
-    if not staged:
-        if early:
-            raise invalid("start_early needs staged: true", [problem("start_early", "only with staged: true")])
-        return None
-    problems = [problem(name, "not with staged: true: send the items in pages (POST /v1/jobs/{id}/items)")
-                for name in ("items", "labels") if body.get(name) not in (None, [])]
-    if problems:
-        raise invalid(summarize(problems, "invalid staged job"), problems)
-    return repo.Staged(start_early=bool(early))
-
-
 # ---------------------------------------------------------------- pages
 
 def _json_page(body: Any, limit: int) -> pages.Page:
-    from api.jobs import _validate_items
-
     if not isinstance(body, dict) or set(body) - {"items"}:
         raise invalid("the body must be a JSON object {items} (or NDJSON: Content-Type application/x-ndjson)",
                       [problem(None, "expected an object with one field, items")])
@@ -117,8 +106,6 @@ def _page(rows: list[pages.PageRow], items: list[PairItem], count: int) -> pages
 
 def _line_item(number: int, raw: bytes) -> tuple[PairItem | None, list[dict[str, str | None]]]:
     """One NDJSON line as a pair item, or its problems (fields named `line N.field`)."""
-    from api.jobs import MAX_NESTING
-
     where = f"line {number}"
     try:
         document = json_line(raw)
@@ -209,8 +196,6 @@ def _refused(exc: pages.PageRefused) -> ApiError:
 
 @bp.post("/<job_id>/items")
 def add_items(job_id: str) -> Response:
-    from api.jobs import _idempotency_key, daily_quota, owned_job, quota_error
-
     job = owned_job(job_id)
     key = _idempotency_key()
     if key is None and not pages.takes_pages(job):  # nothing to replay: refuse before reading the body
@@ -251,15 +236,11 @@ def _send(job: Job, start: int, end: int) -> None:
     try:
         send(job, start, end)
     except Exception as exc:  # noqa: BLE001 - stored; the sweeper re-sends the missing batches
-        from api.jobs import log
-
         log.warning("job %s items [%d, %d) stored but not enqueued (%s)", job.id, start, end, type(exc).__name__)
 
 
 @bp.post("/<job_id>/start")
 def start(job_id: str) -> Response:
-    from api.jobs import log, owned_job
-
     job = owned_job(job_id)
     try:
         started = pages.start(state().engine, job.id)
@@ -285,8 +266,6 @@ def start(job_id: str) -> Response:
 def verdicts_jsonl(job_id: str) -> Response:
     """Every verdict of the job in input order, one JSON document a line, each as /verdicts pages
     them: read by keyset chunks of VERDICT_CHUNK while the response is written."""
-    from api.jobs import _encoded, owned_job
-
     job = owned_job(job_id)
     engine = state().engine
 

@@ -188,7 +188,7 @@ def _ndjson_page(spool: _Spool, max_items: int, max_line: int) -> pages.Page:
 
 def _refused(exc: pages.PageRefused) -> ApiError:
     if exc.reason == "closed":
-        return ApiError(409, "conflict", exc.message, [problem("status", exc.status)])
+        return ApiError(409, "conflict", exc.message, [problem("status", exc.status or "")])
     if exc.reason == "conflict":
         return ApiError(409, "conflict", exc.message, [problem("Idempotency-Key", "send a new key for a new page")])
     return invalid(exc.message, [problem(exc.where, exc.message)])
@@ -230,13 +230,17 @@ def add_items(job_id: str) -> Response:
 def _send(job: Job, start: int, end: int) -> None:
     """Send positions [start, end) of a job running early to the workers; a failure leaves them
     to the sweeper (the job stays active), as POST /v1/jobs leaves an unsent job."""
-    send = state().enqueue_range
-    if send is None:
-        from worker.tasks import enqueue_range as send
+    send = state().enqueue_range or _enqueue_range
     try:
         send(job, start, end)
     except Exception as exc:  # noqa: BLE001 - stored; the sweeper re-sends the missing batches
         log.warning("job %s items [%d, %d) stored but not enqueued (%s)", job.id, start, end, type(exc).__name__)
+
+
+def _enqueue_range(job: Job, start: int, end: int) -> int:
+    from worker.tasks import enqueue_range
+
+    return enqueue_range(job, start, end)
 
 
 @bp.post("/<job_id>/start")

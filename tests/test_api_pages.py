@@ -244,3 +244,50 @@ def test_a_job_started_early_sends_each_page_and_is_done_only_after_start(
     response = client.post(f"/v1/jobs/{job_id}/start", headers=AUTH_A)
     assert response.status_code == 202 and response.get_json()["status"] == "done"
     assert sent.jobs == []  # its pages went already
+
+
+def test_concurrent_pages_of_one_job_take_turns_each_whole_at_contiguous_positions(
+        client: FlaskClient, engine: Engine) -> None:
+    import threading
+
+    items = make_items(240)
+    job_id = new_staged(client)
+    answers: list[Any] = []
+
+    def send(thread: int) -> None:
+        for n in range(3):
+            start = (thread * 3 + n) * 20
+            answers.append(page(client, job_id, items[start:start + 20], key=f"t{thread}-{n}").get_json())
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a["first_position"] for a in answers) == list(range(0, 240, 20))
+    stored = dict((item.id, position) for position, item in repo.job_items(engine, job_id, 0, 240))
+    assert sorted(stored.values()) == list(range(240))
+    for start in range(0, 240, 20):  # each page's items side by side, in order
+        positions = [stored[item["id"]] for item in items[start:start + 20]]
+        assert positions == list(range(positions[0], positions[0] + 20))
+
+
+def test_a_plan_folded_page_by_page_is_the_plan_of_all_the_items_at_once() -> None:
+    import random
+
+    from judge.records import PairItem
+    from store import summaries
+
+    rng = random.Random(3)
+    for _ in range(20):
+        items = [PairItem(id=f"i{i}", prompt="p", response_a="a", response_b="b",
+                          metadata={f"k{rng.randint(0, 20)}": rng.choice([None, rng.randint(0, 70), "x" * 300])
+                                    for _ in range(3)})
+                 for i in range(rng.randint(1, 400))]
+        state: summaries.PlanState = {}
+        cut = sorted(rng.sample(range(len(items) + 1), min(4, len(items) + 1)))
+        for start, end in zip([0, *cut], [*cut, len(items)], strict=True):
+            page_state: summaries.PlanState = {}
+            summaries.add_to_plan_state(page_state, items[start:end])
+            summaries.merge_plan_states(state, page_state)
+        assert summaries.plan_of_state(state) == summaries.plan_group_keys(items)

@@ -92,16 +92,16 @@ def _json_page(body: Any, limit: int) -> pages.Page:
     items = _validate_items(raw)
     rows = [pages.PageRow(f"items[{index}]", item.id, item.model_dump_json(exclude_none=True))
             for index, item in enumerate(items)]
-    return _page(rows, items, len(rows))
+    return _page(rows, items)
 
 
-def _page(rows: list[pages.PageRow], items: list[PairItem], count: int) -> pages.Page:
+def _page(rows: list[pages.PageRow], items: list[PairItem]) -> pages.Page:
     fingerprint = pages.PageFingerprint()
     for row in rows:
         fingerprint.add(row.item_json)
     plan: summaries.PlanState = {}
     summaries.add_to_plan_state(plan, items, summaries.MAX_PLANNED_KEYS)
-    return pages.Page(rows, count, fingerprint.hexdigest(), plan)
+    return pages.Page(rows, len(rows), fingerprint.hexdigest(), plan)
 
 
 def _line_item(number: int, raw: bytes) -> tuple[PairItem | None, list[dict[str, str | None]]]:

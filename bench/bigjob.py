@@ -6,7 +6,9 @@ PostgreSQL).
     python -m bench bigjob --items 10000,100000,1000000 [--upload-only-from 1000000] [--early] [--json]
 
 Per size, on a fresh database and fresh processes: the upload time (client.submit: create, every
-page, start; enqueueing the batches included), the API's peak RSS (VmHWM of `pjudge serve`; it must
+page, start), split into the pages and the start (which sends the batches to Redis, fsynced per
+message as in every benchmark here), the API's RSS as a quarter, half and three quarters of the
+items were read, once every page was stored and once started, its peak RSS (VmHWM of `pjudge serve`; it must
 not grow with the job) beside its RSS before the upload, the time from the submit's start to the
 first verdict, and the end-to-end rate (calls per second from the submit's start to done) beside
 the rate of the pipeline benchmark's job (5,000 items in one POST /v1/jobs) run on the same
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,16 @@ from bench.pipeline import IN_FLIGHT, KEY, WORKER_THREADS, _items
 REFERENCE_ITEMS = 5000  # the pipeline benchmark's job
 
 
-def _item_stream(n: int) -> Iterator[dict[str, Any]]:
-    """n items like the pipeline benchmark's, made as they are read (never listed)."""
+def _item_stream(n: int, at_quarters: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """n items like the pipeline benchmark's, made as they are read (never listed); `at_quarters`
+    is called with 1, 2, 3 when a quarter, half, three quarters of them have been read."""
     block = 5000
+    marks = {n * q // 4: q for q in (1, 2, 3)}
     for start in range(0, n, block):
         for row in _items(min(block, n - start)):
             index = start + int(row["id"][1:])
+            if at_quarters is not None and index in marks:
+                at_quarters(marks[index])
             yield {**row, "id": f"big{index}", "prompt": f"{row['prompt']} [{index}]"}
 
 
@@ -111,10 +117,24 @@ def _measure(database_url: str, folder: Path, n_items: int, with_worker: bool, e
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             load_before = _load()
+            quarters: list[float] = []  # the API's RSS as a quarter, half, ... of the items were read
+            start_sent: list[float] = []
+
+            def on_request(request: Any) -> None:
+                if request.url.path.endswith("/start"):
+                    start_sent.append(time.perf_counter())
+                    quarters.append(_rss_mb(pid, "VmRSS"))  # every page stored
+
+            client._http.event_hooks["request"].append(on_request)
             started = time.perf_counter()
-            job_handle = client.submit(_item_stream(n_items), profile, start_early=early)
+            items = _item_stream(n_items, lambda _: quarters.append(_rss_mb(pid, "VmRSS")))
+            job_handle = client.submit(items, profile, start_early=early)
             upload_s = time.perf_counter() - started
-            result.update(upload_s=round(upload_s, 1), upload_items_per_s=round(n_items / upload_s),
+            start_s = time.perf_counter() - start_sent[0] if start_sent else 0.0
+            quarters.append(_rss_mb(pid, "VmRSS"))  # started: every batch sent
+            result.update(upload_s=round(upload_s, 1), pages_s=round(upload_s - start_s, 1),
+                          start_s=round(start_s, 1), upload_items_per_s=round(n_items / (upload_s - start_s)),
+                          api_rss_at_quarters_pages_started_mb=[round(value, 1) for value in quarters],
                           load_before=load_before, load_after_upload=_load())
             if worker is not None:
                 job, first = _wait_done(client, job_handle.id, started, 6 * 3600)

@@ -215,7 +215,7 @@ def start(bind: Bind, job_id: str) -> Started:
             values.update(status="queued", summary_keys=json.dumps(plan, ensure_ascii=False))
         conn.execute(update(Job).where(col(Job.id) == job_id).values(**values))
         if early:
-            repo._finish_if_complete(conn, job_id)
+            repo.finish_if_complete(conn, job_id)  # in this transaction: the job row is locked
         row = conn.execute(select(Job).where(col(Job.id) == job_id)).mappings().one()
         job = Job.model_validate(dict(row))
     return Started(job, started=True, enqueue_from=job.n_items if early else 0)

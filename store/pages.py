@@ -122,6 +122,7 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
             raise PageRefused("too_many", f"this page of {page.count} item(s) would take the job to "
                               f"{job.n_items + page.count} items, more than {limits.max_job_items} per job")
         if limits.quota is not None and limits.quota.limited:
+            repo.lock_quota(conn, owner)
             repo.check_page_quota(conn, owner, job_id, job.n_items, page.count, limits.quota)
         first = job.n_items
         stored_count = _insert_rows(conn, job_id, first, page.rows)

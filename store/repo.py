@@ -309,8 +309,8 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
     )
     try:
         with writing(bind) as conn:
-            if quota is not None and quota.limited and conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _owner_lock_key(owner)})
+            if quota is not None and quota.limited:
+                lock_quota(conn, owner)
             conn.execute(insert(Job).values(**job.model_dump()))
             if quota is not None and quota.limited:
                 _check_quota(conn, job, quota)
@@ -334,6 +334,13 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
                 return _replayed(bind, existing, fingerprint)
         raise
     return JobCreated(job, created=True)
+
+
+def lock_quota(conn: Connection, owner: str) -> None:
+    """Serialize, until `conn`'s transaction ends, the writes that check `owner`'s daily quota (new
+    jobs, pages of staged jobs): an advisory lock per owner on PostgreSQL; SQLite has one writer."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _owner_lock_key(owner)})
 
 
 def _owner_lock_key(owner: str) -> int:

@@ -74,10 +74,11 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["pjudge"] = ApiState(engine=engine, enqueue=enqueue or _default_enqueue, settings=settings)
 
-    from api import credentials, dashboard, health, jobs, openapi, personalization, stats, webhooks
+    from api import credentials, dashboard, health, jobs, openapi, pages, personalization, stats, webhooks
+    from api.pages import upload_limit
 
-    for blueprint in (jobs.bp, personalization.bp, stats.bp, credentials.bp, health.bp, openapi.bp, dashboard.bp,
-                      webhooks.bp):
+    for blueprint in (jobs.bp, pages.bp, personalization.bp, stats.bp, credentials.bp, health.bp, openapi.bp,
+                      dashboard.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
 
@@ -87,7 +88,8 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
         g.started_ns = time.time_ns()
         # Checked before authentication too: an oversized upload is refused without touching the database.
         length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
+        limit = upload_limit(settings) or settings.max_body_bytes
+        if length is not None and length > limit:
             raise RequestEntityTooLarge()
 
     @app.after_request

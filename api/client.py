@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import io
 import json
 import os
@@ -60,6 +61,10 @@ __all__ = ["ApiCallError", "AsyncClient", "AsyncJob", "Client", "Job", "Retry", 
 TERMINAL = ("done", "failed", "cancelled", "budget_exhausted")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 PAGE = 1000  # verdicts and queue entries asked for per page (the server's maximum)
+# submit: items up to this many (and this many bytes of JSON) go in one POST /v1/jobs; more go to a
+# staged job a page of this size at a time (POST /v1/jobs/{id}/items, then /start).
+PAGE_ITEMS = 5000
+PAGE_BYTES = 8 * 1024 * 1024
 
 Items = Iterable[PairItem | Mapping[str, Any]] | str | Path
 Labels = Mapping[str, Label | None] | Iterable[Mapping[str, Any]]
@@ -258,6 +263,81 @@ class _Replace:
             self.temporary.unlink(missing_ok=True)
 
 
+def _document(item: PairItem | Mapping[str, Any]) -> dict[str, Any]:
+    return item.model_dump(mode="json", exclude_none=True) if isinstance(item, PairItem) else dict(item)
+
+
+class _Pages:
+    """A submit's items read lazily into pages of at most `page_items` items and `page_bytes` of
+    JSON: `first` is the first page; `more` whether any item follows it. Only one page is held at a
+    time, so an iterable of any size (a generator) is never held whole. `labels` (a staged job's:
+    the server takes none with it) are folded into the items they name as they pass."""
+
+    def __init__(self, items: Items, page_items: int, page_bytes: int):
+        if isinstance(items, str | Path):
+            from judge.jsonl import read_items
+
+            items = read_items(Path(items))  # validated locally (file, line, field) before any request
+        self._items = iter(items)
+        self.page_items, self.page_bytes = max(1, page_items), page_bytes
+        self._next: dict[str, Any] | None = None
+        self.labels: dict[str, Label | None] | None = None
+        self.first = self._take()
+        self.more = self._peek()
+
+    def _peek(self) -> bool:
+        if self._next is None:
+            item = next(self._items, None)
+            self._next = None if item is None else _document(item)
+        return self._next is not None
+
+    def _take(self) -> list[dict[str, Any]]:
+        page: list[dict[str, Any]] = []
+        size = 0
+        while len(page) < self.page_items and self._peek():
+            document, self._next = self._next, None
+            assert document is not None
+            size += len(json.dumps(document, ensure_ascii=False).encode("utf-8")) + 1
+            page.append(document)
+            if size >= self.page_bytes:
+                break
+        return page
+
+    def with_labels(self, labels: Labels) -> None:
+        self.labels = {str(d["id"]): d.get("human_label") for d in label_documents(labels)}
+
+    def pages(self) -> Iterator[list[dict[str, Any]]]:
+        """Every page, the first included; ValueError at the end for labels of ids no item had."""
+        page = self.first
+        while page:
+            if self.labels is not None:
+                for document in page:
+                    if document.get("id") in self.labels:
+                        document["human_label"] = self.labels.pop(document["id"])
+            yield page
+            page = self._take()
+        if self.labels:
+            shown = ", ".join(repr(i[:100]) for i in list(self.labels)[:10])
+            raise ValueError(f"labels name {len(self.labels)} id(s) no item has: {shown}")
+
+
+def _page_key(key: str, what: str) -> str:
+    """The Idempotency-Key of one request of a staged submit under `key`: the same on every try
+    and every resubmission with the same key (at most 255 characters, as the server takes)."""
+    if len(key) > 200:
+        key = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key}/{what}"
+
+
+def _staged_body(profile: Any, max_cost_usd: float | None, start_early: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"profile": profile_document(profile), "staged": True}
+    if start_early:
+        body["start_early"] = True
+    if max_cost_usd is not None:
+        body["max_cost_usd"] = max_cost_usd
+    return body
+
+
 class _Bar:
     """The rich progress bar of `pjudge submit --wait` (on stderr), or nothing."""
 
@@ -377,13 +457,32 @@ class Client:
 
     def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty", *,
                labels: Labels | None = None, max_cost_usd: float | None = None,
-               idempotency_key: str | None = None) -> Job:
-        """POST /v1/jobs: the items (PairItems, dicts, or a JSONL path) as one job; its handle. The
-        same `idempotency_key` again returns the same job (`job.replayed`)."""
-        body = _submit_body(items, profile, labels, max_cost_usd)
-        response = self.request("POST", "/v1/jobs", body, idempotency_key=idempotency_key)
-        accepted = JobAccepted.model_validate(response.json())
-        return Job(self, accepted.job_id, accepted, replayed=response.headers.get("Idempotent-Replayed") == "true")
+               idempotency_key: str | None = None, page_items: int = PAGE_ITEMS, start_early: bool = False) -> Job:
+        """The items (PairItems, dicts, or a JSONL path; any iterable, a generator of millions
+        included) as one job; its handle. Up to `page_items` items (and PAGE_BYTES of JSON) go in
+        one POST /v1/jobs; more make a staged job filled a page at a time, then started (with
+        `start_early`, judged from its first page on). The same `idempotency_key` again returns the
+        same job (`job.replayed`), every page of a staged job included: a submit cut short can be
+        sent again with its key and resumes."""
+        key = idempotency_key or str(uuid.uuid4())
+        cut = _Pages(items, page_items, PAGE_BYTES)
+        if not cut.more:
+            body = _submit_body(cut.first, profile, labels, max_cost_usd)
+            response = self.request("POST", "/v1/jobs", body, idempotency_key=key)
+            accepted = JobAccepted.model_validate(response.json())
+            return Job(self, accepted.job_id, accepted, replayed=response.headers.get("Idempotent-Replayed") == "true")
+        if labels is not None:
+            cut.with_labels(labels)
+        response = self.request("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, start_early),
+                                idempotency_key=key)
+        replayed = response.headers.get("Idempotent-Replayed") == "true"
+        job_id = JobAccepted.model_validate(response.json()).job_id
+        for number, page in enumerate(cut.pages()):
+            self.request("POST", f"/v1/jobs/{job_id}/items", {"items": page},
+                         idempotency_key=_page_key(key, f"items/{number}"))
+        started = self.request("POST", f"/v1/jobs/{job_id}/start", idempotency_key=_page_key(key, "start"))
+        accepted = JobAccepted.model_validate(started.json())
+        return Job(self, job_id, accepted, replayed=replayed)
 
     def job(self, job_id: str) -> Job:
         """The handle of an existing job."""
@@ -429,8 +528,14 @@ class Job:
                 time.sleep(poll)
                 job = self.status()
 
-    def verdicts(self, page_size: int = PAGE) -> Iterator[Verdict]:
-        """Every verdict, in input order, a page at a time (the keyset cursor)."""
+    def verdicts(self, page_size: int = PAGE, stream: bool = False) -> Iterator[Verdict]:
+        """Every verdict, in input order, a page at a time (the keyset cursor); with `stream`, as
+        one response (GET /v1/jobs/{id}/verdicts.jsonl: fastest for a large job, but a connection
+        lost midway raises rather than resumes)."""
+        if stream:
+            for line in self.client._lines(f"/v1/jobs/{self.id}/verdicts.jsonl", {}):
+                yield Verdict.model_validate_json(line)
+            return
         cursor: str | None = None
         while True:
             params = _query({"limit": page_size, "cursor": cursor})
@@ -595,12 +700,28 @@ class AsyncClient:
 
     async def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty",
                      *, labels: Labels | None = None, max_cost_usd: float | None = None,
-                     idempotency_key: str | None = None) -> AsyncJob:
-        body = _submit_body(items, profile, labels, max_cost_usd)
-        response = await self.request("POST", "/v1/jobs", body, idempotency_key=idempotency_key)
-        accepted = JobAccepted.model_validate(response.json())
-        return AsyncJob(self, accepted.job_id, accepted,
-                        replayed=response.headers.get("Idempotent-Replayed") == "true")
+                     idempotency_key: str | None = None, page_items: int = PAGE_ITEMS,
+                     start_early: bool = False) -> AsyncJob:
+        """`Client.submit`: one POST, or a staged job filled a page at a time."""
+        key = idempotency_key or str(uuid.uuid4())
+        cut = _Pages(items, page_items, PAGE_BYTES)
+        if not cut.more:
+            body = _submit_body(cut.first, profile, labels, max_cost_usd)
+            response = await self.request("POST", "/v1/jobs", body, idempotency_key=key)
+            accepted = JobAccepted.model_validate(response.json())
+            return AsyncJob(self, accepted.job_id, accepted,
+                            replayed=response.headers.get("Idempotent-Replayed") == "true")
+        if labels is not None:
+            cut.with_labels(labels)
+        response = await self.request("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, start_early),
+                                      idempotency_key=key)
+        replayed = response.headers.get("Idempotent-Replayed") == "true"
+        job_id = JobAccepted.model_validate(response.json()).job_id
+        for number, page in enumerate(cut.pages()):
+            await self.request("POST", f"/v1/jobs/{job_id}/items", {"items": page},
+                               idempotency_key=_page_key(key, f"items/{number}"))
+        started = await self.request("POST", f"/v1/jobs/{job_id}/start", idempotency_key=_page_key(key, "start"))
+        return AsyncJob(self, job_id, JobAccepted.model_validate(started.json()), replayed=replayed)
 
     def job(self, job_id: str) -> AsyncJob:
         return AsyncJob(self, job_id)
@@ -641,7 +762,11 @@ class AsyncJob:
                 await asyncio.sleep(poll)
                 job = await self.status()
 
-    async def verdicts(self, page_size: int = PAGE) -> AsyncIterator[Verdict]:
+    async def verdicts(self, page_size: int = PAGE, stream: bool = False) -> AsyncIterator[Verdict]:
+        if stream:
+            async for line in self.client._lines(f"/v1/jobs/{self.id}/verdicts.jsonl", {}):
+                yield Verdict.model_validate_json(line)
+            return
         cursor: str | None = None
         while True:
             response = await self.client.request("GET", f"/v1/jobs/{self.id}/verdicts",

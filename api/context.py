@@ -18,6 +18,8 @@ from store.models import Job
 from store.repo import hash_key
 
 Enqueue = Callable[[Job], object]  # sends a stored job to the workers; what it returns is unused
+# Sends positions [start, end) of a job started early (api.pages) to the workers.
+EnqueueRange = Callable[[Job, int, int], object]
 
 @dataclass(frozen=True)
 class ApiSettings:
@@ -27,6 +29,7 @@ class ApiSettings:
     config: Settings
     batch_size: int
     max_body_bytes: int
+    max_upload_bytes: int  # an NDJSON upload of items (api.pages), read a line at a time
     # Hashes of the keys listed in PJUDGE_API_KEYS; the keys themselves are not kept.
     env_key_hashes: frozenset[str]
     # Off by default: a profile sent over HTTP may not name files on the server (profile or
@@ -52,6 +55,7 @@ class ApiSettings:
             config=config,
             batch_size=config.batch_size,
             max_body_bytes=int(config.max_body_mb * 1024 * 1024),
+            max_upload_bytes=int(config.max_upload_mb * 1024 * 1024),
             env_key_hashes=frozenset(hash_key(key) for key in config.api_key_values),
             allow_server_paths=config.api_allow_server_paths,
             metrics_require_auth=config.metrics_auth,
@@ -68,6 +72,7 @@ class ApiState:
     settings: ApiSettings
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     database_metrics: DatabaseCollector | None = None  # made on the first scrape (api.health)
+    enqueue_range: EnqueueRange | None = None  # None: worker.tasks.enqueue_range
     throttle: AuthThrottle = field(init=False)
 
     def __post_init__(self) -> None:

@@ -251,6 +251,23 @@ def _request_object(shape: str, fields: Mapping[str, object]) -> dict[str, Any]:
     return body
 
 
+def staged_request(body: dict[str, Any]) -> repo.Staged | None:
+    """The POST /v1/jobs body's `staged` and `start_early` (api.pages; None: a job of the items in the body)."""
+    staged, early = body.get("staged"), body.get("start_early")
+    for name, value in (("staged", staged), ("start_early", early)):
+        if value is not None and not isinstance(value, bool):
+            raise invalid(f"{name}: true or false", [problem(name, "must be a boolean")])
+    if not staged:
+        if early:
+            raise invalid("start_early needs staged: true", [problem("start_early", "only with staged: true")])
+        return None
+    problems = [problem(name, "not with staged: true: send the items in pages (POST /v1/jobs/{id}/items)")
+                for name in ("items", "labels") if body.get(name) not in (None, [])]
+    if problems:
+        raise invalid(summarize(problems, "invalid staged job"), problems)
+    return repo.Staged(start_early=bool(early))
+
+
 # ---------------------------------------------------------------- routes
 
 @bp.post("")
@@ -258,9 +275,13 @@ def create_job() -> Response:
     idempotency_key = _idempotency_key()
     body = _request_object("{items, profile, labels?}", JobCreate.model_fields)
     settings = state().settings
-    items = _validate_items(body.get("items"))
+    staged = staged_request(body)  # a job filled in pages (api.pages): no items now
+    items = _validate_items(body.get("items")) if staged is None else []
     profile = resolve_judging(body.get("profile"), settings, current_owner())
-    if body.get("labels") is not None:
+    if staged is not None and staged.start_early and isinstance(profile, JudgeProfile) and profile.mode == "batch":
+        raise invalid("start_early is not supported with profile mode 'batch'",
+                      [problem("start_early", "not supported with mode 'batch'")])
+    if staged is None and body.get("labels") is not None:
         labels = _validate_labels(body["labels"], "labels")
         by_id = {label.id: label.human_label for label in labels}
         known = {item.id for item in items}
@@ -281,7 +302,7 @@ def create_job() -> Response:
     try:
         created = repo.create_job(state().engine, owner, items, profile, idempotency_key=idempotency_key,
                                   batch_size=settings.batch_size, quota=daily_quota(), max_cost_usd=max_cost_usd,
-                                  webhook_url=webhook_url)
+                                  webhook_url=webhook_url, staged=staged)
     except repo.QuotaExceeded as exc:
         raise quota_error(exc, "items") from None
     job = created.job
@@ -294,7 +315,8 @@ def create_job() -> Response:
     if webhook_url is not None:
         webhooks.secret_of(state().engine, owner)  # made now: readable (GET /v1/webhook-secret) before the event
     try:
-        state().enqueue(job)
+        if staged is None:
+            state().enqueue(job)
     except Exception as exc:  # noqa: BLE001 - the job is stored; the sweeper re-sends queued jobs
         # The type only: a broker error text can hold its URL, password included.
         log.warning("job %s stored but not enqueued (%s); it stays queued for the sweeper", job.id,

@@ -113,6 +113,21 @@ ROUTES: tuple[Route, ...] = (
                       "B that did not abstain, filtered by min_certainty and consistent_only, in item order, with "
                       "id, winner, p_a, certainty, consistent and judge for weighted or filtered training. Streamed "
                       "from keyset pages: the answer's size is the job's, the server's memory is not."),
+    Route("post", "/v1/jobs/{job_id}/items", "Add a page of items to a staged job (all or none of them).",
+          {200: ("The page is stored (or was, under this Idempotency-Key: Idempotent-Replayed).", s.PageAccepted)},
+          errors=(400, 401, 404, 409, 413, 422, 429), body=s.ItemsPage, parameters=(JOB_ID, IDEMPOTENCY_KEY),
+          description="A JSON page {items} of at most PJUDGE_MAX_PAGE_ITEMS items, or an NDJSON body "
+                      "(Content-Type application/x-ndjson, one pair item a line, up to PJUDGE_MAX_UPLOAD_MB; errors "
+                      "name `line N`). One request is stored whole or not at all. The same Idempotency-Key with the "
+                      "same items adds nothing and answers as the first time; with other items, 409. An id the job "
+                      "already holds is a 422 naming the line; a job started (unless start_early), finished or "
+                      "cancelled is a 409. The daily item quota and PJUDGE_MAX_JOB_ITEMS are checked per page."),
+    Route("post", "/v1/jobs/{job_id}/start", "Start a staged job: no more pages, its items go to the workers.",
+          {202: ("Started.", s.JobAccepted), 200: ("It was started already (nothing changed).", s.JobAccepted)},
+          errors=(401, 404, 409), parameters=(JOB_ID,)),
+    Route("get", "/v1/jobs/{job_id}/verdicts.jsonl", "Every verdict (SPEC 1.2) in item order, streamed.",
+          {200: ("JSON Lines, one verdict per line, as /verdicts pages them.", Verdict)}, parameters=(JOB_ID,),
+          errors=(401, 404), content_type="application/x-ndjson"),
     Route("post", "/v1/personalization",
           "Degree of personalization of response lines (SPEC 1.3, 6): store them and queue the persona-fit "
           "judging of every ordered persona pair as a job of kind personalization.",
@@ -204,6 +219,8 @@ def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
                                                   (s.CredentialCreate, "validation"),
                                                   (s.ErrorBody, "serialization"), (Verdict, "serialization")]
     for route in ROUTES:
+        if isinstance(route.body, type) and issubclass(route.body, BaseModel):
+            models.append((route.body, "validation"))
         for _, model in route.ok.values():
             if isinstance(model, type) and issubclass(model, BaseModel):
                 models.append((model, "serialization"))

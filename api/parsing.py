@@ -113,6 +113,25 @@ def read_json_body() -> Any:
     return document
 
 
+def json_line(raw: bytes) -> Any:
+    """One line of an NDJSON body decoded as strictly as read_json_body decodes a body; ValueError
+    saying why not."""
+    try:
+        document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"malformed JSON: {exc}") from None
+    reason = find_bad_string(document) if _SUSPICIOUS.search(raw) else None
+    if reason:
+        raise ValueError(reason)
+    return document
+
+
 def parse_query(model: type[M]) -> M:
     """Validate the query string with `model`; a bad value is a 400 naming the parameter."""
     args = {key: request.args.get(key) for key in request.args}

@@ -22,7 +22,8 @@ from calibration.counts import grid_index
 from judge.profiles import DEFAULT_PROFILE, JudgeProfile, Price
 from judge.records import Choice, Label, PairItem, StageVerdict, Verdict
 
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "budget_exhausted"]
+# "open": a staged job taking pages of items, not started (api.pages).
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "budget_exhausted", "open"]
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 MAX_ITEM_ID = 512  # job_items.item_id is VARCHAR(512)
 MAX_NAME = 255
@@ -149,7 +150,8 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    items: list[PairItem] = Field(min_length=1)
+    items: list[PairItem] | None = Field(default=None, description="The pair items (at least one); absent (or "
+                                         "empty) with staged: true.")
     profile: str | ProfileOverrides | CascadeIn | None = Field(
         default=DEFAULT_PROFILE,
         description="A built-in or stored profile's (or cascade's) name, an object of overrides, or a cascade "
@@ -162,6 +164,10 @@ class JobCreate(BaseModel):
         "not judged have no verdict). Batches already running finish, so the cost may pass it by at most about "
         "one batch of calls.")
     webhook_url: str | None = Field(default=None, max_length=2048, description=WEBHOOK_URL)
+    staged: bool | None = Field(default=None, description="Create the job empty (status open): add its items in "
+                                "pages (POST /v1/jobs/{job_id}/items), then POST /v1/jobs/{job_id}/start.")
+    start_early: bool | None = Field(default=None, description="With staged: judge each page as it is stored "
+                                     "(status queued from the start); the job is done only after /start.")
 
 
 class EstimateCreate(BaseModel):
@@ -319,6 +325,24 @@ class PersonalizationReportQuery(_Query):
 class JobAccepted(BaseModel):
     job_id: str
     status: JobStatus
+
+
+class PageAccepted(BaseModel):
+    """POST /v1/jobs/{job_id}/items: where the page's items went."""
+
+    job_id: str
+    status: JobStatus
+    first_position: int = Field(description="The position of the page's first item in the job.")
+    added: int = Field(description="Items of this page.")
+    items: int = Field(description="Items of the job so far.")
+
+
+class ItemsPage(BaseModel):
+    """POST /v1/jobs/{job_id}/items as JSON (or an NDJSON body: one pair item a line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[PairItem] = Field(min_length=1)
 
 
 class JobCounts(BaseModel):

@@ -164,6 +164,14 @@ class Settings(BaseSettings):
     max_job_mb: float = Field(default=200.0, gt=0, description="Largest job, in MB of stored pair items (JSON), "
                               "checked before anything is stored: POST /v1/jobs and the pair items "
                               "/v1/personalization expands its responses into (422 beyond).")
+    max_job_items: int = Field(default=1_000_000, ge=1, description="Most pair items of a staged job (filled "
+                               "in pages by POST /v1/jobs/{id}/items; 422 beyond).")
+    max_page_items: int = Field(default=10_000, ge=1, description="Most pair items of one JSON page of "
+                                "POST /v1/jobs/{id}/items (422 beyond; an NDJSON upload is bounded by "
+                                "max_job_items and max_upload_mb).")
+    max_upload_mb: float = Field(default=1024.0, gt=0, description="Largest NDJSON upload to "
+                                 "POST /v1/jobs/{id}/items, in MB (413 beyond): read a line at a time and "
+                                 "spooled to a temporary file, never held in memory.")
     serve_header_timeout: float = Field(default=10.0, gt=0, description="Seconds a connection may take to send "
                                         "a request's headers, counted from its first byte (waitress); then it "
                                         "is closed, however slowly it keeps sending.")

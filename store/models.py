@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     ColumnElement,
     Float,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    false,
     true,
 )
 from sqlmodel import Field, SQLModel, col
@@ -96,6 +98,12 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    # A staged job (store.pages) takes pages of items while this is true: from its creation until
+    # POST /v1/jobs/{id}/start. It is never done while true, even with a verdict for every item so far.
+    open_for_items: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    # While a staged job is open: JSON of the metadata group names its pages hold so far
+    # (store.summaries.PlanState), from which start fixes summary_keys; null otherwise.
+    plan_state: str | None = Field(default=None, sa_column=Column(Text))
 
 
 # Positions (job_items, verdicts) are INTEGER columns: PostgreSQL refuses a larger value even in a
@@ -115,6 +123,23 @@ class JobItem(SQLModel, table=True):
     item_id: str = Field(max_length=512)
     position: int
     item_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class JobPage(SQLModel, table=True):
+    """A page of items added to a staged job (POST /v1/jobs/{id}/items) under an Idempotency-Key:
+    where its items went and the SHA-256 of what they were, so that the page sent again adds
+    nothing and answers as the first time (store.pages)."""
+
+    __tablename__ = "job_pages"
+    __table_args__ = (UniqueConstraint("job_id", "page_key", name="uq_job_pages_job_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=36)
+    page_key: str = Field(max_length=255)
+    first_position: int
+    n_items: int
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class JobInput(SQLModel, table=True):

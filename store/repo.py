@@ -98,6 +98,18 @@ def key_is_active(bind: Bind, key_hash: str) -> bool:
 # ---------------------------------------------------------------- jobs
 
 @dataclass(frozen=True)
+class Staged:
+    """A job created empty and filled in pages (store.pages); `start_early`: its pages are judged
+    as they arrive, before POST /v1/jobs/{id}/start."""
+
+    start_early: bool = False
+
+    def inputs(self) -> dict[str, Any]:
+        """What the request fingerprint counts beside the profile (no items yet)."""
+        return {"staged": True, "start_early": self.start_early}
+
+
+@dataclass(frozen=True)
 class JobCreated:
     job: Job
     created: bool
@@ -218,14 +230,30 @@ def _check_quota(conn: Connection, job: Job, quota: DailyQuota) -> None:
     """Raise QuotaExceeded when the new job's items, or any new job once the cost limit is spent,
     would take its owner over the quota, counting the owner's other jobs created in the 24 h
     before it."""
-    now, new_items = job.created_at, job.n_items
-    where = _quota_window(job.owner, now, other_than=job.id)
+    _check_quota_of(conn, job.created_at, _quota_window(job.owner, job.created_at, other_than=job.id),
+                    0, job.n_items, quota)
+
+
+def check_page_quota(conn: Connection, owner: str, job_id: str, job_items: int, new_items: int,
+                     quota: DailyQuota) -> None:
+    """_check_quota for a page of `new_items` added to a staged job that holds `job_items` so far
+    (store.pages): QuotaExceeded's retry_after is None when the job with its pages can never fit."""
+    now = utcnow()
+    _check_quota_of(conn, now, _quota_window(owner, now, other_than=job_id), job_items, new_items, quota)
+
+
+def _check_quota_of(conn: Connection, now: datetime, where: Sequence[ColumnElement[bool]],
+                    already: int, new_items: int, quota: DailyQuota) -> None:
+    """QuotaExceeded when `new_items` more, beside the jobs `where` selects and `already` items of
+    the job itself, would pass the quota."""
     items, cost = _quota_usage(conn, where)
+    items += already
     if quota.items is not None and items + new_items > quota.items:
         limit = quota.items
-        if new_items > limit:
+        if already + new_items > limit:
             raise QuotaExceeded("items", limit, items, new_items, None)
-        wait = _seconds_until_fits(conn, where, now, col(Job.n_items), lambda left: left + new_items <= limit)
+        wait = _seconds_until_fits(conn, where, now, col(Job.n_items),
+                                   lambda left: left + already + new_items <= limit)
         raise QuotaExceeded("items", limit, items, new_items, wait)
     if quota.cost_usd is not None and cost >= quota.cost_usd:
         limit_usd = quota.cost_usd
@@ -250,7 +278,8 @@ def _seconds_until_fits(conn: Connection, where: Sequence[ColumnElement[bool]], 
 def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judging,
                idempotency_key: str | None = None, batch_size: int = 32, kind: str = "pairwise",
                inputs: Mapping[str, Any] | None = None, quota: DailyQuota | None = None,
-               max_cost_usd: float | None = None, webhook_url: str | None = None) -> JobCreated:
+               max_cost_usd: float | None = None, webhook_url: str | None = None,
+               staged: Staged | None = None) -> JobCreated:
     """Store a job and all its items in one transaction (all or nothing).
 
     `inputs`: what the job's report needs beyond its items (a JSON object, see `job_inputs`); stored
@@ -263,26 +292,32 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
     replay of an Idempotency-Key returns the existing job without a quota check. `max_cost_usd`:
     the job's budget (store.budget), part of the request's fingerprint. `webhook_url`: where the
     job's end is posted (store.webhooks: its event is stored with the job), part of it too.
+    `staged`: a job created without items, filled in pages (store.pages).
     """
-    fingerprint = fingerprint_of_request(kind, items, profile, inputs, max_cost_usd, webhook_url)
+    fingerprint = fingerprint_of_request(kind, items, profile, staged.inputs() if staged else inputs, max_cost_usd,
+                                         webhook_url)
     if idempotency_key:
         existing = find_job_by_idempotency_key(bind, owner, idempotency_key)
         if existing is not None:
             return _replayed(bind, existing, fingerprint)
     plan = summaries.plan_group_keys(items)
     info = judge_info(profile)
+    status, open_for_items, plan_state = "queued", False, None
+    if staged is not None:  # plan: none while it runs early (every key overflows), else fixed at start
+        status, open_for_items, plan_state = ("queued" if staged.start_early else "open"), True, (
+            None if staged.start_early else "{}")
     job = Job(
         id=str(uuid.uuid4()), owner=owner, kind=kind, idempotency_key=idempotency_key,
         profile_name=info.profile, provider=info.provider, model=info.model,
         profile_json=(profile.model_dump_json() if isinstance(profile, JudgeProfile)
                       else json.dumps(stored_judging(profile), ensure_ascii=False)), batch_size=batch_size, n_items=len(items),
         summary_keys=json.dumps(plan, ensure_ascii=False), request_fingerprint=fingerprint,
-        max_cost_usd=max_cost_usd,
+        max_cost_usd=max_cost_usd, status=status, open_for_items=open_for_items, plan_state=plan_state,
     )
     try:
         with writing(bind) as conn:
-            if quota is not None and quota.limited and conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _owner_lock_key(owner)})
+            if quota is not None and quota.limited:
+                lock_quota(conn, owner)
             conn.execute(insert(Job).values(**job.model_dump()))
             if quota is not None and quota.limited:
                 _check_quota(conn, job, quota)
@@ -308,6 +343,13 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
                 return _replayed(bind, existing, fingerprint)
         raise
     return JobCreated(job, created=True)
+
+
+def lock_quota(conn: Connection, owner: str) -> None:
+    """Serialize, until `conn`'s transaction ends, the writes that check `owner`'s daily quota (new
+    jobs, pages of staged jobs): an advisory lock per owner on PostgreSQL; SQLite has one writer."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _owner_lock_key(owner)})
 
 
 def _owner_lock_key(owner: str) -> int:
@@ -394,8 +436,8 @@ def mark_running(bind: Bind, job_id: str) -> None:
 def cancel_job(bind: Bind, job_id: str) -> bool:
     with writing(bind) as conn:
         result = conn.execute(
-            update(Job).where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE))
-            .values(status="cancelled", finished_at=utcnow(), updated_at=utcnow())
+            update(Job).where(col(Job.id) == job_id, col(Job.status).in_((*ACTIVE, "open")))
+            .values(status="cancelled", finished_at=utcnow(), updated_at=utcnow(), open_for_items=False)
         )
     return bool(result.rowcount)
 
@@ -511,7 +553,8 @@ def record_verdicts(bind: Bind, job_id: str, verdicts: Iterable[tuple[int, Verdi
 # A batch's counts, and the job's completion when these were its last verdicts: one statement,
 # whose SET expressions all see the row as it was (so the last of concurrent writers, which waits
 # for the others' row lock, always sees every verdict; completion needs no coordinator).
-_COMPLETE = f"status IN ({', '.join(repr(status) for status in ACTIVE)}) AND n_verdicts + :verdicts >= n_items"
+_COMPLETE = (f"status IN ({', '.join(repr(status) for status in ACTIVE)}) AND n_verdicts + :verdicts >= n_items"
+             " AND NOT open_for_items")
 _ADD_TO_JOB = text(
     "UPDATE jobs SET n_verdicts = n_verdicts + :verdicts, n_calls = n_calls + :calls,"
     " n_failed_calls = n_failed_calls + :failed_calls, n_failed_items = n_failed_items + :failed_items,"
@@ -542,7 +585,7 @@ def finish_if_complete(bind: Bind, job_id: str) -> bool:
 def _finish_if_complete(conn: Connection, job_id: str) -> bool:
     result = conn.execute(
         update(Job).where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE),
-                          col(Job.n_verdicts) >= col(Job.n_items))
+                          col(Job.n_verdicts) >= col(Job.n_items), col(Job.open_for_items).is_(False))
         .values(status="done", finished_at=utcnow(), updated_at=utcnow())
     )
     return bool(result.rowcount)

@@ -171,20 +171,64 @@ def never_summarized(key: str) -> bool:
 def plan_group_keys(items: Iterable[PairItem]) -> Plan:
     """{metadata key: summarized?} for a new job: at most MAX_GROUP_KEYS keys (in sorted order)
     whose values take at most MAX_GROUP_VALUES group names, each short enough."""
-    names: dict[str, set[str]] = {}
-    unfit: set[str] = set()
+    state: PlanState = {}
+    add_to_plan_state(state, items)
+    return plan_of_state(state)
+
+
+# The group names a job's items take so far, by metadata key (None: the key cannot be summarized):
+# what plan_group_keys folds items into, kept between the pages of a staged job (store.pages).
+PlanState = dict[str, list[str] | None]
+MAX_PLANNED_KEYS = 1024  # a staged job's keys beyond these are not summarized (their verdicts overflow)
+
+
+def add_to_plan_state(state: PlanState, items: Iterable[PairItem], max_keys: int | None = None) -> None:
+    """Fold `items`' metadata into `state` (in place). `max_keys`: keys first seen once the state
+    holds that many are left out of it (so out of the plan: their verdicts overflow)."""
+    seen_sets: dict[str, set[str]] = {}
     for item in items:
         for key, value in item.metadata.items():
-            if value is None or key in unfit:
+            if value is None:
                 continue  # None is the "(missing)" group: never a row of its own
-            seen = names.setdefault(key, set())
+            if key not in state:
+                if max_keys is not None and len(state) >= max_keys:
+                    continue
+                state[key] = []
+            names = state[key]
+            if names is None:
+                continue
+            seen = seen_sets.setdefault(key, set(names))
             name = group_key(value)
             if not _fits(key, name) or (name not in seen and len(seen) >= MAX_GROUP_VALUES):
-                unfit.add(key)
+                state[key] = None
                 continue
-            seen.add(name)
-    kept = sorted(k for k in names if k not in unfit)[:MAX_GROUP_KEYS]
-    return {key: key in kept for key in sorted(names)}
+            if name not in seen:
+                seen.add(name)
+                names.append(name)
+
+
+def merge_plan_states(state: PlanState, other: PlanState, max_keys: int | None = None) -> None:
+    """Fold `other` (a later page's state) into `state` in place, as if its items had been added."""
+    for key, names in other.items():
+        if key not in state:
+            if max_keys is not None and len(state) >= max_keys:
+                continue
+            state[key] = []
+        mine = state[key]
+        if mine is None:
+            continue
+        if names is None:
+            state[key] = None
+            continue
+        held = set(mine)
+        mine.extend(name for name in names if name not in held)
+        if len(mine) > MAX_GROUP_VALUES:
+            state[key] = None
+
+
+def plan_of_state(state: PlanState) -> Plan:
+    kept = sorted(key for key, names in state.items() if names is not None)[:MAX_GROUP_KEYS]
+    return {key: key in kept for key in sorted(state)}
 
 
 def verdict_groups(metadata: Mapping[str, Any], plan: Plan | None) -> tuple[dict[str, str], list[str]]:

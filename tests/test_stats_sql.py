@@ -362,7 +362,8 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
                       provider=profile.provider, model=profile.model, profile_json=profile.model_dump_json(),
                       n_items=len(items), created_at=T0 + timedelta(seconds=j))
             conn.execute(insert(Job.__table__), [job.model_dump(exclude={"summary_keys", "request_fingerprint",
-                                                                               "max_cost_usd"})])
+                                                                               "max_cost_usd", "open_for_items",
+                                                                               "plan_state"})])
             conn.execute(insert(JobItem.__table__), [
                 {"job_id": job.id, "item_id": it.id, "position": i, "item_json": it.model_dump_json()}
                 for i, it in enumerate(items)])

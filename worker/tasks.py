@@ -9,7 +9,8 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 from celery import Celery, Task
@@ -21,7 +22,7 @@ from judge.endpoints import Access, AccessError
 from judge.profiles import CascadeProfile, JudgeProfile, Judging
 from judge.records import JudgeInfo, PairItem, Verdict
 from judge.runner import Judge, RateLimiter
-from store import budget, repo
+from store import budget, pages, repo
 from store.db import database_errors, get_engine, transaction
 from store.models import Job
 from worker import lanes, telemetry
@@ -299,25 +300,40 @@ def _send(celery_app: Celery, job_id: str, start: int, end: int, queue: str = QU
                          producer=producer)
 
 
-def send_batches(celery_app: Celery, job_id: str, ranges: Sequence[tuple[int, int]], queue: str = QUEUE) -> None:
-    """One task per batch range, in one broker round trip: the messages go out as one Redis
-    pipeline of LPUSHes (kombu's Producer.batch, kombu 5.7+), not one round trip each (157 round
-    trips took most of a 5,000-item POST on a loaded machine, and the first verdict waited for
-    them). Without batch publishing, or when the pipeline fails (delivery uncertain), each message
-    is sent on its own: a message sent twice is harmless, the writes are idempotent."""
-    if len(ranges) > 1:
-        try:
-            with celery_app.producer_or_acquire() as producer:
-                if getattr(producer, "supports_batch_publish", False):
-                    with producer.batch():
-                        for start, end in ranges:
-                            _send(celery_app, job_id, start, end, queue, producer)
-                    return
-        except Exception as exc:  # noqa: BLE001 - sent one by one below, which retries and reports
-            log.warning("job %s: batch publishing failed (%s); sending its batches one by one", job_id,
-                        type(exc).__name__)
-    for start, end in ranges:
-        _send(celery_app, job_id, start, end, queue)
+PUBLISH_CHUNK = 500  # batch messages per Redis pipeline
+
+
+def send_batches(celery_app: Celery, job_id: str, ranges: Iterable[tuple[int, int]],
+                 queue: str = QUEUE) -> int:
+    """One task per batch range, a broker round trip per PUBLISH_CHUNK of them: the messages go out
+    as Redis pipelines of LPUSHes (kombu's Producer.batch, kombu 5.7+), not one round trip each
+    (157 round trips took most of a 5,000-item POST on a loaded machine, and the first verdict
+    waited for them); ranges are taken a chunk at a time, so a million-item job's 31,250 messages
+    are never all in memory. Without batch publishing, or when a pipeline fails (delivery
+    uncertain), that chunk's messages are sent one by one: a message sent twice is harmless, the
+    writes are idempotent. Returns how many were sent."""
+    sent = 0
+    it = iter(ranges)
+    while chunk := list(islice(it, PUBLISH_CHUNK)):
+        if not (len(chunk) > 1 and _publish_pipelined(celery_app, job_id, chunk, queue)):
+            for start, end in chunk:
+                _send(celery_app, job_id, start, end, queue)
+        sent += len(chunk)
+    return sent
+
+
+def _publish_pipelined(celery_app: Celery, job_id: str, chunk: Sequence[tuple[int, int]], queue: str) -> bool:
+    try:
+        with celery_app.producer_or_acquire() as producer:
+            if getattr(producer, "supports_batch_publish", False):
+                with producer.batch():
+                    for start, end in chunk:
+                        _send(celery_app, job_id, start, end, queue, producer)
+                return True
+    except Exception as exc:  # noqa: BLE001 - sent one by one by the caller, which retries and reports
+        log.warning("job %s: batch publishing failed (%s); sending its batches one by one", job_id,
+                    type(exc).__name__)
+    return False
 
 
 def lane_for(celery_app: Celery, owner: str) -> str:
@@ -340,11 +356,20 @@ def task_ranges(job: Job) -> list[tuple[int, int]]:
 
 
 def enqueue_job(job: Job, celery_app: Celery | None = None) -> int:
-    """Send one task per batch of the job, to its owner's lane; returns how many were sent."""
+    """Send one task per batch of the job, to its owner's lane; returns how many were sent. The
+    ranges are made one at a time (a million items are 31,250 of them)."""
+    if is_batch_job(job):
+        return enqueue_range(job, 0, job.n_items, celery_app, batch_size=max(job.n_items, 1))
+    return enqueue_range(job, 0, job.n_items, celery_app)
+
+
+def enqueue_range(job: Job, start: int, end: int, celery_app: Celery | None = None,
+                  batch_size: int | None = None) -> int:
+    """Send positions [start, end) of the job in tasks of its batch size (a staged job started
+    early sends each page as it is stored: store.pages); returns how many were sent."""
     celery_app = celery_app or app
-    batches = task_ranges(job)
-    send_batches(celery_app, job.id, batches, lane_for(celery_app, job.owner))
-    return len(batches)
+    ranges = pages.task_ranges(start, end, batch_size or job.batch_size)
+    return send_batches(celery_app, job.id, ranges, lane_for(celery_app, job.owner))
 
 
 def requeue_missing(engine: Engine, job: Job, celery_app: Celery | None = None) -> int:

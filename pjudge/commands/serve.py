@@ -71,7 +71,8 @@ def plausible_bearer(header: str | None) -> bool:
     return scheme.lower() == "bearer" and 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
 
 
-def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50) -> type[HTTPChannel]:
+def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50,
+                        body_limit: int | None = None) -> type[HTTPChannel]:
     """waitress's channel with its own error answers (a body over the limit refused at header time,
     a body sent without a plausible key to a route that needs one, an unparsable request) written in
     the API's error shape instead of plain text, then a lingering close (see DRAIN_SECONDS).
@@ -79,7 +80,8 @@ def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50) -> 
     Against slow and many clients: a request's headers must be in within `header_timeout` seconds
     of its first byte (waitress's channel_timeout only counts the time since the last byte, so one
     byte every few seconds kept a connection forever), and one client address keeps at most
-    `per_address` connections open (more are closed at once, unanswered)."""
+    `per_address` connections open (more are closed at once, unanswered). `body_limit`: the
+    largest declared body but an NDJSON upload of items (api.pages.is_upload), refused at header time."""
     import socket
     import threading
     import time
@@ -87,13 +89,17 @@ def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50) -> 
     from waitress.channel import HTTPChannel
     from waitress.parser import HTTPRequestParser
     from waitress.task import ErrorTask
-    from waitress.utilities import Error
+    from waitress.utilities import Error, RequestEntityTooLarge
 
     from api.errors import body_too_large_message, error_document, http_code
+    from api.pages import is_upload
 
     class Unauthorized(Error):
         code = 401
         reason = "Unauthorized"
+
+    class BodyTooLarge(RequestEntityTooLarge):
+        """Over the limit of a body other than an upload (waitress's own limit is the upload's)."""
 
     class KeyFirstParser(HTTPRequestParser):
         """Refuses, when the headers are in, a body sent to a route that needs a key without one:
@@ -106,11 +112,17 @@ def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50) -> 
             if has_body and needs_key(path) and not plausible_bearer(self.headers.get("AUTHORIZATION")):
                 self.error = Unauthorized("a request body needs 'Authorization: Bearer <key>'")
                 self.completed = True
+            elif (body_limit is not None and self.content_length > body_limit
+                  and not is_upload(path, self.headers.get("CONTENT_TYPE"))):
+                self.error = BodyTooLarge("body too large")
+                self.completed = True
 
     class JsonErrorTask(ErrorTask):
         def execute(self) -> None:
             error = self.request.error  # type: ignore[attr-defined]  # stubs mistype request
-            if error.code == 413:
+            if isinstance(error, BodyTooLarge):
+                message = body_too_large_message(body_limit)
+            elif error.code == 413:
                 message = body_too_large_message(self.channel.server.adj.max_request_body_size - 1)
             elif error.code == 401:
                 message = f"missing or malformed bearer key: {error.body}"
@@ -225,18 +237,21 @@ def _waitress(app: Flask, host: str, port: int, threads: int, announce: Announce
     from waitress.server import BaseWSGIServer, create_server
 
     config = settings()
-    # waitress reads a whole body before the app runs: with its limit at the API's own, a larger
+    body_limit, upload_limit = app.config["MAX_CONTENT_LENGTH"], app.extensions["pjudge"].settings.max_upload_bytes
+    # waitress reads a whole body before the app runs (spooling a large one to a temporary file):
+    # with its limit at the API's own (an NDJSON upload's; every other body's in the channel), a larger
     # declared Content-Length (or a chunked body growing past it) is refused as soon as seen,
     # instead of waiting for (or spooling) the body. Idle connections are closed after
     # serve_channel_timeout, and up to serve_connection_limit are kept, so that idle clients cannot
     # take every slot from /healthz and real requests.
     server = create_server(
-        app, host=host, port=port, threads=threads, max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1,
+        app, host=host, port=port, threads=threads, max_request_body_size=max(body_limit, upload_limit) + 1,
         connection_limit=config.serve_connection_limit, channel_timeout=config.serve_channel_timeout,
         cleanup_interval=config.serve_cleanup_interval)
     if not isinstance(server, BaseWSGIServer):  # one host and port: one listening socket's server
         raise RuntimeError(f"waitress made a {type(server).__name__} for one host and port")
-    server.channel_class = _json_error_channel(config.serve_header_timeout, config.serve_connections_per_address)
+    server.channel_class = _json_error_channel(config.serve_header_timeout, config.serve_connections_per_address,
+                                               body_limit)
     _raise_file_limit(config.serve_connection_limit)
     bound: int = server.effective_port  # type: ignore[attr-defined]  # waitress sets it; stubs lack it
     announce(bound, f"waitress ({threads} threads)")

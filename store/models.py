@@ -195,6 +195,9 @@ class VerdictRow(SQLModel, table=True):
         Index("ix_verdicts_job_position", "job_id", "position"),
         Index("ix_verdicts_profile_model_created", "profile", "model", "created_at"),
         Index("ix_verdicts_created", "created_at"),
+        # The certainty split at an off-grid threshold reads one bin's verdicts, owner-wide or of one job
+        # (store.stats; migration 0015).
+        Index("ix_verdicts_certainty_bin", "stat_certainty_bin", "job_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -21,7 +21,7 @@ from llm_sim.process import SimProcess
 from tests.support.cli import SHARED_DATA
 
 if TYPE_CHECKING:
-    from tests.support.services import RedisServer, Service
+    from tests.support.services import BackgroundDrops, RedisServer, Service
 
 
 @pytest.fixture(autouse=True)
@@ -97,24 +97,51 @@ def migrated_sqlite(migrated_sqlite_template: Path) -> Callable[[Path], Engine]:
     return copy
 
 
+@pytest.fixture(scope="session")
+def postgres_drops() -> Iterator[BackgroundDrops]:
+    """The session's PostgreSQL test databases are dropped in background threads (a drop waits
+    about a second on the server); the session ends when all are gone."""
+    from tests.support.services import BackgroundDrops
+
+    drops = BackgroundDrops()
+    yield drops
+    drops.wait()
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_template(postgres_drops: BackgroundDrops) -> Iterator[str]:
+    """A PostgreSQL database migrated to the newest revision once per session (skips the test
+    where PJUDGE_TEST_POSTGRES_URL is unset): each test's database is a copy of it."""
+    from store.db import get_engine
+    from tests.support.services import create_postgres_database
+
+    url = create_postgres_database()
+    get_engine(url).dispose()  # migrates; a template must have no open connection
+    yield url
+    postgres_drops.drop(url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path,
            migrated_sqlite: Callable[[Path], Engine]) -> Iterator[Engine]:
     """A migrated database: SQLite (a copy of the session's migrated template), and PostgreSQL
-    (a fresh database, dropped after) where PJUDGE_TEST_POSTGRES_URL is set
-    (create_postgres_database skips otherwise)."""
+    (a copy of the session's migrated template database, dropped after in the background) where
+    PJUDGE_TEST_POSTGRES_URL is set (skipped otherwise). Both copies are at the newest revision
+    already, so get_engine skips Alembic's check."""
     from store.db import get_engine
 
     if request.param == "sqlite":
         yield migrated_sqlite(tmp_path / "db.sqlite")
         return
-    from tests.support.services import create_postgres_database, drop_postgres_database
+    from tests.support.services import copy_postgres_database
 
-    url = create_postgres_database()
-    engine = get_engine(url)
+    template: str = request.getfixturevalue("migrated_postgres_template")
+    drops: BackgroundDrops = request.getfixturevalue("postgres_drops")
+    url = copy_postgres_database(template)
+    engine = get_engine(url, run_migrations=False)
     yield engine
     engine.dispose()
-    drop_postgres_database(url)
+    drops.drop(url)
 
 
 # ---------------------------------------------------------------- the API and the service

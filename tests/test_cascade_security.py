@@ -6,9 +6,11 @@ caller's items and answers odd cursors and limits with a 400, never a 500."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from store import repo
 from store.models import Job
 from tests.support.api import AUTH_A, AUTH_B, count, error_of, judge_all, make_items, new_app, post_job
 
-# slow: hundreds of hostile forms (paths, addresses, odd values), each a request; run by plain scripts/test
+# slow: hundreds of hostile forms (paths, addresses, odd values), each a request (one test loops over a
+# matrix's cases against one app and database); run by plain scripts/test
 pytestmark = [pytest.mark.slow]
 
 PRICES = {"small": {"input_per_mtok": 0.1, "output_per_mtok": 0.4},
@@ -46,6 +49,19 @@ def client(engine: Engine) -> FlaskClient:
     return new_app(engine, lambda job: None, PJUDGE_PRICES=json.dumps(PRICES)).test_client()
 
 
+def check_each(cases: Iterable[Any], check: Callable[[Any], None]) -> None:
+    """`check(case)` for every case, one request each against one app and database (a test per
+    case cost a database per case, about a second each on PostgreSQL); fails naming every case
+    whose check failed, with its assertion."""
+    failed = []
+    for case in cases:
+        try:
+            check(case)
+        except AssertionError as exc:
+            failed.append(f"{case!r}: {exc}")
+    assert not failed, f"{len(failed)} cases failed:\n" + "\n".join(failed)
+
+
 def refused(response: Any) -> tuple[str, str]:
     """(field, message) of a 422, asserting the error shape."""
     assert response.status_code == 422, (response.status_code, response.get_json())
@@ -61,22 +77,24 @@ PATHS = ["/etc/passwd", "../x.toml", "../../etc/passwd", "persona-certainty.toml
          "\uff50ersona-certainty", "persona-certainty\u200b", ".", "..", "-"]
 
 
-@pytest.mark.parametrize("name", PATHS)
-@pytest.mark.parametrize("where", ["top", "stage", "stage.profile", "stage.name", "stage.template"])
 def test_a_profile_named_like_a_path_or_with_unicode_tricks_is_refused_everywhere(
-        client: FlaskClient, engine: Engine, name: str, where: str) -> None:
-    if where == "top":
-        profile: Any = name
-    elif where == "stage":
-        profile = cascade({"profile": name, "threshold": 0.9})
-    else:
-        key = where.split(".")[1]
-        profile = cascade({"profile": {key: name, "model": "small"}, "threshold": 0.9})
-    response = post_job(client, make_items(1), profile=profile)
-    assert response.status_code in (400, 422), response.get_json()
-    text = json.dumps(response.get_json())
-    assert "root:" not in text and "/etc/" not in text.replace(json.dumps(name)[1:-1], "")
-    assert count(engine, Job) == 0
+        client: FlaskClient, engine: Engine) -> None:
+    def check(case: tuple[str, str]) -> None:
+        where, name = case
+        if where == "top":
+            profile: Any = name
+        elif where == "stage":
+            profile = cascade({"profile": name, "threshold": 0.9})
+        else:
+            key = where.split(".")[1]
+            profile = cascade({"profile": {key: name, "model": "small"}, "threshold": 0.9})
+        response = post_job(client, make_items(1), profile=profile)
+        assert response.status_code in (400, 422), response.get_json()
+        text = json.dumps(response.get_json())
+        assert "root:" not in text and "/etc/" not in text.replace(json.dumps(name)[1:-1], "")
+        assert count(engine, Job) == 0
+
+    check_each(itertools.product(["top", "stage", "stage.profile", "stage.name", "stage.template"], PATHS), check)
 
 
 # ---------------------------------------------------------------- endpoints and keys
@@ -90,15 +108,16 @@ INTERNAL = ["http://127.0.0.1:9/v1", "http://localhost/v1", "http://localhost./v
             "http://93.184.216.34@127.0.0.1/v1", "http://127.0.0.1\u3002nip.io/v1", "http://\u24db\u24de\u24d2alhost/v1"]
 
 
-@pytest.mark.parametrize("base_url", INTERNAL)
-@pytest.mark.parametrize("provider", ["openai", "openai-compatible", "anthropic"])
-def test_no_stage_reaches_an_internal_address(client: FlaskClient, engine: Engine, base_url: str,
-                                              provider: str) -> None:
-    profile = cascade(stage("small"), stage("large", provider=provider, base_url=base_url,
-                                            price={"input_per_mtok": 1}))
-    field, _ = refused(post_job(client, make_items(1), profile=profile))
-    assert field == "profile.cascade[1].profile.base_url"
-    assert count(engine, Job) == 0
+def test_no_stage_reaches_an_internal_address(client: FlaskClient, engine: Engine) -> None:
+    def check(case: tuple[str, str]) -> None:
+        provider, base_url = case
+        profile = cascade(stage("small"), stage("large", provider=provider, base_url=base_url,
+                                                price={"input_per_mtok": 1}))
+        field, _ = refused(post_job(client, make_items(1), profile=profile))
+        assert field == "profile.cascade[1].profile.base_url"
+        assert count(engine, Job) == 0
+
+    check_each(itertools.product(["openai", "openai-compatible", "anthropic"], INTERNAL), check)
 
 
 def test_no_stage_sends_a_server_key_to_a_client_host_or_uses_another_tenants_credential(
@@ -180,15 +199,17 @@ ODD = [
 ]
 
 
-@pytest.mark.parametrize(("fields", "field"), ODD)
-def test_odd_cascade_values_are_422_naming_the_field(client: FlaskClient, engine: Engine, fields: dict[str, Any],
-                                                     field: str) -> None:
-    profile = {**cascade({"profile": "persona-certainty", "threshold": 0.9}), **fields}
-    started = time.monotonic()
-    response = post_job(client, make_items(1), profile=profile)
-    assert refused(response)[0] == field
-    assert time.monotonic() - started < 10  # a huge list is refused by its length, not stage by stage
-    assert count(engine, Job) == 0
+def test_odd_cascade_values_are_422_naming_the_field(client: FlaskClient, engine: Engine) -> None:
+    def check(case: tuple[dict[str, Any], str]) -> None:
+        fields, field = case
+        profile = {**cascade({"profile": "persona-certainty", "threshold": 0.9}), **fields}
+        started = time.monotonic()
+        response = post_job(client, make_items(1), profile=profile)
+        assert refused(response)[0] == field
+        assert time.monotonic() - started < 10  # a huge list is refused by its length, not stage by stage
+        assert count(engine, Job) == 0
+
+    check_each(ODD, check)
 
 
 def test_a_duplicated_key_is_checked_as_it_is_used(client: FlaskClient, engine: Engine) -> None:
@@ -274,17 +295,18 @@ BROKEN: list[Any] = ["broken", "leaky", "badfield", "badtemplate", "gone-stage",
                      {"template": "brokentpl", "model": "small"}, cascade({"profile": "usestpl"})]
 
 
-@pytest.mark.parametrize("profile", BROKEN)
 def test_errors_from_the_servers_profile_files_show_neither_their_paths_nor_their_contents(
-        client: FlaskClient, engine: Engine, broken_profiles: Path, profile: Any,
-        caplog: pytest.LogCaptureFixture) -> None:
-    response = post_job(client, make_items(1), profile=profile)
-    assert response.status_code == 422, response.get_json()
-    text = json.dumps(response.get_json())
-    for secret in (str(broken_profiles), "operator-secret-folder", "hunter2", "10.1.2.3", "admin:",
-                   "unicode string", str(Path(__file__).parents[1])):
-        assert secret not in text, text
-    assert count(engine, Job) == 0
+        client: FlaskClient, engine: Engine, broken_profiles: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def check(profile: Any) -> None:
+        response = post_job(client, make_items(1), profile=profile)
+        assert response.status_code == 422, response.get_json()
+        text = json.dumps(response.get_json())
+        for secret in (str(broken_profiles), "operator-secret-folder", "hunter2", "10.1.2.3", "admin:",
+                       "unicode string", str(Path(__file__).parents[1])):
+            assert secret not in text, text
+        assert count(engine, Job) == 0
+
+    check_each(BROKEN, check)
 
 
 def test_an_unreadable_server_profile_is_logged_for_the_operator(

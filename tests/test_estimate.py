@@ -10,7 +10,7 @@ import pytest
 from judge.estimate import CHARS_ESTIMATE, chars_estimate, estimate, estimate_profile
 from judge.profiles import CascadeProfile, JudgeProfile, Price
 from judge.records import PairItem
-from tests.support.cli import run_pjudge
+from tests.support.cli import invoke_pjudge
 
 # A template whose rendered text is easy to count: "Q:<question> 1:<first> 2:<second>" plus the
 # persona block "|P:<persona>" when there is one; a system message of 10 characters.
@@ -99,12 +99,12 @@ def test_cli_prints_the_estimate_as_json(tiny: str, tmp_path: Path) -> None:
     profile_file = tmp_path / "p.toml"
     profile_file.write_text(f'provider = "anthropic"\nmodel = "claude-x"\ntemplate = "{tiny}"\nmax_tokens = 50\n'
                             "[price]\ninput_per_mtok = 3.0\noutput_per_mtok = 15.0\n")
-    result = run_pjudge("estimate", str(items), "--profile", str(profile_file), "--format", "json")
+    result = invoke_pjudge("estimate", str(items), "--profile", str(profile_file), "--format", "json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert {k: document[k] for k in ("calls", "input_tokens", "output_tokens")} == {
         "calls": 4, "input_tokens": 30, "output_tokens": 200}
     assert document["cost_usd"] == pytest.approx(0.00309)
     assert document["counted_by"].startswith("input: estimate:chars/4")
-    bad = run_pjudge("estimate", str(tmp_path / "missing.jsonl"), "--profile", str(profile_file))
+    bad = invoke_pjudge("estimate", str(tmp_path / "missing.jsonl"), "--profile", str(profile_file))
     assert bad.returncode == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from judge.jsonl import InputError, read_items
-from tests.support.cli import run_pjudge
+from tests.support.cli import invoke_pjudge
 
 GOOD = {"id": "a1", "persona": "x", "prompt": "p", "response_a": "ra", "response_b": "rb", "human_label": "A"}
 
@@ -67,8 +67,8 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
 def test_cli_exits_2_and_writes_nothing(tmp_path: Path, bad_row: dict[str, object]) -> None:
     items = write_lines(tmp_path / "items.jsonl", [{**GOOD, "id": "a0"}, GOOD, bad_row])
     out = tmp_path / "verdicts.jsonl"
-    result = run_pjudge("judge", str(items), "-o", str(out), "--provider", "openai-compatible",
-                        "--model", "sim-judge", "--base-url", "http://127.0.0.1:9/v1")
+    result = invoke_pjudge("judge", str(items), "-o", str(out), "--provider", "openai-compatible",
+                           "--model", "sim-judge", "--base-url", "http://127.0.0.1:9/v1")
     assert result.returncode == 2, result.stderr
     assert "line 3" in result.stderr
     assert not out.exists()
@@ -79,12 +79,12 @@ def test_cli_invalid_utf8_exits_2(tmp_path: Path) -> None:
     items = tmp_path / "items.jsonl"
     items.write_bytes(json.dumps(GOOD).encode() + b"\n\xc3\x28\n")
     out = tmp_path / "v.jsonl"
-    result = run_pjudge("judge", str(items), "-o", str(out), "--provider", "openai-compatible", "--model", "m",
-                        "--base-url", "http://127.0.0.1:9/v1")
+    result = invoke_pjudge("judge", str(items), "-o", str(out), "--provider", "openai-compatible", "--model", "m",
+                           "--base-url", "http://127.0.0.1:9/v1")
     assert result.returncode == 2 and "line 2" in result.stderr and not out.exists()
 
 
 def test_cli_unknown_profile_exits_2(tmp_path: Path) -> None:
     items = write_lines(tmp_path / "items.jsonl", [GOOD])
-    result = run_pjudge("judge", str(items), "-o", str(tmp_path / "v.jsonl"), "--profile", "no-such-profile")
+    result = invoke_pjudge("judge", str(items), "-o", str(tmp_path / "v.jsonl"), "--profile", "no-such-profile")
     assert result.returncode == 2 and "unknown profile 'no-such-profile'" in result.stderr

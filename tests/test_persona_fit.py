@@ -4,6 +4,7 @@ verdicts, and the acceptance case end to end through `pjudge personalization --j
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from calibration.personalization_io import ResponseSet, attach_descriptions, val
 from calibration.personalization_render import render_html
 from judge.jsonl import InputError
 from judge.records import JudgeInfo, Verdict
-from tests.support.cli import run_pjudge
+from tests.support.cli import invoke_pjudge, run_pjudge
 
 # ------------------------------------------------------------------ helpers
 
@@ -302,9 +303,9 @@ def acceptance_lines() -> list[dict[str, Any]]:
     return rows
 
 
-def judged(path: Path, sim_url: str, *extra: str) -> Any:
-    return run_pjudge("personalization", str(path), "--judge", "persona-certainty", "--provider",
-                      "openai-compatible", "--model", "sim-judge", "--base-url", sim_url, *extra)
+def judged(path: Path, sim_url: str, *extra: str, run: Callable[..., Any] = run_pjudge) -> Any:
+    return run("personalization", str(path), "--judge", "persona-certainty", "--provider",
+               "openai-compatible", "--model", "sim-judge", "--base-url", sim_url, *extra)
 
 
 def test_shuffled_responses_keep_degress_but_lose_perseval_and_persona_fit(tmp_path: Path, start_sim) -> None:
@@ -366,13 +367,13 @@ def test_judged_run_without_a_persona_description_is_bad_input(tmp_path: Path) -
             del row["persona"]
     path = write_jsonl(tmp_path / "responses.jsonl", rows)
     # Nothing listens on port 9: the error must come before any call.
-    result = judged(path, "http://127.0.0.1:9/v1", "--format", "json")
+    result = judged(path, "http://127.0.0.1:9/v1", "--format", "json", run=invoke_pjudge)
     assert result.returncode == 2, result.stderr
     assert "line 5" in result.stderr and "persona 'u3' has no description" in result.stderr
     assert result.stdout == ""
 
     # Without --judge the same file is fine: descriptions are only needed by the judge.
-    plain = run_pjudge("personalization", str(path), "--format", "json")
+    plain = invoke_pjudge("personalization", str(path), "--format", "json")
     assert plain.returncode == 0, plain.stderr
     assert "persona_fit_win_rate" not in json.loads(plain.stdout)["systems"]["faithful"]
 
@@ -390,7 +391,7 @@ def test_html_page_escapes_names() -> None:
 
 def test_judge_options_need_judge(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "responses.jsonl", acceptance_lines())
-    result = run_pjudge("personalization", str(path), "--provider", "openai-compatible")
+    result = invoke_pjudge("personalization", str(path), "--provider", "openai-compatible")
     assert result.returncode == 2 and "--provider" in result.stderr and "--judge" in result.stderr
-    result = run_pjudge("personalization", str(path), "--judge", "persona-certainty", "--no-swap")
+    result = invoke_pjudge("personalization", str(path), "--judge", "persona-certainty", "--no-swap")
     assert result.returncode == 2 and "both orders" in result.stderr

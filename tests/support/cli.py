@@ -1,4 +1,7 @@
-"""The repository's paths, its scripts as modules, and the real `pjudge` CLI in a subprocess."""
+"""The repository's paths, its scripts as modules, and the real `pjudge` CLI: in a subprocess
+(`run_pjudge`), or in this process (`invoke_pjudge`, for the checks of arguments and input that
+end before anything is judged or served: a subprocess costs a fresh interpreter's imports, a
+quarter of a second of CPU or more)."""
 
 from __future__ import annotations
 
@@ -31,3 +34,20 @@ def run_pjudge(*args: str, env: dict[str, str] | None = None, timeout: float = 3
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "pjudge", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def invoke_pjudge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The `pjudge` CLI's main in this process (click's test runner: the environment of the test
+    plus `env`, stdout and stderr apart), answered as `run_pjudge` answers: exit code, stdout, stderr.
+    Settings are read anew for the invocation, as a new process would."""
+    from click.testing import CliRunner
+
+    from judge.settings import reset_settings
+    from pjudge.cli import main
+
+    reset_settings()
+    try:
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    finally:
+        reset_settings()
+    return subprocess.CompletedProcess(["pjudge", *args], result.exit_code, result.stdout, result.stderr)

@@ -1,7 +1,7 @@
 """Webhooks: webhook_secrets, webhook_events, webhook_deliveries
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-07 17:40:00.000000
 
 Additive: three new tables (store/webhooks.py). A job's webhook event is written with the job
@@ -15,7 +15,7 @@ import sqlmodel.sql.sqltypes  # the column types autogenerate names
 from alembic import op
 
 revision = '0014'
-down_revision = '0012'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """summary_cost: the verdicts' cost inputs summed per job, hour, profile and model
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2027-03-01 10:00:00.000000
 
 The reports' cost sections and the dashboard's cost per day read these sums instead of scanning
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0016'
-down_revision = '0014'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 

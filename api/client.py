@@ -39,6 +39,8 @@ from pydantic import BaseModel
 
 from api.schemas import (
     CancelOut,
+    DeliveryOut,
+    DeliveryPage,
     DpoLine,
     ErrorDetail,
     EstimateOut,
@@ -49,6 +51,8 @@ from api.schemas import (
     QueuePage,
     Report,
     VerdictPage,
+    WebhookEventOut,
+    WebhookSecretOut,
 )
 from judge.records import Label, PairItem, Verdict
 
@@ -211,13 +215,22 @@ def _encode(document: Any) -> bytes | None:
     return None if document is None else json.dumps(document, ensure_ascii=False).encode("utf-8")
 
 
-def _submit_body(items: Items, profile: Any, labels: Labels | None, max_cost_usd: float | None) -> dict[str, Any]:
+def _submit_body(items: Items, profile: Any, labels: Labels | None, max_cost_usd: float | None,
+                 webhook_url: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"items": item_documents(items), "profile": profile_document(profile)}
     if labels is not None:
         body["labels"] = label_documents(labels)
+    return body | _job_options(max_cost_usd, webhook_url)
+
+
+def _job_options(max_cost_usd: float | None, webhook_url: str | None) -> dict[str, Any]:
+    """The optional fields of a job's POST that every way of submitting it carries."""
+    options: dict[str, Any] = {}
     if max_cost_usd is not None:
-        body["max_cost_usd"] = max_cost_usd
-    return body
+        options["max_cost_usd"] = max_cost_usd
+    if webhook_url is not None:
+        options["webhook_url"] = webhook_url
+    return options
 
 
 def _export_query(persona: Persona, conversational: bool, min_certainty: float | None, consistent_only: bool,
@@ -329,13 +342,12 @@ def _page_key(key: str, what: str) -> str:
     return f"{key}/{what}"
 
 
-def _staged_body(profile: Any, max_cost_usd: float | None, start_early: bool) -> dict[str, Any]:
+def _staged_body(profile: Any, max_cost_usd: float | None, webhook_url: str | None,
+                 start_early: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"profile": profile_document(profile), "staged": True}
     if start_early:
         body["start_early"] = True
-    if max_cost_usd is not None:
-        body["max_cost_usd"] = max_cost_usd
-    return body
+    return body | _job_options(max_cost_usd, webhook_url)
 
 
 class _Bar:
@@ -457,7 +469,8 @@ class Client:
 
     def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty", *,
                labels: Labels | None = None, max_cost_usd: float | None = None,
-               idempotency_key: str | None = None, page_items: int = PAGE_ITEMS, start_early: bool = False) -> Job:
+               idempotency_key: str | None = None, page_items: int = PAGE_ITEMS, start_early: bool = False,
+               webhook_url: str | None = None) -> Job:
         """The items (PairItems, dicts, or a JSONL path; any iterable, a generator of millions
         included) as one job; its handle. Up to `page_items` items (and PAGE_BYTES of JSON) go in
         one POST /v1/jobs; more make a staged job filled a page at a time, then started (with
@@ -467,13 +480,13 @@ class Client:
         key = idempotency_key or str(uuid.uuid4())
         cut = _Pages(items, page_items, PAGE_BYTES)
         if not cut.more:
-            body = _submit_body(cut.first, profile, labels, max_cost_usd)
+            body = _submit_body(cut.first, profile, labels, max_cost_usd, webhook_url)
             response = self.request("POST", "/v1/jobs", body, idempotency_key=key)
             accepted = JobAccepted.model_validate(response.json())
             return Job(self, accepted.job_id, accepted, replayed=response.headers.get("Idempotent-Replayed") == "true")
         if labels is not None:
             cut.with_labels(labels)
-        response = self.request("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, start_early),
+        response = self.request("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, webhook_url, start_early),
                                 idempotency_key=key)
         replayed = response.headers.get("Idempotent-Replayed") == "true"
         job_id = JobAccepted.model_validate(response.json()).job_id
@@ -498,6 +511,10 @@ class Client:
         """GET /v1/stats/agreement over the key's jobs: profile, model, since, until (datetimes or
         ISO text), group_by, threshold, hitl, target_accuracy, delta."""
         return Report.model_validate(self.request("GET", "/v1/stats/agreement", params=_query(filters)).json())
+
+    def webhook_secret(self) -> str:
+        """The key's webhook signing secret (whsec_...): standardwebhooks.Webhook(secret).verify(...)."""
+        return WebhookSecretOut.model_validate(self.request("GET", "/v1/webhook-secret").json()).secret
 
 
 class Job:
@@ -570,6 +587,25 @@ class Job:
 
     def cancel(self) -> CancelOut:
         return CancelOut.model_validate(self.client.request("POST", f"/v1/jobs/{self.id}/cancel").json())
+
+    def webhook_event(self) -> WebhookEventOut | None:
+        """The job's webhook event (status, type, attempts), None when it has no webhook_url."""
+        return self._deliveries_page(None, 1).event
+
+    def deliveries(self, page_size: int = PAGE) -> Iterator[DeliveryOut]:
+        """Every delivery attempt of the job's webhook event, oldest first."""
+        cursor: str | None = None
+        while True:
+            page = self._deliveries_page(cursor, page_size)
+            yield from page.deliveries
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    def _deliveries_page(self, cursor: str | None, limit: int) -> DeliveryPage:
+        params = _query({"limit": limit, "cursor": cursor})
+        return DeliveryPage.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}/deliveries",
+                                                               params=params).json())
 
     @overload
     def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
@@ -701,19 +737,19 @@ class AsyncClient:
     async def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty",
                      *, labels: Labels | None = None, max_cost_usd: float | None = None,
                      idempotency_key: str | None = None, page_items: int = PAGE_ITEMS,
-                     start_early: bool = False) -> AsyncJob:
+                     start_early: bool = False, webhook_url: str | None = None) -> AsyncJob:
         """`Client.submit`: one POST, or a staged job filled a page at a time."""
         key = idempotency_key or str(uuid.uuid4())
         cut = _Pages(items, page_items, PAGE_BYTES)
         if not cut.more:
-            body = _submit_body(cut.first, profile, labels, max_cost_usd)
+            body = _submit_body(cut.first, profile, labels, max_cost_usd, webhook_url)
             response = await self.request("POST", "/v1/jobs", body, idempotency_key=key)
             accepted = JobAccepted.model_validate(response.json())
             return AsyncJob(self, accepted.job_id, accepted,
                             replayed=response.headers.get("Idempotent-Replayed") == "true")
         if labels is not None:
             cut.with_labels(labels)
-        response = await self.request("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, start_early),
+        response = await self.request("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, webhook_url, start_early),
                                       idempotency_key=key)
         replayed = response.headers.get("Idempotent-Replayed") == "true"
         job_id = JobAccepted.model_validate(response.json()).job_id
@@ -734,6 +770,10 @@ class AsyncClient:
     async def stats(self, **filters: Any) -> Report:
         response = await self.request("GET", "/v1/stats/agreement", params=_query(filters))
         return Report.model_validate(response.json())
+
+    async def webhook_secret(self) -> str:
+        response = await self.request("GET", "/v1/webhook-secret")
+        return WebhookSecretOut.model_validate(response.json()).secret
 
 
 class AsyncJob:
@@ -800,6 +840,24 @@ class AsyncJob:
 
     async def cancel(self) -> CancelOut:
         return CancelOut.model_validate((await self.client.request("POST", f"/v1/jobs/{self.id}/cancel")).json())
+
+    async def webhook_event(self) -> WebhookEventOut | None:
+        return (await self._deliveries_page(None, 1)).event
+
+    async def deliveries(self, page_size: int = PAGE) -> AsyncIterator[DeliveryOut]:
+        cursor: str | None = None
+        while True:
+            page = await self._deliveries_page(cursor, page_size)
+            for delivery in page.deliveries:
+                yield delivery
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    async def _deliveries_page(self, cursor: str | None, limit: int) -> DeliveryPage:
+        response = await self.client.request("GET", f"/v1/jobs/{self.id}/deliveries",
+                                             params=_query({"limit": limit, "cursor": cursor}))
+        return DeliveryPage.model_validate(response.json())
 
     async def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
                          min_certainty: float | None = None, consistent_only: bool = False) -> AsyncIterator[DpoLine]:

@@ -195,3 +195,31 @@ def test_a_job_through_pjudge_serve_and_a_worker_with_the_async_client(tmp_path:
     assert finished.status == "done" and finished.counts.verdicts == 30 and finished.counts.calls >= 60
     assert [v.id for v in verdicts] == [item.id for item in items]
     assert [line.id for line in dpo] == [v.id for v in verdicts if v.winner in ("A", "B") and not v.abstained]
+
+
+def test_webhook_url_goes_with_every_way_of_submitting_and_its_event_log_and_secret_come_back(
+        sqlite_engine: Engine) -> None:
+    config = {"PJUDGE_WEBHOOK_ALLOW_PRIVATE": "true"}
+    with LiveServer(sqlite_engine, delay=0.05, config=config) as server, Client(server.url, KEY_A) as client:
+        one_post = client.submit(make_items(3), webhook_url="http://127.0.0.1:9/one")
+        in_pages = client.submit(iter(make_items(5)), page_items=2, webhook_url="http://127.0.0.1:9/pages")
+        for job, url in ((one_post, "http://127.0.0.1:9/one"), (in_pages, "http://127.0.0.1:9/pages")):
+            event = job.webhook_event()
+            assert event is not None and event.url == url and event.id.startswith("msg_")
+            assert list(job.deliveries()) == []  # no worker here to deliver it
+        assert client.submit(make_items(2)).webhook_event() is None
+        secret = client.webhook_secret()
+        assert secret.startswith("whsec_") and client.webhook_secret() == secret
+        with pytest.raises(ApiCallError) as refused:
+            client.submit(make_items(2), webhook_url="ftp://127.0.0.1/hook")
+        assert refused.value.status == 422 and refused.value.details
+        assert refused.value.details[0].field == "webhook_url"
+
+        async def through_the_async_client() -> tuple[str | None, int, str]:
+            async with AsyncClient(server.url, KEY_A) as aclient:
+                job = await aclient.submit(make_items(2), webhook_url="http://127.0.0.1:9/async")
+                event = await job.webhook_event()
+                attempts = [d async for d in job.deliveries()]
+                return (event.url if event else None), len(attempts), await aclient.webhook_secret()
+
+        assert asyncio.run(through_the_async_client()) == ("http://127.0.0.1:9/async", 0, secret)

@@ -27,12 +27,12 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, overload
 
 import httpx2
 from pydantic import BaseModel
@@ -61,6 +61,8 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown; datasets when a Datas
     from rich.progress import Progress
 
 __all__ = ["ApiCallError", "AsyncClient", "AsyncJob", "Client", "Job", "Retry", "TERMINAL"]
+
+_Piece = TypeVar("_Piece", str, bytes)  # what a streamed response is read as: lines or chunks
 
 TERMINAL = ("done", "failed", "cancelled", "budget_exhausted")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -427,41 +429,28 @@ class Client:
             time.sleep(_next_wait(self.retry, attempt, self.url, response, None))
 
     def _lines(self, path: str, params: Mapping[str, str]) -> Iterator[str]:
-        """A JSON Lines response as it arrives (retried until its first byte only)."""
-        attempt, started = 0, False
-        while True:
-            attempt += 1
-            try:
-                with self._http.stream("GET", path, params=params) as response:
-                    if response.is_success:
-                        for line in response.iter_lines():
-                            if line:
-                                started = True
-                                yield line
-                        return
-                    response.read()
-            except httpx2.TransportError as exc:
-                if started:  # lines were handed out: a retry would repeat them
-                    raise _unreachable(self.url, exc) from None
-                time.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
-                continue
-            time.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+        """A JSON Lines response as it arrives (retried until its first line only)."""
+        return self._streamed(path, params, lambda response: (line for line in response.iter_lines() if line))
 
     def _chunks(self, path: str, params: Mapping[str, str]) -> Iterator[bytes]:
         """A response's bytes as they arrive (retried until its first byte only)."""
+        return self._streamed(path, params, lambda response: response.iter_bytes())
+
+    def _streamed(self, path: str, params: Mapping[str, str],
+                  pieces: Callable[[httpx2.Response], Iterator[_Piece]]) -> Iterator[_Piece]:
         attempt, started = 0, False
         while True:
             attempt += 1
             try:
                 with self._http.stream("GET", path, params=params) as response:
                     if response.is_success:
-                        for chunk in response.iter_bytes():
+                        for piece in pieces(response):
                             started = True
-                            yield chunk
+                            yield piece
                         return
                     response.read()
             except httpx2.TransportError as exc:
-                if started:
+                if started:  # pieces were handed out: a retry would repeat them
                     raise _unreachable(self.url, exc) from None
                 time.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
                 continue
@@ -695,36 +684,27 @@ class AsyncClient:
                 return response
             await asyncio.sleep(_next_wait(self.retry, attempt, self.url, response, None))
 
-    async def _lines(self, path: str, params: Mapping[str, str]) -> AsyncIterator[str]:
-        attempt, started = 0, False
-        while True:
-            attempt += 1
-            try:
-                async with self._http.stream("GET", path, params=params) as response:
-                    if response.is_success:
-                        async for line in response.aiter_lines():
-                            if line:
-                                started = True
-                                yield line
-                        return
-                    await response.aread()
-            except httpx2.TransportError as exc:
-                if started:
-                    raise _unreachable(self.url, exc) from None
-                await asyncio.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
-                continue
-            await asyncio.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+    def _lines(self, path: str, params: Mapping[str, str]) -> AsyncIterator[str]:
+        async def lines(response: httpx2.Response) -> AsyncIterator[str]:
+            async for line in response.aiter_lines():
+                if line:
+                    yield line
+        return self._streamed(path, params, lines)
 
-    async def _chunks(self, path: str, params: Mapping[str, str]) -> AsyncIterator[bytes]:
+    def _chunks(self, path: str, params: Mapping[str, str]) -> AsyncIterator[bytes]:
+        return self._streamed(path, params, lambda response: response.aiter_bytes())
+
+    async def _streamed(self, path: str, params: Mapping[str, str],
+                        pieces: Callable[[httpx2.Response], AsyncIterator[_Piece]]) -> AsyncIterator[_Piece]:
         attempt, started = 0, False
         while True:
             attempt += 1
             try:
                 async with self._http.stream("GET", path, params=params) as response:
                     if response.is_success:
-                        async for chunk in response.aiter_bytes():
+                        async for piece in pieces(response):
                             started = True
-                            yield chunk
+                            yield piece
                         return
                     await response.aread()
             except httpx2.TransportError as exc:

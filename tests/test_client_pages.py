@@ -85,17 +85,6 @@ def test_the_async_client_pages_a_large_iterable_too(live: LiveServer) -> None:
     assert finished.status == "done" and ids == [item["id"] for item in items]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    from tests.support.services import create_postgres_database, drop_postgres_database
-
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/service.sqlite"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
-
 
 @pytest.mark.parametrize("start_early", [False, True], ids=["start", "early"])
 def test_staged_jobs_through_pjudge_serve_and_real_workers(tmp_path: Path, start_sim: Any, redis_server: Any,

@@ -22,23 +22,12 @@ from tests.support.api import AUTH_A, KEY_A, make_items, new_app
 from tests.support.services import (
     RedisServer,
     Service,
-    create_postgres_database,
-    drop_postgres_database,
     sim_profile,
 )
 from tests.support.webhooks import Receiver, closed_port_url
 
 OWNER = repo.hash_key(KEY_A)
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/service.sqlite"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ registers the markers; `scripts/test --fast` leaves them all out). Shared builde
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,17 @@ from tests.support.cli import SHARED_DATA
 
 if TYPE_CHECKING:
     from tests.support.services import BackgroundDrops, RedisServer, Service
+
+
+@pytest.fixture(autouse=True)
+def default_ctrl_c() -> None:
+    """Ctrl-C raises KeyboardInterrupt in every test, and the processes a test starts begin with
+    SIGINT's default: what a test runs in this process (Celery's platform code, a supervisor's
+    handler) can leave its own handler, SIG_IGN or a blocked SIGINT behind, and SIG_IGN and the
+    mask are inherited by children, so the tests of Ctrl-C failed after it in a full run."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @pytest.fixture(autouse=True)

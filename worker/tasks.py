@@ -349,26 +349,23 @@ def lane_for(celery_app: Celery, owner: str) -> str:
         return QUEUE
 
 
-def task_ranges(job: Job) -> list[tuple[int, int]]:
-    """The job's tasks: one per batch of items; a batch-mode job's one task sends all its requests
-    as provider batches."""
-    return [(0, job.n_items)] if is_batch_job(job) else repo.batches(job)
+def task_size(job: Job) -> int:
+    """Items per task: the job's batch size; a batch-mode job's one task sends all its requests as
+    provider batches."""
+    return max(job.n_items, 1) if is_batch_job(job) else job.batch_size
 
 
 def enqueue_job(job: Job, celery_app: Celery | None = None) -> int:
     """Send one task per batch of the job, to its owner's lane; returns how many were sent. The
     ranges are made one at a time (a million items are 31,250 of them)."""
-    if is_batch_job(job):
-        return enqueue_range(job, 0, job.n_items, celery_app, batch_size=max(job.n_items, 1))
     return enqueue_range(job, 0, job.n_items, celery_app)
 
 
-def enqueue_range(job: Job, start: int, end: int, celery_app: Celery | None = None,
-                  batch_size: int | None = None) -> int:
-    """Send positions [start, end) of the job in tasks of its batch size (a staged job started
-    early sends each page as it is stored: store.pages); returns how many were sent."""
+def enqueue_range(job: Job, start: int, end: int, celery_app: Celery | None = None) -> int:
+    """Send positions [start, end) of the job in tasks of `task_size` (a staged job started early
+    sends each page as it is stored: store.pages); returns how many were sent."""
     celery_app = celery_app or app
-    ranges = pages.task_ranges(start, end, batch_size or job.batch_size)
+    ranges = pages.task_ranges(start, end, task_size(job))
     return send_batches(celery_app, job.id, ranges, lane_for(celery_app, job.owner))
 
 
@@ -376,7 +373,7 @@ def requeue_missing(engine: Engine, job: Job, celery_app: Celery | None = None) 
     """Re-send the batches of an active job that still miss verdicts (a safety net for a broker
     that lost messages); duplicates are harmless because writes are idempotent."""
     celery_app = celery_app or app
-    missing = [(start, end) for start, end in task_ranges(job)
+    missing = [(start, end) for start, end in pages.task_ranges(0, job.n_items, task_size(job))
                if len(repo.done_positions(engine, job.id, start, end)) < end - start]
     if missing:
         send_batches(celery_app, job.id, missing, lane_for(celery_app, job.owner))

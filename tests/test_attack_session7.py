@@ -1,0 +1,70 @@
+"""Hostile requests to what session 6 added (issue 16's staged jobs, webhooks and exports; issue
+17's stats per day and dashboard groups), through Flask's test client on SQLite and PostgreSQL:
+each answer is a 4xx in the one error shape naming the field (or line), nothing is half stored,
+and no tenant reaches another's data or a quota it has used up."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy.engine import Engine
+
+from store import repo
+from store.models import JobItem
+from tests.support.api import AUTH_A, count, error_of, make_items, new_app
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def app_client(engine: Engine, **config: str) -> FlaskClient:
+    app = new_app(engine, lambda job: None, **config)
+    app.extensions["pjudge"].enqueue_range = lambda job, start, end: None
+    return app.test_client()
+
+
+@pytest.fixture
+def client(engine: Engine) -> FlaskClient:
+    return app_client(engine)
+
+
+def staged(client: FlaskClient, headers: dict[str, str] = AUTH_A) -> str:
+    response = client.post("/v1/jobs", json={"profile": "persona-certainty", "staged": True}, headers=headers)
+    assert response.status_code == 202, response.get_json()
+    return str(response.get_json()["job_id"])
+
+
+def ndjson(items: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(item).encode() + b"\n" for item in items)
+
+
+def upload(client: FlaskClient, job_id: str, body: bytes, **headers: str) -> Any:
+    return client.post(f"/v1/jobs/{job_id}/items", data=body, headers={**AUTH_A, **NDJSON, **headers})
+
+
+def fields(response: Any) -> list[str | None]:
+    return [detail["field"] for detail in error_of(response)["details"]]
+
+
+# ---------------------------------------------------------------- staged jobs: bodies
+
+def test_a_compressed_body_is_a_415_naming_content_encoding_and_stores_nothing(client: FlaskClient,
+                                                                                engine: Engine) -> None:
+    items = make_items(3)
+    job_id = staged(client)
+    gzipped = {"Content-Encoding": "gzip"}
+    answers = [
+        upload(client, job_id, gzip.compress(ndjson(items)), **gzipped),
+        client.post(f"/v1/jobs/{job_id}/items", data=gzip.compress(json.dumps({"items": items}).encode()),
+                    headers={**AUTH_A, "Content-Type": "application/json", **gzipped}),
+        client.post("/v1/jobs", data=gzip.compress(json.dumps({"items": items}).encode()),
+                    headers={**AUTH_A, "Content-Type": "application/json", "Content-Encoding": "br"}),
+    ]
+    for response in answers:
+        assert response.status_code == 415, response.get_data(as_text=True)
+        assert error_of(response)["code"] == "unsupported_media_type" and fields(response) == ["Content-Encoding"]
+    assert count(engine, JobItem) == 0 and repo.get_job(engine, job_id).n_items == 0  # type: ignore[union-attr]
+    assert upload(client, job_id, ndjson(items), **{"Content-Encoding": "identity"}).status_code == 200

@@ -6,6 +6,7 @@ and no tenant reaches another's data or a quota it has used up."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from typing import Any
 
@@ -68,3 +69,22 @@ def test_a_compressed_body_is_a_415_naming_content_encoding_and_stores_nothing(c
         assert error_of(response)["code"] == "unsupported_media_type" and fields(response) == ["Content-Encoding"]
     assert count(engine, JobItem) == 0 and repo.get_job(engine, job_id).n_items == 0  # type: ignore[union-attr]
     assert upload(client, job_id, ndjson(items), **{"Content-Encoding": "identity"}).status_code == 200
+
+
+def test_an_upload_over_its_limit_is_a_413_that_names_the_uploads_limit(engine: Engine) -> None:
+    client = app_client(engine, PJUDGE_MAX_BODY_MB="0.01", PJUDGE_MAX_UPLOAD_MB="0.02")
+    job_id = staged(client)
+    limit = int(0.02 * 1024 * 1024)
+    body = ndjson(make_items(200))
+    assert len(body) > limit
+    declared = upload(client, job_id, body)
+    # A WSGI server that de-chunks a body says so with wsgi.input_terminated (tests/test_api.py).
+    chunked = client.post(f"/v1/jobs/{job_id}/items", input_stream=io.BytesIO(body),
+                          environ_overrides={"wsgi.input_terminated": True},
+                          headers={**AUTH_A, **NDJSON, "Transfer-Encoding": "chunked"})
+    for response in (declared, chunked):
+        assert response.status_code == 413
+        assert error_of(response)["message"] == f"request body too large (limit {limit} bytes)"
+    assert count(engine, JobItem) == 0
+    big_json = client.post("/v1/jobs", data=b"x" * limit, headers={**AUTH_A, "Content-Type": "application/json"})
+    assert error_of(big_json)["message"] == f"request body too large (limit {int(0.01 * 1024 * 1024)} bytes)"

@@ -82,9 +82,12 @@ def upload_limit(settings: ApiSettings, current: Request | None = None) -> int |
 # ---------------------------------------------------------------- pages
 
 def _json_page(body: Any, limit: int) -> pages.Page:
-    if not isinstance(body, dict) or set(body) - {"items"}:
+    if not isinstance(body, dict):
         raise invalid("the body must be a JSON object {items} (or NDJSON: Content-Type application/x-ndjson)",
                       [problem(None, "expected an object with one field, items")])
+    unknown = [problem(str(name)[:100], "unknown field: a page is {items}") for name in body if name != "items"]
+    if unknown:
+        raise invalid(summarize(unknown, "invalid page"), unknown)
     raw = body.get("items")
     if isinstance(raw, list) and len(raw) > limit:
         raise invalid(f"a page holds at most {limit} items (PJUDGE_MAX_PAGE_ITEMS): send {len(raw)} in smaller pages",

@@ -26,6 +26,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Literal
 
 from sqlalchemy import select, update
@@ -119,8 +120,11 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
             raise PageRefused("closed", f"job is {job.status}: it takes no more items"
                               + (" (started)" if job.status in repo.ACTIVE else ""), status=job.status)
         if job.n_items + page.count > limits.max_job_items:
+            # Named by the first row too many (read up to it: the page is refused anyway).
+            over = next(islice(page.rows, max(0, limits.max_job_items - job.n_items), None), None)
             raise PageRefused("too_many", f"this page of {page.count} item(s) would take the job to "
-                              f"{job.n_items + page.count} items, more than {limits.max_job_items} per job")
+                              f"{job.n_items + page.count} items, more than {limits.max_job_items} per job",
+                              over.where if over is not None else None)
         if limits.quota is not None and limits.quota.limited:
             repo.lock_quota(conn, owner)
             repo.check_page_quota(conn, owner, job_id, job.n_items, page.count, limits.quota)

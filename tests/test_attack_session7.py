@@ -88,3 +88,49 @@ def test_an_upload_over_its_limit_is_a_413_that_names_the_uploads_limit(engine: 
     assert count(engine, JobItem) == 0
     big_json = client.post("/v1/jobs", data=b"x" * limit, headers={**AUTH_A, "Content-Type": "application/json"})
     assert error_of(big_json)["message"] == f"request body too large (limit {int(0.01 * 1024 * 1024)} bytes)"
+
+
+def test_a_page_past_the_jobs_item_limit_names_the_first_item_too_many_and_stores_none(engine: Engine) -> None:
+    client = app_client(engine, PJUDGE_MAX_JOB_ITEMS="10", PJUDGE_MAX_PAGE_ITEMS="10")
+    items = make_items(12)
+    job_id = staged(client)
+    assert client.post(f"/v1/jobs/{job_id}/items", json={"items": items[:7]}, headers=AUTH_A).status_code == 200
+    page = client.post(f"/v1/jobs/{job_id}/items", json={"items": items[7:11]}, headers=AUTH_A)
+    assert page.status_code == 422 and fields(page) == ["items[3]"]  # 7 + 3 fit, the 4th is the 11th
+    lines = upload(client, job_id, b"\n" + ndjson(items[7:12]))  # a blank line first: items on lines 2-6
+    assert lines.status_code == 422 and fields(lines) == ["line 5"]
+    assert repo.get_job(engine, job_id).n_items == 7 and count(engine, JobItem) == 7  # type: ignore[union-attr]
+    exact = client.post(f"/v1/jobs/{job_id}/items", json={"items": items[7:10]}, headers=AUTH_A)
+    assert exact.status_code == 200 and exact.get_json()["items"] == 10
+
+
+def test_a_json_page_with_an_unknown_field_names_it(client: FlaskClient, engine: Engine) -> None:
+    job_id = staged(client)
+    response = client.post(f"/v1/jobs/{job_id}/items", json={"items": make_items(2), "itmes": [], "x" * 500: 1},
+                           headers=AUTH_A)
+    assert response.status_code == 422 and fields(response) == ["itmes", "x" * 100]
+    assert count(engine, JobItem) == 0
+
+
+@pytest.mark.parametrize(("line", "field"), [
+    (b"[1, 2]", "line 2"), (b"7", "line 2"), (b"null", "line 2"), (b'"text"', "line 2"),
+    (b'{"id": "\xff\xfe", "prompt": "p", "response_a": "a", "response_b": "b"}', "line 2"),
+    (b'{"id": 5, "prompt": "p", "response_a": "a", "response_b": "b"}', "line 2.id"),
+    (b'{"id": "n", "prompt": "p", "response_a": "a", "response_b": "b", "metadata": {"x": NaN}}', "line 2"),
+    (b'{"id": "n", "prompt": "p", "response_a": "a", "response_b": "b", "metadata": {"x": 1e999}}', "line 2"),
+    (b'{"id": "n", "prompt": "p", "response_a": "a", "response_b": "b", "surprise": 1}', "line 2.surprise"),
+    (b'{"id": "n", "prompt": "p", "response_a": "a"}', "line 2.response_b"),
+    (b'{"id": "n\\u0000", "prompt": "p", "response_a": "a", "response_b": "b"}', "line 2"),
+    (b'\xef\xbb\xbf{"id": "n", "prompt": "p", "response_a": "a", "response_b": "b"}', "line 2"),  # BOM mid-body
+    (b'{"id": "item-00000", "prompt": "p", "response_a": "a", "response_b": "b"}', "line 2"),  # id of line 1
+])
+def test_every_bad_ndjson_line_is_a_422_naming_it_and_the_upload_stores_nothing(
+        client: FlaskClient, engine: Engine, line: bytes, field: str) -> None:
+    items = make_items(2)
+    job_id = staged(client)
+    response = upload(client, job_id, ndjson(items[:1]) + line + b"\r\n" + ndjson(items[1:]))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert fields(response)[0] == field
+    assert count(engine, JobItem) == 0
+    crlf = upload(client, job_id, b"\xef\xbb\xbf" + ndjson(items).replace(b"\n", b"\r\n") + b"\r\n\r\n")
+    assert crlf.status_code == 200 and crlf.get_json()["added"] == 2  # a leading BOM, CRLF, blank lines

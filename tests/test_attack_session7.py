@@ -8,15 +8,18 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from store import repo
-from store.models import JobItem
-from tests.support.api import AUTH_A, count, error_of, make_items, new_app
+from store.models import Job, JobItem, utcnow
+from tests.support.api import AUTH_A, count, error_of, make_items, new_app, post_job
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -134,3 +137,41 @@ def test_every_bad_ndjson_line_is_a_422_naming_it_and_the_upload_stores_nothing(
     assert count(engine, JobItem) == 0
     crlf = upload(client, job_id, b"\xef\xbb\xbf" + ndjson(items).replace(b"\n", b"\r\n") + b"\r\n\r\n")
     assert crlf.status_code == 200 and crlf.get_json()["added"] == 2  # a leading BOM, CRLF, blank lines
+
+
+# ---------------------------------------------------------------- staged jobs: the daily quota
+
+def test_old_empty_staged_jobs_cannot_be_filled_past_the_daily_quota(engine: Engine) -> None:
+    client = app_client(engine, PJUDGE_QUOTA_ITEMS_PER_DAY="10")
+    items = make_items(30)
+    old = [staged(client) for _ in range(3)]
+    with engine.begin() as conn:  # made a day ago, still empty: their items would count from then
+        conn.execute(update(Job).where(col(Job.id).in_(old)).values(created_at=utcnow() - timedelta(hours=25)))
+    for n, job_id in enumerate(old):
+        response = client.post(f"/v1/jobs/{job_id}/items", json={"items": items[n * 10:n * 10 + 10]},
+                               headers=AUTH_A)
+        assert response.status_code == 409, response.get_json()
+        assert fields(response) == ["created_at"] and "24 h" in error_of(response)["message"]
+    assert count(engine, JobItem) == 0
+    fresh = staged(client)
+    assert client.post(f"/v1/jobs/{fresh}/items", json={"items": items[:10]}, headers=AUTH_A).status_code == 200
+    over = post_job(client, items[10:11])
+    assert over.status_code == 429 and error_of(over)["code"] == "quota_exceeded"
+
+
+def test_a_staged_job_filled_in_time_is_started_only_within_its_quota_window(engine: Engine) -> None:
+    client = app_client(engine, PJUDGE_QUOTA_COST_PER_DAY="1.0")
+    job_id = staged(client)
+    assert client.post(f"/v1/jobs/{job_id}/items", json={"items": make_items(4)}, headers=AUTH_A).status_code == 200
+    with engine.begin() as conn:
+        conn.execute(update(Job).where(col(Job.id) == job_id).values(created_at=utcnow() - timedelta(hours=25)))
+    late = client.post(f"/v1/jobs/{job_id}/start", headers=AUTH_A)
+    assert late.status_code == 409 and fields(late) == ["created_at"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).get_json()["status"] == "open"
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A).status_code == 200
+    unlimited = app_client(engine)  # without a quota a staged job keeps no clock
+    other = staged(unlimited)
+    unlimited.post(f"/v1/jobs/{other}/items", json={"items": make_items(4)}, headers=AUTH_A)
+    with engine.begin() as conn:
+        conn.execute(update(Job).where(col(Job.id) == other).values(created_at=utcnow() - timedelta(days=3)))
+    assert unlimited.post(f"/v1/jobs/{other}/start", headers=AUTH_A).status_code == 202

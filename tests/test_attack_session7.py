@@ -19,7 +19,7 @@ from sqlmodel import col
 
 from store import repo
 from store.models import Job, JobItem, utcnow
-from tests.support.api import AUTH_A, count, error_of, make_items, new_app, post_job
+from tests.support.api import AUTH_A, AUTH_B, count, error_of, make_items, new_app, post_job
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -175,3 +175,14 @@ def test_a_staged_job_filled_in_time_is_started_only_within_its_quota_window(eng
     with engine.begin() as conn:
         conn.execute(update(Job).where(col(Job.id) == other).values(created_at=utcnow() - timedelta(days=3)))
     assert unlimited.post(f"/v1/jobs/{other}/start", headers=AUTH_A).status_code == 202
+
+
+# ---------------------------------------------------------------- webhooks
+
+def test_a_delivery_cursor_past_every_row_id_is_an_empty_page(client: FlaskClient) -> None:
+    job_id = post_job(client, make_items(1), webhook_url="http://93.184.216.34/hook").get_json()["job_id"]
+    for cursor in ("2147483647", "2147483648", "999999999999999999"):
+        page = client.get(f"/v1/jobs/{job_id}/deliveries?cursor={cursor}", headers=AUTH_A)
+        assert page.status_code == 200, page.get_data(as_text=True)
+        assert page.get_json()["deliveries"] == [] and page.get_json()["next_cursor"] is None
+    assert client.get(f"/v1/jobs/{job_id}/deliveries?cursor={cursor}", headers=AUTH_B).status_code == 404

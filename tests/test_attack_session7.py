@@ -19,7 +19,7 @@ from sqlmodel import col
 
 from store import repo
 from store.models import Job, JobItem, utcnow
-from tests.support.api import AUTH_A, AUTH_B, count, error_of, make_items, new_app, post_job
+from tests.support.api import AUTH_A, AUTH_B, KEY_A, count, error_of, judge_all, make_items, new_app, post_job
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -186,3 +186,46 @@ def test_a_delivery_cursor_past_every_row_id_is_an_empty_page(client: FlaskClien
         assert page.status_code == 200, page.get_data(as_text=True)
         assert page.get_json()["deliveries"] == [] and page.get_json()["next_cursor"] is None
     assert client.get(f"/v1/jobs/{job_id}/deliveries?cursor={cursor}", headers=AUTH_B).status_code == 404
+
+
+# ---------------------------------------------------------------- stats and the dashboard
+
+def sign_in(client: FlaskClient) -> None:
+    import re
+
+    page = client.get("/dashboard/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    assert client.post("/dashboard/login", data={"key": KEY_A, "csrf_token": token.group(1)}).status_code == 302
+
+
+@pytest.mark.parametrize("query", ["profile=a%00b", "model=%00", "group_by=key%00", "since=2025-01-01%00"])
+def test_a_nul_in_a_dashboard_filter_is_a_400_naming_it(client: FlaskClient, engine: Engine, query: str) -> None:
+    judge_all(engine, post_job(client, make_items(6)).get_json()["job_id"])
+    sign_in(client)
+    name = query.split("=")[0]
+    for path in ("/dashboard/data/groups", "/dashboard/data/overview", "/dashboard/groups", "/dashboard/"):
+        if name == "group_by" and "groups" not in path:
+            continue
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 400, (path, response.get_data(as_text=True)[:300])
+        assert fields(response) == [name]
+    api = client.get(f"/v1/stats/agreement?{query}", headers=AUTH_A)
+    assert api.status_code == 400 and fields(api) == [name]
+
+
+def test_a_label_from_the_dashboard_with_a_nul_or_an_unknown_id_is_a_422_naming_id(client: FlaskClient,
+                                                                                   engine: Engine) -> None:
+    import re
+
+    job_id = post_job(client, make_items(4)).get_json()["job_id"]
+    judge_all(engine, job_id)
+    sign_in(client)
+    page = client.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    for item_id in ("item-00001\x00", "no-such-item"):
+        response = client.post(f"/dashboard/jobs/{job_id}/labels",
+                               data={"id": item_id, "human_label": "A", "csrf_token": token.group(1)})
+        assert response.status_code == 422, response.get_data(as_text=True)
+        assert error_of(response)["code"] == "invalid_input" and fields(response) == ["id"]

@@ -214,6 +214,23 @@ def test_a_nul_in_a_dashboard_filter_is_a_400_naming_it(client: FlaskClient, eng
     assert api.status_code == 400 and fields(api) == [name]
 
 
+@pytest.mark.parametrize(("query", "field"), [
+    ("since=9999-12-31T23:30:00Z", "since"), ("until=9999-12-31T23:30:00Z&per_day=true", "until"),
+    ("until=0001-01-01&per_day=true", "until"), ("since=0001-01-01T00:30:00Z", "since"),
+])
+def test_times_at_the_ends_of_the_calendar_are_a_400_naming_them(client: FlaskClient, engine: Engine, query: str,
+                                                                 field: str) -> None:
+    judge_all(engine, post_job(client, make_items(6)).get_json()["job_id"])
+    api = client.get(f"/v1/stats/agreement?{query}", headers=AUTH_A)
+    assert api.status_code == 400 and fields(api) == [field] and "out of range" in error_of(api)["message"]
+    sign_in(client)
+    page = client.get(f"/dashboard/data/overview?{query.split('&')[0]}")
+    assert page.status_code == 400 and fields(page) == [field]
+    wide = client.get("/v1/stats/agreement?since=0001-01-02&until=9999-12-30&per_day=true", headers=AUTH_A)
+    assert wide.status_code == 200 and wide.get_json()["counts"]["items"] == 6
+    assert len(wide.get_json()["per_day"]) == 62  # the last days of the range
+
+
 def test_a_label_from_the_dashboard_with_a_nul_or_an_unknown_id_is_a_422_naming_id(client: FlaskClient,
                                                                                    engine: Engine) -> None:
     import re

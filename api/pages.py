@@ -154,6 +154,10 @@ class _Spool:
 
 def _ndjson_page(spool: _Spool, max_items: int, max_line: int) -> pages.Page:
     """Read the NDJSON body a line at a time into `spool` (see the module docstring)."""
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):  # as read_json_body: lines are decoded as UTF-8, whatever is declared
+        raise ApiError(400, "bad_request", "an NDJSON upload must be UTF-8 encoded",
+                       [problem("Content-Type", f"charset {charset[:40]!r}: send UTF-8 (or no charset)")])
     fingerprint = pages.PageFingerprint()
     plan: summaries.PlanState = {}
     problems: list[dict[str, str | None]] = []

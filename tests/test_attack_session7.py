@@ -115,6 +115,19 @@ def test_a_json_page_with_an_unknown_field_names_it(client: FlaskClient, engine:
     assert count(engine, JobItem) == 0
 
 
+def test_an_upload_declared_in_another_charset_is_a_400_naming_content_type(client: FlaskClient,
+                                                                             engine: Engine) -> None:
+    items = make_items(2)
+    job_id = staged(client)
+    for charset in ("utf-16", "latin-1"):
+        body = ndjson(items).decode().encode(charset)
+        response = upload(client, job_id, body, **{"Content-Type": f"application/x-ndjson; charset={charset}"})
+        assert response.status_code == 400 and fields(response) == ["Content-Type"]
+    assert count(engine, JobItem) == 0
+    utf8 = upload(client, job_id, ndjson(items), **{"Content-Type": "application/x-ndjson; charset=UTF-8"})
+    assert utf8.status_code == 200 and utf8.get_json()["added"] == 2
+
+
 @pytest.mark.parametrize(("line", "field"), [
     (b"[1, 2]", "line 2"), (b"7", "line 2"), (b"null", "line 2"), (b'"text"', "line 2"),
     (b'{"id": "\xff\xfe", "prompt": "p", "response_a": "a", "response_b": "b"}', "line 2"),
@@ -246,3 +259,4 @@ def test_a_label_from_the_dashboard_with_a_nul_or_an_unknown_id_is_a_422_naming_
                                data={"id": item_id, "human_label": "A", "csrf_token": token.group(1)})
         assert response.status_code == 422, response.get_data(as_text=True)
         assert error_of(response)["code"] == "invalid_input" and fields(response) == ["id"]
+

@@ -201,6 +201,19 @@ def test_a_delivery_cursor_past_every_row_id_is_an_empty_page(client: FlaskClien
     assert client.get(f"/v1/jobs/{job_id}/deliveries?cursor={cursor}", headers=AUTH_B).status_code == 404
 
 
+
+def test_a_webhook_url_with_a_non_ascii_path_is_delivered_percent_encoded(engine: Engine) -> None:
+    from tests.support.webhooks import Receiver
+    from worker import webhooks as delivery
+
+    client = app_client(engine, PJUDGE_WEBHOOK_ALLOW_PRIVATE="true")
+    with Receiver([200]) as receiver:
+        url = receiver.url + "/hooks/ünïcode%2Fkept"
+        assert post_job(client, make_items(1), webhook_url=url).status_code == 202  # taken at POST...
+        outcome = delivery.post(url, b"{}", {"content-type": "application/json"}, 2.0, allow_private=True)
+    assert (outcome.ok, outcome.status_code, outcome.error) == (True, 200, None)  # ...so it must be deliverable
+    assert len(receiver.received) == 1
+
 # ---------------------------------------------------------------- stats and the dashboard
 
 def sign_in(client: FlaskClient) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from store import repo
-from store.models import Job, JobItem, utcnow
+from store.models import Job, JobItem, JobPage, utcnow
 from tests.support.api import AUTH_A, AUTH_B, KEY_A, count, error_of, judge_all, make_items, new_app, post_job
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -151,6 +152,34 @@ def test_every_bad_ndjson_line_is_a_422_naming_it_and_the_upload_stores_nothing(
     crlf = upload(client, job_id, b"\xef\xbb\xbf" + ndjson(items).replace(b"\n", b"\r\n") + b"\r\n\r\n")
     assert crlf.status_code == 200 and crlf.get_json()["added"] == 2  # a leading BOM, CRLF, blank lines
 
+
+
+def test_concurrent_pages_under_one_key_store_it_once_and_concurrent_starts_send_the_job_once(engine: Engine) -> None:
+    sent: list[Any] = []
+    app = new_app(engine, sent.append)
+    app.extensions["pjudge"].enqueue_range = lambda job, start, end: None
+    job_id = staged(app.test_client())
+    items = make_items(50)
+    answers: list[Any] = []
+
+    def post(path: str, **kwargs: Any) -> None:
+        response = app.test_client().post(path, **kwargs)
+        answers.append((response.status_code, response.headers.get("Idempotent-Replayed")))
+
+    def together(path: str, **kwargs: Any) -> list[Any]:
+        answers.clear()
+        threads = [threading.Thread(target=post, args=(path,), kwargs=kwargs) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sorted(answers, key=lambda answer: (answer[0], answer[1] or ""))
+
+    page = together(f"/v1/jobs/{job_id}/items", json={"items": items}, headers={**AUTH_A, "Idempotency-Key": "one"})
+    assert page == [(200, None)] + [(200, "true")] * 5
+    assert count(engine, JobItem) == 50 and count(engine, JobPage) == 1
+    assert together(f"/v1/jobs/{job_id}/start", headers=AUTH_A) == [(200, "true")] * 5 + [(202, None)]
+    assert [job.id for job in sent] == [job_id]
 
 # ---------------------------------------------------------------- staged jobs: the daily quota
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.context import ApiSettings, ApiState, Enqueue
-from api.errors import register_error_handlers
+from api.errors import ApiError, problem, register_error_handlers
 from judge import tracing
 from store.models import Job
 
@@ -91,6 +91,7 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
         limit = upload_limit(settings) or settings.max_body_bytes
         if length is not None and length > limit:
             raise RequestEntityTooLarge()
+        refuse_content_encoding()
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -104,6 +105,17 @@ def create_app(engine: Engine | None = None, enqueue: Enqueue | None = None,
         return response
 
     return app
+
+
+def refuse_content_encoding() -> None:
+    """415 naming Content-Encoding for a body sent compressed (gzip, br...): nothing here decodes
+    one, and read as it is, it would be reported as invalid UTF-8 or a malformed line instead."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    has_body = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if encoding not in ("", "identity") and has_body:
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Encoding {encoding[:40]!r} is not supported: send the body uncompressed",
+                       [problem("Content-Encoding", "only identity (no Content-Encoding header)")])
 
 
 _CONVERTER = re.compile(r"<[^:<>]+:([^<>]+)>")

@@ -34,7 +34,8 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from api.auth import owner_is_active, owner_of_key
 from api.context import state
-from api.errors import ApiError, json_response, pydantic_problems, summarize
+from api.errors import ApiError, invalid, json_response, problem, pydantic_problems, summarize
+from api.parsing import bad_text, check_query_text
 from api.schemas import LabelIn, StatsQuery
 from api.stats import agreement_report
 from store import repo, stats
@@ -167,6 +168,7 @@ def _filters(*extra: str) -> StatsQuery:
     """The page's filters (profile, model, since, until and the `extra` names), validated like
     /v1/stats/agreement's query; empty form fields count as absent."""
     args = {key: value for key, value in request.args.items() if value != "" and key in (*FILTERS, *extra)}
+    check_query_text(args)  # as the API's parse_query: a NUL would reach PostgreSQL
     try:
         return StatsQuery.model_validate(args)
     except ValidationError as exc:
@@ -290,14 +292,17 @@ def label(job_id: str) -> BaseResponse:
     from api import jobs
 
     job = jobs.owned_job(job_id)
+    form = {"id": request.form.get("id", ""), "human_label": request.form.get("human_label") or None}
+    bad = [problem(name, reason) for name, value in form.items() if value and (reason := bad_text(value))]
+    if bad:  # as read_json_body refuses them: a NUL would reach PostgreSQL
+        raise invalid(summarize(bad, "invalid label"), bad)
     try:
-        labels = [LabelIn.model_validate({"id": request.form.get("id", ""),
-                                          "human_label": request.form.get("human_label") or None})]
+        labels = [LabelIn.model_validate(form)]
     except ValidationError as exc:
         problems = pydantic_problems(exc)
-        raise ApiError(422, "invalid", summarize(problems, "invalid label"), problems) from None
+        raise invalid(summarize(problems, "invalid label"), problems) from None
     _, unknown = repo.attach_labels(state().engine, job.id, [(lb.id, lb.human_label) for lb in labels])
     if unknown:
-        raise ApiError(422, "invalid", "no such item in this job")
+        raise invalid("no such item in this job", [problem("id", f"unknown item id {labels[0].id[:100]!r}")])
     return redirect(url_for("dashboard.job_page", job_id=job.id))
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, has_request_context, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -145,7 +145,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
-        message = body_too_large_message(app.config.get("MAX_CONTENT_LENGTH"))
+        # This request's own limit: an NDJSON upload's (api.pages.upload_limit) is not the body limit.
+        limit = request.max_content_length if has_request_context() else app.config.get("MAX_CONTENT_LENGTH")
+        message = body_too_large_message(limit)
         # No "Connection: close" here: hop-by-hop headers are the server's business (PEP 3333).
         return error_response(413, "body_too_large", message)
 

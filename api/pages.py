@@ -14,7 +14,8 @@ name `line N`), the valid lines spooled to a temporary file, and only a wholly v
 stored, in one transaction (store.pages.add_page). A request sent again with its Idempotency-Key
 adds nothing and answers as the first time (Idempotent-Replayed: true); an id the job already
 holds is a 422 naming the line. A page of a started, finished or cancelled job is a 409; another
-key's job is a 404.
+key's job is a 404. Under a daily quota (PJUDGE_QUOTA_*), a page or /start more than 24 h after the
+job's creation is a 409 naming created_at (store.pages.check_quota_window).
 
 With start_early the job runs from its first page: each page's items go to the workers when stored,
 and the job cannot be done before /start closes it. Otherwise nothing runs until /start, which
@@ -82,9 +83,12 @@ def upload_limit(settings: ApiSettings, current: Request | None = None) -> int |
 # ---------------------------------------------------------------- pages
 
 def _json_page(body: Any, limit: int) -> pages.Page:
-    if not isinstance(body, dict) or set(body) - {"items"}:
+    if not isinstance(body, dict):
         raise invalid("the body must be a JSON object {items} (or NDJSON: Content-Type application/x-ndjson)",
                       [problem(None, "expected an object with one field, items")])
+    unknown = [problem(str(name)[:100], "unknown field: a page is {items}") for name in body if name != "items"]
+    if unknown:
+        raise invalid(summarize(unknown, "invalid page"), unknown)
     raw = body.get("items")
     if isinstance(raw, list) and len(raw) > limit:
         raise invalid(f"a page holds at most {limit} items (PJUDGE_MAX_PAGE_ITEMS): send {len(raw)} in smaller pages",
@@ -150,6 +154,10 @@ class _Spool:
 
 def _ndjson_page(spool: _Spool, max_items: int, max_line: int) -> pages.Page:
     """Read the NDJSON body a line at a time into `spool` (see the module docstring)."""
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):  # as read_json_body: lines are decoded as UTF-8, whatever is declared
+        raise ApiError(400, "bad_request", "an NDJSON upload must be UTF-8 encoded",
+                       [problem("Content-Type", f"charset {charset[:40]!r}: send UTF-8 (or no charset)")])
     fingerprint = pages.PageFingerprint()
     plan: summaries.PlanState = {}
     problems: list[dict[str, str | None]] = []
@@ -189,6 +197,8 @@ def _ndjson_page(spool: _Spool, max_items: int, max_line: int) -> pages.Page:
 def _refused(exc: pages.PageRefused) -> ApiError:
     if exc.reason == "closed":
         return ApiError(409, "conflict", exc.message, [problem("status", exc.status or "")])
+    if exc.reason == "expired":
+        return ApiError(409, "conflict", exc.message, [problem(exc.where, exc.message)])
     if exc.reason == "conflict":
         return ApiError(409, "conflict", exc.message, [problem("Idempotency-Key", "send a new key for a new page")])
     return invalid(exc.message, [problem(exc.where, exc.message)])
@@ -247,7 +257,7 @@ def _enqueue_range(job: Job, start: int, end: int) -> int:
 def start(job_id: str) -> Response:
     job = owned_job(job_id)
     try:
-        started = pages.start(state().engine, job.id)
+        started = pages.start(state().engine, job.id, daily_quota())
     except pages.PageRefused as exc:
         raise _refused(exc) from None
     job = started.job

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, NoReturn, TypeVar
 
 from flask import request
@@ -33,7 +34,8 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _bad_text(value: str) -> str | None:
+def bad_text(value: str) -> str | None:
+    """Why a decoded string cannot be stored (NUL, a lone surrogate), or None."""
     if "\x00" in value:
         return "NUL characters are not allowed"
     try:
@@ -50,7 +52,7 @@ def find_bad_string(document: object) -> str | None:
     while stack:
         value = stack.pop()
         if isinstance(value, str):
-            reason = _bad_text(value)
+            reason = bad_text(value)
             if reason:
                 return reason
         elif isinstance(value, dict):
@@ -132,13 +134,20 @@ def json_line(raw: bytes) -> Any:
     return document
 
 
+def check_query_text(args: Mapping[str, str | None]) -> None:
+    """400 naming the first query parameter whose value no database could compare (NUL, which
+    PostgreSQL's text refuses, or a lone surrogate)."""
+    for key, value in args.items():
+        reason = bad_text(value) if value is not None else None
+        if reason:
+            raise ApiError(400, "bad_request", f"invalid query parameter {key}",
+                           [{"field": key, "message": reason}])
+
+
 def parse_query(model: type[M]) -> M:
     """Validate the query string with `model`; a bad value is a 400 naming the parameter."""
     args = {key: request.args.get(key) for key in request.args}
-    for key, value in args.items():
-        if value is not None and _bad_text(value):
-            raise ApiError(400, "bad_request", f"invalid query parameter {key}",
-                           [{"field": key, "message": _bad_text(value) or ""}])
+    check_query_text(args)
     try:
         return model.model_validate(args)
     except ValidationError as exc:

@@ -255,6 +255,8 @@ class ReportQuery(_Query):
     delta: float | None = Field(default=None, gt=0, lt=1, description="Risk level of risk_control [default 0.1].")
 
 
+# since/until: the statistics step to the hour or day after (and the microsecond before) a time.
+TIME_RANGE = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
 ISO_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
 
 
@@ -264,9 +266,12 @@ def _iso_time(value: Any) -> Any:
         raise ValueError("expected an ISO 8601 date or date-time, e.g. 2025-01-31 or 2025-01-31T12:00:00Z")
     try:
         parsed = datetime.fromisoformat(value)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):  # 2025-13-01; 0001-01-01T00:00+01:00 has no UTC year
         raise ValueError("not a valid date or time") from None
+    if not TIME_RANGE[0] <= parsed <= TIME_RANGE[1]:  # the hours and days around it must exist too
+        raise ValueError(f"out of range: from {TIME_RANGE[0].date()} to {TIME_RANGE[1].date()}")
+    return parsed
 
 
 IsoTime = Annotated[datetime, BeforeValidator(_iso_time), WithJsonSchema({"type": "string", "pattern": ISO_TIME})]

@@ -10,7 +10,9 @@ they arrive). Then:
   turns), a page sent again under its Idempotency-Key adds nothing and answers as the first time,
   the rows go in at the next positions in chunks, an id the job already holds is refused naming
   the page's line, and the job's limits and its owner's daily quota are checked for the page.
-  Its metadata is folded into plan_state (store.summaries.PlanState) on the way.
+  Under a daily quota the job takes pages, and is started, only within the quota window of its
+  creation (`check_quota_window`: its items count from then; an old job filled later would count
+  in none). Its metadata is folded into plan_state (store.summaries.PlanState) on the way.
 - `start`: fixes the summary plan from plan_state, closes the job to pages, and marks it queued;
   a job started early is only closed (and done at once if every item has its verdict).
 - `task_ranges`: the [start, end) ranges of a span of positions, lazily (1M items are 31,250
@@ -26,6 +28,8 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
 from typing import Literal
 
 from sqlalchemy import select, update
@@ -92,7 +96,7 @@ class PageAdded:
 class PageRefused(Exception):
     """The page cannot be added; `reason` says why (the API's status code follows it)."""
 
-    def __init__(self, reason: Literal["closed", "conflict", "duplicate", "too_many"], message: str,
+    def __init__(self, reason: Literal["closed", "conflict", "duplicate", "too_many", "expired"], message: str,
                  where: str | None = None, status: str | None = None):
         super().__init__(message)
         self.reason, self.message, self.where, self.status = reason, message, where, status
@@ -118,9 +122,13 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
         if not takes_pages(job):
             raise PageRefused("closed", f"job is {job.status}: it takes no more items"
                               + (" (started)" if job.status in repo.ACTIVE else ""), status=job.status)
+        check_quota_window(job, limits.quota)
         if job.n_items + page.count > limits.max_job_items:
+            # Named by the first row too many (read up to it: the page is refused anyway).
+            over = next(islice(page.rows, max(0, limits.max_job_items - job.n_items), None), None)
             raise PageRefused("too_many", f"this page of {page.count} item(s) would take the job to "
-                              f"{job.n_items + page.count} items, more than {limits.max_job_items} per job")
+                              f"{job.n_items + page.count} items, more than {limits.max_job_items} per job",
+                              over.where if over is not None else None)
         if limits.quota is not None and limits.quota.limited:
             repo.lock_quota(conn, owner)
             repo.check_page_quota(conn, owner, job_id, job.n_items, page.count, limits.quota)
@@ -140,6 +148,21 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
                 fingerprint=page.fingerprint, created_at=utcnow()))
         job = job.model_copy(update=values)
     return PageAdded(job, first, page.count)
+
+
+def check_quota_window(job: Job, quota: repo.DailyQuota | None, now: datetime | None = None) -> None:
+    """Under a daily quota, a staged job's items and cost count from its creation (store.repo's
+    quota window, QUOTA_WINDOW long): pages added, or a start, after its window would count in
+    none, so that old empty jobs filled later could pass any quota. PageRefused("expired") then."""
+    if quota is None or not quota.limited:
+        return
+    created = job.created_at if job.created_at.tzinfo is not None else job.created_at.replace(tzinfo=UTC)
+    ends = created + repo.QUOTA_WINDOW
+    if (now or utcnow()) >= ends:
+        raise PageRefused("expired", f"job was created more than {repo.QUOTA_WINDOW.total_seconds() / 3600:g} h "
+                          "ago: under this server's daily quota a staged job takes its pages and is started within "
+                          "that time of its creation (its items count from then); cancel it and stage a new job",
+                          "created_at", job.status)
 
 
 def _locked(conn: Connection, job_id: str) -> Job:
@@ -192,7 +215,7 @@ class Started:
     enqueue_from: int  # the first position not yet sent to the workers
 
 
-def start(bind: Bind, job_id: str) -> Started:
+def start(bind: Bind, job_id: str, quota: repo.DailyQuota | None = None) -> Started:
     """Close a staged job to pages and let it run: its summary plan fixed from the pages' plan
     state (and the keys it cannot summarize recorded as overflowing), status queued. A job started
     early is closed (done at once when every item already has its verdict); its pages were sent
@@ -207,8 +230,10 @@ def start(bind: Bind, job_id: str) -> Started:
         if job.n_items == 0:
             raise PageRefused("closed", "the job has no items yet: add pages (POST /v1/jobs/{id}/items) first",
                               status=job.status)
-        values: dict[str, object] = {"open_for_items": False, "plan_state": None, "updated_at": utcnow()}
         early = job.status != OPEN
+        if not early:  # one started early is closed whenever asked: its pages were taken in time
+            check_quota_window(job, quota)
+        values: dict[str, object] = {"open_for_items": False, "plan_state": None, "updated_at": utcnow()}
         if not early:
             plan = summaries.plan_of_state(json.loads(job.plan_state or "{}"))
             summaries.record_overflow(conn, job_id, [key for key, kept in plan.items()

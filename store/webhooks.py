@@ -32,7 +32,7 @@ from sqlmodel import col
 
 from store import vault
 from store.db import Bind, reading, writing
-from store.models import Job, WebhookDelivery, WebhookEvent, WebhookSecret, utcnow
+from store.models import MAX_POSITION, Job, WebhookDelivery, WebhookEvent, WebhookSecret, utcnow
 
 # store.repo.TERMINAL (not imported: repo imports this module)
 ENDED = ("done", "failed", "cancelled", "budget_exhausted")
@@ -243,6 +243,7 @@ def event_of_job(bind: Bind, job_id: str) -> WebhookEvent | None:
 
 def deliveries(bind: Bind, job_id: str, after: int = 0, limit: int = 100) -> list[WebhookDelivery]:
     """The job's delivery attempts in the order they were made, after the row id `after`."""
+    after = min(after, MAX_POSITION)  # an INTEGER id: PostgreSQL refuses a larger value even to compare
     with reading(bind) as conn:
         rows = conn.execute(
             select(WebhookDelivery).where(col(WebhookDelivery.job_id) == job_id, col(WebhookDelivery.id) > after)

@@ -220,3 +220,22 @@ def test_a_body_without_a_plausible_key_is_refused_at_header_time_unread(serve: 
     assert status == 401 and "invalid or revoked key" in json.loads(body)["error"]["message"]
     status, _, _ = served.exchange(post_head(2) + b"{}")
     assert status == 422
+
+
+def test_an_upload_over_the_body_limit_with_a_key_the_api_refuses_is_a_401_unread(
+        serve: Callable[..., Served]) -> None:
+    served = serve("waitress", PJUDGE_MAX_BODY_MB="1", PJUDGE_MAX_UPLOAD_MB="100")
+
+    def upload_head(key: str, length: int) -> bytes:
+        return (f"POST /v1/jobs/00000000-0000-0000-0000-000000000000/items HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {key}\r\nContent-Type: application/x-ndjson\r\n"
+                f"Content-Length: {length}\r\n\r\n").encode()
+
+    started = time.perf_counter()
+    status, headers, body = served.exchange(upload_head("nope-key-0123", 90 * MB), timeout=10)  # never sent
+    assert status == 401 and time.perf_counter() - started < 5
+    assert headers["www-authenticate"] == 'Bearer realm="pjudge"'
+    assert json.loads(body)["error"]["code"] == "unauthorized"
+    # The operator's key: its 2 MB upload is read and reaches the app (no such job: 404).
+    status, _, body = served.exchange(upload_head(KEY_A, 2 * MB) + b"\n" * (2 * MB), timeout=20)
+    assert status == 404, body

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from sqlalchemy.engine import Engine
 
@@ -94,7 +94,8 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float, allow_p
         addresses = client_addresses(endpoint, allow_private)
     except EndpointError:  # one text whatever the reason, as at POST (api.profiles.webhook_url_of)
         return outcome(False, error=REFUSED)
-    target = urlsplit(url).path or "/"
+    # Non-ASCII in the path percent-encoded as a browser would (http.client sends ASCII only); escapes kept.
+    target = quote(urlsplit(url).path or "/", safe="/%:@!$&'()*+,;=-._~")
     host = endpoint.host.encode("idna").decode("ascii")  # the Host header and the certificate's name
     kind = _PinnedTls if endpoint.scheme == "https" else _Pinned
     error = "no address"

@@ -6,7 +6,8 @@ waitress a body over the API's limit is refused when its headers arrive, in the 
 shape, and idle connections are bounded in number and time (judge.settings: serve_*); a request's
 headers must arrive within serve_header_timeout of its first byte, one client address keeps at most
 serve_connections_per_address connections, and a body sent to a route that needs a key without a
-plausible bearer key is refused (JSON 401) before it is read or spooled.
+plausible bearer key is refused (JSON 401) before it is read or spooled; so is an NDJSON upload over
+the body limit (or chunked) whose key the API does not accept (one lookup when its headers arrive).
 """
 
 from __future__ import annotations
@@ -71,8 +72,25 @@ def plausible_bearer(header: str | None) -> bool:
     return scheme.lower() == "bearer" and 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
 
 
+def accepted_key(app: Flask, header: str | None) -> bool:
+    """Whether an Authorization header holds a key the API accepts now (api.auth.owner_of_key)."""
+    from api.auth import owner_of_key
+    from api.errors import ApiError
+
+    scheme, _, key = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    with app.app_context():
+        try:
+            owner_of_key(key.strip())
+        except ApiError:
+            return False
+    return True
+
+
 def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50,
-                        body_limit: int | None = None) -> type[HTTPChannel]:
+                        body_limit: int | None = None,
+                        accepts_upload: Callable[[str | None], bool] | None = None) -> type[HTTPChannel]:
     """waitress's channel with its own error answers (a body over the limit refused at header time,
     a body sent without a plausible key to a route that needs one, an unparsable request) written in
     the API's error shape instead of plain text, then a lingering close (see DRAIN_SECONDS).
@@ -98,6 +116,9 @@ def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50,
         code = 401
         reason = "Unauthorized"
 
+    class UnknownKey(Unauthorized):
+        """An upload over the body limit with a key the API does not accept: refused unread."""
+
     class BodyTooLarge(RequestEntityTooLarge):
         """Over the limit of a body other than an upload (waitress's own limit is the upload's)."""
 
@@ -116,6 +137,13 @@ def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50,
                   and not is_upload(path, self.headers.get("CONTENT_TYPE"))):
                 self.error = BodyTooLarge("body too large")
                 self.completed = True
+            elif (accepts_upload is not None and is_upload(path, self.headers.get("CONTENT_TYPE"))
+                  and (self.chunked or (body_limit is not None and self.content_length > body_limit))
+                  and not accepts_upload(self.headers.get("AUTHORIZATION"))):
+                # An upload may be PJUDGE_MAX_UPLOAD_MB (a GB), which waitress spools to disk before
+                # the app runs: past the body limit, the key is checked first (one lookup).
+                self.error = UnknownKey("invalid or revoked key")
+                self.completed = True
 
     class JsonErrorTask(ErrorTask):
         def execute(self) -> None:
@@ -124,6 +152,9 @@ def _json_error_channel(header_timeout: float = 10.0, per_address: int = 50,
                 message = body_too_large_message(body_limit)
             elif error.code == 413:
                 message = body_too_large_message(self.channel.server.adj.max_request_body_size - 1)
+            elif isinstance(error, UnknownKey):
+                message = "invalid or revoked key (checked before an upload over PJUDGE_MAX_BODY_MB is read)"
+                self.response_headers = [*self.response_headers, ("WWW-Authenticate", 'Bearer realm="pjudge"')]
             elif error.code == 401:
                 message = f"missing or malformed bearer key: {error.body}"
                 self.response_headers = [*self.response_headers, ("WWW-Authenticate", 'Bearer realm="pjudge"')]
@@ -251,7 +282,7 @@ def _waitress(app: Flask, host: str, port: int, threads: int, announce: Announce
     if not isinstance(server, BaseWSGIServer):  # one host and port: one listening socket's server
         raise RuntimeError(f"waitress made a {type(server).__name__} for one host and port")
     server.channel_class = _json_error_channel(config.serve_header_timeout, config.serve_connections_per_address,
-                                               body_limit)
+                                               body_limit, lambda header: accepted_key(app, header))
     _raise_file_limit(config.serve_connection_limit)
     bound: int = server.effective_port  # type: ignore[attr-defined]  # waitress sets it; stubs lack it
     announce(bound, f"waitress ({threads} threads)")

@@ -265,7 +265,7 @@ def staged_request(body: dict[str, Any]) -> repo.Staged | None:
                 for name in ("items", "labels") if body.get(name) not in (None, [])]
     if problems:
         raise invalid(summarize(problems, "invalid staged job"), problems)
-    return repo.Staged(start_early=bool(early))
+    return repo.Staged(start_early=bool(early), max_open=state().settings.config.max_open_jobs)
 
 
 # ---------------------------------------------------------------- routes
@@ -305,6 +305,10 @@ def create_job() -> Response:
                                   webhook_url=webhook_url, staged=staged)
     except repo.QuotaExceeded as exc:
         raise quota_error(exc, "items") from None
+    except repo.TooManyOpenJobs as exc:
+        raise ApiError(409, "conflict", f"this key already holds {exc.limit} staged job(s) open to pages "
+                       "(PJUDGE_MAX_OPEN_JOBS): start or cancel one first",
+                       [problem("staged", f"at most {exc.limit} open staged jobs per key")]) from None
     job = created.job
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if not created.created:

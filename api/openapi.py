@@ -124,7 +124,7 @@ ROUTES: tuple[Route, ...] = (
                       "cancelled is a 409. The daily item quota and PJUDGE_MAX_JOB_ITEMS are checked per page."),
     Route("post", "/v1/jobs/{job_id}/start", "Start a staged job: no more pages, its items go to the workers.",
           {202: ("Started.", s.JobAccepted), 200: ("It was started already (nothing changed).", s.JobAccepted)},
-          errors=(401, 404, 409), parameters=(JOB_ID,)),
+          errors=(401, 404, 409, 429), parameters=(JOB_ID,)),
     Route("get", "/v1/jobs/{job_id}/verdicts.jsonl", "Every verdict (SPEC 1.2) in item order, streamed.",
           {200: ("JSON Lines, one verdict per line, as /verdicts pages them.", Verdict)}, parameters=(JOB_ID,),
           errors=(401, 404), content_type="application/x-ndjson"),

@@ -14,8 +14,9 @@ name `line N`), the valid lines spooled to a temporary file, and only a wholly v
 stored, in one transaction (store.pages.add_page). A request sent again with its Idempotency-Key
 adds nothing and answers as the first time (Idempotent-Replayed: true); an id the job already
 holds is a 422 naming the line. A page of a started, finished or cancelled job is a 409; another
-key's job is a 404. Under a daily quota (PJUDGE_QUOTA_*), a page or /start more than 24 h after the
-job's creation is a 409 naming created_at (store.pages.check_quota_window).
+key's job is a 404. Under a daily quota (PJUDGE_QUOTA_*) each page is checked as a new job's items
+would be, and the job counts in the quota from its latest page and from its start (jobs.quota_at):
+a /start once the key's cost quota is spent is a 429, as a new job is.
 
 With start_early the job runs from its first page: each page's items go to the workers when stored,
 and the job cannot be done before /start closes it. Otherwise nothing runs until /start, which
@@ -197,8 +198,6 @@ def _ndjson_page(spool: _Spool, max_items: int, max_line: int) -> pages.Page:
 def _refused(exc: pages.PageRefused) -> ApiError:
     if exc.reason == "closed":
         return ApiError(409, "conflict", exc.message, [problem("status", exc.status or "")])
-    if exc.reason == "expired":
-        return ApiError(409, "conflict", exc.message, [problem(exc.where, exc.message)])
     if exc.reason == "conflict":
         return ApiError(409, "conflict", exc.message, [problem("Idempotency-Key", "send a new key for a new page")])
     return invalid(exc.message, [problem(exc.where, exc.message)])
@@ -260,6 +259,8 @@ def start(job_id: str) -> Response:
         started = pages.start(state().engine, job.id, daily_quota())
     except pages.PageRefused as exc:
         raise _refused(exc) from None
+    except repo.QuotaExceeded as exc:
+        raise quota_error(exc, "items") from None
     job = started.job
     if started.started and started.enqueue_from == 0:
         try:

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
                               "/v1/personalization expands its responses into (422 beyond).")
     max_job_items: int = Field(default=1_000_000, ge=1, description="Most pair items of a staged job (filled "
                                "in pages by POST /v1/jobs/{id}/items; 422 beyond).")
+    max_open_jobs: int = Field(default=100, ge=1, description="Most staged jobs one API key may hold open to "
+                               "pages at once (POST /v1/jobs with staged: true is a 409 beyond: start or "
+                               "cancel one); empty staged jobs count in no quota.")
     max_page_items: int = Field(default=10_000, ge=1, description="Most pair items of one JSON page of "
                                 "POST /v1/jobs/{id}/items (422 beyond; an NDJSON upload is bounded by "
                                 "max_job_items and max_upload_mb).")

@@ -68,6 +68,7 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency"),
         Index("ix_jobs_owner_created", "owner", "created_at"),
+        Index("ix_jobs_owner_quota_at", "owner", "quota_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -104,6 +105,11 @@ class Job(SQLModel, table=True):
     # While a staged job is open: JSON of the metadata group names its pages hold so far
     # (store.summaries.PlanState), from which start fixes summary_keys; null otherwise.
     plan_state: str | None = Field(default=None, sa_column=Column(Text))
+    # From when the job's items and cost count in its owner's daily quota (store.repo
+    # _quota_window): its creation, or a staged job's latest page or its start, so that a job
+    # filled or started long after its creation counts from then. Set by store.repo.create_job;
+    # nullable only because SQLite adds a column that way (0017 copies created_at into older rows).
+    quota_at: datetime | None = None
 
 
 # Positions (job_items, verdicts) are INTEGER columns: PostgreSQL refuses a larger value even in a

@@ -10,11 +10,13 @@ they arrive). Then:
   turns), a page sent again under its Idempotency-Key adds nothing and answers as the first time,
   the rows go in at the next positions in chunks, an id the job already holds is refused naming
   the page's line, and the job's limits and its owner's daily quota are checked for the page.
-  Under a daily quota the job takes pages, and is started, only within the quota window of its
-  creation (`check_quota_window`: its items count from then; an old job filled later would count
-  in none). Its metadata is folded into plan_state (store.summaries.PlanState) on the way.
-- `start`: fixes the summary plan from plan_state, closes the job to pages, and marks it queued;
-  a job started early is only closed (and done at once if every item has its verdict).
+  Each page moves the job's quota_at to its own time: the whole job counts in its owner's daily
+  quota from its latest page (an empty job filled a day after its creation counts from then, not
+  in a window already past). Its metadata is folded into plan_state (store.summaries.PlanState)
+  on the way.
+- `start`: fixes the summary plan from plan_state, closes the job to pages, marks it queued and
+  moves quota_at to the start (its cost counts from then); a job started early is only closed
+  (and done at once if every item has its verdict).
 - `task_ranges`: the [start, end) ranges of a span of positions, lazily (1M items are 31,250
   ranges of 32: sent one by one, never listed).
 
@@ -28,7 +30,6 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import islice
 from typing import Literal
 
@@ -96,7 +97,7 @@ class PageAdded:
 class PageRefused(Exception):
     """The page cannot be added; `reason` says why (the API's status code follows it)."""
 
-    def __init__(self, reason: Literal["closed", "conflict", "duplicate", "too_many", "expired"], message: str,
+    def __init__(self, reason: Literal["closed", "conflict", "duplicate", "too_many"], message: str,
                  where: str | None = None, status: str | None = None):
         super().__init__(message)
         self.reason, self.message, self.where, self.status = reason, message, where, status
@@ -122,7 +123,6 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
         if not takes_pages(job):
             raise PageRefused("closed", f"job is {job.status}: it takes no more items"
                               + (" (started)" if job.status in repo.ACTIVE else ""), status=job.status)
-        check_quota_window(job, limits.quota)
         if job.n_items + page.count > limits.max_job_items:
             # Named by the first row too many (read up to it: the page is refused anyway).
             over = next(islice(page.rows, max(0, limits.max_job_items - job.n_items), None), None)
@@ -136,7 +136,8 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
         stored_count = _insert_rows(conn, job_id, first, page.rows)
         if stored_count != page.count:  # the caller counted what it validated: a bug, not bad input
             raise RuntimeError(f"page rows changed between validation and storing ({stored_count} != {page.count})")
-        values: dict[str, object] = {"n_items": first + page.count, "updated_at": utcnow()}
+        now = utcnow()
+        values: dict[str, object] = {"n_items": first + page.count, "updated_at": now, "quota_at": now}
         if job.plan_state is not None:
             state: summaries.PlanState = json.loads(job.plan_state)
             summaries.merge_plan_states(state, page.plan, summaries.MAX_PLANNED_KEYS)
@@ -148,21 +149,6 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
                 fingerprint=page.fingerprint, created_at=utcnow()))
         job = job.model_copy(update=values)
     return PageAdded(job, first, page.count)
-
-
-def check_quota_window(job: Job, quota: repo.DailyQuota | None, now: datetime | None = None) -> None:
-    """Under a daily quota, a staged job's items and cost count from its creation (store.repo's
-    quota window, QUOTA_WINDOW long): pages added, or a start, after its window would count in
-    none, so that old empty jobs filled later could pass any quota. PageRefused("expired") then."""
-    if quota is None or not quota.limited:
-        return
-    created = job.created_at if job.created_at.tzinfo is not None else job.created_at.replace(tzinfo=UTC)
-    ends = created + repo.QUOTA_WINDOW
-    if (now or utcnow()) >= ends:
-        raise PageRefused("expired", f"job was created more than {repo.QUOTA_WINDOW.total_seconds() / 3600:g} h "
-                          "ago: under this server's daily quota a staged job takes its pages and is started within "
-                          "that time of its creation (its items count from then); cancel it and stage a new job",
-                          "created_at", job.status)
 
 
 def _locked(conn: Connection, job_id: str) -> Job:
@@ -220,7 +206,8 @@ def start(bind: Bind, job_id: str, quota: repo.DailyQuota | None = None) -> Star
     state (and the keys it cannot summarize recorded as overflowing), status queued. A job started
     early is closed (done at once when every item already has its verdict); its pages were sent
     to the workers as they came, so `enqueue_from` is its item count. PageRefused("closed") for a
-    job with no items or one cancelled; an already started job comes back unchanged."""
+    job with no items or one cancelled; an already started job comes back unchanged. Under a
+    `quota`, repo.QuotaExceeded when it is used up (as for a new job: the owner's cost spent)."""
     with writing(bind) as conn:
         job = _locked(conn, job_id)
         if not job.open_for_items:
@@ -231,10 +218,12 @@ def start(bind: Bind, job_id: str, quota: repo.DailyQuota | None = None) -> Star
             raise PageRefused("closed", "the job has no items yet: add pages (POST /v1/jobs/{id}/items) first",
                               status=job.status)
         early = job.status != OPEN
-        if not early:  # one started early is closed whenever asked: its pages were taken in time
-            check_quota_window(job, quota)
         values: dict[str, object] = {"open_for_items": False, "plan_state": None, "updated_at": utcnow()}
-        if not early:
+        if not early:  # counted from now (one started early counts from its latest page)
+            if quota is not None and quota.limited:  # as a new job: none once the cost quota is spent
+                repo.lock_quota(conn, job.owner)
+                repo.check_page_quota(conn, job.owner, job_id, job.n_items, 0, quota)
+            values["quota_at"] = values["updated_at"]
             plan = summaries.plan_of_state(json.loads(job.plan_state or "{}"))
             summaries.record_overflow(conn, job_id, [key for key, kept in plan.items()
                                                      if not kept and summaries.overflow_key(key)])

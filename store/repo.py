@@ -103,6 +103,8 @@ class Staged:
     as they arrive, before POST /v1/jobs/{id}/start."""
 
     start_early: bool = False
+    # Most staged jobs its owner may hold open to pages at once, this one included (None: no limit).
+    max_open: int | None = None
 
     def inputs(self) -> dict[str, Any]:
         """What the request fingerprint counts beside the profile (no items yet)."""
@@ -195,6 +197,14 @@ class DailyQuota:
         return self.items is not None or self.cost_usd is not None
 
 
+class TooManyOpenJobs(Exception):
+    """A new staged job would take its owner past Staged.max_open jobs open to pages."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"{limit} staged job(s) already open to pages")
+        self.limit = limit
+
+
 class QuotaExceeded(Exception):
     """A new job would take its owner over a DailyQuota. `retry_after`: seconds until enough of the
     window has passed for the same job to fit; None when it never will (it alone is too large)."""
@@ -206,9 +216,10 @@ class QuotaExceeded(Exception):
 
 def _quota_window(owner: str, now: datetime,
                   other_than: str | None = None) -> tuple[ColumnElement[bool], ...]:
-    """The owner's jobs a DailyQuota counts at `now`: those created in the QUOTA_WINDOW before it
-    (`other_than`: leave out this job)."""
-    where = (col(Job.owner) == owner, col(Job.created_at) > now - QUOTA_WINDOW)
+    """The owner's jobs a DailyQuota counts at `now`: those whose quota_at (their creation, or a
+    staged job's latest page or start) is in the QUOTA_WINDOW before it (`other_than`: leave out
+    this job)."""
+    where = (col(Job.owner) == owner, col(Job.quota_at) > now - QUOTA_WINDOW)
     return (*where, col(Job.id) != other_than) if other_than is not None else where
 
 
@@ -228,8 +239,8 @@ def cost_in_quota_window(engine: Engine, owner: str, now: datetime | None = None
 
 def _check_quota(conn: Connection, job: Job, quota: DailyQuota) -> None:
     """Raise QuotaExceeded when the new job's items, or any new job once the cost limit is spent,
-    would take its owner over the quota, counting the owner's other jobs created in the 24 h
-    before it."""
+    would take its owner over the quota, counting the owner's other jobs of the 24 h before it
+    (_quota_window)."""
     _check_quota_of(conn, job.created_at, _quota_window(job.owner, job.created_at, other_than=job.id),
                     0, job.n_items, quota)
 
@@ -266,12 +277,12 @@ def _seconds_until_fits(conn: Connection, where: Sequence[ColumnElement[bool]], 
                         amount: SQLColumnExpression[float], fits: Callable[[float], bool]) -> float | None:
     """Seconds until enough of the oldest jobs in the window have left it for `fits(what is left)`,
     `amount` (a column of jobs) being what each takes with it."""
-    jobs = conn.execute(select(col(Job.created_at), amount).where(*where).order_by(col(Job.created_at))).all()
+    jobs = conn.execute(select(col(Job.quota_at), amount).where(*where).order_by(col(Job.quota_at))).all()
     left = sum(value for _, value in jobs)
-    for created, value in jobs:
+    for counted_from, value in jobs:
         left -= value
-        if fits(left):
-            return max(1.0, (created + QUOTA_WINDOW - now).total_seconds())
+        if fits(left) and counted_from is not None:  # never None here: the window's ">" leaves NULL out
+            return max(1.0, (counted_from + QUOTA_WINDOW - now).total_seconds())
     return None
 
 
@@ -306,8 +317,9 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
     if staged is not None:  # plan: none while it runs early (every key overflows), else fixed at start
         status, open_for_items, plan_state = ("queued" if staged.start_early else "open"), True, (
             None if staged.start_early else "{}")
+    created_at = utcnow()
     job = Job(
-        id=str(uuid.uuid4()), owner=owner, kind=kind, idempotency_key=idempotency_key,
+        id=str(uuid.uuid4()), owner=owner, created_at=created_at, quota_at=created_at, kind=kind, idempotency_key=idempotency_key,
         profile_name=info.profile, provider=info.provider, model=info.model,
         profile_json=(profile.model_dump_json() if isinstance(profile, JudgeProfile)
                       else json.dumps(stored_judging(profile), ensure_ascii=False)), batch_size=batch_size, n_items=len(items),
@@ -316,8 +328,10 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
     )
     try:
         with writing(bind) as conn:
-            if quota is not None and quota.limited:
+            if (quota is not None and quota.limited) or (staged is not None and staged.max_open is not None):
                 lock_quota(conn, owner)
+            if staged is not None and staged.max_open is not None:
+                _check_open_jobs(conn, owner, staged.max_open)
             conn.execute(insert(Job).values(**job.model_dump()))
             if quota is not None and quota.limited:
                 _check_quota(conn, job, quota)
@@ -345,9 +359,18 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
     return JobCreated(job, created=True)
 
 
+def _check_open_jobs(conn: Connection, owner: str, limit: int) -> None:
+    """TooManyOpenJobs when `owner` already holds `limit` jobs open to pages (under lock_quota)."""
+    open_jobs = conn.execute(select(func.count()).select_from(Job).where(
+        col(Job.owner) == owner, col(Job.open_for_items).is_(True))).scalar_one()
+    if open_jobs >= limit:
+        raise TooManyOpenJobs(limit)
+
+
 def lock_quota(conn: Connection, owner: str) -> None:
-    """Serialize, until `conn`'s transaction ends, the writes that check `owner`'s daily quota (new
-    jobs, pages of staged jobs): an advisory lock per owner on PostgreSQL; SQLite has one writer."""
+    """Serialize, until `conn`'s transaction ends, the writes that check `owner`'s daily quota or
+    open staged jobs (new jobs, pages and starts of staged jobs): an advisory lock per owner on
+    PostgreSQL; SQLite has one writer."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _owner_lock_key(owner)})
 

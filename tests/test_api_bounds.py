@@ -303,8 +303,10 @@ def test_the_price_table_has_built_in_defaults_a_wildcard_and_a_file_form(engine
 # ---------------------------------------------------------------- per-key daily quotas
 
 def _age(engine: Engine, job_id: str, hours: float) -> None:
+    """Make a job look posted `hours` ago (created, and counted in the quota, then)."""
+    then = utcnow() - timedelta(hours=hours)
     with engine.begin() as conn:
-        conn.execute(update(Job).where(Job.id == job_id).values(created_at=utcnow() - timedelta(hours=hours)))
+        conn.execute(update(Job).where(Job.id == job_id).values(created_at=then, quota_at=then))
 
 
 def test_the_items_quota_answers_429_with_retry_after_over_the_last_24_hours(engine: Engine) -> None:

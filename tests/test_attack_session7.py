@@ -183,40 +183,84 @@ def test_concurrent_pages_under_one_key_store_it_once_and_concurrent_starts_send
 
 # ---------------------------------------------------------------- staged jobs: the daily quota
 
-def test_old_empty_staged_jobs_cannot_be_filled_past_the_daily_quota(engine: Engine) -> None:
+def _age(engine: Engine, job_ids: list[str], hours: float) -> None:
+    """Make jobs look created (and last counted in the quota) `hours` ago."""
+    then = utcnow() - timedelta(hours=hours)
+    with engine.begin() as conn:
+        conn.execute(update(Job).where(col(Job.id).in_(job_ids)).values(created_at=then, quota_at=then))
+
+
+def _counted_from(engine: Engine, job_id: str) -> timedelta:
+    job = repo.get_job(engine, job_id)
+    assert job is not None and job.quota_at is not None
+    quota_at = job.quota_at if job.quota_at.tzinfo is not None else job.quota_at.replace(tzinfo=utcnow().tzinfo)
+    return utcnow() - quota_at
+
+
+def test_old_empty_staged_jobs_filled_later_count_in_the_daily_quota_from_their_pages(engine: Engine) -> None:
     client = app_client(engine, PJUDGE_QUOTA_ITEMS_PER_DAY="10")
     items = make_items(30)
     old = [staged(client) for _ in range(3)]
-    with engine.begin() as conn:  # made a day ago, still empty: their items would count from then
-        conn.execute(update(Job).where(col(Job.id).in_(old)).values(created_at=utcnow() - timedelta(hours=25)))
-    for n, job_id in enumerate(old):
-        response = client.post(f"/v1/jobs/{job_id}/items", json={"items": items[n * 10:n * 10 + 10]},
-                               headers=AUTH_A)
-        assert response.status_code == 409, response.get_json()
-        assert fields(response) == ["created_at"] and "24 h" in error_of(response)["message"]
-    assert count(engine, JobItem) == 0
-    fresh = staged(client)
-    assert client.post(f"/v1/jobs/{fresh}/items", json={"items": items[:10]}, headers=AUTH_A).status_code == 200
+    _age(engine, old, 25)  # made a day ago, still empty: outside any window now
+    assert client.post(f"/v1/jobs/{old[0]}/items", json={"items": items[:10]}, headers=AUTH_A).status_code == 200
+    assert _counted_from(engine, old[0]) < timedelta(minutes=5)  # counts from its page, not its creation
+    for job_id in old[1:]:
+        response = client.post(f"/v1/jobs/{job_id}/items", json={"items": items[10:11]}, headers=AUTH_A)
+        assert response.status_code == 429 and error_of(response)["code"] == "quota_exceeded", response.get_json()
+    assert count(engine, JobItem) == 10
     over = post_job(client, items[10:11])
     assert over.status_code == 429 and error_of(over)["code"] == "quota_exceeded"
+    # Filled just before its creation's window ends and again after: the job still counts (no 2x).
+    unlimited = app_client(engine)
+    other = staged(unlimited, AUTH_B)
+    _age(engine, [other], 23.9)
+    quota_b = app_client(engine, PJUDGE_QUOTA_ITEMS_PER_DAY="10")
+    assert quota_b.post(f"/v1/jobs/{other}/items", json={"items": items[:10]}, headers=AUTH_B).status_code == 200
+    with engine.begin() as conn:  # its creation leaves the window; its page does not
+        conn.execute(update(Job).where(col(Job.id) == other).values(created_at=utcnow() - timedelta(hours=30)))
+    assert post_job(quota_b, items[10:11], headers=AUTH_B).status_code == 429
 
 
-def test_a_staged_job_filled_in_time_is_started_only_within_its_quota_window(engine: Engine) -> None:
+def test_a_staged_job_started_a_day_after_its_creation_counts_its_cost_from_its_start(engine: Engine) -> None:
     client = app_client(engine, PJUDGE_QUOTA_COST_PER_DAY="1.0")
-    job_id = staged(client)
-    assert client.post(f"/v1/jobs/{job_id}/items", json={"items": make_items(4)}, headers=AUTH_A).status_code == 200
-    with engine.begin() as conn:
-        conn.execute(update(Job).where(col(Job.id) == job_id).values(created_at=utcnow() - timedelta(hours=25)))
-    late = client.post(f"/v1/jobs/{job_id}/start", headers=AUTH_A)
-    assert late.status_code == 409 and fields(late) == ["created_at"]
-    assert client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).get_json()["status"] == "open"
-    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A).status_code == 200
-    unlimited = app_client(engine)  # without a quota a staged job keeps no clock
-    other = staged(unlimited)
-    unlimited.post(f"/v1/jobs/{other}/items", json={"items": make_items(4)}, headers=AUTH_A)
-    with engine.begin() as conn:
-        conn.execute(update(Job).where(col(Job.id) == other).values(created_at=utcnow() - timedelta(days=3)))
-    assert unlimited.post(f"/v1/jobs/{other}/start", headers=AUTH_A).status_code == 202
+    job_id, waiting = staged(client), staged(client)
+    for each in (job_id, waiting):
+        assert client.post(f"/v1/jobs/{each}/items", json={"items": make_items(4)}, headers=AUTH_A).status_code == 200
+    _age(engine, [job_id], 25)
+    assert client.post(f"/v1/jobs/{job_id}/start", headers=AUTH_A).status_code == 202
+    assert _counted_from(engine, job_id) < timedelta(minutes=5)
+    with engine.begin() as conn:  # what its calls cost: it counts now, though created a day ago
+        conn.execute(update(Job).where(col(Job.id) == job_id).values(cost_usd=1.0))
+    assert repo.cost_in_quota_window(engine, repo.get_job(engine, job_id).owner) == pytest.approx(1.0)  # type: ignore[union-attr]  # the job exists
+    over = post_job(client, make_items(1))
+    assert over.status_code == 429 and error_of(over)["code"] == "quota_exceeded"
+    # With the cost quota spent, a staged job takes no page and is not started (as no new job is posted).
+    page = client.post(f"/v1/jobs/{waiting}/items", json={"items": make_items(6)[4:]}, headers=AUTH_A)
+    assert page.status_code == 429 and error_of(page)["code"] == "quota_exceeded"
+    refused = client.post(f"/v1/jobs/{waiting}/start", headers=AUTH_A)
+    assert refused.status_code == 429 and error_of(refused)["code"] == "quota_exceeded"
+    assert refused.headers["Retry-After"].isdigit()
+    assert client.get(f"/v1/jobs/{waiting}", headers=AUTH_A).get_json()["status"] == "open"
+    unlimited = app_client(engine)  # without a quota nothing is counted
+    assert unlimited.post(f"/v1/jobs/{waiting}/start", headers=AUTH_A).status_code == 202
+
+
+def test_a_key_holds_at_most_max_open_jobs_staged_jobs_open_to_pages(engine: Engine) -> None:
+    client = app_client(engine, PJUDGE_MAX_OPEN_JOBS="2")
+    body = {"profile": "persona-certainty", "staged": True}
+    first = client.post("/v1/jobs", json=body, headers={**AUTH_A, "Idempotency-Key": "first"})
+    early = client.post("/v1/jobs", json={**body, "start_early": True}, headers=AUTH_A)
+    assert first.status_code == 202 and early.status_code == 202
+    refused = client.post("/v1/jobs", json=body, headers=AUTH_A)
+    assert refused.status_code == 409 and fields(refused) == ["staged"], refused.get_json()
+    assert "PJUDGE_MAX_OPEN_JOBS" in error_of(refused)["message"]
+    assert count(engine, Job) == 2
+    replay = client.post("/v1/jobs", json=body, headers={**AUTH_A, "Idempotency-Key": "first"})
+    assert replay.status_code == 200 and replay.get_json()["job_id"] == first.get_json()["job_id"]
+    assert post_job(client, make_items(1)).status_code == 202  # a job with its items is never open
+    assert staged(client, AUTH_B)  # another key has its own count
+    assert client.post(f"/v1/jobs/{first.get_json()['job_id']}/cancel", headers=AUTH_A).status_code == 200
+    assert staged(client)  # a cancelled job is open no more
 
 
 # ---------------------------------------------------------------- webhooks

@@ -363,7 +363,7 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
                       n_items=len(items), created_at=T0 + timedelta(seconds=j))
             conn.execute(insert(Job.__table__), [job.model_dump(exclude={"summary_keys", "request_fingerprint",
                                                                                "max_cost_usd", "open_for_items",
-                                                                               "plan_state"})])
+                                                                               "plan_state", "quota_at"})])
             conn.execute(insert(JobItem.__table__), [
                 {"job_id": job.id, "item_id": it.id, "position": i, "item_json": it.model_dump_json()}
                 for i, it in enumerate(items)])
@@ -378,6 +378,8 @@ def test_migrations_summarize_the_verdicts_stored_before(unmigrated: Engine) -> 
                         for call in verdict.calls])
     migrate(engine, "0003")  # the summary tables, empty
     migrate(engine)  # 0004: the cumulative layout, filled
+    with engine.connect() as conn:  # 0017: each job counts in the daily quota from its creation
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM jobs WHERE quota_at = created_at").scalar_one() == 3
     check(engine, Selection(owner=OWNER), hitl=0.3)
     check(engine, Selection(owner=OWNER, since=T0 + timedelta(minutes=50)), group_by="dataset", target_accuracy=0.6)
     check(engine, Selection(job_id="00000000-0000-0000-0000-000000000001"), group_by="group")

@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     provider_max_answer_mb: float = Field(default=4.0, gt=0, description="Largest answer body, in MB, the "
                                           "direct transport reads from a provider (a larger one fails the call).")
     quota_items_per_day: int | None = Field(default=None, ge=1, description="Items (pair items) one API key "
-                                            "may submit in 24 h, over its jobs of the last 24 h (429 beyond) "
+                                            "may submit in 24 h, over its jobs of the last 24 h (a staged job "
+                                            "counts from its latest page or its start; 429 beyond) "
                                             "[default: no limit].")
     quota_cost_per_day: float | None = Field(default=None, gt=0, description="USD one API key's jobs of the "
                                              "last 24 h may cost; once reached, new jobs are refused (429) and "

@@ -13,7 +13,7 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api.errors import ApiError, invalid, pydantic_problems, summarize
+from api.errors import ApiError, invalid, problem, pydantic_problems, summarize
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -145,7 +145,11 @@ def check_query_text(args: Mapping[str, str | None]) -> None:
 
 
 def parse_query(model: type[M]) -> M:
-    """Validate the query string with `model`; a bad value is a 400 naming the parameter."""
+    """Validate the query string with `model`; a bad value, or a parameter given twice (which of
+    the two was meant?), is a 400 naming the parameter."""
+    repeated = [problem(key, "given more than once") for key in request.args if len(request.args.getlist(key)) > 1]
+    if repeated:
+        raise ApiError(400, "bad_request", summarize(repeated, "invalid query parameter"), repeated)
     args = {key: request.args.get(key) for key in request.args}
     check_query_text(args)
     try:

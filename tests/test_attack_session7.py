@@ -346,3 +346,14 @@ def test_a_label_from_the_dashboard_with_a_nul_or_an_unknown_id_is_a_422_naming_
         assert response.status_code == 422, response.get_data(as_text=True)
         assert error_of(response)["code"] == "invalid_input" and fields(response) == ["id"]
 
+
+
+def test_a_query_parameter_given_twice_is_a_400_naming_it(client: FlaskClient) -> None:
+    job_id = post_job(client, make_items(2)).get_json()["job_id"]
+    for path in (f"/v1/jobs/{job_id}/export?as=jsonl&as=parquet", "/v1/stats/agreement?since=2026-01-01&since=2027-01-01",
+                 f"/v1/jobs/{job_id}/verdicts?limit=1&limit=500"):
+        response = client.get(path, headers=AUTH_A)
+        assert response.status_code == 400, (path, response.get_data(as_text=True))
+        assert error_of(response)["code"] == "bad_request" and len(fields(response)) == 1
+        assert "more than once" in error_of(response)["details"][0]["message"]
+    assert client.get(f"/v1/jobs/{job_id}/verdicts?limit=1", headers=AUTH_A).status_code == 200

@@ -10,6 +10,9 @@ errors are retried with exponential backoff, waiting the server's Retry-After wh
 Every failure is one exception type, `ApiCallError`, carrying the server's
 {"error": {code, message, details}} and the HTTP status.
 
+What a call does is written once, as steps that yield requests and waits and are sent back the
+responses ("sans-IO"); Client and AsyncClient are two thin drivers of the same steps.
+
     with Client("http://127.0.0.1:8000", key) as client:
         job = client.submit(items, profile="persona-certainty")
         job.wait()
@@ -27,12 +30,12 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, Literal, TypeVar, overload
 
 import httpx2
 from pydantic import BaseModel
@@ -62,7 +65,9 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown; datasets when a Datas
 
 __all__ = ["ApiCallError", "AsyncClient", "AsyncJob", "Client", "Job", "Retry", "TERMINAL"]
 
-_Piece = TypeVar("_Piece", str, bytes)  # what a streamed response is read as: lines or chunks
+_R = TypeVar("_R")  # what a call's steps come to
+_M = TypeVar("_M", bound=BaseModel)
+_Page = TypeVar("_Page", VerdictPage, QueuePage, DeliveryPage)
 
 TERMINAL = ("done", "failed", "cancelled", "budget_exhausted")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -189,19 +194,25 @@ def _unreachable(base: str, exc: Exception) -> ApiCallError:
     return ApiCallError(0, "connection_error", f"cannot reach {base}: {str(exc) or type(exc).__name__}")
 
 
-def _next_wait(retry: Retry, attempt: int, base: str, response: httpx2.Response | None,
-               exc: Exception | None) -> float:
-    """The wait before retry `attempt`, or the error to raise when the call is not retried."""
-    if exc is not None:
+def _next_wait(retry: Retry, attempt: int, base: str, outcome: httpx2.Response | Exception) -> float:
+    """The wait before retry `attempt` after a failed response or a transport error, or the error
+    to raise when the call is not retried."""
+    if isinstance(outcome, Exception):
         wait = retry.delay(attempt, None)
         if wait is None:
-            raise _unreachable(base, exc) from None
+            raise _unreachable(base, outcome) from None
         return wait
-    assert response is not None
-    wait = retry.delay(attempt, _retry_after(response)) if response.status_code in RETRY_STATUSES else None
+    wait = retry.delay(attempt, _retry_after(outcome)) if outcome.status_code in RETRY_STATUSES else None
     if wait is None:
-        raise _error(response)
+        raise _error(outcome)
     return wait
+
+
+def _http_options(url: str, key: str, timeout: float) -> dict[str, Any]:
+    """httpx2.Client's and AsyncClient's settings. The key goes only into the Authorization header:
+    never into messages or repr."""
+    return {"base_url": url, "timeout": timeout,
+            "headers": {"Authorization": f"Bearer {key}", "Accept": "application/json"}}
 
 
 def _headers(method: str, idempotency_key: str | None, body: bytes | None) -> dict[str, str]:
@@ -385,6 +396,278 @@ class _Bar:
                              failed=job.counts.failed_items, cost=job.cost_usd)
 
 
+# ---------------------------------------------------------------- the steps of a call (sans-IO)
+#
+# What each call does is written once, as a generator of steps: it yields what it needs carried out
+# (a request, a wait, items for the caller) and is sent back what came of it. Every decision lives
+# there: tries and their waits (Retry-After), idempotency keys, cursors, a staged submit's pages, the
+# wait loop, parsing into api.schemas. Client and AsyncClient only carry steps out (_send, _carry),
+# one with httpx2.Client and time.sleep, the other with httpx2.AsyncClient and asyncio.sleep.
+
+@dataclass(frozen=True)
+class _Call:
+    """A request; sent back: its successful response (tried again as the client's Retry says)."""
+
+    method: str
+    path: str
+    body: Any = None
+    params: Mapping[str, str] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A GET whose response goes out as it arrives, `each` (a parse, a write) of every non-empty line
+    (`lines`) or chunk of bytes. Tried again until its first piece only: a retry would repeat pieces."""
+
+    path: str
+    params: Mapping[str, str]
+    lines: bool
+    each: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Hand:
+    """Items for the caller (a page of them)."""
+
+    items: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Send:
+    """One try of a request (what _tried makes of a _Call or _Stream); sent back: the response (its
+    body read, unless `stream` and successful) or the httpx2.TransportError that stopped it."""
+
+    method: str
+    path: str
+    content: bytes | None
+    params: Mapping[str, str] | None
+    headers: Mapping[str, str]
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class _Pour:
+    """An open response's pieces handed out as `of` says; sent back: None once all went, or the
+    httpx2.TransportError that cut it short and whether a piece had gone. The response is closed."""
+
+    response: httpx2.Response
+    of: _Stream
+
+
+_Step = _Call | _Stream | _Hand | _Sleep | _Send | _Pour
+_Steps = Generator[_Step, Any, _R]
+
+
+class _Exchange(Generic[_R]):
+    """Steps as an iterator of what they ask for: `reply` (what came of the last one) or `error`
+    (what went wrong carrying it out, raised where the steps are) goes in with the next; `result`
+    is their value once they end."""
+
+    def __init__(self, steps: _Steps[_R]):
+        self.steps = steps
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.result: _R
+
+    def __iter__(self) -> _Exchange[_R]:
+        return self
+
+    def __next__(self) -> _Step:
+        reply, error, self.reply, self.error = self.reply, self.error, None, None
+        try:
+            return self.steps.send(reply) if error is None else self.steps.throw(error)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise StopIteration from None
+
+
+def _tried(steps: _Steps[_R], retry: Retry, base: str) -> _Steps[_R]:
+    """`steps` with each _Call and _Stream as its tries (_Send, _Pour) and the waits between them."""
+    run = _Exchange(steps)
+    for step in run:
+        try:
+            if isinstance(step, _Call):
+                content = _encode(step.body)  # one Idempotency-Key for every try
+                send = _Send(step.method, step.path, content, step.params,
+                             _headers(step.method, step.idempotency_key, content))
+                run.reply = yield from _tries(send, retry, base)
+            elif isinstance(step, _Stream):
+                send = _Send("GET", step.path, None, step.params, {}, stream=True)
+                run.reply = yield from _tries(send, retry, base, step)
+            else:
+                run.reply = yield step
+        except BaseException as exc:  # raised in the steps, where it happened (their with-blocks close)
+            run.error = exc
+    return run.result
+
+
+def _tries(send: _Send, retry: Retry, base: str, stream: _Stream | None = None) -> _Steps[Any]:
+    """A request's tries until a successful response (with `stream`: until its pieces went out);
+    ApiCallError when a failure is not tried again."""
+    attempt = 0
+    while True:
+        attempt += 1
+        reply = yield send
+        if isinstance(reply, httpx2.Response) and reply.is_success:
+            if stream is None:
+                return reply
+            cut = yield _Pour(reply, stream)
+            if cut is None:
+                return None
+            reply, started = cut
+            if started:  # pieces went out: a retry would repeat them
+                raise _unreachable(base, reply) from None
+        yield _Sleep(_next_wait(retry, attempt, base, reply))
+
+
+# ---------------------------------------------------------------- what each call does, as steps
+
+def _respond(call: _Call) -> _Steps[httpx2.Response]:
+    response: httpx2.Response = yield call
+    return response
+
+
+def _fetch(model: type[_M], method: str, path: str, body: Any = None, *,
+           params: Mapping[str, str] | None = None, idempotency_key: str | None = None) -> _Steps[_M]:
+    """One call's response as the API's schema `model`."""
+    response = yield _Call(method, path, body, params, idempotency_key)
+    return model.model_validate(response.json())
+
+
+def _every_page(path: str, page_size: int, model: type[_Page],
+                items: Callable[[_Page], Sequence[Any]]) -> _Steps[None]:
+    """Every page's items, following next_cursor (the keyset cursor) to the last page."""
+    cursor: str | None = None
+    while True:
+        page = yield from _fetch(model, "GET", path, params=_query({"limit": page_size, "cursor": cursor}))
+        yield _Hand(items(page))
+        cursor = page.next_cursor
+        if cursor is None:
+            return
+
+
+def _replayed(response: httpx2.Response) -> bool:
+    return response.headers.get("Idempotent-Replayed") == "true"
+
+
+def _submit(items: Items, profile: str | Mapping[str, Any] | BaseModel | None, labels: Labels | None,
+            max_cost_usd: float | None, idempotency_key: str | None, page_items: int, start_early: bool,
+            webhook_url: str | None) -> _Steps[tuple[str, JobAccepted, bool]]:
+    """Client.submit: the job's id, its POST's answer, and whether the key had already made it."""
+    key = idempotency_key or str(uuid.uuid4())
+    cut = _Pages(items, page_items, PAGE_BYTES)
+    if not cut.more:
+        body = _submit_body(cut.first, profile, labels, max_cost_usd, webhook_url)
+        response = yield _Call("POST", "/v1/jobs", body, idempotency_key=key)
+        accepted = JobAccepted.model_validate(response.json())
+        return accepted.job_id, accepted, _replayed(response)
+    if labels is not None:
+        cut.with_labels(labels)
+    response = yield _Call("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, webhook_url, start_early),
+                           idempotency_key=key)
+    job_id = JobAccepted.model_validate(response.json()).job_id
+    for number, page in enumerate(cut.pages()):
+        yield _Call("POST", f"/v1/jobs/{job_id}/items", {"items": page},
+                    idempotency_key=_page_key(key, f"items/{number}"))
+    started = yield from _fetch(JobAccepted, "POST", f"/v1/jobs/{job_id}/start",
+                                idempotency_key=_page_key(key, "start"))
+    return job_id, started, _replayed(response)
+
+
+def _estimate(items: Items, profile: str | Mapping[str, Any] | BaseModel | None) -> _Steps[EstimateOut]:
+    return _fetch(EstimateOut, "POST", "/v1/jobs/estimate", {"items": item_documents(items),
+                                                              "profile": profile_document(profile)})
+
+
+def _stats(filters: Mapping[str, Any]) -> _Steps[Report]:
+    return _fetch(Report, "GET", "/v1/stats/agreement", params=_query(filters))
+
+
+def _webhook_secret() -> _Steps[str]:
+    return (yield from _fetch(WebhookSecretOut, "GET", "/v1/webhook-secret")).secret
+
+
+def _status(job_id: str) -> _Steps[JobOut]:
+    return _fetch(JobOut, "GET", f"/v1/jobs/{job_id}")
+
+
+def _wait(job_id: str, progress: bool, poll: float, timeout: float | None) -> _Steps[JobOut]:
+    """Job.wait: the status every `poll` seconds until it is terminal, shown on the bar."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    job = yield from _status(job_id)
+    with _Bar(progress) as bar:
+        while True:
+            bar.update(job)
+            if job.status in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+            yield _Sleep(poll)
+            job = yield from _status(job_id)
+
+
+def _verdicts(job_id: str, page_size: int, stream: bool) -> _Steps[None]:
+    if stream:
+        yield _Stream(f"/v1/jobs/{job_id}/verdicts.jsonl", {}, True, Verdict.model_validate_json)
+        return
+    yield from _every_page(f"/v1/jobs/{job_id}/verdicts", page_size, VerdictPage, lambda page: page.verdicts)
+
+
+def _labels(job_id: str, labels: Labels) -> _Steps[LabelsOut]:
+    return _fetch(LabelsOut, "POST", f"/v1/jobs/{job_id}/labels", label_documents(labels))
+
+
+def _report(job_id: str, options: Mapping[str, Any]) -> _Steps[Report]:
+    return _fetch(Report, "GET", f"/v1/jobs/{job_id}/report", params=_query(options))
+
+
+def _queue(job_id: str, page_size: int) -> _Steps[None]:
+    return _every_page(f"/v1/jobs/{job_id}/queue", page_size, QueuePage, lambda page: page.items)
+
+
+def _cancel(job_id: str) -> _Steps[CancelOut]:
+    return _fetch(CancelOut, "POST", f"/v1/jobs/{job_id}/cancel")
+
+
+def _deliveries(job_id: str, page_size: int) -> _Steps[None]:
+    return _every_page(f"/v1/jobs/{job_id}/deliveries", page_size, DeliveryPage, lambda page: page.deliveries)
+
+
+def _webhook_event(job_id: str) -> _Steps[WebhookEventOut | None]:
+    page = yield from _fetch(DeliveryPage, "GET", f"/v1/jobs/{job_id}/deliveries", params={"limit": "1"})
+    return page.event
+
+
+def _dpo_lines(job_id: str, persona: Persona, conversational: bool, min_certainty: float | None,
+               consistent_only: bool) -> _Steps[None]:
+    params = _export_query(persona, conversational, min_certainty, consistent_only)
+    yield _Stream(f"/v1/jobs/{job_id}/export", params, True, DpoLine.model_validate_json)
+
+
+def _save_dpo(job_id: str, path: str | Path, persona: Persona, conversational: bool,
+              min_certainty: float | None, consistent_only: bool) -> _Steps[Path]:
+    """Job.save_dpo: the export's bytes into a file beside `path`, moved onto it once complete."""
+    path = Path(path)
+    params = _export_query(persona, conversational, min_certainty, consistent_only, _is_parquet(path))
+    with _Replace(path) as file:
+        yield _Stream(f"/v1/jobs/{job_id}/export", params, False, file.write)
+    return path
+
+
+def _dpo_dataset(job_id: str, persona: Persona, conversational: bool, min_certainty: float | None,
+                 consistent_only: bool) -> _Steps[Dataset]:
+    params = _export_query(persona, conversational, min_certainty, consistent_only, parquet=True)
+    parts: list[bytes] = []
+    yield _Stream(f"/v1/jobs/{job_id}/export", params, False, parts.append)
+    return _dataset(b"".join(parts))
+
+
 # ---------------------------------------------------------------- synchronous
 
 class Client:
@@ -393,11 +676,8 @@ class Client:
 
     def __init__(self, url: str, key: str, *, timeout: float = 120.0, retry: Retry | None = None,
                  transport: httpx2.BaseTransport | None = None):
-        self.url = url.rstrip("/")
-        self.retry = retry or Retry()
-        # The key goes only into the Authorization header: never into messages or repr.
-        self._http = httpx2.Client(base_url=self.url, timeout=timeout, transport=transport,
-                                  headers={"Authorization": f"Bearer {key}", "Accept": "application/json"})
+        self.url, self.retry = url.rstrip("/"), retry or Retry()
+        self._http = httpx2.Client(transport=transport, **_http_options(self.url, key, timeout))
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -411,50 +691,61 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def _send(self, send: _Send) -> httpx2.Response | httpx2.TransportError:
+        """One try: the response (a failed stream's body read, and closed), or the transport error."""
+        try:
+            request = self._http.build_request(send.method, send.path, content=send.content,
+                                               params=send.params, headers=send.headers)
+            response = self._http.send(request, stream=send.stream)
+            if send.stream and not response.is_success:
+                try:
+                    response.read()
+                finally:
+                    response.close()
+        except httpx2.TransportError as exc:
+            return exc
+        return response
+
+    def _carry(self, run: _Exchange[Any]) -> Iterator[Any]:
+        """Carries out the tries and waits of `run`, handing on what its steps hand out."""
+        for step in run:
+            try:
+                if isinstance(step, _Hand):
+                    yield from step.items
+                elif isinstance(step, _Sleep):
+                    time.sleep(step.seconds)
+                elif isinstance(step, _Send):
+                    run.reply = self._send(step)
+                else:
+                    assert isinstance(step, _Pour), step
+                    started, stream = False, step.of
+                    try:
+                        pieces: Iterator[str] | Iterator[bytes] = (
+                            step.response.iter_lines() if stream.lines else step.response.iter_bytes())
+                        for piece in pieces:
+                            if piece or not stream.lines:  # an empty line is no row
+                                started = True
+                                yield stream.each(piece)
+                    except httpx2.TransportError as exc:
+                        run.reply = exc, started
+                    finally:
+                        step.response.close()
+            except BaseException as exc:  # raised in the steps, where it happened (their with-blocks close)
+                run.error = exc
+
+    def _run(self, steps: _Steps[_R]) -> _R:
+        run = _Exchange(_tried(steps, self.retry, self.url))
+        for _ in self._carry(run):
+            pass  # a save's pieces went into its file
+        return run.result
+
+    def _iterate(self, steps: _Steps[None]) -> Iterator[Any]:
+        return self._carry(_Exchange(_tried(steps, self.retry, self.url)))
+
     def request(self, method: str, path: str, body: Any = None, *, params: Mapping[str, str] | None = None,
                 idempotency_key: str | None = None) -> httpx2.Response:
         """One call, retried; a POST carries `idempotency_key` (generated when None) on every try."""
-        content = _encode(body)
-        headers = _headers(method, idempotency_key, content)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._http.request(method, path, content=content, params=params, headers=headers)
-            except httpx2.TransportError as exc:
-                time.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
-                continue
-            if response.is_success:
-                return response
-            time.sleep(_next_wait(self.retry, attempt, self.url, response, None))
-
-    def _lines(self, path: str, params: Mapping[str, str]) -> Iterator[str]:
-        """A JSON Lines response as it arrives (retried until its first line only)."""
-        return self._streamed(path, params, lambda response: (line for line in response.iter_lines() if line))
-
-    def _chunks(self, path: str, params: Mapping[str, str]) -> Iterator[bytes]:
-        """A response's bytes as they arrive (retried until its first byte only)."""
-        return self._streamed(path, params, lambda response: response.iter_bytes())
-
-    def _streamed(self, path: str, params: Mapping[str, str],
-                  pieces: Callable[[httpx2.Response], Iterator[_Piece]]) -> Iterator[_Piece]:
-        attempt, started = 0, False
-        while True:
-            attempt += 1
-            try:
-                with self._http.stream("GET", path, params=params) as response:
-                    if response.is_success:
-                        for piece in pieces(response):
-                            started = True
-                            yield piece
-                        return
-                    response.read()
-            except httpx2.TransportError as exc:
-                if started:  # pieces were handed out: a retry would repeat them
-                    raise _unreachable(self.url, exc) from None
-                time.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
-                continue
-            time.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+        return self._run(_respond(_Call(method, path, body, params, idempotency_key)))
 
     def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty", *,
                labels: Labels | None = None, max_cost_usd: float | None = None,
@@ -466,25 +757,8 @@ class Client:
         `start_early`, judged from its first page on). The same `idempotency_key` again returns the
         same job (`job.replayed`), every page of a staged job included: a submit cut short can be
         sent again with its key and resumes."""
-        key = idempotency_key or str(uuid.uuid4())
-        cut = _Pages(items, page_items, PAGE_BYTES)
-        if not cut.more:
-            body = _submit_body(cut.first, profile, labels, max_cost_usd, webhook_url)
-            response = self.request("POST", "/v1/jobs", body, idempotency_key=key)
-            accepted = JobAccepted.model_validate(response.json())
-            return Job(self, accepted.job_id, accepted, replayed=response.headers.get("Idempotent-Replayed") == "true")
-        if labels is not None:
-            cut.with_labels(labels)
-        response = self.request("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, webhook_url, start_early),
-                                idempotency_key=key)
-        replayed = response.headers.get("Idempotent-Replayed") == "true"
-        job_id = JobAccepted.model_validate(response.json()).job_id
-        for number, page in enumerate(cut.pages()):
-            self.request("POST", f"/v1/jobs/{job_id}/items", {"items": page},
-                         idempotency_key=_page_key(key, f"items/{number}"))
-        started = self.request("POST", f"/v1/jobs/{job_id}/start", idempotency_key=_page_key(key, "start"))
-        accepted = JobAccepted.model_validate(started.json())
-        return Job(self, job_id, accepted, replayed=replayed)
+        return Job(self, *self._run(_submit(items, profile, labels, max_cost_usd, idempotency_key, page_items,
+                                            start_early, webhook_url)))
 
     def job(self, job_id: str) -> Job:
         """The handle of an existing job."""
@@ -493,17 +767,16 @@ class Client:
     def estimate(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty",
                  ) -> EstimateOut:
         """POST /v1/jobs/estimate: calls, tokens and cost, nothing run."""
-        body = {"items": item_documents(items), "profile": profile_document(profile)}
-        return EstimateOut.model_validate(self.request("POST", "/v1/jobs/estimate", body).json())
+        return self._run(_estimate(items, profile))
 
     def stats(self, **filters: Any) -> Report:
         """GET /v1/stats/agreement over the key's jobs: profile, model, since, until (datetimes or
         ISO text), group_by, threshold, hitl, target_accuracy, delta."""
-        return Report.model_validate(self.request("GET", "/v1/stats/agreement", params=_query(filters)).json())
+        return self._run(_stats(filters))
 
     def webhook_secret(self) -> str:
         """The key's webhook signing secret (whsec_...): standardwebhooks.Webhook(secret).verify(...)."""
-        return WebhookSecretOut.model_validate(self.request("GET", "/v1/webhook-secret").json()).secret
+        return self._run(_webhook_secret())
 
 
 class Job:
@@ -517,84 +790,41 @@ class Job:
         return f"Job({self.id!r})"
 
     def status(self) -> JobOut:
-        return JobOut.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}").json())
+        return self.client._run(_status(self.id))
 
     def wait(self, progress: bool = True, poll: float = 1.0, timeout: float | None = None) -> JobOut:
         """Poll until the job ends (done, failed, cancelled, budget_exhausted), with a progress bar
         on stderr unless `progress` is false; TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = self.status()
-        with _Bar(progress) as bar:
-            while True:
-                bar.update(job)
-                if job.status in TERMINAL:
-                    return job
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {self.id} still {job.status} after {timeout} s")
-                time.sleep(poll)
-                job = self.status()
+        return self.client._run(_wait(self.id, progress, poll, timeout))
 
     def verdicts(self, page_size: int = PAGE, stream: bool = False) -> Iterator[Verdict]:
         """Every verdict, in input order, a page at a time (the keyset cursor); with `stream`, as
         one response (GET /v1/jobs/{id}/verdicts.jsonl: fastest for a large job, but a connection
         lost midway raises rather than resumes)."""
-        if stream:
-            for line in self.client._lines(f"/v1/jobs/{self.id}/verdicts.jsonl", {}):
-                yield Verdict.model_validate_json(line)
-            return
-        cursor: str | None = None
-        while True:
-            params = _query({"limit": page_size, "cursor": cursor})
-            page = VerdictPage.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}/verdicts",
-                                                                  params=params).json())
-            yield from page.verdicts
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+        return self.client._iterate(_verdicts(self.id, page_size, stream))
 
     def labels(self, labels: Labels) -> LabelsOut:
         """POST human labels: {item id: "A" | "B" | "tie" | None} or [{id, human_label}]."""
-        response = self.client.request("POST", f"/v1/jobs/{self.id}/labels", label_documents(labels))
-        return LabelsOut.model_validate(response.json())
+        return self.client._run(_labels(self.id, labels))
 
     def report(self, **options: Any) -> Report:
         """The SPEC 4 statistics: threshold, hitl, group_by, target_accuracy, delta."""
-        return Report.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}/report",
-                                                         params=_query(options)).json())
+        return self.client._run(_report(self.id, options))
 
     def queue(self, page_size: int = PAGE) -> Iterator[QueueEntry]:
         """The items waiting for a human label, highest BPDE first, every page."""
-        cursor: str | None = None
-        while True:
-            params = _query({"limit": page_size, "cursor": cursor})
-            page = QueuePage.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}/queue",
-                                                                params=params).json())
-            yield from page.items
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+        return self.client._iterate(_queue(self.id, page_size))
 
     def cancel(self) -> CancelOut:
-        return CancelOut.model_validate(self.client.request("POST", f"/v1/jobs/{self.id}/cancel").json())
+        return self.client._run(_cancel(self.id))
 
     def webhook_event(self) -> WebhookEventOut | None:
         """The job's webhook event (status, type, attempts), None when it has no webhook_url."""
-        return self._deliveries_page(None, 1).event
+        return self.client._run(_webhook_event(self.id))
 
     def deliveries(self, page_size: int = PAGE) -> Iterator[DeliveryOut]:
         """Every delivery attempt of the job's webhook event, oldest first."""
-        cursor: str | None = None
-        while True:
-            page = self._deliveries_page(cursor, page_size)
-            yield from page.deliveries
-            cursor = page.next_cursor
-            if cursor is None:
-                return
-
-    def _deliveries_page(self, cursor: str | None, limit: int) -> DeliveryPage:
-        params = _query({"limit": limit, "cursor": cursor})
-        return DeliveryPage.model_validate(self.client.request("GET", f"/v1/jobs/{self.id}/deliveries",
-                                                               params=params).json())
+        return self.client._iterate(_deliveries(self.id, page_size))
 
     @overload
     def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
@@ -622,25 +852,21 @@ class Job:
         if path is not None:
             return self.save_dpo(path, persona=persona, conversational=conversational, min_certainty=min_certainty,
                                  consistent_only=consistent_only)
-        params = _export_query(persona, conversational, min_certainty, consistent_only)
-        return (DpoLine.model_validate_json(line) for line in self.client._lines(f"/v1/jobs/{self.id}/export", params))
+        lines = _dpo_lines(self.id, persona, conversational, min_certainty, consistent_only)
+        return self.client._iterate(lines)
 
     def save_dpo(self, path: str | Path, *, persona: Persona = None, conversational: bool = False,
                  min_certainty: float | None = None, consistent_only: bool = False) -> Path:
         """The export written to `path` as it streams: Parquet for a .parquet name, else JSON Lines.
         The file appears only once complete."""
-        path = Path(path)
-        params = _export_query(persona, conversational, min_certainty, consistent_only, _is_parquet(path))
-        with _Replace(path) as file:
-            for chunk in self.client._chunks(f"/v1/jobs/{self.id}/export", params):
-                file.write(chunk)
-        return path
+        return self.client._run(_save_dpo(self.id, path, persona, conversational, min_certainty,
+                                          consistent_only))
 
     def to_dataset(self, *, persona: Persona = None, conversational: bool = False,
                    min_certainty: float | None = None, consistent_only: bool = False) -> Dataset:
         """The export as a datasets.Dataset (read from its Parquet form; needs the `datasets` extra)."""
-        params = _export_query(persona, conversational, min_certainty, consistent_only, parquet=True)
-        return _dataset(b"".join(self.client._chunks(f"/v1/jobs/{self.id}/export", params)))
+        return self.client._run(_dpo_dataset(self.id, persona, conversational, min_certainty,
+                                             consistent_only))
 
 
 # ---------------------------------------------------------------- asynchronous
@@ -650,10 +876,8 @@ class AsyncClient:
 
     def __init__(self, url: str, key: str, *, timeout: float = 120.0, retry: Retry | None = None,
                  transport: httpx2.AsyncBaseTransport | None = None):
-        self.url = url.rstrip("/")
-        self.retry = retry or Retry()
-        self._http = httpx2.AsyncClient(base_url=self.url, timeout=timeout, transport=transport,
-                                       headers={"Authorization": f"Bearer {key}", "Accept": "application/json"})
+        self.url, self.retry = url.rstrip("/"), retry or Retry()
+        self._http = httpx2.AsyncClient(transport=transport, **_http_options(self.url, key, timeout))
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.url!r})"
@@ -668,92 +892,82 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def _send(self, send: _Send) -> httpx2.Response | httpx2.TransportError:
+        """`Client._send`, awaited."""
+        try:
+            request = self._http.build_request(send.method, send.path, content=send.content,
+                                               params=send.params, headers=send.headers)
+            response = await self._http.send(request, stream=send.stream)
+            if send.stream and not response.is_success:
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+        except httpx2.TransportError as exc:
+            return exc
+        return response
+
+    async def _carry(self, run: _Exchange[Any]) -> AsyncIterator[Any]:
+        """`Client._carry`, awaited."""
+        for step in run:
+            try:
+                if isinstance(step, _Hand):
+                    for item in step.items:
+                        yield item
+                elif isinstance(step, _Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, _Send):
+                    run.reply = await self._send(step)
+                else:
+                    assert isinstance(step, _Pour), step
+                    started, stream = False, step.of
+                    try:
+                        pieces: AsyncIterator[str] | AsyncIterator[bytes] = (
+                            step.response.aiter_lines() if stream.lines else step.response.aiter_bytes())
+                        async for piece in pieces:
+                            if piece or not stream.lines:
+                                started = True
+                                yield stream.each(piece)
+                    except httpx2.TransportError as exc:
+                        run.reply = exc, started
+                    finally:
+                        await step.response.aclose()
+            except BaseException as exc:  # raised in the steps, where it happened (their with-blocks close)
+                run.error = exc
+
+    async def _run(self, steps: _Steps[_R]) -> _R:
+        run = _Exchange(_tried(steps, self.retry, self.url))
+        async for _ in self._carry(run):
+            pass  # a save's pieces went into its file
+        return run.result
+
+    def _iterate(self, steps: _Steps[None]) -> AsyncIterator[Any]:
+        return self._carry(_Exchange(_tried(steps, self.retry, self.url)))
+
     async def request(self, method: str, path: str, body: Any = None, *, params: Mapping[str, str] | None = None,
                       idempotency_key: str | None = None) -> httpx2.Response:
-        content = _encode(body)
-        headers = _headers(method, idempotency_key, content)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._http.request(method, path, content=content, params=params, headers=headers)
-            except httpx2.TransportError as exc:
-                await asyncio.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
-                continue
-            if response.is_success:
-                return response
-            await asyncio.sleep(_next_wait(self.retry, attempt, self.url, response, None))
-
-    def _lines(self, path: str, params: Mapping[str, str]) -> AsyncIterator[str]:
-        async def lines(response: httpx2.Response) -> AsyncIterator[str]:
-            async for line in response.aiter_lines():
-                if line:
-                    yield line
-        return self._streamed(path, params, lines)
-
-    def _chunks(self, path: str, params: Mapping[str, str]) -> AsyncIterator[bytes]:
-        return self._streamed(path, params, lambda response: response.aiter_bytes())
-
-    async def _streamed(self, path: str, params: Mapping[str, str],
-                        pieces: Callable[[httpx2.Response], AsyncIterator[_Piece]]) -> AsyncIterator[_Piece]:
-        attempt, started = 0, False
-        while True:
-            attempt += 1
-            try:
-                async with self._http.stream("GET", path, params=params) as response:
-                    if response.is_success:
-                        async for piece in pieces(response):
-                            started = True
-                            yield piece
-                        return
-                    await response.aread()
-            except httpx2.TransportError as exc:
-                if started:
-                    raise _unreachable(self.url, exc) from None
-                await asyncio.sleep(_next_wait(self.retry, attempt, self.url, None, exc))
-                continue
-            await asyncio.sleep(_next_wait(self.retry, attempt, self.url, response, None))
+        return await self._run(_respond(_Call(method, path, body, params, idempotency_key)))
 
     async def submit(self, items: Items, profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty",
                      *, labels: Labels | None = None, max_cost_usd: float | None = None,
                      idempotency_key: str | None = None, page_items: int = PAGE_ITEMS,
                      start_early: bool = False, webhook_url: str | None = None) -> AsyncJob:
         """`Client.submit`: one POST, or a staged job filled a page at a time."""
-        key = idempotency_key or str(uuid.uuid4())
-        cut = _Pages(items, page_items, PAGE_BYTES)
-        if not cut.more:
-            body = _submit_body(cut.first, profile, labels, max_cost_usd, webhook_url)
-            response = await self.request("POST", "/v1/jobs", body, idempotency_key=key)
-            accepted = JobAccepted.model_validate(response.json())
-            return AsyncJob(self, accepted.job_id, accepted,
-                            replayed=response.headers.get("Idempotent-Replayed") == "true")
-        if labels is not None:
-            cut.with_labels(labels)
-        response = await self.request("POST", "/v1/jobs", _staged_body(profile, max_cost_usd, webhook_url, start_early),
-                                      idempotency_key=key)
-        replayed = response.headers.get("Idempotent-Replayed") == "true"
-        job_id = JobAccepted.model_validate(response.json()).job_id
-        for number, page in enumerate(cut.pages()):
-            await self.request("POST", f"/v1/jobs/{job_id}/items", {"items": page},
-                               idempotency_key=_page_key(key, f"items/{number}"))
-        started = await self.request("POST", f"/v1/jobs/{job_id}/start", idempotency_key=_page_key(key, "start"))
-        return AsyncJob(self, job_id, JobAccepted.model_validate(started.json()), replayed=replayed)
+        return AsyncJob(self, *await self._run(_submit(items, profile, labels, max_cost_usd, idempotency_key,
+                                                       page_items, start_early, webhook_url)))
 
     def job(self, job_id: str) -> AsyncJob:
         return AsyncJob(self, job_id)
 
     async def estimate(self, items: Items,
                        profile: str | Mapping[str, Any] | BaseModel | None = "persona-certainty") -> EstimateOut:
-        body = {"items": item_documents(items), "profile": profile_document(profile)}
-        return EstimateOut.model_validate((await self.request("POST", "/v1/jobs/estimate", body)).json())
+        return await self._run(_estimate(items, profile))
 
     async def stats(self, **filters: Any) -> Report:
-        response = await self.request("GET", "/v1/stats/agreement", params=_query(filters))
-        return Report.model_validate(response.json())
+        return await self._run(_stats(filters))
 
     async def webhook_secret(self) -> str:
-        response = await self.request("GET", "/v1/webhook-secret")
-        return WebhookSecretOut.model_validate(response.json()).secret
+        return await self._run(_webhook_secret())
 
 
 class AsyncJob:
@@ -767,96 +981,44 @@ class AsyncJob:
         return f"AsyncJob({self.id!r})"
 
     async def status(self) -> JobOut:
-        return JobOut.model_validate((await self.client.request("GET", f"/v1/jobs/{self.id}")).json())
+        return await self.client._run(_status(self.id))
 
     async def wait(self, progress: bool = True, poll: float = 1.0, timeout: float | None = None) -> JobOut:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = await self.status()
-        with _Bar(progress) as bar:
-            while True:
-                bar.update(job)
-                if job.status in TERMINAL:
-                    return job
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {self.id} still {job.status} after {timeout} s")
-                await asyncio.sleep(poll)
-                job = await self.status()
+        return await self.client._run(_wait(self.id, progress, poll, timeout))
 
-    async def verdicts(self, page_size: int = PAGE, stream: bool = False) -> AsyncIterator[Verdict]:
-        if stream:
-            async for line in self.client._lines(f"/v1/jobs/{self.id}/verdicts.jsonl", {}):
-                yield Verdict.model_validate_json(line)
-            return
-        cursor: str | None = None
-        while True:
-            response = await self.client.request("GET", f"/v1/jobs/{self.id}/verdicts",
-                                                 params=_query({"limit": page_size, "cursor": cursor}))
-            page = VerdictPage.model_validate(response.json())
-            for verdict in page.verdicts:
-                yield verdict
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+    def verdicts(self, page_size: int = PAGE, stream: bool = False) -> AsyncIterator[Verdict]:
+        return self.client._iterate(_verdicts(self.id, page_size, stream))
 
     async def labels(self, labels: Labels) -> LabelsOut:
-        response = await self.client.request("POST", f"/v1/jobs/{self.id}/labels", label_documents(labels))
-        return LabelsOut.model_validate(response.json())
+        return await self.client._run(_labels(self.id, labels))
 
     async def report(self, **options: Any) -> Report:
-        response = await self.client.request("GET", f"/v1/jobs/{self.id}/report", params=_query(options))
-        return Report.model_validate(response.json())
+        return await self.client._run(_report(self.id, options))
 
-    async def queue(self, page_size: int = PAGE) -> AsyncIterator[QueueEntry]:
-        cursor: str | None = None
-        while True:
-            response = await self.client.request("GET", f"/v1/jobs/{self.id}/queue",
-                                                 params=_query({"limit": page_size, "cursor": cursor}))
-            page = QueuePage.model_validate(response.json())
-            for entry in page.items:
-                yield entry
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+    def queue(self, page_size: int = PAGE) -> AsyncIterator[QueueEntry]:
+        return self.client._iterate(_queue(self.id, page_size))
 
     async def cancel(self) -> CancelOut:
-        return CancelOut.model_validate((await self.client.request("POST", f"/v1/jobs/{self.id}/cancel")).json())
+        return await self.client._run(_cancel(self.id))
 
     async def webhook_event(self) -> WebhookEventOut | None:
-        return (await self._deliveries_page(None, 1)).event
+        return await self.client._run(_webhook_event(self.id))
 
-    async def deliveries(self, page_size: int = PAGE) -> AsyncIterator[DeliveryOut]:
-        cursor: str | None = None
-        while True:
-            page = await self._deliveries_page(cursor, page_size)
-            for delivery in page.deliveries:
-                yield delivery
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+    def deliveries(self, page_size: int = PAGE) -> AsyncIterator[DeliveryOut]:
+        return self.client._iterate(_deliveries(self.id, page_size))
 
-    async def _deliveries_page(self, cursor: str | None, limit: int) -> DeliveryPage:
-        response = await self.client.request("GET", f"/v1/jobs/{self.id}/deliveries",
-                                             params=_query({"limit": limit, "cursor": cursor}))
-        return DeliveryPage.model_validate(response.json())
-
-    async def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
-                         min_certainty: float | None = None, consistent_only: bool = False) -> AsyncIterator[DpoLine]:
+    def export_dpo(self, *, persona: Persona = None, conversational: bool = False,
+                   min_certainty: float | None = None, consistent_only: bool = False) -> AsyncIterator[DpoLine]:
         """Job.export_dpo's rows as they stream (`save_dpo` and `to_dataset` for a file or a Dataset)."""
-        params = _export_query(persona, conversational, min_certainty, consistent_only)
-        async for line in self.client._lines(f"/v1/jobs/{self.id}/export", params):
-            yield DpoLine.model_validate_json(line)
+        lines = _dpo_lines(self.id, persona, conversational, min_certainty, consistent_only)
+        return self.client._iterate(lines)
 
     async def save_dpo(self, path: str | Path, *, persona: Persona = None, conversational: bool = False,
                        min_certainty: float | None = None, consistent_only: bool = False) -> Path:
-        path = Path(path)
-        params = _export_query(persona, conversational, min_certainty, consistent_only, _is_parquet(path))
-        with _Replace(path) as file:
-            async for chunk in self.client._chunks(f"/v1/jobs/{self.id}/export", params):
-                file.write(chunk)
-        return path
+        return await self.client._run(_save_dpo(self.id, path, persona, conversational, min_certainty,
+                                                consistent_only))
 
     async def to_dataset(self, *, persona: Persona = None, conversational: bool = False,
                          min_certainty: float | None = None, consistent_only: bool = False) -> Dataset:
-        params = _export_query(persona, conversational, min_certainty, consistent_only, parquet=True)
-        parts = [chunk async for chunk in self.client._chunks(f"/v1/jobs/{self.id}/export", params)]
-        return _dataset(b"".join(parts))
+        return await self.client._run(_dpo_dataset(self.id, persona, conversational, min_certainty,
+                                                   consistent_only))

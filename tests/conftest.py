@@ -5,6 +5,7 @@ registers the markers; `scripts/test --fast` leaves them all out). Shared builde
 
 from __future__ import annotations
 
+import gc
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -218,6 +219,32 @@ def sqlite_service(tmp_path: Path, redis_server: RedisServer) -> Iterator[Servic
 SERVICE_FIXTURES = frozenset({"start_sim", "redis_server", "service", "hanging", "embedded_redis"})
 # Fixtures parametrized over the databases: their "postgresql" case needs PostgreSQL.
 DATABASE_FIXTURES = frozenset({"engine", "database_url", "unmigrated"})
+
+
+def _freeze_what_lives() -> None:
+    """Collect the garbage, then move what is left (imported modules, session fixtures, caches) out
+    of the collector's reach (gc.freeze): a test run keeps a large heap alive, and each full
+    collection (pytest's own five at the end included) would otherwise walk all of it again. Only
+    what is alive at a test module's boundary is frozen; what the next tests make is collected as
+    usual."""
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _freeze_what_lives()  # the product, its libraries and the test modules, imported by collection
+    # Young collections every 10,000 allocations instead of 700 (this process only; the product
+    # keeps Python's defaults): thousands of collections fewer in a run of small tests.
+    gc.set_threshold(10_000, 10, 10)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    result = yield
+    # After a module's last test (its fixtures torn down): what it imported or cached lazily.
+    if nextitem is None or nextitem.path != item.path:
+        _freeze_what_lives()
+    return result
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -162,9 +163,14 @@ def test_samples_scores_profile_and_no_key_leaks(tmp_path: Path, start_sim) -> N
     assert accuracy(verdicts) > 0.8
     assert secret not in out.read_text() + result.stdout + result.stderr
 
-    # A refused key is reported without the key.
-    bad = run_pjudge("judge", str(items), "-o", str(tmp_path / "x.jsonl"), "--provider", "openai",
-                     "--model", "gpt-4o", env={"OPENAI_API_KEY": secret, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    # A refused key is reported without the key, through a retry too (one: the SDK's six back off
+    # for about 20 s).
+    profile = tmp_path / "one-retry.toml"
+    profile.write_text("max_retries = 1\n" + files("judge").joinpath("profiles/persona-certainty.toml").read_text())
+    bad = run_pjudge("judge", str(items), "-o", str(tmp_path / "x.jsonl"), "--profile", str(profile),
+                     "--provider", "openai", "--model", "gpt-4o",
+                     env={"OPENAI_API_KEY": secret, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert "40 failed" in bad.stdout + bad.stderr, bad.stderr[-2000:]  # every call met the refusal
     assert secret not in bad.stdout + bad.stderr
 
 

@@ -51,6 +51,9 @@ def test_worker_judges_a_job_like_the_cli(service: Service, start_sim, tmp_path:
 
 def test_kill_9_worker_mid_job_then_restart(service: Service, start_sim) -> None:
     sim = start_sim("--latency-ms", "150", "--seed", "8")
+    # The killed worker's tasks come back after the visibility timeout: 10 s instead of 30, still
+    # ten times a task's run (16 items at 150 ms); a task sent twice would be harmless anyway.
+    service.env["PJUDGE_VISIBILITY_TIMEOUT"] = "10"
     first = service.start_worker(concurrency=2)
     job_id = service.submit(many_items(2000), sim_profile(sim))
     service.wait_verdicts(job_id, 300, timeout=120)

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import subprocess
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -164,8 +167,18 @@ class Service:
         return {"verdicts": verdicts, "distinct_verdicts": distinct_verdicts, "calls": calls}
 
     def stop(self) -> None:
+        """SIGTERM to every process at once, then wait for each (a worker with calls out waits its
+        shutdown grace, PJUDGE_SHUTDOWN_GRACE_S: one after the other, that was one grace per worker)."""
         for worker in self.workers:
-            worker.stop()
+            if worker.proc is not None and worker.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    os.killpg(worker.proc.pid, signal.SIGTERM)
+        for worker in self.workers:
+            if worker.proc is not None:
+                try:
+                    worker.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    worker.kill9()
 
 
 def many_items(n: int, seed: int = 1) -> list[PairItem]:

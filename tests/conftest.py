@@ -247,7 +247,17 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     return result
 
 
+# The files that take longest (seconds of a full run, one process), started first: the full run
+# hands whole files to its two processes in collection order (scripts/test, --dist loadfile), so
+# a long file left to the end keeps one process busy while the other idles.
+LONGEST_FIRST = ("test_service_worker.py", "test_webhooks_service.py", "test_worker_processes.py",
+                 "test_cascade_service.py", "test_judge_sim.py", "test_fairness.py", "test_batch_mode.py",
+                 "test_reproduction_cascade.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest keep their order
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & SERVICE_FIXTURES:

@@ -51,7 +51,8 @@ METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.go
                             "instance-data.ec2.internal", "metadata.azure.com"})
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "169.254.170.2", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23", "100.100.100.200"))
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # well-known, local-use
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d, still routed by some stacks
 # A fixed server-side salt: the credential fingerprint in cache keys is never the key itself.
 _FINGERPRINT_SALT = b"persona-judge call cache credential fingerprint v1"
 
@@ -185,7 +186,8 @@ def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allo
     """Why a client-chosen endpoint may not connect to `address` (None: it may)."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
-        if embedded is None and address in _NAT64:
+        if embedded is None and (any(address in prefix for prefix in _NAT64)
+                                 or (address in _IPV4_COMPATIBLE and int(address) > 1)):  # not :: or ::1
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return address_problem(embedded, allow_private)

@@ -41,6 +41,7 @@ def test_anything_but_a_plain_http_base_url_is_refused(url: str) -> None:
     ("0.0.0.0", True), ("224.0.0.1", True), ("240.0.0.1", True), ("::1", True), ("fe80::1", True),
     ("fd00:ec2::254", True), ("::", True), ("ff02::1", True), ("::ffff:127.0.0.1", True),
     ("64:ff9b::a9fe:a9fe", True), ("2002:7f00:1::", True), ("::ffff:8.8.8.8", False),
+    ("::7f00:1", True), ("64:ff9b:1::a00:1", True), ("64:ff9b:1::808:808", False),
 ])
 def test_only_public_addresses_are_reachable_by_default(address: str, refused: bool) -> None:
     assert (address_problem(ipaddress.ip_address(address), allow_private=False) is not None) == refused
@@ -49,8 +50,10 @@ def test_only_public_addresses_are_reachable_by_default(address: str, refused: b
 def test_allowing_private_addresses_still_refuses_cloud_metadata() -> None:
     for address in ("127.0.0.1", "10.0.0.1", "fe80::1"):
         assert address_problem(ipaddress.ip_address(address), allow_private=True) is None
-    for address in ("169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254", "100.100.100.200"):
+    for address in ("169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254", "100.100.100.200",
+                    "::a9fe:a9fe", "64:ff9b:1::a9fe:a9fe", "64:ff9b::a9fe:a9fe"):  # IPv4-compatible, NAT64 /48 and /96
         assert address_problem(ipaddress.ip_address(address), allow_private=True) is not None
+    assert address_problem(ipaddress.ip_address("::1"), allow_private=True) is None  # loopback, not 0.0.0.1
 
 
 def test_operator_endpoints_are_per_provider(monkeypatch: pytest.MonkeyPatch) -> None:

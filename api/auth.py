@@ -21,13 +21,17 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers=_CHALLENGE)
 
 
-def bearer_key() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.strip().partition(" ")
+def key_of_header(header: str | None) -> str | None:
+    """The key of an Authorization header `Bearer <key>` (None: another scheme, or no key): the one
+    reading of the header, for requests and for `pjudge serve`'s checks when headers arrive."""
+    scheme, _, key = (header or "").strip().partition(" ")
     if scheme.lower() != "bearer":
         return None
-    key = key.strip()
-    return key or None
+    return key.strip() or None
+
+
+def bearer_key() -> str | None:
+    return key_of_header(request.headers.get("Authorization"))
 
 
 def _known_good(throttle: AuthThrottle) -> str | None:

@@ -65,24 +65,23 @@ def needs_key(path: str) -> bool:
 def plausible_bearer(header: str | None) -> bool:
     """An Authorization header that could hold a key: `Bearer <key>`, the key 1 to MAX_KEY_LENGTH
     printable ASCII characters (api.auth refuses anything else with 401 anyway)."""
-    from api.auth import MAX_KEY_LENGTH
+    from api.auth import MAX_KEY_LENGTH, key_of_header
 
-    scheme, _, key = (header or "").strip().partition(" ")
-    key = key.strip()
-    return scheme.lower() == "bearer" and 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
+    key = key_of_header(header)
+    return key is not None and len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
 
 
 def accepted_key(app: Flask, header: str | None) -> bool:
     """Whether an Authorization header holds a key the API accepts now (api.auth.owner_of_key)."""
-    from api.auth import owner_of_key
+    from api.auth import key_of_header, owner_of_key
     from api.errors import ApiError
 
-    scheme, _, key = (header or "").strip().partition(" ")
-    if scheme.lower() != "bearer":
+    key = key_of_header(header)
+    if key is None:
         return False
     with app.app_context():
         try:
-            owner_of_key(key.strip())
+            owner_of_key(key)
         except ApiError:
             return False
     return True

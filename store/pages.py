@@ -131,7 +131,7 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
                               over.where if over is not None else None)
         if limits.quota is not None and limits.quota.limited:
             repo.lock_quota(conn, owner)
-            repo.check_page_quota(conn, owner, job_id, job.n_items, page.count, limits.quota)
+            repo.check_staged_quota(conn, owner, job_id, job.n_items, page.count, limits.quota)
         first = job.n_items
         stored_count = _insert_rows(conn, job_id, first, page.rows)
         if stored_count != page.count:  # the caller counted what it validated: a bug, not bad input
@@ -222,7 +222,7 @@ def start(bind: Bind, job_id: str, quota: repo.DailyQuota | None = None) -> Star
         if not early:  # counted from now (one started early counts from its latest page)
             if quota is not None and quota.limited:  # as a new job: none once the cost quota is spent
                 repo.lock_quota(conn, job.owner)
-                repo.check_page_quota(conn, job.owner, job_id, job.n_items, 0, quota)
+                repo.check_staged_quota(conn, job.owner, job_id, job.n_items, 0, quota)
             values["quota_at"] = values["updated_at"]
             plan = summaries.plan_of_state(json.loads(job.plan_state or "{}"))
             summaries.record_overflow(conn, job_id, [key for key, kept in plan.items()

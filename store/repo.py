@@ -245,10 +245,11 @@ def _check_quota(conn: Connection, job: Job, quota: DailyQuota) -> None:
                     0, job.n_items, quota)
 
 
-def check_page_quota(conn: Connection, owner: str, job_id: str, job_items: int, new_items: int,
-                     quota: DailyQuota) -> None:
-    """_check_quota for a page of `new_items` added to a staged job that holds `job_items` so far
-    (store.pages): QuotaExceeded's retry_after is None when the job with its pages can never fit."""
+def check_staged_quota(conn: Connection, owner: str, job_id: str, job_items: int, new_items: int,
+                       quota: DailyQuota) -> None:
+    """_check_quota for a staged job that holds `job_items` so far, now (store.pages): with a page of
+    `new_items` added, or at its start (`new_items` 0: a spent cost quota refuses it).
+    QuotaExceeded's retry_after is None when the job with its pages can never fit."""
     now = utcnow()
     _check_quota_of(conn, now, _quota_window(owner, now, other_than=job_id), job_items, new_items, quota)
 

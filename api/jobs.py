@@ -214,10 +214,17 @@ def budget_of(body: dict[str, Any]) -> float | None:
     value = body.get("max_cost_usd")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise invalid("max_cost_usd: a number of USD greater than 0",
+    refused = invalid("max_cost_usd: a number of USD greater than 0",
                       [problem("max_cost_usd", "must be a number greater than 0 (or null: no budget)")])
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise refused
+    try:
+        budget = float(value)  # a JSON integer of 400 digits is valid JSON but no float
+    except OverflowError:
+        raise refused from None
+    if not math.isfinite(budget) or budget <= 0:
+        raise refused
+    return budget
 
 
 def _idempotency_key() -> str | None:

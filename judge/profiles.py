@@ -39,6 +39,10 @@ class ProfileFileError(ProfileError):
 
 
 BATCH_DISCOUNT = 0.5  # both providers' batch APIs: half price
+# The highest price per million tokens a profile may give: three orders of magnitude above the
+# dearest model sold (600 USD), and low enough that no job's cost sum can overflow to infinity,
+# which no JSON answer, budget or quota could then hold.
+MAX_PRICE_PER_MTOK = 1_000_000.0
 
 
 class Price(BaseModel):
@@ -47,16 +51,16 @@ class Price(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input_per_mtok: float = Field(default=0.0, ge=0)
-    output_per_mtok: float = Field(default=0.0, ge=0)
+    input_per_mtok: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_MTOK)
+    output_per_mtok: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_MTOK)
     # Unset fields are left out of the profile's JSON (a price without them reads as before).
     cached_input_per_mtok: float | None = Field(
-        default=None, ge=0, exclude_if=lambda value: value is None,
+        default=None, ge=0, le=MAX_PRICE_PER_MTOK, exclude_if=lambda value: value is None,
         description="Input tokens read from the provider's prompt cache. Unset: 0.1 x input for anthropic "
                     "(Anthropic's cache reads); the input price otherwise (OpenAI's discount differs by model: "
                     "set it from their price table, e.g. 1.25 for gpt-4o-2024-08-06).")
     cache_write_per_mtok: float | None = Field(
-        default=None, ge=0, exclude_if=lambda value: value is None,
+        default=None, ge=0, le=MAX_PRICE_PER_MTOK, exclude_if=lambda value: value is None,
         description="Input tokens written to the provider's prompt cache (Anthropic only). Unset: 1.25 x input "
                     "for anthropic (5-minute cache writes); the input price otherwise (OpenAI bills no writes).")
     batch_discount: float | None = Field(

@@ -109,6 +109,15 @@ def check_bounds(profile: JudgeProfile, settings: ApiSettings, where: str = "pro
         raise invalid(summarize(problems, "invalid profile"), problems)
 
 
+def check_stage_mode(judge: JudgeProfile, where: str) -> None:
+    """422 on `{where}.mode` for a cascade's stage in batch mode: the service runs a cascade's stages
+    interactively (worker.provider_batches drives a single judge only), so such a stage would run
+    at another price and pace than asked, outside the checks that hold batch-mode jobs."""
+    if judge.mode == "batch":
+        raise _refuse(f"{where}.mode", "a cascade's stages run interactively: mode 'batch' (the provider's batch "
+                                       "API) is for a single judge profile")
+
+
 def check_cascade_samples(judges: list[JudgeProfile], settings: ApiSettings) -> None:
     """422 on `profile.cascade` when the stages' samples add up to more than one profile may ask:
     an item can reach every stage, so each stage within the bound would still let a cascade of
@@ -155,7 +164,7 @@ def resolve_judging(spec: Any, settings: ApiSettings, owner: str | None = None) 
     """The profile of a /v1/jobs job: a judge profile (resolve_profile) or a cascade (SPEC 2.1),
     given as an object or as a stored or built-in cascade's name. Every stage passes exactly the
     checks of a single profile, with its field path (`profile.cascade[i].profile.base_url`): the
-    endpoint and key rules, the bounds, the server's price."""
+    endpoint and key rules, the bounds, the server's price; and no stage in batch mode."""
     if isinstance(spec, str):
         _check_name("profile", spec, settings)  # before any file is looked at
         if names_cascade(spec):
@@ -167,8 +176,12 @@ def resolve_judging(spec: Any, settings: ApiSettings, owner: str | None = None) 
     except ValidationError as exc:
         problems = pydantic_problems(exc, "profile")
         raise invalid(summarize(problems, "invalid profile"), problems) from None
-    judges = [_resolve_one(stage.profile, settings, owner, f"profile.cascade[{index}].profile")
-              for index, stage in enumerate(shape.cascade)]
+    _check_name("profile.name", shape.name, settings)  # the job's profile name, as a judge profile's name is
+    judges = []
+    for index, stage in enumerate(shape.cascade):
+        where = f"profile.cascade[{index}].profile"
+        judges.append(_resolve_one(stage.profile, settings, owner, where))
+        check_stage_mode(judges[-1], where)
     check_cascade_samples(judges, settings)
     cascade = CascadeProfile(name=shape.name, then=shape.then, cascade=[
         CascadeStage(profile=judge.model_dump(mode="json"), threshold=stage.threshold)
@@ -189,6 +202,7 @@ def _stored_cascade(name: str, settings: ApiSettings) -> CascadeProfile:
     for index, judge in enumerate(cascade.judges):
         where = f"profile.cascade[{index}].profile"
         check_bounds(judge, settings, where)
+        check_stage_mode(judge, where)
         judges.append(server_priced(judge, settings, where))
     check_cascade_samples(judges, settings)
     cascade.judges = judges

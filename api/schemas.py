@@ -176,7 +176,7 @@ class EstimateCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[PairItem] = Field(min_length=1)
-    profile: str | ProfileOverrides | None = Field(default=DEFAULT_PROFILE, description=JobCreate.model_fields[
+    profile: str | ProfileOverrides | CascadeIn | None = Field(default=DEFAULT_PROFILE, description=JobCreate.model_fields[
         "profile"].description)
 
 
@@ -291,6 +291,14 @@ class StatsQuery(ReportQuery):
     per_day: bool = Field(
         default=False, description="Adds per_day: the statistics per UTC day (and per profile and model) of the "
         f"range, at most its last {PER_DAY_MAX_DAYS} days; needs a threshold on the 0.01 grid.")
+
+    @field_validator("until")
+    @classmethod
+    def _until_not_before_since(cls, until: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")  # validated before (declared before until)
+        if until is not None and isinstance(since, datetime) and until < since:
+            raise ValueError("must not be before since (verdicts stored at or after since and before until)")
+        return until
 
     @field_validator("per_day")
     @classmethod

@@ -42,6 +42,7 @@ from api.jobs import (
     _idempotency_key,
     _validate_items,
     daily_quota,
+    idempotency_conflict,
     log,
     owned_job,
     quota_error,
@@ -207,6 +208,9 @@ def _refused(exc: pages.PageRefused) -> ApiError:
 def add_items(job_id: str) -> Response:
     job = owned_job(job_id)
     key = _idempotency_key()
+    made = repo.find_job_by_idempotency_key(state().engine, current_owner(), key) if key is not None else None
+    if made is not None:  # the key of a POST /v1/jobs (or /v1/personalization): another route, another request
+        raise idempotency_conflict(made)
     if key is None and not pages.takes_pages(job):  # nothing to replay: refuse before reading the body
         raise _refused(pages.PageRefused("closed", f"job is {job.status}: it takes no more items", status=job.status))
     settings = state().settings

@@ -354,6 +354,31 @@ def test_an_idempotency_key_of_255_characters_replays_and_is_one_per_tenant(clie
     assert again.get_json()["job_id"] == first.get_json()["job_id"] != theirs.get_json()["job_id"]
 
 
+def test_a_key_that_made_a_job_is_a_409_on_a_page_and_stores_nothing(client: FlaskClient, engine: Engine) -> None:
+    """SPEC 8: the same Idempotency-Key on another route is a 409. A page (whose keys are kept per
+    job) took a key that had made a job of the same tenant, and stored its items under it."""
+    from store.models import JobItem
+
+    made = client.post("/v1/jobs", json={"profile": "persona-certainty", "staged": True},
+                       headers={**AUTH_A, "Idempotency-Key": "K1"}).get_json()["job_id"]
+    other = client.post("/v1/jobs", json={"items": make_items(2)}, headers={**AUTH_A, "Idempotency-Key": "K2"})
+    for key, job_id in (("K1", made), ("K2", other.get_json()["job_id"])):
+        response = client.post(f"/v1/jobs/{made}/items", json={"items": make_items(2)},
+                               headers={**AUTH_A, "Idempotency-Key": key})
+        assert response.status_code == 409, response.get_data(as_text=True)
+        assert fields(response) == ["Idempotency-Key"] and job_id in error_of(response)["details"][0]["message"]
+    assert count(engine, JobItem) == 2  # the second job's
+    # Another tenant's keys are its own; a page's own key replays as before.
+    page = client.post(f"/v1/jobs/{made}/items", json={"items": make_items(2)}, headers={**AUTH_A, "Idempotency-Key": "P1"})
+    assert page.status_code == 200
+    again = client.post(f"/v1/jobs/{made}/items", json={"items": make_items(2)}, headers={**AUTH_A, "Idempotency-Key": "P1"})
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    theirs = client.post("/v1/jobs", json={"profile": "persona-certainty", "staged": True},
+                         headers={**AUTH_B, "Idempotency-Key": "K1"}).get_json()["job_id"]
+    assert client.post(f"/v1/jobs/{theirs}/items", json={"items": make_items(1)},
+                       headers={**AUTH_B, "Idempotency-Key": "K2"}).status_code == 200
+
+
 @pytest.mark.parametrize(("header", "status"), [
     ([f"bearer {KEY_A}"], 200), ([f"BEARER {KEY_A}"], 200), ([f"Bearer {KEY_A}   "], 200), ([f"Bearer   {KEY_A}"], 200),
     ([f"Bearer {KEY_A}", f"Bearer {KEY_B}"], 401), ([f"Bearer {KEY_B}", f"Bearer {KEY_A}"], 401),

@@ -18,7 +18,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pjudge"'}
 
 
 def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers=_CHALLENGE)
+    return ApiError(401, "unauthorized", message, [problem("Authorization", message)], headers=_CHALLENGE)
 
 
 def key_of_header(header: str | None) -> str | None:

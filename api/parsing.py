@@ -46,20 +46,35 @@ def bad_text(value: str) -> str | None:
 
 
 def find_bad_string(document: object) -> str | None:
-    """The first problem with a string (key or value) anywhere in a decoded document, iteratively
-    (a recursive walk could overflow on deep nesting)."""
-    stack = [document]
+    """The first problem with a string (key or value) anywhere in a decoded document."""
+    found = find_bad_text(document)
+    return found[1] if found else None
+
+
+def _shown(path: str) -> str | None:
+    return (path[:300] + "...") if len(path) > 300 else path or None
+
+
+def find_bad_text(document: object) -> tuple[str | None, str] | None:
+    """Where the first string (key or value) no database stores is in a decoded document, and why:
+    its path as the error details write one (`items[3].prompt`; a bad key is named by the object
+    holding it; None: the document itself). Iterative: a recursive walk could overflow on deep nesting."""
+    stack: list[tuple[object, str]] = [(document, "")]
     while stack:
-        value = stack.pop()
+        value, path = stack.pop()
         if isinstance(value, str):
             reason = bad_text(value)
             if reason:
-                return reason
+                return _shown(path), reason
         elif isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
+            for key in value:
+                reason = bad_text(key) if isinstance(key, str) else None
+                if reason:
+                    return _shown(path), f"a key: {reason}"
+            stack.extend((child, f"{path}.{str(key)[:100]}" if path else str(key)[:100])
+                         for key, child in reversed(value.items()))
         elif isinstance(value, list):
-            stack.extend(value)
+            stack.extend((child, f"{path}[{index}]") for index, child in reversed(list(enumerate(value))))
     return None
 
 
@@ -85,10 +100,12 @@ def read_json_body() -> Any:
     """The decoded JSON body. The size limit (MAX_CONTENT_LENGTH) is enforced by werkzeug before
     anything is read: a larger Content-Length raises 413 at once."""
     if not _is_json_mimetype(request.mimetype):
-        raise ApiError(400, "unsupported_media_type", "the body must be JSON: send 'Content-Type: application/json'")
+        raise ApiError(400, "unsupported_media_type", "the body must be JSON: send 'Content-Type: application/json'",
+                       [problem("Content-Type", "must be application/json")])
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
-        raise ApiError(400, "bad_request", "the body must be UTF-8 encoded JSON")
+        raise ApiError(400, "bad_request", "the body must be UTF-8 encoded JSON",
+                       [problem("Content-Type", "the charset must be utf-8")])
     raw = request.get_data(cache=False)
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
@@ -108,10 +125,10 @@ def read_json_body() -> Any:
         raise ApiError(400, "bad_request", "malformed JSON: nested too deeply") from None
     except ValueError as exc:  # NaN/Infinity, integers too long to convert
         raise ApiError(400, "bad_request", f"malformed JSON: {exc}") from None
-    if _SUSPICIOUS.search(raw):
-        reason = find_bad_string(document)
-        if reason:
-            raise invalid(f"invalid text in body: {reason}")
+    found = find_bad_text(document) if _SUSPICIOUS.search(raw) else None
+    if found:
+        field, reason = found
+        raise invalid(f"invalid text in body: {field or 'the body'}: {reason}", [problem(field, reason)])
     return document
 
 

@@ -405,6 +405,47 @@ def test_authorization_header_edge_cases(engine: Engine) -> None:
     assert client.get(f"/v1/jobs/{job_id}", headers=AUTH_B).status_code == 404
 
 
+# ---------------------------------------------------------------- field paths on every 4xx a field causes
+
+def test_a_refused_header_is_named_in_the_details(client: FlaskClient) -> None:
+    job_id = post_job(client, make_items(1)).get_json()["job_id"]
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {KEY_A}"}):
+        response = client.get(f"/v1/jobs/{job_id}", headers=headers)
+        assert response.status_code == 401 and fields(response) == ["Authorization"], headers
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"):
+        response = client.post("/v1/jobs", data=json.dumps({"items": make_items(1)}),
+                               headers={**AUTH_A, "Content-Type": content_type})
+        assert response.status_code == 400 and fields(response) == ["Content-Type"], content_type
+
+
+TEXT_NO_DATABASE_STORES = [
+    ("/v1/jobs", '{"items": [{"id": "a\\u0000b", "prompt": "p", "response_a": "a", "response_b": "b"}]}', "items[0].id"),
+    ("/v1/jobs", '{"items": [{"id": "a", "prompt": "p", "response_a": "a", "response_b": "\\ud800"}]}',
+     "items[0].response_b"),
+    ("/v1/jobs", '{"items": [{"id": "a", "prompt": "p", "response_a": "a", "response_b": "b", '
+                 '"metadata": {"k\\u0000": 1}}]}', "items[0].metadata"),
+    ("/v1/jobs", '{"items": [{"id": "a", "prompt": "p", "response_a": "a", "response_b": "b", '
+                 '"persona": {"tags": ["x", "\\udfff"]}}]}', "items[0].persona.tags[1]"),
+    ("/v1/jobs", '{"items": [{"id": "a", "prompt": "p", "response_a": "a", "response_b": "b"}], '
+                 '"profile": {"name": "c", "cascade": [{"profile": {"model": "m\\u0000"}}]}}',
+     "profile.cascade[0].profile.model"),
+    ("/v1/jobs/estimate", '{"items": [{"id": "a", "prompt": "\\u0000", "response_a": "a", "response_b": "b"}]}',
+     "items[0].prompt"),
+]
+
+
+def test_a_nul_or_a_lone_surrogate_in_a_json_body_is_named_by_its_path(client: FlaskClient, engine: Engine) -> None:
+    for path, body, field in TEXT_NO_DATABASE_STORES:
+        response = raw_post(client, path, body)
+        assert response.status_code == 422, (field, response.get_data(as_text=True))
+        assert fields(response) == [field] and field in error_of(response)["message"]
+    job_id = post_job(client, make_items(1)).get_json()["job_id"]
+    labels = raw_post(client, f"/v1/jobs/{job_id}/labels", '[{"id": "item-00000", "human_label": "A"}, '
+                                                            '{"id": "x\\u0000", "human_label": "B"}]')
+    assert labels.status_code == 422 and fields(labels) == ["[1].id"]
+    assert count(engine, Job) == 1
+
+
 # ---------------------------------------------------------------- fairness
 
 def test_a_tenants_many_small_jobs_share_one_share_of_the_threads() -> None:

@@ -664,9 +664,10 @@ def attach_labels(bind: Bind, job_id: str, labels: Sequence[tuple[str, str | Non
     """
     ids = [item_id for item_id, _ in labels]
     with writing(bind) as conn:
-        known = {r[0] for r in conn.execute(
-            select(col(JobItem.item_id)).where(col(JobItem.job_id) == job_id, col(JobItem.item_id).in_(ids))
-        ).all()} if ids else set()
+        known: set[str] = set()
+        for start in range(0, len(ids), 1000):  # PostgreSQL binds at most 65,535 parameters a statement
+            known.update(conn.execute(select(col(JobItem.item_id)).where(
+                col(JobItem.job_id) == job_id, col(JobItem.item_id).in_(ids[start:start + 1000]))).scalars())
         unknown = [i for i in ids if i not in known]
         if unknown:
             return 0, unknown

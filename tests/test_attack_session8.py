@@ -291,7 +291,24 @@ def test_bad_labels_are_a_422_naming_the_entry_and_change_no_label(client: Flask
         response = client.post(f"/v1/jobs/{job_id}/labels", json=body, headers=AUTH_A)
         assert response.status_code == 422, (body, response.get_data(as_text=True))
         assert fields(response)[0] == field, body
-    assert client.get(f"/v1/jobs/{job_id}/verdicts", headers=AUTH_A).get_json() == before
+    huge = [{"id": f"unknown-{i}", "human_label": "A"} for i in range(20_000)] + [{"id": "item-00001", "human_label": "A"}]
+    response = client.post(f"/v1/jobs/{job_id}/labels", json=huge, headers=AUTH_A)
+    assert response.status_code == 422 and len(fields(response)) == 101  # 100 named, then "... and 19900 more"
+    assert response.get_json()["error"]["message"].startswith("20000 unknown item id(s)")
+    assert client.get(f"/v1/jobs/{job_id}/verdicts", headers=AUTH_A).get_json() == before  # not even item-00001's
+
+
+@pytest.mark.slow
+def test_more_labels_than_a_statement_may_bind_are_a_422_not_a_500(client: FlaskClient, engine: Engine) -> None:
+    """PostgreSQL binds at most 65,535 parameters in a statement: the ids of one labels request
+    were all bound in one IN list (500 beyond); a 50 MB body holds over a million labels."""
+    job_id = judged_job(client, engine, 3)
+    labels = [{"id": f"item-{i:05d}", "human_label": "A"} for i in range(3)]
+    labels += [{"id": f"unknown-{i}", "human_label": "A"} for i in range(66_000)]
+    response = client.post(f"/v1/jobs/{job_id}/labels", json=labels, headers=AUTH_A)
+    assert response.status_code == 422, response.get_data(as_text=True)[:300]
+    assert fields(response)[0] == "[3].id" and error_of(response)["message"].startswith("66000 unknown item id(s)")
+    assert client.post(f"/v1/jobs/{job_id}/labels", json=labels[:3], headers=AUTH_A).get_json()["labels"] == 3
 
 
 def test_concurrent_label_posts_each_apply_whole(engine: Engine) -> None:
@@ -334,6 +351,10 @@ def test_cancel_races_and_repeats_answer_cancelled_a_finished_job_409_another_te
     for thread in threads:
         thread.join()
     assert answers == [(200, {"job_id": job_id, "status": "cancelled"})] * 6
+    # Labels still attach to a cancelled job's items (a report of what was judged before the cancel).
+    labelled = client.post(f"/v1/jobs/{job_id}/labels", json=[{"id": "item-00000", "human_label": "tie"}],
+                           headers=AUTH_A)
+    assert labelled.status_code == 200 and labelled.get_json() == {"updated": 0, "labels": 1}
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_B).status_code == 404
     done = judged_job(client, engine, 2)
     refused = client.post(f"/v1/jobs/{done}/cancel", headers=AUTH_A)

@@ -1,8 +1,9 @@
 """Hostile requests to what session 7's attack left out: cascade profiles in POST /v1/jobs and
-/v1/jobs/estimate, budgets and prices no float holds, labels, cancel races, Idempotency-Key and
-Authorization edge cases, the time range of /v1/stats/agreement, and the fairness rule for a
-tenant's many small jobs; through Flask's test client on SQLite and PostgreSQL. Each refusal is a
-4xx in the one error shape naming the field, and nothing of a refused job is stored."""
+/v1/jobs/estimate, budgets and prices no float holds, labels (more than a statement may bind
+included), cancel races, Idempotency-Key across routes and Authorization edge cases, the time range
+of /v1/stats/agreement, field paths in the details of every 4xx a field causes, and the fairness
+rule for a tenant's many small jobs; through Flask's test client on SQLite and PostgreSQL. Each
+refusal is a 4xx in the one error shape naming the field, and nothing of a refused job is stored."""
 
 from __future__ import annotations
 

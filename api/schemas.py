@@ -176,8 +176,8 @@ class EstimateCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[PairItem] = Field(min_length=1)
-    profile: str | ProfileOverrides | CascadeIn | None = Field(default=DEFAULT_PROFILE, description=JobCreate.model_fields[
-        "profile"].description)
+    profile: str | ProfileOverrides | CascadeIn | None = Field(
+        default=DEFAULT_PROFILE, description=JobCreate.model_fields["profile"].description)
 
 
 # No maximum length here: what limits ids is the length of the pair ids made from them (checked per line).

@@ -169,7 +169,7 @@ def _judge_profile(spec: Any) -> JudgeProfile:
     profile = resolve_profile(spec, state().settings, current_owner())
     if not profile.swap:
         # F_pq is defined as position-debiased: one order would measure the judge's position bias too.
-        raise _refuse([problem("profile", "persona fit judges both orders: the profile must not turn swap off")],
+        raise _refuse([problem("profile.swap", "persona fit judges both orders: the profile must not turn swap off")],
                       "invalid profile")
     return profile
 

@@ -43,6 +43,8 @@ BATCH_DISCOUNT = 0.5  # both providers' batch APIs: half price
 # dearest model sold (600 USD), and low enough that no job's cost sum can overflow to infinity,
 # which no JSON answer, budget or quota could then hold.
 MAX_PRICE_PER_MTOK = 1_000_000.0
+# Far above any provider's limit; the rate limiter's Redis counters must stay 64-bit integers.
+MAX_RATE_PER_MINUTE = 1_000_000_000
 
 
 class Price(BaseModel):
@@ -144,8 +146,8 @@ class JudgeProfile(BaseModel):
     max_reasks: int = Field(default=2, ge=0, le=10, description="Re-asks after an unparseable answer.")
     timeout_s: float = Field(default=120.0, gt=0)
     replay_path: str | None = Field(default=None, description="Recorded outputs, for provider 'replay'.")
-    requests_per_minute: int | None = Field(default=None, ge=1, description="Shared by all workers (service).")
-    tokens_per_minute: int | None = Field(default=None, ge=1, description="Shared by all workers (service).")
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_RATE_PER_MINUTE, description="Shared by all workers (service).")
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_RATE_PER_MINUTE, description="Shared by all workers (service).")
     transport: Literal["sdk", "direct"] | None = Field(
         default=None, description="'direct' (openai-compatible only): the same JSON and retry rules as the SDK on "
         "a lean aiohttp client, for high-throughput servers. 'sdk': the official SDK's client. Unset: "

@@ -166,7 +166,7 @@ BAD_REQUESTS: dict[str, tuple[dict[str, Any], str, str]] = {
     "unknown system": ({"responses": response_lines(), "systems": ["nope"]}, "systems", "'nope'"),
     "anchor without anchors": ({"responses": response_lines(), "anchor_system": "faithful"}, "anchor_system",
                                "no persona-agnostic response"),
-    "no swap": ({"responses": response_lines(), "profile": {"swap": False}}, "profile", "both orders"),
+    "no swap": ({"responses": response_lines(), "profile": {"swap": False}}, "profile.swap", "both orders"),
     "unknown distance": ({"responses": response_lines(), "distance": "cosine"}, "distance", "jsd"),
     "unknown field": ({"responses": response_lines(), "items": []}, "items", "unknown field"),
     "no responses": ({"responses": []}, "responses", "non-empty list"),

@@ -481,3 +481,25 @@ def test_a_tenants_many_small_jobs_share_one_share_of_the_threads() -> None:
     admitted = [running.enter(f"a-job-{i}", "a", f"a-job-{i}[0:1]") for i in range(6)]
     assert [entry is not None for entry in admitted] == [True, True, False, False, False, False]
     assert running.enter("b-job", "b", "b-job[0:1]") is not None
+
+
+# ---------------------------------------------------------------- left by the attack, closed by the lead
+
+@pytest.mark.parametrize("field", ["requests_per_minute", "tokens_per_minute"])
+def test_a_rate_limit_beyond_any_counter_is_a_422_naming_it(client: FlaskClient, engine: Engine, field: str) -> None:
+    """10**400 is valid JSON and a valid Python int: it reached the rate limiter's Redis counters."""
+    for value in (10**400, 10**10):
+        response = post_job(client, make_items(2), profile={"profile": "persona-certainty", field: value})
+        assert response.status_code == 422 and fields(response) == [f"profile.{field}"], response.get_json()
+    assert count(engine, Job) == 0
+    kept = post_job(client, make_items(2), profile={"profile": "persona-certainty", field: 1_000_000_000})
+    assert kept.status_code == 202, kept.get_json()
+
+
+def test_a_negative_zero_threshold_is_reported_as_zero(client: FlaskClient) -> None:
+    job_id = post_job(client, make_items(2)).get_json()["job_id"]
+    for path in (f"/v1/jobs/{job_id}/report", "/v1/stats/agreement"):
+        response = client.get(f"{path}?threshold=-0&hitl=-0.0", headers=AUTH_A)
+        assert response.status_code == 200, response.get_json()
+        text = response.get_data(as_text=True)
+        assert "-0.0" not in text and response.get_json()["high_certainty"]["threshold"] == 0.0

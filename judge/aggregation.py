@@ -87,11 +87,15 @@ def aggregate(
         winner = _winner(p_a)
     elif parsed and mode == "scores":
         scored = [c.scores for c in parsed if c.scores is not None]
-        cs_a = round(sum(s[0] for s in scored) / len(scored), DECIMALS)
-        cs_b = round(sum(s[1] for s in scored) / len(scored), DECIMALS)
-        winner = "A" if cs_a > cs_b else "B" if cs_a < cs_b else "tie"
-        certainty = round(abs(cs_a - cs_b) / 9, DECIMALS)
-        p_a = round(0.5 + (cs_a - cs_b) / 18, DECIMALS)
+        cs_a = sum(s[0] for s in scored) / len(scored)
+        cs_b = sum(s[1] for s in scored) / len(scored)
+        # The winner compares the means rounded (float noise in a sum is no preference); certainty
+        # and p_a come from the exact difference, rounded once at the end as SPEC 3.1 says.
+        rounded_a, rounded_b = round(cs_a, DECIMALS), round(cs_b, DECIMALS)
+        winner = "A" if rounded_a > rounded_b else "B" if rounded_a < rounded_b else "tie"
+        difference = 0.0 if winner == "tie" else cs_a - cs_b
+        certainty = round(abs(difference) / 9, DECIMALS)
+        p_a = round(0.5 + difference / 18, DECIMALS)
     abstained = certainty_threshold is not None and (certainty is None or certainty < certainty_threshold)
     return Aggregate(
         winner=winner,

@@ -92,3 +92,15 @@ def test_bpde_of_unanimous_and_split_calls() -> None:
     assert bpde([choice("AB", "A", 0.9), choice("BA", "A", 0.2)]) == 0.0
     three_way = [choice("AB", "A"), choice("BA", "B"), choice("AB", "tie", sample=1)]
     assert bpde(three_way) == round(math.log(3), 9)
+
+
+def test_scores_certainty_from_the_exact_means_not_rounded_ones() -> None:
+    # k = 6, one order: CS_A = 53/6 = 8.8333.., CS_B = 52/6 = 8.6666..; CS_A - CS_B = 1/6 exactly, so
+    # certainty = round(1/54, 9) = 0.018518519 and p_a = round(0.5 + 1/108, 9) = 0.509259259. Rounding
+    # the means first (8.833333333 - 8.666666667 = 0.166666666) gave 0.018518518.
+    a_scores, b_scores = [9, 9, 9, 9, 9, 8], [9, 9, 9, 9, 8, 8]
+    calls = [scores("AB", a, b, i) for i, (a, b) in enumerate(zip(a_scores, b_scores, strict=True))]
+    result = aggregate(calls, "scores", swapped=False)
+    assert result.winner == "A"
+    assert result.certainty == 0.018518519
+    assert result.p_a == 0.509259259

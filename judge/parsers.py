@@ -184,9 +184,11 @@ _LABELLED_SCORE = re.compile(
 
 
 def _valid_scores(first: float, second: float) -> Parsed:
+    # Both templates ask for "a scale of 1 to 10"; a 0 would also put p_a = 0.5 + (CS_A - CS_B)/18
+    # and the certainty |CS_A - CS_B|/9 (SPEC 3.2) outside [0, 1].
     for value in (first, second):
-        if not (math.isfinite(value) and 0 <= value <= 10):
-            return _fail(f"score {value:g} is outside 0-10")
+        if not (math.isfinite(value) and 1 <= value <= 10):
+            return _fail(f"score {value:g} is outside 1-10")
     return Parsed(scores=(first, second))
 
 

@@ -84,6 +84,16 @@ def test_scores_invalid(raw: str) -> None:
     assert not parsed.ok and parsed.scores is None
 
 
+@pytest.mark.parametrize("raw", ["Score of the Assistant 1: 10\nScore of the Assistant 2: 0",
+                                 "Score of the Assistant 1: 0.5\nScore of the Assistant 2: 3"])
+def test_a_score_below_the_scale_is_invalid_so_p_a_stays_a_probability(raw: str) -> None:
+    """(10, 0) would give p_a = 0.5 + 10/18 > 1 and certainty 10/9 (SPEC 3.2)."""
+    parsed = parse_scores(raw)
+    assert not parsed.ok and "outside 1-10" in (parsed.error or "")
+    assert not parse_fastchat_scores(raw.replace("Score of the ", "")).ok
+    assert not parse_fastchat_scores("0 10").ok and parse_fastchat_scores("1 10").scores == (1.0, 10.0)
+
+
 def test_fastchat_scores() -> None:
     assert parse_fastchat_scores("9 8.5\nBoth assistants...").scores == (9.0, 8.5)
     assert parse_fastchat_scores("8, 6\ntext").scores == (8.0, 6.0)

@@ -137,7 +137,9 @@ class JobPage(SQLModel, table=True):
     nothing and answers as the first time (store.pages)."""
 
     __tablename__ = "job_pages"
-    __table_args__ = (UniqueConstraint("job_id", "page_key", name="uq_job_pages_job_key"),)
+    __table_args__ = (UniqueConstraint("job_id", "page_key", name="uq_job_pages_job_key"),
+                      # A new job's Idempotency-Key is looked up among its owner's page keys too.
+                      Index("ix_job_pages_page_key", "page_key"))
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="jobs.id", max_length=36)

@@ -36,6 +36,7 @@ from store.models import (
     Job,
     JobInput,
     JobItem,
+    JobPage,
     VerdictRow,
     table_of,
     utcnow,
@@ -312,6 +313,9 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
         existing = find_job_by_idempotency_key(bind, owner, idempotency_key)
         if existing is not None:
             return _replayed(bind, existing, fingerprint)
+        paged = find_job_by_page_key(bind, owner, idempotency_key)
+        if paged is not None:  # the key of a page (POST /v1/jobs/{id}/items): another route
+            return JobCreated(paged, created=False, same_request=False)
     plan = summaries.plan_group_keys(items)
     info = judge_info(profile)
     status, open_for_items, plan_state = "queued", False, None
@@ -392,6 +396,14 @@ def find_job_by_idempotency_key(bind: Bind, owner: str, key: str) -> Job | None:
     with reading(bind) as conn:
         row = conn.execute(select(Job).where(col(Job.owner) == owner, col(Job.idempotency_key) == key)
                            ).mappings().first()
+    return Job.model_validate(dict(row)) if row else None
+
+
+def find_job_by_page_key(bind: Bind, owner: str, key: str) -> Job | None:
+    """One of `owner`'s jobs that took a page under Idempotency-Key `key`, if any."""
+    with reading(bind) as conn:
+        row = conn.execute(select(Job).join(JobPage, col(JobPage.job_id) == col(Job.id))
+                           .where(col(Job.owner) == owner, col(JobPage.page_key) == key).limit(1)).mappings().first()
     return Job.model_validate(dict(row)) if row else None
 
 

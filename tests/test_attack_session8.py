@@ -406,6 +406,21 @@ def test_a_key_that_made_a_job_is_a_409_on_a_page_and_stores_nothing(client: Fla
                        headers={**AUTH_B, "Idempotency-Key": "K2"}).status_code == 200
 
 
+def test_a_pages_key_is_a_409_on_a_new_job_and_stores_nothing(client: FlaskClient, engine: Engine) -> None:
+    """The other direction: a key that a page of the tenant's job took, sent to make a job."""
+    made = client.post("/v1/jobs", json={"profile": "persona-certainty", "staged": True},
+                       headers={**AUTH_A, "Idempotency-Key": "J1"}).get_json()["job_id"]
+    page = client.post(f"/v1/jobs/{made}/items", json={"items": make_items(2)}, headers={**AUTH_A, "Idempotency-Key": "P1"})
+    assert page.status_code == 200
+    for body in ({"items": make_items(3)}, {"profile": "persona-certainty", "staged": True}):
+        response = client.post("/v1/jobs", json=body, headers={**AUTH_A, "Idempotency-Key": "P1"})
+        assert response.status_code == 409, response.get_data(as_text=True)
+        assert fields(response) == ["Idempotency-Key"] and made in error_of(response)["details"][0]["message"]
+    assert count(engine, Job) == 1
+    theirs = client.post("/v1/jobs", json={"items": make_items(3)}, headers={**AUTH_B, "Idempotency-Key": "P1"})
+    assert theirs.status_code == 202 and count(engine, Job) == 2  # keys are per tenant
+
+
 AUTHORIZATIONS = [
     ([f"bearer {KEY_A}"], 200), ([f"BEARER {KEY_A}"], 200), ([f"Bearer {KEY_A}   "], 200), ([f"Bearer   {KEY_A}"], 200),
     ([f"Bearer {KEY_A}", f"Bearer {KEY_B}"], 401), ([f"Bearer {KEY_B}", f"Bearer {KEY_A}"], 401),

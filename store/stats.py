@@ -91,6 +91,7 @@ V = VerdictRow
 VERDICTS = table_of(VerdictRow)  # its Core table: columns by name
 # group_by values that group by a column of the verdicts rather than a metadata key
 BUILTIN_GROUPS = {"profile": "profile", "model": "model", "job": "job_id"}
+MAX_IN_LIST = 1000  # values in one SQL IN list built from the data (sets, jobs)
 K = TypeVar("K", str, int)  # a job id or a chunk
 _WINNERS = ("A", "B", "tie", None)
 
@@ -603,10 +604,16 @@ class _Query:
                           **({"column_value": table.c[g.column]} if g.column else {}), "job_id": table.c.job_id,
                           **({"chunk": table.c.chunk} if "chunk" in table.c else {}),
                           "bpde_null": table.c.bpde_null, "bpde": table.c.bpde}
-        where = [*self.summary_filter(table, None), table.c.group_key.in_(["", *([g.key] if g.key else [])]),
-                 tuple_(table.c.bpde_null, table.c.bpde).in_([(int(null), value) for null, value in _cut_keys(cuts)])]
-        if jobs is not None:
-            where.append(table.c.job_id.in_(sorted(set(jobs.values()))))
+        where = [*self.summary_filter(table, None), table.c.group_key.in_(["", *([g.key] if g.key else [])])]
+        # The cut values and jobs narrow the rows in SQL too when few: the rows are matched to them
+        # below anyway, and one IN list per set (group_by=job over many jobs) would pass
+        # PostgreSQL's 65,535 bound parameters.
+        keys = _cut_keys(cuts)
+        if len(keys) <= MAX_IN_LIST:
+            where.append(tuple_(table.c.bpde_null, table.c.bpde).in_([(int(null), value) for null, value in keys]))
+        job_ids = sorted(set(jobs.values())) if jobs is not None else None
+        if job_ids is not None and len(job_ids) <= MAX_IN_LIST:
+            where.append(table.c.job_id.in_(job_ids))
         query = (select(*columns.values(), CELL_SUMS[table.name]).select_from(self.summary_from(table))
                  .where(*where).group_by(*columns.values()))
         for values in self.conn.execute(query):

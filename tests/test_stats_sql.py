@@ -171,6 +171,17 @@ def test_summaries_equal_build_report(engine: Engine, seed: int) -> None:
         check(engine, Selection(job_id=job_id), group_by="group")
 
 
+def test_more_sets_than_an_in_list_takes_read_the_same_report(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """group_by=job over more jobs than PostgreSQL binds parameters (65,535) put every job and cut
+    value in one IN list: past MAX_IN_LIST the rows are matched in Python only. Forced here at 0."""
+    populate(engine, 4)
+    everything = Selection(owner=OWNER)
+    filtered = {key: check(engine, everything, group_by=key, hitl=0.3) for key in ("job", "group")}
+    monkeypatch.setattr(stats, "MAX_IN_LIST", 0)
+    for key, report in filtered.items():
+        assert check(engine, everything, group_by=key, hitl=0.3) == report
+
+
 @pytest.mark.slow  # seconds of CPU: four jobs, three thresholds, both sides
 def test_an_off_grid_split_next_to_a_grid_point_or_past_the_grid_equals_build_report(engine: Engine) -> None:
     """An off-grid threshold reads the verdicts of the one certainty bin it cuts and the histogram

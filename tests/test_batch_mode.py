@@ -343,3 +343,22 @@ def test_a_2000_item_batch_job_survives_a_crash_while_its_batch_is_pending(
     job = _check_2000(service, job_id, items, interactive)
     print(f"{crash}: done {time.monotonic() - started:.1f}s later; cost {job.cost_usd:.4f} USD "
           f"against {_cost(interactive):.4f} interactive")
+
+
+def test_a_poll_ticks_owners_in_turns_so_many_batch_jobs_hold_back_no_other_tenant(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tick waits on the provider: one tenant's ten batch jobs, made first, must not all be
+    ticked before another tenant's one."""
+    from worker import provider_batches
+
+    profile = JudgeProfile(name="b", provider="openai", model="m", mode="batch")
+    made = [(owner, repo.create_job(engine, owner, many_items(1), profile).job.id)
+            for owner in ["many"] * 10 + ["one", "many"]]
+    repo.create_job(engine, "one", many_items(1), JudgeProfile(name="i", provider="openai", model="m"))  # not batch
+    ticked: list[str] = []
+    monkeypatch.setattr(provider_batches, "tick_job", lambda engine, job_id: ticked.append(job_id))
+    provider_batches.poll_once(engine)
+    owner_of = dict((job_id, owner) for owner, job_id in made)
+    assert sorted(ticked) == sorted(owner_of)  # every batch job once, no interactive one
+    assert [owner_of[job_id] for job_id in ticked[:2]] == ["many", "one"]
+    assert [job_id for job_id in ticked if owner_of[job_id] == "many"] == [j for o, j in made if o == "many"]

@@ -12,6 +12,7 @@ live batches are cancelled at the provider by the poller.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -327,16 +328,25 @@ def cancel_batches(engine: Engine, job: Job) -> int:
     return cancelled
 
 
+def by_turns(jobs: Sequence[Job]) -> list[Job]:
+    """The jobs with their owners taking turns (each owner's first job, then each one's second, ...,
+    owners in order of their first job, each owner's jobs oldest first): a tick waits on the
+    provider, so a tenant with many batch jobs must not hold back another tenant's one."""
+    queues: dict[str, list[Job]] = {}
+    for job in sorted(jobs, key=lambda job: (job.created_at, job.id)):
+        queues.setdefault(job.owner, []).append(job)
+    return [job for turn in itertools.zip_longest(*queues.values()) for job in turn if job is not None]
+
+
 def poll_once(engine: Engine) -> int:
-    """Tick every active batch-mode job, and cancel the live batches of stopped ones; returns how
-    many jobs were ticked."""
+    """Tick every active batch-mode job, owners taking turns (`by_turns`), and cancel the live
+    batches of stopped ones; returns how many jobs were ticked."""
     ticked = 0
-    for job in repo.active_jobs(engine):
-        if is_batch_job(job):
-            try:
-                ticked += tick_job(engine, job.id) is not None
-            except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others' polls
-                log.error("job %s: batch tick failed; trying again next poll\n%s", job.id, safe_traceback(exc))
+    for job in by_turns([job for job in repo.active_jobs(engine) if is_batch_job(job)]):
+        try:
+            ticked += tick_job(engine, job.id) is not None
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others' polls
+            log.error("job %s: batch tick failed; trying again next poll\n%s", job.id, safe_traceback(exc))
     with engine.connect() as conn:
         stopped = conn.execute(select(col(ProviderBatch.job_id)).distinct()
                                .join(Job, col(Job.id) == col(ProviderBatch.job_id))

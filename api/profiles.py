@@ -27,7 +27,9 @@ from judge.endpoints import (
     parse_endpoint,
 )
 from judge.profiles import (
+    BATCH_STAGE,
     DEFAULT_PROFILE,
+    BatchStageError,
     CascadeProfile,
     CascadeStage,
     JudgeProfile,
@@ -114,8 +116,7 @@ def check_stage_mode(judge: JudgeProfile, where: str) -> None:
     interactively (worker.provider_batches drives a single judge only), so such a stage would run
     at another price and pace than asked, outside the checks that hold batch-mode jobs."""
     if judge.mode == "batch":
-        raise _refuse(f"{where}.mode", "a cascade's stages run interactively: mode 'batch' (the provider's batch "
-                                       "API) is for a single judge profile")
+        raise _refuse(f"{where}.mode", BATCH_STAGE)
 
 
 def check_cascade_samples(judges: list[JudgeProfile], settings: ApiSettings) -> None:
@@ -195,6 +196,8 @@ def _stored_cascade(name: str, settings: ApiSettings) -> CascadeProfile:
     operator's, like a stored profile's fields, and pass the bounds and the server's prices."""
     try:
         cascade = load_judging(name)
+    except BatchStageError as exc:
+        raise _refuse(f"profile.cascade[{exc.index}].profile.mode", BATCH_STAGE) from None
     except (ProfileError, TemplateError, ValueError, TypeError) as exc:
         raise _refuse("profile", _public_message(exc)) from None
     assert isinstance(cascade, CascadeProfile)  # names_cascade
@@ -202,7 +205,6 @@ def _stored_cascade(name: str, settings: ApiSettings) -> CascadeProfile:
     for index, judge in enumerate(cascade.judges):
         where = f"profile.cascade[{index}].profile"
         check_bounds(judge, settings, where)
-        check_stage_mode(judge, where)
         judges.append(server_priced(judge, settings, where))
     check_cascade_samples(judges, settings)
     cascade.judges = judges

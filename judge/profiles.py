@@ -29,6 +29,20 @@ class ProfileError(ValueError):
     pass
 
 
+# Stages run one call at a time (the service's workers, pjudge judge and evaluate alike): the
+# provider batch APIs drive a single judge only, so a stage asking for one would run at another
+# price and pace than asked.
+BATCH_STAGE = "a cascade's stages run interactively: mode 'batch' (the provider's batch API) is for a single judge profile"
+
+
+class BatchStageError(ProfileError):
+    """A cascade stage whose profile is in batch mode (`BATCH_STAGE`); `index`: the stage's."""
+
+    def __init__(self, source: str, index: int):
+        super().__init__(f"profile {source}: field 'cascade.{index}.profile.mode': {BATCH_STAGE}")
+        self.index = index
+
+
 class ProfileFileError(ProfileError):
     """A profile file that cannot be read or parsed. The message quotes the parser, which may quote
     the file (YAML shows the offending lines): a server shows its clients only that it failed."""
@@ -388,6 +402,8 @@ def _load_cascade(data: dict[str, Any], source: str) -> CascadeProfile:
             judges.append(load_profile(spec))
         except ProfileError as exc:
             raise ProfileError(f"profile {source}: {where}: {exc}") from exc
+        if judges[-1].mode == "batch":
+            raise BatchStageError(source, index)
     cascade.judges = judges
     return cascade
 

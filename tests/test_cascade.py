@@ -187,6 +187,9 @@ def write(path: Path, text: str) -> Path:
      "field 'cascade.0.profile': unknown profile 'no-such-profile'"),
     ('name = "c"\n[[cascade]]\nthreshold = 0.9\n[cascade.profile]\nname = "x"\n[[cascade.profile.cascade]]\n'
      'profile = "persona-certainty"\n', "field 'cascade.0.profile': a stage must be a judge profile, not a cascade"),
+    # Stages run one call at a time: a batch-mode stage ran interactively without a word.
+    ('name = "c"\n[[cascade]]\nprofile = "persona-certainty"\nthreshold = 0.9\n[[cascade]]\nthreshold = 0.9\n'
+     '[cascade.profile]\nmode = "batch"\n', "field 'cascade.1.profile.mode': a cascade's stages run interactively"),
 ])
 def test_the_cli_names_the_field_of_a_bad_cascade(tmp_path: Path, toml: str, message: str) -> None:
     items = tmp_path / "items.jsonl"

@@ -23,6 +23,7 @@ ERRORS = {400: "Unreadable request (malformed JSON, wrong content type, bad quer
           404: "No such job (or credential) for this key.",
           409: "Conflict with the job's state or an earlier request.",
           413: "Body larger than the server's limit (PJUDGE_MAX_BODY_MB).",
+          415: "Body sent with a Content-Encoding (gzip, br...): send it uncompressed.",
           422: "Readable but invalid input; details name each field (e.g. items[516].response_b).",
           429: "Too many requests: over this key's daily quota (PJUDGE_QUOTA_ITEMS_PER_DAY, "
                "PJUDGE_QUOTA_COST_PER_DAY), or too many failed authentications from this address "
@@ -257,7 +258,9 @@ def build_document() -> dict[str, Any]:
                 responses[str(status)]["content"] = {route.content_type: {"schema": ref(model, "serialization")}}
                 for content_type, schema in route.other_content:
                     responses[str(status)]["content"][content_type] = {"schema": ref(schema, "serialization")}
-        for status in sorted({*route.errors, *((429,) if 401 in route.errors else ())}):
+        # Every route checks keys (401 brings the throttle's 429); every body may come compressed (415).
+        implied = (*((429,) if 401 in route.errors else ()), *((415,) if route.body is not None else ()))
+        for status in sorted({*route.errors, *implied}):
             responses[str(status)] = {**error, "description": ERRORS[status]}
         operation["responses"] = responses
         if route.public:

@@ -278,7 +278,7 @@ def test_openapi_documents_the_personalization_routes(queued: tuple[FlaskClient,
     create = paths["/v1/personalization"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PersonalizationCreate"}
-    assert set(create["responses"]) == {"200", "202", "400", "401", "409", "413", "422", "429"}
+    assert set(create["responses"]) == {"200", "202", "400", "401", "409", "413", "415", "422", "429"}
     assert "get" in paths["/v1/personalization/{job_id}"]
     report = paths["/v1/personalization/{job_id}/report"]["get"]
     assert {p["name"] for p in report["parameters"]} == {"job_id", "bootstrap", "seed"}

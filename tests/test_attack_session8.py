@@ -518,3 +518,17 @@ def test_a_negative_zero_threshold_is_reported_as_zero(client: FlaskClient) -> N
         assert response.status_code == 200, response.get_json()
         text = response.get_data(as_text=True)
         assert "-0.0" not in text and response.get_json()["high_certainty"]["threshold"] == 0.0
+
+
+def test_every_route_that_takes_a_body_documents_and_answers_415_for_a_compressed_one(client: FlaskClient) -> None:
+    job_id = post_job(client, make_items(2)).get_json()["job_id"]
+    document = client.get("/v1/openapi.json").get_json()
+    with_body = [(path, method, operation) for path, operations in document["paths"].items()
+                 for method, operation in operations.items() if "requestBody" in operation]
+    assert len(with_body) >= 6
+    for path, method, operation in with_body:
+        assert "415" in operation["responses"], (method, path)
+        url = path.replace("{job_id}", job_id).replace("{name}", "x")
+        response = client.open(url, method=method.upper(), data=b"\x1f\x8b\x08\x00compressed",
+                               headers={**AUTH_A, **JSON, "Content-Encoding": "gzip"})
+        assert response.status_code == 415 and fields(response) == ["Content-Encoding"], (method, path)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -53,3 +57,52 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def echo_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False))
+
+
+class FloatRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN and, unbounded, infinity: click compares the bounds only,
+    and NaN fails no comparison (`--threshold nan`, `--noise nan` passed as numbers)."""
+
+    name = "float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if isinstance(number, float) and not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:  # an unreadable path: not provably the same file
+        return False
+
+
+def refuse_overwriting_inputs(outputs: dict[str, Path | str | None], inputs: list[Path | str | None]) -> None:
+    """Usage error (exit 2) when an output option names one of the command's input files: the run
+    would replace what it reads (`pjudge judge items.jsonl -o items.jsonl` lost the items).
+    `outputs` maps each option's flag to its path."""
+    given = [Path(p) for p in inputs if p is not None]
+    for flag, output in outputs.items():
+        if output is None:
+            continue
+        for path in given:
+            if _same_file(Path(output), path):
+                raise click.BadParameter(f"'{output}' is an input of this command; write the output elsewhere",
+                                         param_hint=f"'{flag}'")
+
+
+def probe_output(path: Path | str | None) -> None:
+    """Fail before any work (judge calls, a submitted job) when `path` cannot be written: its folder
+    is made and a scratch file created and removed there, as the atomic writers do at the end."""
+    if path is None:
+        return
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, scratch = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=target.parent)
+        os.close(descriptor)
+        os.unlink(scratch)
+    except OSError as exc:
+        raise click.FileError(str(target), hint=f"cannot write there: {exc.strerror or exc}") from None

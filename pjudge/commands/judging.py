@@ -16,7 +16,7 @@ from judge.jsonl import read_items, write_jsonl
 from judge.profiles import JudgeProfile, Judging, load_judging, load_profile
 from judge.records import PairItem, Verdict
 from judge.runner import Progress, new_event_loop
-from pjudge.common import echo_json, handle_errors
+from pjudge.common import FloatRange, echo_json, handle_errors, probe_output, refuse_overwriting_inputs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,12 +36,12 @@ def profile_options(func: F) -> F:
         click.option("--adaptive/--no-adaptive", default=None,
                      help="Adaptive sampling: one sample per order, more (up to --samples) only while the "
                           "verdict is unsettled (README, 'Adaptive sampling') [default: off]."),
-        click.option("--adaptive-margin", type=click.FloatRange(0, 1), default=None,
+        click.option("--adaptive-margin", type=FloatRange(0, 1), default=None,
                      help="With --adaptive: the least certainty that settles a verdict whose orders do not "
                           "contradict each other "
                           "[default: 0.05]."),
-        click.option("--temperature", type=click.FloatRange(0, 2), default=None),
-        click.option("--certainty-threshold", type=click.FloatRange(0, 1), default=None,
+        click.option("--temperature", type=FloatRange(0, 2), default=None),
+        click.option("--certainty-threshold", type=FloatRange(0, 1), default=None,
                      help="Abstain when the aggregated certainty is below this."),
         click.option("--replay", "replay_path", default=None, help="Recorded outputs for provider replay."),
         click.option("--transport", type=click.Choice(["sdk", "direct"]), default=None,
@@ -150,8 +150,10 @@ def judge_command(items_path: Path, output: Path, profile_name: str | None, conc
 
     A rerun of the same items and profile is answered from the call cache (PJUDGE_CACHE).
     """
+    refuse_overwriting_inputs({"-o": output}, [items_path, overrides.get("replay_path")])
     items = read_items(items_path)
     profile = resolve_judging(profile_name, **overrides)
+    probe_output(output)
     show_progress = not quiet and output_format == "text" and sys.stderr.isatty()
     if isinstance(profile, JudgeProfile) and profile.mode == "batch":
         if no_cache:

@@ -93,11 +93,15 @@ def refuse_overwriting_inputs(outputs: dict[str, Path | str | None], inputs: lis
                                          param_hint=f"'{flag}'")
 
 
-def probe_output(path: Path | str | None) -> None:
-    """Fail before any work (judge calls, a submitted job) when `path` cannot be written: its folder
-    is made and a scratch file created and removed there, as the atomic writers do at the end."""
+def probe_output(path: Path | str | None, flag: str = "-o") -> None:
+    """Fail before any work (judge calls, a submitted job) when `path` cannot be written: an empty
+    path or a folder is a usage error (exit 2); otherwise its folder is made and a scratch file
+    created and removed there, as the atomic writers do at the end (exit 1 when that fails)."""
     if path is None:
         return
+    if str(path) in ("", ".") or Path(path).is_dir():
+        shown = f"'{path}' is a directory" if str(path) else "an empty path"
+        raise click.BadParameter(f"{shown}, not a file", param_hint=f"'{flag}'")
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import click
 import judge
 from judge.jsonl import read_items, read_verdicts
 from judge.paths import user_data_dir
-from pjudge.common import FloatRange, echo_json, handle_errors
+from pjudge.common import FloatRange, echo_json, handle_errors, probe_output
 
 EXAMPLE_ITEMS = Path(judge.__file__).parent / "examples" / "items.jsonl"
 
@@ -117,6 +117,7 @@ def demo_command(output: Path | None, first_bias: float, noise: float, output_fo
     from store.db import get_engine
     from worker.broker import broker_url, configured_broker_url, release_embedded
 
+    probe_output(output)
     text = output_format == "text"
     demo_dir = user_data_dir() / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from judge.exports import (
     write_rows,
 )
 from judge.jsonl import InputError, InputProblem, read_items, read_verdicts
-from pjudge.common import FloatRange, handle_errors, refuse_overwriting_inputs
+from pjudge.common import FloatRange, handle_errors, probe_output, refuse_overwriting_inputs
 
 
 @click.command("export")
@@ -46,6 +46,7 @@ def export_command(items_path: Path, verdicts_path: Path, output: Path | None, p
     consistent and judge beside them.
     """
     refuse_overwriting_inputs({"-o": output}, [items_path, verdicts_path])
+    probe_output(output)
     parquet = output is not None and is_parquet(output)
     selection = Selection(persona=resolve_persona(persona, parquet), conversational=conversational,
                           min_certainty=min_certainty, consistent_only=consistent_only)

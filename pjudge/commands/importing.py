@@ -9,7 +9,7 @@ import click
 from judge.importers import FORMATS, import_verdicts
 from judge.jsonl import write_jsonl
 from judge.records import Verdict
-from pjudge.common import echo_json, handle_errors, refuse_overwriting_inputs
+from pjudge.common import echo_json, handle_errors, probe_output, refuse_overwriting_inputs
 
 
 def summary(source_format: str, paths: list[str], output: str, verdicts: list[Verdict]) -> dict[str, Any]:
@@ -50,6 +50,7 @@ def import_command(source_format: str, paths: tuple[str, ...], output: str, labe
                    output_format: str) -> None:
     files = list(paths)
     refuse_overwriting_inputs({"-o": output}, [*files, labels])
+    probe_output(output)
     # Everything is imported (and validated) before the output file is opened.
     verdicts = import_verdicts(source_format, files, labels=labels)
     write_jsonl(output, verdicts)

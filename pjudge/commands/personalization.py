@@ -95,7 +95,7 @@ def personalization_command(responses: Path, distance: str, anchor_system: str |
         raise click.BadParameter(f"unknown distance '{distance}' (known: {', '.join(distance_names())})",
                                  param_hint="'--distance'")
     profile = _judge_profile(judge_profile, overrides) if judge_profile is not None else None
-    probe_output(verdicts_out)
+    probe_output(verdicts_out, "--verdicts-out")
     response_set = attach_descriptions(read_responses(responses), personas_path, prompts_path)
     report = evaluate(response_set, distance=distance, anchor_system=anchor_system)
     document = report.to_dict()

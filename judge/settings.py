@@ -267,13 +267,15 @@ def mask_url(value: str) -> str:
         return "***"
     if not parts.scheme or "://" not in value:
         return "***"
+    masked = parts
     if parts.password is not None:
         netloc = parts.netloc.rsplit("@", 1)
         user = (parts.username or "") + ":***"
-        parts = parts._replace(netloc=f"{user}@{netloc[-1]}")
+        masked = masked._replace(netloc=f"{user}@{netloc[-1]}")
     if parts.query:
-        parts = parts._replace(query=_mask_query(parts.query))
-    return urlunsplit(parts)
+        masked = masked._replace(query=_mask_query(parts.query))
+    # Rebuilt only when something was struck: urlunsplit drops the empty host of sqlite:////abs/path.
+    return value if masked == parts else urlunsplit(masked)
 
 
 def _mask_query(query: str) -> str:

@@ -21,6 +21,20 @@ from pjudge.common import FloatRange, echo_json, handle_errors, probe_output, re
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--base-url checked as a profile's base_url is when called (judge.endpoints.parse_endpoint): a
+    bad one is a usage error (exit 2) before anything runs, never shown with a password in it."""
+    from judge.endpoints import EndpointError, parse_endpoint
+
+    if value is None:
+        return value
+    try:
+        parse_endpoint(value)
+    except EndpointError as exc:
+        raise click.BadParameter(f"the base URL {exc}") from None
+    return value
+
+
 def profile_options(func: F) -> F:
     """Options that pick and override a judge profile (shared by judge, submit and demo)."""
     options = [
@@ -29,7 +43,8 @@ def profile_options(func: F) -> F:
         click.option("--provider", type=click.Choice(["openai", "anthropic", "openai-compatible", "replay"]),
                      default=None),
         click.option("--model", default=None),
-        click.option("--base-url", default=None, help="Provider base URL (else the SDK's own variable)."),
+        click.option("--base-url", default=None, callback=_base_url,
+                     help="Provider base URL (else the SDK's own variable)."),
         click.option("--template", default=None, help="Template name or path to a .toml template."),
         click.option("--samples", type=click.IntRange(1, 32), default=None, help="Samples k in each order."),
         click.option("--swap/--no-swap", default=None, help="Judge in both orders [default: on]."),

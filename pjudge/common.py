@@ -67,7 +67,7 @@ class FloatRange(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
-        if isinstance(number, float) and not math.isfinite(number):
+        if not math.isfinite(number):
             self.fail(f"{number} is not a finite number.", param, ctx)
         return number
 

@@ -22,6 +22,55 @@ R = TypeVar("R")
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def variable_name(field: str) -> str:
+    """The environment variable of a Settings field: its alias (DATABASE_URL), else PJUDGE_<FIELD>."""
+    from pydantic import AliasChoices
+
+    from judge.settings import Settings
+
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    return "PJUDGE_" + field.upper()
+
+
+def settings_problems(error: Exception) -> list[str] | None:
+    """'VARIABLE: message' for each bad setting when `error` is the settings' ValidationError (never
+    the value: it may be a secret); else None."""
+    from pydantic import ValidationError
+
+    from judge.settings import Settings
+
+    if not isinstance(error, ValidationError) or error.title != Settings.__name__:
+        return None
+    lines = []
+    for detail in error.errors(include_input=False, include_url=False):
+        field = str(detail["loc"][0]) if detail["loc"] else ""
+        lines.append(f"{variable_name(field) if field in Settings.model_fields else field}: {detail['msg']}")
+    return lines
+
+
+def setting_default(name: str) -> Callable[[], Any]:
+    """A click default read from the settings: a bad environment is a usage error (exit 2) naming the
+    variable, not a traceback (click computes defaults before the command's own error handling)."""
+
+    def default() -> Any:
+        from judge.settings import settings
+
+        try:
+            value = getattr(settings(), name)
+        except Exception as exc:  # noqa: BLE001 - only the settings' own ValidationError is rewritten
+            problems = settings_problems(exc)
+            if problems is None:
+                raise
+            raise click.UsageError("; ".join(problems)) from None
+        return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+
+    return default
+
+
 def bad_input_types() -> tuple[type[BaseException], ...]:
     from judge.profiles import ProfileError
     from judge.templates import TemplateError
@@ -48,6 +97,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the top of the CLI
             from judge.providers.base import redact
+
+            problems = settings_problems(exc)
+            if problems is not None:  # a bad environment variable: bad input, named
+                for line in problems:
+                    click.echo(f"error: {line}", err=True)
+                sys.exit(EXIT_BAD_INPUT)
 
             click.echo(f"error: {redact(str(exc)) or type(exc).__name__}", err=True)
             sys.exit(EXIT_FAILURE)

@@ -374,3 +374,14 @@ def test_config_shows_an_absolute_sqlite_url_as_given() -> None:
     assert json.loads(result.stdout)["settings"]["DATABASE_URL"] == url
     secret = invoke_pjudge("config", "--format", "json", env={"DATABASE_URL": "postgresql://u:hunter2@h/db"})
     assert "hunter2" not in secret.stdout and "u:***@h" in secret.stdout
+
+
+@pytest.mark.parametrize("verb", ["submit", "judge", "keys list", "config"])
+def test_a_bad_setting_in_the_environment_exits_2_naming_the_variable(tmp_path: Path, verb: str) -> None:
+    """submit read its --url default from the settings before its error handling: a bad variable
+    was a traceback; judge and keys printed pydantic's dump (with the value) and exited 1."""
+    args = {"submit": [str(items_file(tmp_path))], "judge": [str(items_file(tmp_path)), "-o", str(tmp_path / "v.jsonl"),
+                                                            "--replay", str(replay_file(tmp_path))]}.get(verb, [])
+    result = invoke_pjudge(*verb.split(), *args, env={"PJUDGE_LANES": "many", "DATABASE_URL": "sqlite://"})
+    assert_bad_input(result, "PJUDGE_LANES: Input should be a valid integer")
+    assert "many" not in result.stderr and "pydantic" not in result.stderr

@@ -15,7 +15,6 @@ import click
 from api.client import ApiCallError, Client, Job
 from judge.jsonl import JsonlWriter, read_items
 from judge.profiles import ProfileError, is_cascade, read_profile_file
-from judge.settings import settings
 from pjudge.commands.judging import profile_options
 from pjudge.common import (
     EXIT_BAD_INPUT,
@@ -25,6 +24,7 @@ from pjudge.common import (
     handle_errors,
     probe_output,
     refuse_overwriting_inputs,
+    setting_default,
 )
 
 PROFILE_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
@@ -82,16 +82,11 @@ def _api_url(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     return value
 
 
-def _key_from_settings() -> str | None:
-    key = settings().api_key
-    return key.get_secret_value() if key is not None else None
-
-
 @click.command("submit")
 @click.argument("items_path", metavar="ITEMS.jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", required=True, default=lambda: settings().url, callback=_api_url,
+@click.option("--url", required=True, default=setting_default("url"), callback=_api_url,
               help="Base URL of the API, e.g. http://127.0.0.1:8000 [default: PJUDGE_URL].")
-@click.option("--key", required=True, default=_key_from_settings, show_default=False,
+@click.option("--key", required=True, default=setting_default("api_key"), show_default=False,
               help="API key (prefer the environment variable PJUDGE_API_KEY: a flag shows in the process list).")
 @profile_options
 @click.option("--idempotency-key", default=None, help="Resubmitting with the same key returns the same job.")

@@ -48,7 +48,8 @@ def settings_problems(error: Exception) -> list[str] | None:
     lines = []
     for detail in error.errors(include_input=False, include_url=False):
         field = str(detail["loc"][0]) if detail["loc"] else ""
-        lines.append(f"{variable_name(field) if field in Settings.model_fields else field}: {detail['msg']}")
+        message = detail["msg"].removeprefix("Value error, ")
+        lines.append(f"{variable_name(field) if field in Settings.model_fields else field}: {message}")
     return lines
 
 

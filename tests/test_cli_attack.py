@@ -385,3 +385,21 @@ def test_a_bad_setting_in_the_environment_exits_2_naming_the_variable(tmp_path: 
     result = invoke_pjudge(*verb.split(), *args, env={"PJUDGE_LANES": "many", "DATABASE_URL": "sqlite://"})
     assert_bad_input(result, "PJUDGE_LANES: Input should be a valid integer")
     assert "many" not in result.stderr and "pydantic" not in result.stderr
+
+
+@pytest.mark.parametrize(("variable", "url", "args"), [
+    ("DATABASE_URL", "mysql://u:hunter2-secret@db/jobs", ["keys", "list"]),
+    ("DATABASE_URL", "jobs.sqlite", ["config"]),
+    ("REDIS_URL", "cache.internal:6379", ["config"]),
+    ("REDIS_URL", "http://:hunter2-secret@cache/0", ["worker", "--processes", "1"]),
+])
+def test_a_database_or_broker_url_of_no_known_kind_exits_2(monkeypatch: pytest.MonkeyPatch, variable: str, url: str,
+                                                          args: list[str]) -> None:
+    """A REDIS_URL without redis:// started workers that crashed and were restarted forever; a
+    DATABASE_URL of another database exited 1 with 'No module named MySQLdb'; config showed both."""
+    import worker.processes
+
+    monkeypatch.setattr(worker.processes.Supervisor, "run", lambda self: pytest.fail("workers started"))
+    result = invoke_pjudge(*args, env={variable: url})
+    assert_bad_input(result, f"{variable}: must be")
+    assert "hunter2" not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -96,6 +97,14 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # stdout closed early (`pjudge config | head -1`): nothing to report, and nothing more may be
+            # flushed to it at exit (Python would print "Exception ignored ... BrokenPipeError").
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, io.UnsupportedOperation):  # a stdout without a descriptor
+                pass
+            sys.exit(EXIT_FAILURE)
         except Exception as exc:  # noqa: BLE001 - the top of the CLI
             from judge.providers.base import redact
 

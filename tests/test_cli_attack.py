@@ -403,3 +403,21 @@ def test_a_database_or_broker_url_of_no_known_kind_exits_2(monkeypatch: pytest.M
     result = invoke_pjudge(*args, env={variable: url})
     assert_bad_input(result, f"{variable}: must be")
     assert "hunter2" not in result.stderr
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
+    """`pjudge export ... | head -1`: stdout closed early printed 'error: [Errno 32] Broken pipe'."""
+    import subprocess
+    import sys
+
+    n = 3000
+    items = lines(tmp_path / "items.jsonl", [{**GOOD, "id": f"s{k}", "response_a": "a" * 60} for k in range(n)])
+    verdicts = lines(tmp_path / "v.jsonl", [{**VERDICT, "id": f"s{k}"} for k in range(n)])
+    proc = subprocess.Popen([sys.executable, "-m", "pjudge", "export", str(items), str(verdicts)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert json.loads(proc.stdout.readline())["chosen"] == "a" * 60
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert stderr == "" and proc.returncode in (0, 1), (proc.returncode, stderr)

@@ -278,9 +278,12 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path: Path
     items, replay = items_file(tmp_path), replay_file(tmp_path)
     verdicts = verdicts_file(tmp_path)
     toe = lines(tmp_path / "toe.calibration.jsonl", [TOE_ROW])
-    before = {path: path.read_bytes() for path in (items, replay, verdicts, toe)}
+    profile = tmp_path / "mine.toml"
+    profile.write_text(f'provider = "replay"\nmodel = "m"\nreplay_path = "{replay}"\n', encoding="utf-8")
+    before = {path: path.read_bytes() for path in (items, replay, verdicts, toe, profile)}
     runs = [
         ("judge", str(items), "-o", str(items), "--replay", str(replay)),
+        ("judge", str(items), "-o", str(profile), "--profile", str(profile)),
         ("judge", str(items), "-o", str(replay), "--replay", str(replay)),
         ("judge", str(items), "-o", str(tmp_path / "." / "items.jsonl"), "--replay", str(replay)),
         ("report", str(verdicts), "-o", str(verdicts), "--bootstrap", "0"),

@@ -165,7 +165,8 @@ def judge_command(items_path: Path, output: Path, profile_name: str | None, conc
 
     A rerun of the same items and profile is answered from the call cache (PJUDGE_CACHE).
     """
-    refuse_overwriting_inputs({"-o": output}, [items_path, overrides.get("replay_path")])
+    refuse_overwriting_inputs({"-o": output}, [items_path, overrides.get("replay_path"), profile_name,
+                                               overrides.get("template")])
     items = read_items(items_path)
     profile = resolve_judging(profile_name, **overrides)
     probe_output(output)

@@ -211,7 +211,8 @@ def validate_items(rows: Iterable[tuple[int | None, Any]], source: str) -> list[
     seen: dict[str, int | None] = {}
     for line, row in rows:
         if not isinstance(row, dict):
-            problems.append(InputProblem(line, None, "expected a JSON object"))
+            hint = " (one item per line: JSON Lines, not a JSON array)" if isinstance(row, list) else ""
+            problems.append(InputProblem(line, None, f"expected a JSON object{hint}"))
             continue
         try:
             item = PairItem.model_validate(row)

@@ -50,9 +50,9 @@ def import_command(source_format: str, paths: tuple[str, ...], output: str, labe
                    output_format: str) -> None:
     files = list(paths)
     refuse_overwriting_inputs({"-o": output}, [*files, labels])
-    probe_output(output)
     # Everything is imported (and validated) before the output file is opened.
     verdicts = import_verdicts(source_format, files, labels=labels)
+    probe_output(output)
     write_jsonl(output, verdicts)
     document = summary(source_format, files, output, verdicts)
     if output_format == "json":

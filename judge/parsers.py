@@ -184,9 +184,11 @@ _LABELLED_SCORE = re.compile(
 
 
 def _valid_scores(first: float, second: float) -> Parsed:
+    # The template's scale is 1-10 (SPEC 2, 3.2): a 0 against a 10 made p_a 1.056 and certainty 1.11,
+    # a verdict no reader of SPEC 1.2 accepts (pjudge report refused pjudge judge's own output).
     for value in (first, second):
-        if not (math.isfinite(value) and 0 <= value <= 10):
-            return _fail(f"score {value:g} is outside 0-10")
+        if not (math.isfinite(value) and 1 <= value <= 10):
+            return _fail(f"score {value:g} is outside 1-10")
     return Parsed(scores=(first, second))
 
 

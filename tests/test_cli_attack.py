@@ -424,3 +424,24 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
     stderr = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert stderr == "" and proc.returncode in (0, 1), (proc.returncode, stderr)
+
+
+def test_pjudge_report_reads_what_pjudge_judge_writes_at_the_ends_of_the_score_scale(tmp_path: Path) -> None:
+    """faireval-scores parsed scores on 0-10, the template's scale being 1-10 (SPEC 3.2): 10 against
+    0 gave p_a 1.056, which report (rightly, SPEC 1.2) refuses; a 0 is now an invalid sample."""
+    items = items_file(tmp_path, 2)
+    def raw(first: int, second: int) -> str:
+        return f"Explained.\nScore of the Assistant 1: {first}\nScore of the Assistant 2: {second}"
+
+    # A shown first in AB, second in BA: the same judgment (A 10, B low) in both orders.
+    raws = {("i0", "AB"): raw(10, 0), ("i0", "BA"): raw(0, 10), ("i1", "AB"): raw(10, 1), ("i1", "BA"): raw(1, 10)}
+    replay = lines(tmp_path / "rec.jsonl", [{"id": item_id, "order": order, "sample": sample, "raw": text}
+                                            for (item_id, order), text in raws.items() for sample in range(3)])
+    out = tmp_path / "v.jsonl"
+    result = invoke_pjudge("judge", str(items), "-o", str(out), "--profile", "faireval-scores", "--replay", str(replay))
+    assert result.returncode == 0, result.stderr
+    verdicts = {row["id"]: row for row in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert verdicts["i0"]["winner"] is None and all(call["error"] for call in verdicts["i0"]["calls"])
+    assert verdicts["i1"]["p_a"] == 1.0 and verdicts["i1"]["certainty"] == 1.0
+    report = invoke_pjudge("report", str(out), "--bootstrap", "0")
+    assert report.returncode == 0, report.stderr

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -89,13 +91,106 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, decoded JSON) for each non-blank line; raise InputError on bad bytes/JSON."""
-    source = str(path)
+BOM = b"\xef\xbb\xbf"
+# A \u escape of a surrogate half: the only way JSON text decodes to a string UTF-8 cannot encode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > 4000:  # Python refuses over 4300 digits, with a message about its own limit
+        raise ValueError(f"an integer of {len(text)} digits is too long")
+    return int(text)
+
+
+def _unpaired_surrogate(value: object) -> bool:
+    """Whether a string anywhere in a decoded value holds an unpaired surrogate (iteratively)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            try:
+                current.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(current, dict):
+            stack.extend(current.keys())
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return False
+
+
+_STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, parse_int=_int)
+
+
+def decode_json(text: str, raw: bytes | None = None) -> Any:
+    """One JSON text decoded strictly, the one rule for every input file: NaN and Infinity (not JSON),
+    numbers out of a float's range, too long integers, nesting deeper than the decoder can follow
+    and unpaired surrogates (which no UTF-8 output could hold) are refused with ValueError saying
+    why; bad syntax raises JSONDecodeError (a ValueError), which knows its line (json_problem says
+    either)."""
+    try:
+        value = _STRICT.decode(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, 1e999, too long an integer
+        raise ValueError(f"invalid JSON: {exc}") from exc
+    _check_text(value, raw if raw is not None else text.encode("utf-8", "surrogatepass"))
+    return value
+
+
+def decode_json_document(text: str, start: int) -> tuple[Any, int]:
+    """The JSON value starting at `start` of `text` and where it ends, decoded as strictly as
+    decode_json (for files of concatenated documents)."""
+    try:
+        value, end = _STRICT.raw_decode(text, start)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"invalid JSON: {exc}") from exc
+    _check_text(value, text[start:end].encode("utf-8", "surrogatepass"))
+    return value, end
+
+
+def json_problem(error: ValueError) -> str:
+    """The message of decode_json's error."""
+    return f"invalid JSON: {error.msg}" if isinstance(error, json.JSONDecodeError) else str(error)
+
+
+def _check_text(value: Any, raw: bytes) -> None:
+    if _SURROGATE_ESCAPE.search(raw) and _unpaired_surrogate(value):
+        raise ValueError("invalid JSON: unpaired surrogate characters are not allowed")
+
+
+def read_input_bytes(path: str | Path) -> bytes:
+    """A whole input file's bytes without a leading UTF-8 byte-order mark (some Windows tools write
+    one); InputError naming the file when it cannot be read."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise InputError(source, [InputProblem(None, None, f"cannot read file: {exc.strerror}")]) from exc
+        raise InputError(str(path), [InputProblem(None, None, f"cannot read file: {exc.strerror}")]) from exc
+    return data[len(BOM):] if data.startswith(BOM) else data
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, decoded JSON) for each non-blank line; raise InputError on bad bytes/JSON."""
+    source = str(path)
+    data = read_input_bytes(path)
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
@@ -104,9 +199,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
         except UnicodeDecodeError as exc:
             raise InputError(source, [InputProblem(number, None, f"invalid UTF-8 at byte {exc.start}")]) from exc
         try:
-            yield number, json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(source, [InputProblem(number, None, f"invalid JSON: {exc.msg}")]) from exc
+            yield number, decode_json(text, raw)
+        except ValueError as exc:
+            raise InputError(source, [InputProblem(number, None, json_problem(exc))]) from exc
 
 
 def validate_items(rows: Iterable[tuple[int | None, Any]], source: str) -> list[PairItem]:
@@ -116,7 +211,8 @@ def validate_items(rows: Iterable[tuple[int | None, Any]], source: str) -> list[
     seen: dict[str, int | None] = {}
     for line, row in rows:
         if not isinstance(row, dict):
-            problems.append(InputProblem(line, None, "expected a JSON object"))
+            hint = " (one item per line: JSON Lines, not a JSON array)" if isinstance(row, list) else ""
+            problems.append(InputProblem(line, None, f"expected a JSON object{hint}"))
             continue
         try:
             item = PairItem.model_validate(row)
@@ -146,10 +242,7 @@ def read_items(path: str | Path) -> list[PairItem]:
 def read_verdicts(path: str | Path) -> list[Verdict]:
     """Verdicts of a JSON Lines file; pydantic parses each line's JSON directly (fast on large files)."""
     source = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(source, [InputProblem(None, None, f"cannot read file: {exc.strerror}")]) from exc
+    data = read_input_bytes(path)
     verdicts: list[Verdict] = []
     problems: list[InputProblem] = []
     with gc_paused():
@@ -164,18 +257,89 @@ def _parse_verdict_lines(data: bytes, verdicts: list[Verdict], problems: list[In
         if not raw.strip():
             continue
         try:
-            verdicts.append(Verdict.model_validate_json(raw))
+            verdict = Verdict.model_validate_json(raw)
         except ValidationError as exc:
             if any(e.get("type") == "json_invalid" for e in exc.errors()):
                 try:
-                    raw.decode("utf-8")
+                    decode_json(raw.decode("utf-8"), raw)
                     problems.append(InputProblem(number, None, "invalid JSON"))
                 except UnicodeDecodeError as decode_error:
                     problems.append(InputProblem(number, None, f"invalid UTF-8 at byte {decode_error.start}"))
+                except ValueError as json_error:
+                    problems.append(InputProblem(number, None, json_problem(json_error)))
             else:
                 problems.extend(problems_from_validation(exc, number))
+        else:
+            line_problems = verdict_problems(verdict, number)
+            if not line_problems and (b"NaN" in raw or b"Infinity" in raw
+                                      or (b"\\u" in raw and _SURROGATE_ESCAPE.search(raw))):
+                # pydantic's JSON reads NaN and Infinity (and keeps unpaired surrogates in free fields)
+                line_problems = _strict_json_problems(raw, number)
+            if line_problems:
+                problems.extend(line_problems)
+            else:
+                verdicts.append(verdict)
         if len(problems) > 100:
             break
+
+
+def _strict_json_problems(raw: bytes, line: int) -> list[InputProblem]:
+    try:
+        decode_json(raw.decode("utf-8"), raw)
+    except ValueError as exc:
+        return [InputProblem(line, None, json_problem(exc))]
+    return []
+
+
+def _outside(value: float | None, low: float, high: float) -> bool:
+    return value is not None and not (math.isfinite(value) and low <= value <= high)
+
+
+_INF = math.inf
+
+
+def _in_range(verdict: Verdict) -> bool:
+    """verdict_problems' fast answer for the usual verdict (NaN fails every comparison)."""
+    p_a, certainty, bpde, len_a, len_b = verdict.p_a, verdict.certainty, verdict.bpde, verdict.len_a, verdict.len_b
+    if not ((p_a is None or 0.0 <= p_a <= 1.0) and (certainty is None or 0.0 <= certainty <= 1.0)
+            and (bpde is None or 0.0 <= bpde < _INF) and (len_a is None or len_a >= 0) and (len_b is None or len_b >= 0)):
+        return False
+    for call in verdict.calls:
+        call_certainty, cost = call.certainty, call.cost_usd
+        if not ((call_certainty is None or 0.0 <= call_certainty <= 1.0) and (cost is None or 0.0 <= cost < _INF)
+                and call.scores is None):
+            return False
+    return True
+
+
+def verdict_problems(verdict: Verdict, line: int | None) -> list[InputProblem]:
+    """What a verdict read from a file may not hold although its types are right: p_a and certainty
+    outside [0, 1] (SPEC 1.2), a negative or non-finite BPDE, a call's certainty outside [0, 1] or a
+    non-finite or negative cost, a negative length. Every statistic of SPEC 4 assumes these."""
+    if _in_range(verdict):
+        return []
+    problems: list[InputProblem] = []
+
+    def bad(field_name: str, message: str) -> None:
+        problems.append(InputProblem(line, field_name, message))
+
+    for name in ("p_a", "certainty"):
+        if _outside(getattr(verdict, name), 0.0, 1.0):
+            bad(name, "must be a number in [0, 1]")
+    if _outside(verdict.bpde, 0.0, math.inf):
+        bad("bpde", "must be a finite number >= 0")
+    for name in ("len_a", "len_b"):
+        value = getattr(verdict, name)
+        if value is not None and value < 0:
+            bad(name, "must be >= 0")
+    for index, call in enumerate(verdict.calls):
+        if _outside(call.certainty, 0.0, 1.0):
+            bad(f"calls.{index}.certainty", "must be a number in [0, 1]")
+        if _outside(call.cost_usd, 0.0, math.inf):
+            bad(f"calls.{index}.cost_usd", "must be a finite number >= 0")
+        if call.scores is not None and not all(math.isfinite(score) for score in call.scores):
+            bad(f"calls.{index}.scores", "must be finite numbers")
+    return problems
 
 
 def dump_record(record: BaseModel) -> str:
@@ -216,6 +380,21 @@ class JsonlWriter:
             self.commit()
         else:
             self.abort()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`text` written to a temporary file beside `path` and renamed into place: a run that fails or is
+    interrupted leaves the previous file whole, never a half-written one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> int:

@@ -218,6 +218,25 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked when read, so that every command names the variable; never the value (a password).
+        text = value.get_secret_value() if value is not None else ""
+        scheme, separator, _ = text.partition("://")
+        if text and not (separator and scheme.split("+")[0] in ("sqlite", "postgresql", "postgres")):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else ""
+        scheme, separator, _ = text.partition("://")
+        if text and not (separator and scheme in ("redis", "rediss", "unix", "redis+socket")):
+            raise ValueError("must be a redis://, rediss://, unix:// or redis+socket:// URL")
+        return value
+
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
@@ -267,13 +286,15 @@ def mask_url(value: str) -> str:
         return "***"
     if not parts.scheme or "://" not in value:
         return "***"
+    masked = parts
     if parts.password is not None:
         netloc = parts.netloc.rsplit("@", 1)
         user = (parts.username or "") + ":***"
-        parts = parts._replace(netloc=f"{user}@{netloc[-1]}")
+        masked = masked._replace(netloc=f"{user}@{netloc[-1]}")
     if parts.query:
-        parts = parts._replace(query=_mask_query(parts.query))
-    return urlunsplit(parts)
+        masked = masked._replace(query=_mask_query(parts.query))
+    # Rebuilt only when something was struck: urlunsplit drops the empty host of sqlite:////abs/path.
+    return value if masked == parts else urlunsplit(masked)
 
 
 def _mask_query(query: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.aggregation import Mode, aggregate
-from judge.jsonl import InputError, InputProblem
+from judge.jsonl import BOM, InputError, InputProblem, decode_json, decode_json_document
 from judge.parsers import Parsed, to_item_labels
 from judge.records import Call, JudgeInfo, Label, Order, Verdict
 
@@ -71,7 +71,7 @@ def read_text(path: Path) -> str:
     except OSError as exc:
         raise input_error(source, f"cannot read file: {exc.strerror}") from exc
     try:
-        return data.decode("utf-8")
+        return data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise input_error(source, f"invalid UTF-8 at byte {exc.start}", line) from exc
@@ -84,7 +84,6 @@ def iter_json_documents(path: Path) -> Iterator[tuple[int, Any]]:
     """(line where it starts, value) for each JSON value of a file holding either JSON Lines or
     concatenated pretty-printed objects: FairEval's scripts write both, so one reader serves."""
     text = read_text(path)
-    decoder = json.JSONDecoder()
     line, counted_to = 1, 0
     position = 0
     while (match := _NON_SPACE.search(text, position)) is not None:
@@ -92,18 +91,22 @@ def iter_json_documents(path: Path) -> Iterator[tuple[int, Any]]:
         line += text.count("\n", counted_to, start)
         counted_to = start
         try:
-            value, position = decoder.raw_decode(text, start)
+            value, position = decode_json_document(text, start)
         except json.JSONDecodeError as exc:
             raise input_error(str(path), f"invalid JSON: {exc.msg}", exc.lineno) from exc
+        except ValueError as exc:  # NaN, nesting too deep, ...: decode_json_document says which
+            raise input_error(str(path), str(exc), line) from exc
         yield line, value
 
 
 def read_json(path: Path) -> Any:
     text = read_text(path)
     try:
-        return json.loads(text)
+        return decode_json(text)
     except json.JSONDecodeError as exc:
         raise input_error(str(path), f"invalid JSON: {exc.msg}", exc.lineno) from exc
+    except ValueError as exc:
+        raise input_error(str(path), str(exc)) from exc
 
 
 def convert_rows(

@@ -17,7 +17,7 @@ import click
 
 from judge.jsonl import InputError, InputProblem, read_verdicts
 from judge.records import Verdict
-from pjudge.common import echo_json, handle_errors
+from pjudge.common import FloatRange, echo_json, handle_errors, refuse_overwriting_inputs
 
 if TYPE_CHECKING:  # numpy and scipy are imported only when the verb runs
     from calibration.cascade import CascadeResult, Stages, StageVerdicts
@@ -196,9 +196,9 @@ def save_cascade_profile(path: Path, stages: Stages, result: CascadeResult) -> N
 @click.command("calibrate")
 @click.argument("stage_paths", metavar="STAGE1.jsonl ... STAGEK.jsonl", nargs=-1,
                 type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target-accuracy", required=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--target-accuracy", required=True, type=FloatRange(0, 1, min_open=True, max_open=True),
               help="Accuracy on accepted items the cascade guarantees (with probability 1 - delta).")
-@click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
+@click.option("--delta", type=FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
               help="Risk level: the guarantee holds with probability 1 - delta (each stage gets delta/K).")
 @click.option("--format", "fmt", type=click.Choice(["json", "md"]), default="json", show_default=True,
               help='json: {"cascade": {...}} (SPEC 4 keys), or {"plan": {...}} with --plan; md: Markdown.')
@@ -230,6 +230,7 @@ def calibrate_command(stage_paths: tuple[Path, ...], target_accuracy: float, del
             raise click.UsageError("--save-profile writes TOML: give a path ending in .toml")
     if prices and not plan_flag:
         raise click.UsageError("--price is for --plan")
+    refuse_overwriting_inputs({"--save-profile": save_profile_path}, list(stage_paths))
     stages = read_stages(stage_paths)
     from calibration.cascade import calibrate, cascade_markdown, plan, plan_markdown
 

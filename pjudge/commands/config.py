@@ -7,21 +7,7 @@ import sys
 
 import click
 
-from pjudge.common import EXIT_BAD_INPUT, echo_json, handle_errors
-
-
-def variable_name(field: str) -> str:
-    """The environment variable of a Settings field: its alias (DATABASE_URL), else PJUDGE_<FIELD>."""
-    from pydantic import AliasChoices
-
-    from judge.settings import Settings
-
-    alias = Settings.model_fields[field].validation_alias
-    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
-        return alias.choices[0]
-    if isinstance(alias, str):
-        return alias
-    return "PJUDGE_" + field.upper()
+from pjudge.common import EXIT_BAD_INPUT, echo_json, handle_errors, settings_problems, variable_name
 
 
 def _shown(value: object) -> str:
@@ -38,17 +24,16 @@ def _shown(value: object) -> str:
 def config_command(fmt: str) -> None:
     """Print the effective settings: each variable's value from the environment, else its default.
     Secrets are masked: API keys as '***', the password of a database or Redis URL struck."""
-    from pydantic import ValidationError
-
     from judge.settings import Settings, settings
 
     try:
         current = settings()
-    except ValidationError as exc:
-        for error in exc.errors(include_input=False, include_url=False):
-            field = str(error["loc"][0]) if error["loc"] else ""
-            name = variable_name(field) if field in Settings.model_fields else field
-            click.echo(f"error: {name}: {error['msg']}", err=True)
+    except Exception as exc:  # noqa: BLE001 - only the settings' ValidationError is ours to say
+        problems = settings_problems(exc)
+        if problems is None:
+            raise
+        for line in problems:
+            click.echo(f"error: {line}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     shown = current.masked()
     if fmt == "json":

@@ -21,7 +21,7 @@ import click
 import judge
 from judge.jsonl import read_items, read_verdicts
 from judge.paths import user_data_dir
-from pjudge.common import echo_json, handle_errors
+from pjudge.common import FloatRange, echo_json, handle_errors, probe_output
 
 EXAMPLE_ITEMS = Path(judge.__file__).parent / "examples" / "items.jsonl"
 
@@ -103,8 +103,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 @click.command("demo")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the verdicts [default: <data dir>/demo/verdicts.jsonl].")
-@click.option("--first-bias", default=0.3, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--noise", default=0.05, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--first-bias", default=0.3, show_default=True, type=FloatRange(0, 1))
+@click.option("--noise", default=0.05, show_default=True, type=FloatRange(0, 1))
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @handle_errors
 def demo_command(output: Path | None, first_bias: float, noise: float, output_format: str) -> None:
@@ -117,6 +117,7 @@ def demo_command(output: Path | None, first_bias: float, noise: float, output_fo
     from store.db import get_engine
     from worker.broker import broker_url, configured_broker_url, release_embedded
 
+    probe_output(output)
     text = output_format == "text"
     demo_dir = user_data_dir() / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from judge.exports import (
     write_rows,
 )
 from judge.jsonl import InputError, InputProblem, read_items, read_verdicts
-from pjudge.common import handle_errors
+from pjudge.common import FloatRange, handle_errors, probe_output, refuse_overwriting_inputs
 
 
 @click.command("export")
@@ -33,7 +33,7 @@ from pjudge.common import handle_errors
               help="raw: the persona as stored (JSON Lines only); column: as text; fold: into the prompt "
                    "[default: raw for JSON Lines, column for Parquet].")
 @click.option("--conversational", is_flag=True, help="TRL's conversational format (lists of role/content messages).")
-@click.option("--min-certainty", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--min-certainty", type=FloatRange(0.0, 1.0), default=None,
               help="Only verdicts at least this certain.")
 @click.option("--consistent-only", is_flag=True, help="Only verdicts whose two orders agree.")
 @handle_errors
@@ -45,6 +45,8 @@ def export_command(items_path: Path, verdicts_path: Path, output: Path | None, p
     ITEMS.jsonl (where prompts and responses come from), with id, winner, p_a, certainty,
     consistent and judge beside them.
     """
+    refuse_overwriting_inputs({"-o": output}, [items_path, verdicts_path])
+    probe_output(output)
     parquet = output is not None and is_parquet(output)
     selection = Selection(persona=resolve_persona(persona, parquet), conversational=conversational,
                           min_certainty=min_certainty, consistent_only=consistent_only)

@@ -9,7 +9,7 @@ import click
 from judge.importers import FORMATS, import_verdicts
 from judge.jsonl import write_jsonl
 from judge.records import Verdict
-from pjudge.common import echo_json, handle_errors
+from pjudge.common import echo_json, handle_errors, probe_output, refuse_overwriting_inputs
 
 
 def summary(source_format: str, paths: list[str], output: str, verdicts: list[Verdict]) -> dict[str, Any]:
@@ -49,8 +49,10 @@ read and checked before anything is written: bad input exits with code 2 and no 
 def import_command(source_format: str, paths: tuple[str, ...], output: str, labels: str | None,
                    output_format: str) -> None:
     files = list(paths)
+    refuse_overwriting_inputs({"-o": output}, [*files, labels])
     # Everything is imported (and validated) before the output file is opened.
     verdicts = import_verdicts(source_format, files, labels=labels)
+    probe_output(output)
     write_jsonl(output, verdicts)
     document = summary(source_format, files, output, verdicts)
     if output_format == "json":

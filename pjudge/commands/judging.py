@@ -16,9 +16,23 @@ from judge.jsonl import read_items, write_jsonl
 from judge.profiles import JudgeProfile, Judging, load_judging, load_profile
 from judge.records import PairItem, Verdict
 from judge.runner import Progress, new_event_loop
-from pjudge.common import echo_json, handle_errors
+from pjudge.common import FloatRange, echo_json, handle_errors, probe_output, refuse_overwriting_inputs
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--base-url checked as a profile's base_url is when called (judge.endpoints.parse_endpoint): a
+    bad one is a usage error (exit 2) before anything runs, never shown with a password in it."""
+    from judge.endpoints import EndpointError, parse_endpoint
+
+    if value is None:
+        return value
+    try:
+        parse_endpoint(value)
+    except EndpointError as exc:
+        raise click.BadParameter(f"the base URL {exc}") from None
+    return value
 
 
 def profile_options(func: F) -> F:
@@ -29,19 +43,20 @@ def profile_options(func: F) -> F:
         click.option("--provider", type=click.Choice(["openai", "anthropic", "openai-compatible", "replay"]),
                      default=None),
         click.option("--model", default=None),
-        click.option("--base-url", default=None, help="Provider base URL (else the SDK's own variable)."),
+        click.option("--base-url", default=None, callback=_base_url,
+                     help="Provider base URL (else the SDK's own variable)."),
         click.option("--template", default=None, help="Template name or path to a .toml template."),
         click.option("--samples", type=click.IntRange(1, 32), default=None, help="Samples k in each order."),
         click.option("--swap/--no-swap", default=None, help="Judge in both orders [default: on]."),
         click.option("--adaptive/--no-adaptive", default=None,
                      help="Adaptive sampling: one sample per order, more (up to --samples) only while the "
                           "verdict is unsettled (README, 'Adaptive sampling') [default: off]."),
-        click.option("--adaptive-margin", type=click.FloatRange(0, 1), default=None,
+        click.option("--adaptive-margin", type=FloatRange(0, 1), default=None,
                      help="With --adaptive: the least certainty that settles a verdict whose orders do not "
                           "contradict each other "
                           "[default: 0.05]."),
-        click.option("--temperature", type=click.FloatRange(0, 2), default=None),
-        click.option("--certainty-threshold", type=click.FloatRange(0, 1), default=None,
+        click.option("--temperature", type=FloatRange(0, 2), default=None),
+        click.option("--certainty-threshold", type=FloatRange(0, 1), default=None,
                      help="Abstain when the aggregated certainty is below this."),
         click.option("--replay", "replay_path", default=None, help="Recorded outputs for provider replay."),
         click.option("--transport", type=click.Choice(["sdk", "direct"]), default=None,
@@ -150,8 +165,11 @@ def judge_command(items_path: Path, output: Path, profile_name: str | None, conc
 
     A rerun of the same items and profile is answered from the call cache (PJUDGE_CACHE).
     """
+    refuse_overwriting_inputs({"-o": output}, [items_path, overrides.get("replay_path"), profile_name,
+                                               overrides.get("template")])
     items = read_items(items_path)
     profile = resolve_judging(profile_name, **overrides)
+    probe_output(output)
     show_progress = not quiet and output_format == "text" and sys.stderr.isatty()
     if isinstance(profile, JudgeProfile) and profile.mode == "batch":
         if no_cache:

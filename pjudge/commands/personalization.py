@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from pjudge.commands.judging import open_cache, profile_options, resolve_profile, run_judging
-from pjudge.common import echo_json, handle_errors
+from pjudge.common import echo_json, handle_errors, probe_output, refuse_overwriting_inputs
 
 if TYPE_CHECKING:
     from calibration.personalization_io import ResponseSet
@@ -66,7 +66,7 @@ def judge_override_options(func: F) -> F:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the call cache.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples (over prompts) for the persona-fit 95% intervals (0: none).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--format", "output_format", type=click.Choice(["json", "md", "html"]), default="md",
               show_default=True)
@@ -89,10 +89,13 @@ def personalization_command(responses: Path, distance: str, anchor_system: str |
     from calibration.personalization_io import attach_descriptions, read_responses
 
     _check_options(judge_profile, verdicts_out, overrides)
+    refuse_overwriting_inputs({"--verdicts-out": verdicts_out},
+                              [responses, personas_path, prompts_path, judge_profile, overrides.get("replay_path")])
     if distance not in distance_names():
         raise click.BadParameter(f"unknown distance '{distance}' (known: {', '.join(distance_names())})",
                                  param_hint="'--distance'")
     profile = _judge_profile(judge_profile, overrides) if judge_profile is not None else None
+    probe_output(verdicts_out, "--verdicts-out")
     response_set = attach_descriptions(read_responses(responses), personas_path, prompts_path)
     report = evaluate(response_set, distance=distance, anchor_system=anchor_system)
     document = report.to_dict()

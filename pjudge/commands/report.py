@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from judge.jsonl import InputError, InputProblem, iter_json_lines, read_verdicts
+from judge.jsonl import InputError, InputProblem, iter_json_lines, read_verdicts, write_text_atomic
 from judge.records import Verdict
-from pjudge.common import handle_errors
+from pjudge.common import FloatRange, handle_errors, probe_output, refuse_overwriting_inputs
 
 if TYPE_CHECKING:  # imported at run time only when the verb needs them (numpy, matplotlib)
     from judge.profiles import JudgeProfile
@@ -83,8 +83,7 @@ def _write(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    write_text_atomic(output, text if text.endswith("\n") else text + "\n")
     click.echo(f"wrote {output}", err=True)
 
 
@@ -245,7 +244,7 @@ def _render(fmt: str, report: dict[str, Any], verdicts: list[Verdict], path: Pat
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 1),
+    type=FloatRange(0, 1),
     default=0.8,
     show_default=True,
     help="Certainty split for high_certainty / low_certainty (inclusive on the high side).",
@@ -253,7 +252,7 @@ def _render(fmt: str, report: dict[str, Any], verdicts: list[Verdict], path: Pat
 @click.option(
     "--hitl",
     "hitl",
-    type=click.FloatRange(0, 1),
+    type=FloatRange(0, 1),
     default=0.2,
     show_default=True,
     help="Share of labelled items sent to humans by highest BPDE.",
@@ -261,12 +260,12 @@ def _render(fmt: str, report: dict[str, Any], verdicts: list[Verdict], path: Pat
 @click.option("--group-by", metavar="KEY", help="Also report every statistic per value of metadata KEY.")
 @click.option(
     "--target-accuracy",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FloatRange(0, 1, min_open=True, max_open=True),
     help="Add risk_control: the confidence threshold guaranteeing this accuracy.",
 )
 @click.option(
     "--delta",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FloatRange(0, 1, min_open=True, max_open=True),
     help="Risk level for --target-accuracy (guarantee holds with probability 1 - delta). [default: 0.1]",
 )
 @click.option(
@@ -306,7 +305,7 @@ def _render(fmt: str, report: dict[str, Any], verdicts: list[Verdict], path: Pat
     show_default=True,
     help="Bootstrap resamples for the 95% intervals (0: no intervals).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the bootstrap.")
 @handle_errors
 def report_command(
     verdicts_path: Path,
@@ -334,6 +333,10 @@ def report_command(
             raise click.UsageError("--save-profile writes TOML: give a path ending in .toml")
     elif profile_name is not None:
         raise click.UsageError("--profile is the base of --save-profile and needs it")
+    refuse_overwriting_inputs({"-o": output, "--save-profile": save_profile_path},
+                              [verdicts_path, compare_path, labels_path, profile_name])
+    if output is not None and save_profile_path is not None and output.resolve() == save_profile_path.resolve():
+        raise click.BadParameter("the same file as --save-profile", param_hint="'-o'")
     from calibration.report import build_report  # numpy/scipy only when the verb runs
 
     def report_of(path: Path) -> tuple[list[Verdict], dict[str, Any]]:
@@ -352,6 +355,7 @@ def report_command(
             click.echo(f"warning: {path} comes from a simulated judge (sim- model)", err=True)
         return verdicts, report
 
+    probe_output(output)
     verdicts, report = report_of(verdicts_path)
     other = None
     if compare_path is not None:

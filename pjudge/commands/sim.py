@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import click
 
-from pjudge.common import handle_errors
+from pjudge.common import FloatRange, handle_errors
 
 
-def _rate(name: str) -> click.FloatRange:
-    return click.FloatRange(0.0, 1.0)
+def _rate(name: str) -> FloatRange:
+    return FloatRange(0.0, 1.0)
 
 
 @click.command("llm-sim")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(0), help="Delay of each answer.")
+@click.option("--latency-ms", default=0.0, show_default=True, type=FloatRange(0), help="Delay of each answer.")
 @click.option("--first-bias", default=0.0, show_default=True, type=_rate("first-bias"),
               help="Probability of choosing the answer shown first whatever it says.")
 @click.option("--noise", default=0.0, show_default=True, type=_rate("noise"), help="Probability of flipping the preference.")
 @click.option("--fail-rate", default=0.0, show_default=True, type=_rate("fail-rate"), help="Share of 429/500 answers.")
 @click.option("--malformed-rate", default=0.0, show_default=True, type=_rate("malformed-rate"),
               help="Share of answers in no parseable format.")
-@click.option("--retry-after-ms", default=100.0, show_default=True, type=click.FloatRange(0),
+@click.option("--retry-after-ms", default=100.0, show_default=True, type=FloatRange(0),
               help="Retry-After sent with injected failures.")
-@click.option("--batch-delay-s", default=2.0, show_default=True, type=click.FloatRange(0),
+@click.option("--batch-delay-s", default=2.0, show_default=True, type=FloatRange(0),
               help="Batch endpoints: a batch ends this long after it was created.")
 @click.option("--batch-fail-rate", default=0.0, show_default=True, type=_rate("batch-fail-rate"),
               help="Batch endpoints: share of a batch's requests that end in an error.")

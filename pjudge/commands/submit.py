@@ -15,9 +15,17 @@ import click
 from api.client import ApiCallError, Client, Job
 from judge.jsonl import JsonlWriter, read_items
 from judge.profiles import ProfileError, is_cascade, read_profile_file
-from judge.settings import settings
 from pjudge.commands.judging import profile_options
-from pjudge.common import EXIT_BAD_INPUT, EXIT_FAILURE, echo_json, handle_errors
+from pjudge.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    FloatRange,
+    echo_json,
+    handle_errors,
+    probe_output,
+    refuse_overwriting_inputs,
+    setting_default,
+)
 
 PROFILE_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
 
@@ -54,26 +62,41 @@ def download_verdicts(job: Job, output: Path) -> int:
         return writer.count
 
 
-def _key_from_settings() -> str | None:
-    key = settings().api_key
-    return key.get_secret_value() if key is not None else None
+def _api_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--url: an http(s) URL with a host (else exit 2 before anything is read or sent)."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return value
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError:
+        valid = False
+    if not valid:
+        from judge.settings import mask_url
+
+        shown = mask_url(value) if "@" in value or "?" in value else value
+        raise click.BadParameter(f"'{shown}' is not an http:// or https:// URL with a host")
+    return value
 
 
 @click.command("submit")
 @click.argument("items_path", metavar="ITEMS.jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", required=True, default=lambda: settings().url,
+@click.option("--url", required=True, default=setting_default("url"), callback=_api_url,
               help="Base URL of the API, e.g. http://127.0.0.1:8000 [default: PJUDGE_URL].")
-@click.option("--key", required=True, default=_key_from_settings, show_default=False,
+@click.option("--key", required=True, default=setting_default("api_key"), show_default=False,
               help="API key (prefer the environment variable PJUDGE_API_KEY: a flag shows in the process list).")
 @profile_options
 @click.option("--idempotency-key", default=None, help="Resubmitting with the same key returns the same job.")
 @click.option("--wait/--no-wait", default=False, help="Wait for the job with a progress bar.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the verdicts here (implies --wait).")
-@click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.05), help="Seconds between polls.")
+@click.option("--poll", default=1.0, show_default=True, type=FloatRange(0.05), help="Seconds between polls.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1), help="Seconds per HTTP request.")
-@click.option("--max-cost", "max_cost_usd", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--timeout", default=300.0, show_default=True, type=FloatRange(1), help="Seconds per HTTP request.")
+@click.option("--max-cost", "max_cost_usd", type=FloatRange(0, min_open=True), default=None,
               help="Budget in USD: no new calls once the job has cost this much (it ends budget_exhausted; the "
                    "items not judged by then have no verdict).")
 @handle_errors
@@ -84,7 +107,9 @@ def submit_command(items_path: Path, url: str, key: str, profile_name: str | Non
 
     Exits 1 when the job ends other than done (failed, cancelled, or budget_exhausted: its verdicts
     are still written with -o)."""
+    refuse_overwriting_inputs({"-o": output}, [items_path, profile_name, overrides.get("replay_path")])
     items = read_items(items_path)  # bad input is reported with file, line and field before any request
+    probe_output(output)
     try:
         with Client(url, key, timeout=timeout) as client:
             job = client.submit(items, profile_spec(profile_name, overrides), max_cost_usd=max_cost_usd,

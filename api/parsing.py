@@ -4,16 +4,16 @@ encoding, syntax, NaN, nesting, lone surrogates, NUL) becomes a 400/422, never a
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.errors import ApiError, invalid, problem, pydantic_problems, summarize
+from judge.jsonl import strict_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -21,17 +21,6 @@ M = TypeVar("M", bound=BaseModel)
 # NUL (PostgreSQL text rejects it). Only bodies containing one are walked in full.
 _SUSPICIOUS = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 _JOB_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400 decodes to inf, which no JSON answer could carry back
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
 
 
 def bad_text(value: str) -> str | None:
@@ -115,15 +104,13 @@ def read_json_body() -> Any:
         raise ApiError(400, "bad_request", "the request body is empty: send a JSON document")
     try:
         # utf-8-sig: a leading byte-order mark (some Windows tools write one) is not an error.
-        document = json.loads(raw.decode("utf-8-sig"), parse_constant=_reject_constant, parse_float=_finite_float)
+        document = strict_json(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ApiError(400, "bad_request", f"the body is not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ApiError(400, "bad_request",
                        f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    except RecursionError:
-        raise ApiError(400, "bad_request", "malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # NaN/Infinity, integers too long to convert
+    except ValueError as exc:  # NaN/Infinity, 1e999 (no JSON answer could carry it back), long integers, too deep
         raise ApiError(400, "bad_request", f"malformed JSON: {exc}") from None
     found = find_bad_text(document) if _SUSPICIOUS.search(raw) else None
     if found:
@@ -136,13 +123,11 @@ def json_line(raw: bytes) -> Any:
     """One line of an NDJSON body decoded as strictly as read_json_body decodes a body; ValueError
     saying why not."""
     try:
-        document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        document = strict_json(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
-    except RecursionError:
-        raise ValueError("malformed JSON: nested too deeply") from None
     except ValueError as exc:
         raise ValueError(f"malformed JSON: {exc}") from None
     reason = find_bad_string(document) if _SUSPICIOUS.search(raw) else None

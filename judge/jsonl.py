@@ -134,19 +134,28 @@ def _unpaired_surrogate(value: object) -> bool:
 _STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, parse_int=_int)
 
 
-def decode_json(text: str, raw: bytes | None = None) -> Any:
-    """One JSON text decoded strictly, the one rule for every input file: NaN and Infinity (not JSON),
-    numbers out of a float's range, too long integers, nesting deeper than the decoder can follow
-    and unpaired surrogates (which no UTF-8 output could hold) are refused with ValueError saying
-    why; bad syntax raises JSONDecodeError (a ValueError), which knows its line (json_problem says
-    either)."""
+def strict_json(text: str) -> Any:
+    """One JSON text decoded by the one strict rule of every input, files and request bodies alike:
+    NaN and Infinity (not JSON), numbers out of a float's range, too long integers and nesting deeper
+    than the decoder can follow are refused with ValueError saying why; bad syntax raises
+    JSONDecodeError (a ValueError), which knows its line and column. Strings are not checked here
+    (decode_json refuses unpaired surrogates; the API names where they are, and NULs)."""
     try:
-        value = _STRICT.decode(text)
+        return _STRICT.decode(text)
     except json.JSONDecodeError:
         raise
     except RecursionError:
-        raise ValueError("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # NaN/Infinity, 1e999, too long an integer
+        raise ValueError("nested too deeply") from None
+
+
+def decode_json(text: str, raw: bytes | None = None) -> Any:
+    """One JSON text of an input file, decoded by strict_json; unpaired surrogates (which no UTF-8
+    output could hold) are refused too. ValueError saying why (json_problem gives the message)."""
+    try:
+        value = strict_json(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # NaN/Infinity, 1e999, too long an integer, too deep
         raise ValueError(f"invalid JSON: {exc}") from exc
     _check_text(value, raw if raw is not None else text.encode("utf-8", "surrogatepass"))
     return value

@@ -532,3 +532,16 @@ def test_every_route_that_takes_a_body_documents_and_answers_415_for_a_compresse
         response = client.open(url, method=method.upper(), data=b"\x1f\x8b\x08\x00compressed",
                                headers={**AUTH_A, **JSON, "Content-Encoding": "gzip"})
         assert response.status_code == 415 and fields(response) == ["Content-Encoding"], (method, path)
+
+
+def test_the_api_decodes_bodies_by_the_rule_of_input_files(client: FlaskClient, engine: Engine) -> None:
+    """One strict decoding (judge.jsonl.strict_json) for files and bodies: an integer of 4,100
+    digits (under Python's own limit) was accepted in a body and refused in a file."""
+    item = make_items(1)[0]
+    body = json.dumps({"items": [{**item, "metadata": {"n": 0}}]}).replace('"n": 0', '"n": ' + "9" * 4100)
+    response = raw_post(client, "/v1/jobs", body)
+    assert response.status_code == 400 and "4100 digits is too long" in error_of(response)["message"]
+    for constant in ("NaN", "-Infinity", "1e999"):
+        bad = raw_post(client, "/v1/jobs", body.replace("9" * 4100, constant))
+        assert bad.status_code == 400 and "malformed JSON" in error_of(bad)["message"], constant
+    assert count(engine, Job) == 0

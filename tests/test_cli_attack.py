@@ -100,7 +100,7 @@ def test_a_missing_file_exits_2_naming_it(tmp_path: Path, verb: str) -> None:
     ["report", "V", "--threshold", "2"], ["report", "V", "--hitl", "-1"],
     ["report", "V", "--target-accuracy", "0.8", "--delta", "0"], ["report", "V", "--target-accuracy", "0.8", "--delta", "1"],
     ["report", "V", "--target-accuracy", "1.5"], ["report", "V", "--delta", "0.1"], ["report", "V", "--bootstrap", "-1"],
-    ["report", "V", "--format", "xml"],
+    ["report", "V", "--bootstrap", "100000000000"], ["report", "V", "--format", "xml"],
     ["calibrate", "V", "--target-accuracy", "1"], ["calibrate", "--target-accuracy", "0.8"],
     ["judge", "I", "-o", "O", "--samples", "0"], ["judge", "I", "-o", "O", "--concurrency", "0"],
     ["judge", "I", "-o", "O", "--concurrency", "99999999999999999999"], ["judge", "I", "-o", "O", "--temperature", "3"],
@@ -445,3 +445,12 @@ def test_pjudge_report_reads_what_pjudge_judge_writes_at_the_ends_of_the_score_s
     assert verdicts["i1"]["p_a"] == 1.0 and verdicts["i1"]["certainty"] == 1.0
     report = invoke_pjudge("report", str(out), "--bootstrap", "0")
     assert report.returncode == 0, report.stderr
+
+
+def test_huge_probabilities_of_a_recorded_judge_keep_their_ratio(tmp_path: Path) -> None:
+    """probs [1e308, 1e308]: their sum overflowed to infinity and p_a came out 0, not 0.5."""
+    from judge.importers.trust_or_escalate import probability_of_a
+
+    assert probability_of_a({"probs": [1e308, 1e308]}) == 0.5
+    assert probability_of_a({"probs": [1.5e308, 0.5e308]}) == 0.75
+    assert probability_of_a({"probs": [0.7, 0.3]}) == 0.7

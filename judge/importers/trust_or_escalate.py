@@ -45,7 +45,10 @@ def probability_of_a(row: dict[str, Any]) -> float:
     first, second = float(probs[0]), float(probs[1])
     if not all(math.isfinite(p) and p >= 0 for p in (first, second)) or first + second <= 0:
         raise RowError("probs", "expected two non-negative probabilities with a positive sum")
-    return round(first / (first + second), DECIMALS)
+    total = first + second
+    if not math.isfinite(total):  # two huge finite numbers: their halves add without overflowing
+        return round((first / 2) / (first / 2 + second / 2), DECIMALS)
+    return round(first / total, DECIMALS)
 
 
 def call_of(p_a: float, raw: str) -> Call:

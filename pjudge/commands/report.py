@@ -17,6 +17,9 @@ from pjudge.common import FloatRange, handle_errors, probe_output, refuse_overwr
 if TYPE_CHECKING:  # imported at run time only when the verb needs them (numpy, matplotlib)
     from judge.profiles import JudgeProfile
 
+# Resamples of the 95% intervals: enough for any precision wanted, and memory that numpy can give.
+MAX_BOOTSTRAP = 100_000
+
 LABELS = ("A", "B", "tie")
 
 
@@ -300,7 +303,7 @@ def _render(fmt: str, report: dict[str, Any], verdicts: list[Verdict], path: Pat
 )
 @click.option(
     "--bootstrap",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_BOOTSTRAP),
     default=1000,
     show_default=True,
     help="Bootstrap resamples for the 95% intervals (0: no intervals).",

@@ -174,7 +174,7 @@ def _draw_reliability(fig: Figure, sides: Sequence[Side]) -> None:
     top.set_ylim(0.0, 1.02)
     top.set_ylabel("observed accuracy")
     top.set_title("Reliability: confidence max(p_a, 1 − p_a) vs accuracy")
-    top.legend(loc="best", fontsize=8)
+    _legend(top, loc="best")
     bottom.set_ylabel("items")
     bottom.set_xlabel("confidence (10 bins over [0.5, 1])")
 
@@ -204,7 +204,7 @@ def _draw_coverage(fig: Figure, sides: Sequence[Side]) -> None:
     ax.set_xlabel("coverage (share of decided items kept, most certain first)")
     ax.set_ylabel("accuracy of the kept items")
     ax.set_title("Accuracy–coverage (dots: certainty ≥ 0, 0.1, …, 0.9)")
-    ax.legend(loc="best", fontsize=8)
+    _legend(ax, loc="best")
 
 
 POSITION_METRICS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
@@ -213,6 +213,13 @@ POSITION_METRICS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
     ("judge prefers the longer answer", lambda r: r.get("prefers_longer")),
     ("humans prefer the longer answer", lambda r: (r.get("length") or {}).get("human_prefers_longer")),
 )
+
+
+def _legend(ax: Axes, loc: str) -> None:
+    """A legend when something is labelled (a report without the numbers draws no series, and
+    matplotlib warns on stderr about an empty legend)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc=loc, fontsize=8)
 
 
 def _draw_position(fig: Figure, sides: Sequence[Side]) -> None:
@@ -235,7 +242,7 @@ def _draw_position(fig: Figure, sides: Sequence[Side]) -> None:
     ax.set_xlim(0.0, 1.1)
     ax.set_xlabel("share (dashed: 0.5, no first-position bias)")
     ax.set_title("Position and length bias")
-    ax.legend(loc="lower right", fontsize=8)
+    _legend(ax, loc="lower right")
 
 
 PLOTS: tuple[tuple[str, str, Callable[[Figure, Sequence[Side]], None]], ...] = (

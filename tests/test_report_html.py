@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,8 +145,11 @@ def test_bpde_queue_is_spec_3_3_when_all_labelled_and_unlabelled_items_otherwise
 
 
 def test_page_without_labels_or_decisions_still_has_three_plots() -> None:
-    vs = [v.model_copy(update={"human_label": None}) for v in make_verdicts(20)]
-    page = render_html(build_report(vs, bootstrap_resamples=0), vs)
+    vs = [v.model_copy(update={"human_label": None, "p_a": None, "winner": None, "calls": []})
+          for v in make_verdicts(20)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no empty legend warned about on stderr
+        page = render_html(build_report(vs, bootstrap_resamples=0), vs)
     assert "No human labels" in page
     assert [p.size for p in images(page)] == [(640, 400)] * 3
 

@@ -1,5 +1,6 @@
 """One asyncio event loop per worker process, shared by all task threads, so that one process
-keeps hundreds of calls in flight with long-lived provider clients."""
+keeps hundreds of calls in flight with long-lived provider clients. The process's end closes them
+(close_runtime, at exit)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,11 @@ cost quota enforced while jobs run, not only when they are posted."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +45,21 @@ def settle(condition: Any, timeout: float = 10) -> bool:
 # ---------------------------------------------------------------- judges kept per worker (F9)
 
 @pytest.fixture
+def new_runtime() -> Iterator[Callable[[int], AsyncRuntime]]:
+    """AsyncRuntime(max_judges=n), closed after the test (its judges' aiohttp sessions were left
+    open: the full run's "Unclosed client session" lines at its exit)."""
+    made: list[AsyncRuntime] = []
+
+    def make(max_judges: int) -> AsyncRuntime:
+        made.append(AsyncRuntime(max_judges=max_judges))
+        return made[-1]
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+@pytest.fixture
 def closed(monkeypatch: pytest.MonkeyPatch) -> list[Judge]:
     """The judges closed during the test, in order (Judge.aclose recorded, then run)."""
     judges: list[Judge] = []
@@ -55,9 +74,9 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> list[Judge]:
 
 
 def test_the_worker_keeps_at_most_max_judges_and_closes_the_least_recently_used_idle_ones(
-        start_sim: Any, closed: list[Judge]) -> None:
+        start_sim: Any, closed: list[Judge], new_runtime: Callable[[int], AsyncRuntime]) -> None:
     sim = start_sim()
-    runtime = AsyncRuntime(max_judges=2)
+    runtime = new_runtime(2)
     profiles = [sim_profile(sim, temperature=0.1 * (i + 1)) for i in range(5)]
     judges = []
     for profile in profiles[:3]:
@@ -73,9 +92,9 @@ def test_the_worker_keeps_at_most_max_judges_and_closes_the_least_recently_used_
 
 
 def test_a_judge_a_running_batch_holds_is_closed_only_when_the_batch_lets_go(
-        start_sim: Any, closed: list[Judge]) -> None:
+        start_sim: Any, closed: list[Judge], new_runtime: Callable[[int], AsyncRuntime]) -> None:
     sim = start_sim()
-    runtime = AsyncRuntime(max_judges=1)
+    runtime = new_runtime(1)
     first, *others = [sim_profile(sim, temperature=0.1 * (i + 1)) for i in range(4)]
     item = many_items(1)[0]
     with runtime.judge(first, local_access(first)) as held:
@@ -94,7 +113,8 @@ def test_a_judge_a_running_batch_holds_is_closed_only_when_the_batch_lets_go(
     assert settle(lambda: held in closed) and len(runtime) == 1
 
 
-def test_judging_with_many_distinct_profiles_does_not_keep_a_connection_pool_for_each(start_sim: Any) -> None:
+def test_judging_with_many_distinct_profiles_does_not_keep_a_connection_pool_for_each(
+        start_sim: Any, new_runtime: Callable[[int], AsyncRuntime]) -> None:
     # 150 one-item jobs with different temperatures opened 146 sockets that were never closed.
     sim = start_sim()
     item = many_items(1)[0]
@@ -109,10 +129,71 @@ def test_judging_with_many_distinct_profiles_does_not_keep_a_connection_pool_for
             settle(lambda: open_sockets() - before <= 4, timeout=5)
         return open_sockets() - before
 
-    unbounded = sockets_after(AsyncRuntime(max_judges=1000), 24, wait=False)
-    bounded = sockets_after(AsyncRuntime(max_judges=2), 24, wait=True)
+    unbounded = sockets_after(new_runtime(1000), 24, wait=False)
+    bounded = sockets_after(new_runtime(2), 24, wait=True)
     assert unbounded >= 24  # what the cap is for: each kept judge keeps its connections
     assert bounded <= 4, bounded
+
+
+def test_closing_the_runtime_closes_every_judge_it_keeps_and_its_connections(
+        start_sim: Any, closed: list[Judge]) -> None:
+    sim = start_sim()
+    before = open_sockets()
+    runtime = AsyncRuntime(max_judges=10)
+    item = many_items(1)[0]
+    judges = []
+    for i in range(3):
+        profile = sim_profile(sim, temperature=0.1 * (i + 1))
+        with runtime.judge(profile, local_access(profile)) as judge:
+            assert runtime.run(judge.judge_item(item)).error is None
+            judges.append(judge)
+    assert open_sockets() - before >= 3 and closed == []  # kept, each with its connection
+    runtime.close()
+    assert sorted(map(id, closed)) == sorted(map(id, judges)) and len(runtime) == 0
+    assert settle(lambda: open_sockets() <= before), open_sockets() - before  # the event loop's own too
+
+
+# The worker's own runtime (worker.runtime.runtime()) was never closed: a worker process ended
+# with its judges' aiohttp sessions open (in the test processes, that ran batches in-process, one
+# "Unclosed client session" line each at exit). The hook registered first runs last (atexit).
+EXIT_PROBE = """
+import atexit, sys
+import aiohttp
+
+made = []
+make = aiohttp.ClientSession.__init__
+
+def recording_init(self, *args, **kwargs):
+    make(self, *args, **kwargs)
+    made.append(self)
+
+aiohttp.ClientSession.__init__ = recording_init
+
+def report():
+    print("sessions", len(made), "open", sum(not s.closed for s in made), flush=True)
+
+atexit.register(report)
+from judge.endpoints import local_access
+from judge.profiles import load_profile
+from tests.support.services import many_items
+from worker.runtime import runtime
+
+for temperature in (0.1, 0.2):
+    profile = load_profile("persona-certainty", provider="openai-compatible", model="sim-judge",
+                           base_url=sys.argv[1], temperature=temperature, transport=sys.argv[2])
+    with runtime().judge(profile, local_access(profile)) as judge:
+        assert runtime().run(judge.judge_item(many_items(1)[0])).error is None
+"""
+
+
+@pytest.mark.parametrize("transport", ["direct", "sdk"])
+def test_a_worker_process_closes_its_judges_sessions_when_it_ends(start_sim: Any, transport: str) -> None:
+    sim = start_sim()
+    done = subprocess.run([sys.executable, "-c", EXIT_PROBE, sim.openai_base_url, transport], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sessions 2 open 0" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert "Unclosed" not in done.stderr
 
 
 # ---------------------------------------------------------------- the cost quota while jobs run (F3)

@@ -68,6 +68,9 @@ def _watchdog(activity: Activity, concurrency: int, redis_url: str, queue: str, 
             deadline = now + 60
             while activity.running > 0 and time.monotonic() < deadline:
                 time.sleep(0.2)
+            from worker.runtime import close_runtime
+
+            close_runtime()  # os._exit runs no atexit hook: the judges' connections are closed here
             logging.shutdown()
             os._exit(RESTART_EXIT_CODE)
 

@@ -1,9 +1,11 @@
 """One asyncio event loop per worker process, shared by all task threads, so that one process
-keeps hundreds of calls in flight with long-lived provider clients."""
+keeps hundreds of calls in flight with long-lived provider clients. The process's end closes them
+(close_runtime, at exit)."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import logging
@@ -104,6 +106,27 @@ class AsyncRuntime:
             future = self.submit(held.judge.aclose())
             future.add_done_callback(_log_close_failure)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """The end of this runtime (of its worker process): close every judge it keeps, in use or
+        not (their provider clients and connections: aiohttp sessions left open were only dropped
+        by the process's exit, with an "Unclosed client session" line each), then stop its event
+        loop. Waits at most `timeout` seconds for the judges; call it once no batch runs any more."""
+        with self._lock:
+            held = list(self._judges.values())
+            self._judges.clear()
+        if self._loop.is_closed():
+            return
+        closing = [self.submit(h.judge.aclose()) for h in held]
+        done, _ = concurrent.futures.wait(closing, timeout=timeout)
+        for future in done:
+            _log_close_failure(future)
+        if held:
+            log.info("closed %d of %d judges (their provider clients and connections)", len(done), len(held))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
+
 
 def _log_close_failure(future: concurrent.futures.Future[Any]) -> None:
     exc = future.exception()
@@ -120,4 +143,16 @@ def runtime() -> AsyncRuntime:
     with _runtime_lock:
         if _runtime is None:
             _runtime = AsyncRuntime()
+            atexit.unregister(close_runtime)  # once, however often a runtime is started again
+            atexit.register(close_runtime)  # the process's end closes its judges' connections
         return _runtime
+
+
+def close_runtime(timeout: float = 5.0) -> None:
+    """Close this process's runtime (AsyncRuntime.close), if it was started: at exit, and before a
+    worker process ends itself with os._exit. A later `runtime()` starts a new one."""
+    global _runtime
+    with _runtime_lock:
+        closing, _runtime = _runtime, None
+    if closing is not None:
+        closing.close(timeout)

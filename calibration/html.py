@@ -15,7 +15,7 @@ import html
 import io
 import math
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -215,7 +215,7 @@ POSITION_METRICS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
 )
 
 
-def _legend(ax: Axes, loc: str) -> None:
+def _legend(ax: Axes, loc: Literal["best", "lower right"]) -> None:
     """A legend when something is labelled (a report without the numbers draws no series, and
     matplotlib warns on stderr about an empty legend)."""
     if ax.get_legend_handles_labels()[0]:

@@ -24,6 +24,10 @@ def _split(value: Any) -> Any:
     return value
 
 
+# What store.db.database_url hands SQLAlchemy (it names psycopg 3 for the postgres ones).
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
 class Settings(BaseSettings):
     """The service's configuration. Field docs are what `pjudge config` and the README show."""
 
@@ -224,17 +228,19 @@ class Settings(BaseSettings):
         # Checked when read, so that every command names the variable; never the value (a password).
         text = value.get_secret_value() if value is not None else ""
         scheme, separator, _ = text.partition("://")
-        if text and not (separator and scheme.split("+")[0] in ("sqlite", "postgresql", "postgres")):
-            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        if text and not (separator and scheme in DATABASE_SCHEMES):
+            raise ValueError("must be a sqlite:// or postgresql:// URL (postgres:// and postgresql+psycopg:// too)")
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         text = value.get_secret_value() if value is not None else ""
-        scheme, separator, _ = text.partition("://")
+        scheme, separator, rest = text.partition("://")
         if text and not (separator and scheme in ("redis", "rediss", "unix", "redis+socket")):
             raise ValueError("must be a redis://, rediss://, unix:// or redis+socket:// URL")
+        if scheme == "unix":  # redis-py's spelling of a socket; Celery's broker (kombu) knows only its own
+            return SecretStr("redis+socket://" + rest)
         return value
 
     @field_validator("webhook_retry_schedule", mode="before")

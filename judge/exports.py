@@ -30,13 +30,12 @@ Beside them every row has `id`, `winner` (the response chosen: "A" or "B"), `p_a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from judge.jsonl import AtomicFile
 from judge.records import Verdict
 from judge.templates import render_persona
 
@@ -245,16 +244,9 @@ def write_rows(path: str | Path, rows: Iterable[dict[str, Any]], selection: Sele
     selection.check(is_parquet(path))
     counted = _Counted(rows)
     chunks = parquet_chunks(counted, selection) if is_parquet(path) else jsonl_lines(counted)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with AtomicFile(path, binary=True) as output:
+        for chunk in chunks:
+            output.file.write(chunk)
     return counted.count
 
 

@@ -12,11 +12,12 @@ import json
 import math
 import os
 import re
-import tempfile
+import stat
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -355,31 +356,76 @@ def dump_record(record: BaseModel) -> str:
     return json.dumps(record.model_dump(mode="json"), ensure_ascii=False)
 
 
+class AtomicFile:
+    """An output written to a temporary file beside its target and renamed into place by `commit`,
+    so a run that fails or is interrupted leaves the previous file whole (`abort` drops the
+    temporary one): the one way every command writes a file. The new file gets the mode the old
+    one had, else the umask's; a symlink stays and its target is replaced; a target that exists
+    and is no regular file (/dev/stdout, a FIFO, `>(gzip > x)`) is written in place."""
+
+    def __init__(self, path: str | Path, binary: bool = False):
+        target = Path(path)
+        self.in_place = target.exists() and not target.is_file()
+        mode = "wb" if binary else "w"
+        encoding = None if binary else "utf-8"
+        if self.in_place:
+            self.target, self.partial = target, None
+            self.file: IO[Any] = open(target, mode, encoding=encoding)  # noqa: SIM115 - closed by commit/abort
+            return
+        self.target = target.resolve() if target.is_symlink() else target
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.target.with_name(f".{self.target.name}.{uuid.uuid4().hex[:12]}.partial")
+        # os.open with 0o666 lets the umask decide, as for any new file (mkstemp would make it 0600).
+        descriptor = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            if self.target.exists():
+                os.fchmod(descriptor, stat.S_IMODE(self.target.stat().st_mode))
+            self.file = os.fdopen(descriptor, mode, encoding=encoding)
+        except BaseException:
+            os.close(descriptor)
+            self.partial.unlink(missing_ok=True)
+            raise
+
+    def commit(self) -> None:
+        self.file.close()
+        if self.partial is not None:
+            os.replace(self.partial, self.target)
+
+    def abort(self) -> None:
+        self.file.close()
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
 class JsonlWriter:
-    """Writes records to a temporary file beside the target and renames it into place on close,
-    so an interrupted run leaves either the previous file or every line written so far (flushed
-    line by line into the `.partial` file), never a torn line in the target."""
+    """Records written as JSON Lines through an AtomicFile, flushed line by line: an interrupted
+    run leaves either the previous file or every line written so far in the `.partial` file, never
+    a torn line in the target."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "w", encoding="utf-8")
+        self._output = AtomicFile(self.path)
         self.count = 0
 
     def write(self, record: BaseModel) -> None:
-        self._file.write(dump_record(record) + "\n")
-        self._file.flush()
+        self._output.file.write(dump_record(record) + "\n")
+        self._output.file.flush()
         self.count += 1
 
     def commit(self) -> None:
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        self._output.commit()
 
     def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        self._output.abort()
 
     def __enter__(self) -> JsonlWriter:
         return self
@@ -392,18 +438,9 @@ class JsonlWriter:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """`text` written to a temporary file beside `path` and renamed into place: a run that fails or is
-    interrupted leaves the previous file whole, never a half-written one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(name, target)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    """`text` written through an AtomicFile: the previous file stays whole unless this one is."""
+    with AtomicFile(path) as output:
+        output.file.write(text)
 
 
 def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> int:

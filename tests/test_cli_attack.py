@@ -486,3 +486,52 @@ def test_huge_probabilities_of_a_recorded_judge_keep_their_ratio(tmp_path: Path)
     assert probability_of_a({"probs": [1e308, 1e308]}) == 0.5
     assert probability_of_a({"probs": [1.5e308, 0.5e308]}) == 0.75
     assert probability_of_a({"probs": [0.7, 0.3]}) == 0.7
+
+
+# ---------------------------------------------------------------- outputs: links, devices, modes
+
+def test_an_output_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path: Path) -> None:
+    real = tmp_path / "real.md"
+    real.write_text("old\n")
+    link = tmp_path / "link.md"
+    link.symlink_to(real)
+    result = invoke_pjudge("report", str(verdicts_file(tmp_path)), "--format", "md", "-o", str(link), "--bootstrap", "0")
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and real.read_text().startswith("#") and link.read_text() == real.read_text()
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_an_output_that_is_a_fifo_is_written_in_place(tmp_path: Path) -> None:
+    """`-o /dev/stdout` or `-o >(gzip > x)`: the report goes into the pipe; the pipe is not replaced
+    by a regular file (as root, /dev/stdout itself would have been)."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = invoke_pjudge("report", str(verdicts_file(tmp_path)), "--format", "md", "-o", str(fifo), "--bootstrap", "0")
+    reader.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert received and received[0].startswith(b"#") and fifo.is_fifo()
+
+
+def test_a_new_output_takes_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from judge.jsonl import write_text_atomic
+
+    fresh, kept = tmp_path / "fresh.md", tmp_path / "kept.md"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    umask = os.umask(0o022)
+    try:
+        write_text_atomic(fresh, "new")
+        write_text_atomic(kept, "new")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # mkstemp made every output 0600
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new"

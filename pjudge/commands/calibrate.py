@@ -8,14 +8,13 @@ The statistics are calibration.cascade's; this module reads the files, checks th
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from judge.jsonl import InputError, InputProblem, read_verdicts
+from judge.jsonl import InputError, InputProblem, read_verdicts, write_text_atomic
 from judge.records import Verdict
 from pjudge.common import FloatRange, echo_json, handle_errors, refuse_overwriting_inputs
 
@@ -176,13 +175,7 @@ def check_cascade_toml(text: str, result: CascadeResult) -> None:
 def save_cascade_profile(path: Path, stages: Stages, result: CascadeResult) -> None:
     text = cascade_toml(path.stem, stages, result, stages.sources)
     check_cascade_toml(text, result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.toml")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_text_atomic(path, text)
     if all(s.threshold is None for s in result.stages):
         click.echo(f"warning: no stage has a threshold at accuracy {result.target}, delta {result.delta}: "
                    "the cascade sends every item to humans", err=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,13 +188,14 @@ def save_profile(path: Path, profile_name: str | None, verdicts: list[Verdict], 
     # Written beside the target and read back before it replaces anything: a profile that does not
     # load as itself must never reach `pjudge judge`.
     partial = path.with_name(f".{path.stem}.partial.toml")
+    text = profile_toml(fields, comment)
     try:
-        partial.write_text(profile_toml(fields, comment), encoding="utf-8")
+        partial.write_text(text, encoding="utf-8")
         if load_profile(str(partial)).certainty_threshold != threshold:
             raise click.ClickException(f"{path}: certainty_threshold did not survive a round trip")
-        os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    write_text_atomic(path, text)
     models = {v.judge.model for v in verdicts}
     if models != {base.model}:
         click.echo(f"warning: the threshold was calibrated on verdicts of {', '.join(sorted(models))}; "

@@ -344,3 +344,31 @@ def test_save_profile_refuses_a_stage_of_several_judges(tmp_path: Path) -> None:
     result = run(*write_stages(tmp_path, first, mixed), "--target-accuracy", "0.9", "--save-profile", str(target))
     assert result.exit_code == 2 and "field 'judge': verdicts of several judges" in result.output
     assert not target.exists()
+
+
+def test_save_profile_turns_a_batch_mode_judge_into_an_interactive_stage(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judging a calibration set in batch mode (half price) is natural; a cascade's stages run one call
+    at a time, so the saved cascade, which no loader would take with a batch stage, asks interactively."""
+    from judge.profiles import CascadeProfile, load_judging
+    from judge.settings import reset_settings
+
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "overnight.toml").write_text('name = "overnight"\nmodel = "gpt-4o-2024-08-06"\nmode = "batch"\n',
+                                           encoding="utf-8")
+    monkeypatch.setenv("PJUDGE_PROFILES", str(folder))
+    reset_settings()
+    first, second = hand_stages()
+    batch = [v.model_copy(update={"judge": v.judge.model_copy(update={"profile": "overnight",
+                                                                      "model": "gpt-4o-2024-08-06"})}) for v in first]
+    target = tmp_path / "c.toml"
+    result = run(*write_stages(tmp_path, batch, second), "--target-accuracy", "0.9", "--delta", "0.2",
+                 "--save-profile", str(target))
+    assert result.exit_code == 0, result.output
+    assert tomllib.loads(target.read_text(encoding="utf-8"))["cascade"][0]["profile"] == {
+        "profile": "overnight", "mode": "interactive"}
+    cascade = load_judging(str(target))
+    assert isinstance(cascade, CascadeProfile) and cascade.judges[0].mode == "interactive"
+    assert cascade.judges[0].model == "gpt-4o-2024-08-06"
+    reset_settings()

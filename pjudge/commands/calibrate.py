@@ -104,9 +104,12 @@ def stage_profile(verdicts: Sequence[Verdict], source: str) -> str | dict[str, s
         known = load_profile(name)
     except ProfileError:
         return {"provider": provider, "model": model}
+    # A cascade's stages run interactively (judge.profiles.BATCH_STAGE): a judge calibrated in batch
+    # mode keeps its profile, asked one call at a time.
+    interactive = {"mode": "interactive"} if known.mode == "batch" else {}
     if (known.provider, known.model) == (provider, model):
-        return name
-    return {"profile": name, "provider": provider, "model": model}
+        return {"profile": name, **interactive} if interactive else name
+    return {"profile": name, "provider": provider, "model": model, **interactive}
 
 
 def profile_threshold(threshold: float) -> float:
@@ -158,18 +161,17 @@ def cascade_toml(name: str, stages: Stages, result: CascadeResult, sources: Sequ
 
 
 def check_cascade_toml(text: str, result: CascadeResult) -> None:
-    """The written file, read back: every stage and threshold as calibrated, every profile loadable."""
+    """The written file, read back: every stage and threshold as calibrated, loadable as a cascade."""
     import tomllib
 
-    from judge.profiles import load_profile
+    from judge.profiles import load_judging
 
     data = tomllib.loads(text)
     written = [table.get("threshold") for table in data["cascade"]]
     expected = [None if s.threshold is None else profile_threshold(s.threshold) for s in result.stages]
     if written != expected or data["then"] != "human":
         raise click.ClickException(f"the cascade profile did not survive a round trip: {written} != {expected}")
-    for table in data["cascade"]:
-        load_profile(table["profile"])
+    load_judging(data)
 
 
 def save_cascade_profile(path: Path, stages: Stages, result: CascadeResult) -> None:

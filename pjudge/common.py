@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -144,7 +144,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def refuse_overwriting_inputs(outputs: dict[str, Path | str | None], inputs: list[Path | str | None]) -> None:
+def refuse_overwriting_inputs(outputs: dict[str, Path | str | None], inputs: Sequence[Path | str | None]) -> None:
     """Usage error (exit 2) when an output option names one of the command's input files: the run
     would replace what it reads (`pjudge judge items.jsonl -o items.jsonl` lost the items).
     `outputs` maps each option's flag to its path."""

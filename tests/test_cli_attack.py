@@ -535,3 +535,16 @@ def test_a_new_output_takes_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path
         os.umask(umask)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # mkstemp made every output 0600
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new"
+
+
+def test_an_output_that_a_profile_reads_is_refused_however_the_profile_names_it(tmp_path: Path) -> None:
+    """The guard saw only --replay: a profile file naming the recordings as its replay_path let
+    `-o` overwrite them."""
+    recordings = tmp_path / "rec.jsonl"
+    recordings.write_text("{}\n")
+    profile = tmp_path / "mine.toml"
+    profile.write_text(f'name = "mine"\nprovider = "replay"\nmodel = "m"\nreplay_path = "{recordings}"\n')
+    result = invoke_pjudge("judge", str(items_file(tmp_path)), "-o", str(recordings), "--profile", str(profile),
+                           "--quiet")
+    assert_bad_input(result, "is an input of this command")
+    assert recordings.read_text() == "{}\n"

@@ -13,7 +13,7 @@ import click
 from judge._evaluate import judge_with_progress, to_cache
 from judge.cache import CallCache
 from judge.jsonl import read_items, write_jsonl
-from judge.profiles import JudgeProfile, Judging, load_judging, load_profile
+from judge.profiles import CascadeProfile, JudgeProfile, Judging, load_judging, load_profile
 from judge.records import PairItem, Verdict
 from judge.runner import Progress, new_event_loop
 from pjudge.common import FloatRange, echo_json, handle_errors, probe_output, refuse_overwriting_inputs
@@ -81,6 +81,13 @@ def resolve_judging(profile_name: str | None, **overrides: Any) -> Judging:
     if overrides.get("replay_path") and not overrides.get("provider"):
         overrides["provider"] = "replay"
     return load_judging(profile_name, **overrides)
+
+
+def files_read(judging: Judging) -> list[str]:
+    """The files a profile reads when judging (each stage's recorded outputs and template files),
+    which an output must not overwrite however the profile named them."""
+    judges = judging.judges if isinstance(judging, CascadeProfile) else [judging]
+    return [path for judge in judges for path in (judge.replay_path, judge.template) if path]
 
 
 def open_cache(no_cache: bool) -> CallCache:
@@ -169,6 +176,7 @@ def judge_command(items_path: Path, output: Path, profile_name: str | None, conc
                                                overrides.get("template")])
     items = read_items(items_path)
     profile = resolve_judging(profile_name, **overrides)
+    refuse_overwriting_inputs({"-o": output}, files_read(profile))
     probe_output(output)
     show_progress = not quiet and output_format == "text" and sys.stderr.isatty()
     if isinstance(profile, JudgeProfile) and profile.mode == "batch":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from pjudge.commands.judging import open_cache, profile_options, resolve_profile, run_judging
+from pjudge.commands.judging import files_read, open_cache, profile_options, resolve_profile, run_judging
 from pjudge.common import echo_json, handle_errors, probe_output, refuse_overwriting_inputs
 
 if TYPE_CHECKING:
@@ -95,6 +95,8 @@ def personalization_command(responses: Path, distance: str, anchor_system: str |
         raise click.BadParameter(f"unknown distance '{distance}' (known: {', '.join(distance_names())})",
                                  param_hint="'--distance'")
     profile = _judge_profile(judge_profile, overrides) if judge_profile is not None else None
+    if profile is not None:
+        refuse_overwriting_inputs({"--verdicts-out": verdicts_out}, files_read(profile))
     probe_output(verdicts_out, "--verdicts-out")
     response_set = attach_descriptions(read_responses(responses), personas_path, prompts_path)
     report = evaluate(response_set, distance=distance, anchor_system=anchor_system)

@@ -10,14 +10,25 @@ RawCursor, which sends it as it is. SQLite (in process, cheap) keeps SQLAlchemy'
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Insert, Table, insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
+T = TypeVar("T")
+
 POSTGRES_MAX_PARAMETERS = 65535  # the protocol's limit per statement
+# Values of one IN list built from data (ids, sets): far under the limit, a statement per slice.
+MAX_IN_LIST = 1000
+
+
+def in_slices(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`values` a slice of at most MAX_IN_LIST at a time, for `column.in_(slice)` statements: one
+    list of every id would pass PostgreSQL's bound parameters with more than 65,535."""
+    for start in range(0, len(values), MAX_IN_LIST):
+        yield values[start:start + MAX_IN_LIST]
 
 
 def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,

@@ -26,7 +26,7 @@ from judge.profiles import JudgeProfile, Judging, judging_from_stored, stored_ju
 from judge.providers.base import CallResult
 from judge.records import Call, PairItem, Verdict
 from store import summaries, webhooks
-from store.bulk import insert_many
+from store.bulk import in_slices, insert_many
 from store.db import Bind, one_round_trip, reading, writing
 from store.models import (
     MAX_POSITION,
@@ -677,9 +677,9 @@ def attach_labels(bind: Bind, job_id: str, labels: Sequence[tuple[str, str | Non
     ids = [item_id for item_id, _ in labels]
     with writing(bind) as conn:
         known: set[str] = set()
-        for start in range(0, len(ids), 1000):  # PostgreSQL binds at most 65,535 parameters a statement
+        for some in in_slices(ids):
             known.update(conn.execute(select(col(JobItem.item_id)).where(
-                col(JobItem.job_id) == job_id, col(JobItem.item_id).in_(ids[start:start + 1000]))).scalars())
+                col(JobItem.job_id) == job_id, col(JobItem.item_id).in_(some))).scalars())
         unknown = [i for i in ids if i not in known]
         if unknown:
             return 0, unknown
@@ -689,10 +689,9 @@ def attach_labels(bind: Bind, job_id: str, labels: Sequence[tuple[str, str | Non
         conn.execute(update(Job).where(col(Job.id) == job_id).values(updated_at=utcnow()))
         by_id = dict(labels)
         before: list[RowMapping] = []
-        for start in range(0, len(ids), 1000):
+        for some in in_slices(ids):
             before += conn.execute(select(*summaries.RELABEL_COLUMNS).where(
-                col(VerdictRow.job_id) == job_id, col(VerdictRow.item_id).in_(ids[start:start + 1000]))
-            ).mappings().all()
+                col(VerdictRow.job_id) == job_id, col(VerdictRow.item_id).in_(some))).mappings().all()
         updated = 0
         for row in before:
             result = conn.execute(update(VerdictRow).where(col(VerdictRow.id) == row["id"])

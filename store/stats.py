@@ -69,7 +69,8 @@ from calibration.counts import (
 from calibration.from_counts import Cut, report_from_counts
 from calibration.report import MISSING_GROUP
 from calibration.table import CODES, DECIMALS
-from store import summaries
+from store import bulk, summaries
+from store.bulk import in_slices
 from store.models import (
     COST_FLOATS,
     COST_INTS,
@@ -91,7 +92,6 @@ V = VerdictRow
 VERDICTS = table_of(VerdictRow)  # its Core table: columns by name
 # group_by values that group by a column of the verdicts rather than a metadata key
 BUILTIN_GROUPS = {"profile": "profile", "model": "model", "job": "job_id"}
-MAX_IN_LIST = 1000  # values in one SQL IN list built from the data (sets, jobs)
 K = TypeVar("K", str, int)  # a job id or a chunk
 _WINNERS = ("A", "B", "tie", None)
 
@@ -609,10 +609,10 @@ class _Query:
         # below anyway, and one IN list per set (group_by=job over many jobs) would pass
         # PostgreSQL's 65,535 bound parameters.
         keys = _cut_keys(cuts)
-        if len(keys) <= MAX_IN_LIST:
+        if len(keys) <= bulk.MAX_IN_LIST:
             where.append(tuple_(table.c.bpde_null, table.c.bpde).in_([(int(null), value) for null, value in keys]))
         job_ids = sorted(set(jobs.values())) if jobs is not None else None
-        if job_ids is not None and len(job_ids) <= MAX_IN_LIST:
+        if job_ids is not None and len(job_ids) <= bulk.MAX_IN_LIST:
             where.append(table.c.job_id.in_(job_ids))
         query = (select(*columns.values(), CELL_SUMS[table.name]).select_from(self.summary_from(table))
                  .where(*where).group_by(*columns.values()))
@@ -671,8 +671,8 @@ class _Query:
     def _job_created(self, job_ids: Iterable[str]) -> dict[str, datetime]:
         """created_at of jobs, which orders the input across jobs (SQLite gives naive UTC)."""
         missing = [j for j in job_ids if j not in self._created]
-        if missing:
-            created_at = select(col(Job.id), col(Job.created_at)).where(col(Job.id).in_(missing))
+        for some in in_slices(missing):
+            created_at = select(col(Job.id), col(Job.created_at)).where(col(Job.id).in_(some))
             for job_id, created in self.conn.execute(created_at):
                 self._created[job_id] = created.replace(tzinfo=UTC) if created.tzinfo is None else created
         return self._created

@@ -25,7 +25,7 @@ from calibration.counts import FIELD
 from calibration.report import build_report
 from judge.profiles import JudgeProfile
 from judge.records import Call, PairItem, Verdict
-from store import repo, stats, summaries
+from store import bulk, repo, stats, summaries
 from store.db import create_db_engine, migrate
 from store.models import CallRow, Job, JobItem, VerdictRow, summary_main
 from store.rows import call_from_row, call_row, verdict_from_row, verdict_row
@@ -173,11 +173,12 @@ def test_summaries_equal_build_report(engine: Engine, seed: int) -> None:
 
 def test_more_sets_than_an_in_list_takes_read_the_same_report(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """group_by=job over more jobs than PostgreSQL binds parameters (65,535) put every job and cut
-    value in one IN list: past MAX_IN_LIST the rows are matched in Python only. Forced here at 0."""
+    value in one IN list: past bulk.MAX_IN_LIST the rows are matched in Python only, and the jobs'
+    creation times are read a slice at a time. Forced here at 1."""
     populate(engine, 4)
     everything = Selection(owner=OWNER)
     filtered = {key: check(engine, everything, group_by=key, hitl=0.3) for key in ("job", "group")}
-    monkeypatch.setattr(stats, "MAX_IN_LIST", 0)
+    monkeypatch.setattr(bulk, "MAX_IN_LIST", 1)
     for key, report in filtered.items():
         assert check(engine, everything, group_by=key, hitl=0.3) == report
 

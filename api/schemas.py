@@ -254,11 +254,6 @@ class ReportQuery(_Query):
     target_accuracy: float | None = Field(default=None, gt=0, le=1, description="Adds risk_control.")
     delta: float | None = Field(default=None, gt=0, lt=1, description="Risk level of risk_control [default 0.1].")
 
-    @field_validator("threshold", "hitl")
-    @classmethod
-    def _no_negative_zero(cls, value: float) -> float:
-        return value + 0.0  # "-0" is 0 (the report echoes its options: 0.0, not -0.0)
-
 
 # since/until: the statistics step to the hour or day after (and the microsecond before) a time.
 TIME_RANGE = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))

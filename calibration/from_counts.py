@@ -475,6 +475,7 @@ def report_from_counts(
     `simulated` (any judge model starts with "sim-"), `models`, the bootstrap settings, the full
     reliability table, position and length counts, abstention, the confusion table. Values are
     JSON-serialisable and never NaN (undefined = None)."""
+    threshold, hitl = threshold + 0.0, hitl + 0.0  # an option of -0 is 0, and echoed as 0.0
     sets: dict[str | None, Counts] = {None: total}
     if group_by is not None:
         sets.update((name, counts) for name, counts in sorted((by_group or {}).items()) if counts["items"] > 0)

@@ -548,3 +548,9 @@ def test_an_output_that_a_profile_reads_is_refused_however_the_profile_names_it(
                            "--quiet")
     assert_bad_input(result, "is an input of this command")
     assert recordings.read_text() == "{}\n"
+
+
+def test_options_of_minus_zero_are_echoed_as_zero(tmp_path: Path) -> None:
+    result = invoke_pjudge("report", str(verdicts_file(tmp_path)), "--format", "json", "--threshold", "-0",
+                           "--hitl", "-0", "--bootstrap", "0")
+    assert result.returncode == 0 and "-0.0" not in result.stdout, result.stdout[:300]

@@ -281,9 +281,10 @@ def _parse_verdict_lines(data: bytes, verdicts: list[Verdict], problems: list[In
                 problems.extend(problems_from_validation(exc, number))
         else:
             line_problems = verdict_problems(verdict, number)
-            if not line_problems and (b"NaN" in raw or b"Infinity" in raw
+            if not line_problems and (b"NaN" in raw or b"Infinity" in raw or _LONG_NUMBER.search(raw)
                                       or (b"\\u" in raw and _SURROGATE_ESCAPE.search(raw))):
-                # pydantic's JSON reads NaN and Infinity (and keeps unpaired surrogates in free fields)
+                # pydantic's JSON reads NaN, Infinity and 1e999 (as inf), and keeps unpaired surrogates
+                # in free fields such as metadata: the strict rule decides those lines
                 line_problems = _strict_json_problems(raw, number)
             if line_problems:
                 problems.extend(line_problems)
@@ -291,6 +292,10 @@ def _parse_verdict_lines(data: bytes, verdicts: list[Verdict], problems: list[In
                 verdicts.append(verdict)
         if len(problems) > 100:
             break
+
+
+# A number that may be out of a float's range (an exponent of 3 digits) or an integer too long.
+_LONG_NUMBER = re.compile(rb"[eE][+-]?\d{3}|\d{4000}")
 
 
 def _strict_json_problems(raw: bytes, line: int) -> list[InputProblem]:

@@ -17,7 +17,6 @@ billed the input price (its discount differs by model, 50 to 90%: the operator s
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from judge.jsonl import decode_json, json_problem
 from judge.profiles import BUILTIN_DIR, DEFAULT_PROFILE, Price, read_profile_file
 
 ANY_MODEL = "*"
@@ -67,18 +67,20 @@ def _read(text: str) -> Any:
     text = text.strip()
     if text.startswith("{"):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PriceError(f"PJUDGE_PRICES is not valid JSON: {exc}") from None
+            return decode_json(text)
+        except ValueError as exc:
+            raise PriceError(f"PJUDGE_PRICES is not valid JSON: {json_problem(exc)}") from None
     path = Path(text).expanduser()
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise PriceError(f"PJUDGE_PRICES: cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return tomllib.loads(content) if path.suffix == ".toml" else json.loads(content)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        return tomllib.loads(content) if path.suffix == ".toml" else decode_json(content)
+    except tomllib.TOMLDecodeError as exc:
         raise PriceError(f"PJUDGE_PRICES: {path}: {exc}") from None
+    except ValueError as exc:
+        raise PriceError(f"PJUDGE_PRICES: {path}: {json_problem(exc)}") from None
 
 
 def parse_prices(text: str) -> dict[str, Price]:

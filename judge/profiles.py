@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from judge.jsonl import decode_json
 from judge.paths import user_data_dir
 from judge.settings import settings
 from judge.templates import Template, get_template
@@ -223,11 +224,11 @@ def available_profiles() -> list[str]:
 
 def read_profile_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is no error, as in any input
         if path.suffix == ".toml":
             data = tomllib.loads(text)
         elif path.suffix == ".json":
-            data = json.loads(text)
+            data = decode_json(text)
         else:
             import yaml  # only needed for YAML profiles
 

@@ -236,8 +236,7 @@ def test_a_non_finite_verdict_number_exits_2(tmp_path: Path, number: str) -> Non
     path = lines(tmp_path / "v.jsonl", [VERDICT, text.replace('"p_a": 0.7', f'"p_a": {number}'), free])
     result = invoke_pjudge("report", str(path), "--bootstrap", "0")
     assert_bad_input(result, str(path), "line 2, field 'p_a'")
-    if number != "1e999":  # NaN in a free field is not JSON (1e999 there is only a large number)
-        assert "line 3" in result.stderr
+    assert "line 3" in result.stderr  # in metadata too: 1e999 was read as inf and written back as null
 
 
 # ----------------------------------------------------------------------------- options
@@ -554,3 +553,22 @@ def test_options_of_minus_zero_are_echoed_as_zero(tmp_path: Path) -> None:
     result = invoke_pjudge("report", str(verdicts_file(tmp_path)), "--format", "json", "--threshold", "-0",
                            "--hitl", "-0", "--bootstrap", "0")
     assert result.returncode == 0 and "-0.0" not in result.stdout, result.stdout[:300]
+
+
+def test_profile_and_price_files_are_read_by_the_rule_of_every_input(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JSON profile with a byte-order mark was 'Unexpected UTF-8 BOM'; PJUDGE_PRICES took NaN."""
+    from judge.prices import PriceError, parse_prices
+    from judge.profiles import ProfileError, load_profile
+
+    profile = tmp_path / "mine.json"
+    profile.write_bytes(b"\xef\xbb\xbf" + json.dumps({"name": "mine", "model": "m-1"}).encode())
+    assert load_profile(str(profile)).model == "m-1"
+    profile.write_text('{"name": "mine", "temperature": NaN}')
+    with pytest.raises(ProfileError, match="NaN is not valid JSON"):
+        load_profile(str(profile))
+    with pytest.raises(PriceError, match="NaN is not valid JSON"):
+        parse_prices('{"m": {"input_per_mtok": NaN}}')
+    prices = tmp_path / "prices.json"
+    prices.write_bytes(b"\xef\xbb\xbf" + json.dumps({"m": {"input_per_mtok": 1.0}}).encode())
+    assert parse_prices(str(prices))["m"].input_per_mtok == 1.0

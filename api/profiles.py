@@ -38,6 +38,7 @@ from judge.profiles import (
     ProfileError,
     ProfileFileError,
     available_profiles,
+    check_stage,
     is_cascade,
     load_judging,
     load_profile,
@@ -111,14 +112,6 @@ def check_bounds(profile: JudgeProfile, settings: ApiSettings, where: str = "pro
         raise invalid(summarize(problems, "invalid profile"), problems)
 
 
-def check_stage_mode(judge: JudgeProfile, where: str) -> None:
-    """422 on `{where}.mode` for a cascade's stage in batch mode: the service runs a cascade's stages
-    interactively (worker.provider_batches drives a single judge only), so such a stage would run
-    at another price and pace than asked, outside the checks that hold batch-mode jobs."""
-    if judge.mode == "batch":
-        raise _refuse(f"{where}.mode", BATCH_STAGE)
-
-
 def check_cascade_samples(judges: list[JudgeProfile], settings: ApiSettings) -> None:
     """422 on `profile.cascade` when the stages' samples add up to more than one profile may ask:
     an item can reach every stage, so each stage within the bound would still let a cascade of
@@ -182,7 +175,10 @@ def resolve_judging(spec: Any, settings: ApiSettings, owner: str | None = None) 
     for index, stage in enumerate(shape.cascade):
         where = f"profile.cascade[{index}].profile"
         judges.append(_resolve_one(stage.profile, settings, owner, where))
-        check_stage_mode(judges[-1], where)
+        try:
+            check_stage(judges[-1], "object", index)  # the service runs stages one call at a time
+        except BatchStageError:
+            raise _refuse(f"{where}.mode", BATCH_STAGE) from None
     check_cascade_samples(judges, settings)
     cascade = CascadeProfile(name=shape.name, then=shape.then, cascade=[
         CascadeStage(profile=judge.model_dump(mode="json"), threshold=stage.threshold)

@@ -44,6 +44,12 @@ class BatchStageError(ProfileError):
         self.index = index
 
 
+def check_stage(judge: JudgeProfile, source: str, index: int) -> None:
+    """BatchStageError when stage `index` of a cascade (from `source`) would ask in batch mode."""
+    if judge.mode == "batch":
+        raise BatchStageError(source, index)
+
+
 class ProfileFileError(ProfileError):
     """A profile file that cannot be read or parsed. The message quotes the parser, which may quote
     the file (YAML shows the offending lines): a server shows its clients only that it failed."""
@@ -403,8 +409,7 @@ def _load_cascade(data: dict[str, Any], source: str) -> CascadeProfile:
             judges.append(load_profile(spec))
         except ProfileError as exc:
             raise ProfileError(f"profile {source}: {where}: {exc}") from exc
-        if judges[-1].mode == "batch":
-            raise BatchStageError(source, index)
+        check_stage(judges[-1], source, index)
     cascade.judges = judges
     return cascade
 

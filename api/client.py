@@ -191,10 +191,9 @@ def _error(response: httpx2.Response) -> ApiCallError:
 
 
 def _unreachable(base: str, exc: Exception) -> ApiCallError:
-    from judge.settings import mask_url
+    from judge.settings import shown_url  # never a password given in the URL
 
-    shown = mask_url(base) if "@" in base or "?" in base else base  # never a password given in the URL
-    return ApiCallError(0, "connection_error", f"cannot reach {shown}: {str(exc) or type(exc).__name__}")
+    return ApiCallError(0, "connection_error", f"cannot reach {shown_url(base)}: {str(exc) or type(exc).__name__}")
 
 
 def _next_wait(retry: Retry, attempt: int, base: str, outcome: httpx2.Response | Exception) -> float:

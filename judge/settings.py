@@ -303,6 +303,12 @@ def mask_url(value: str) -> str:
     return value if masked == parts else urlunsplit(masked)
 
 
+def shown_url(value: str) -> str:
+    """A URL the user gave, for a message: masked (mask_url) when it may hold a secret (userinfo or
+    a query), else as given, even when it is no URL at all."""
+    return mask_url(value) if "@" in value or "?" in value else value
+
+
 def _mask_query(query: str) -> str:
     shown = []
     for pair in query.split("&"):

@@ -75,10 +75,9 @@ def _api_url(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     except ValueError:
         valid = False
     if not valid:
-        from judge.settings import mask_url
+        from judge.settings import shown_url
 
-        shown = mask_url(value) if "@" in value or "?" in value else value
-        raise click.BadParameter(f"'{shown}' is not an http:// or https:// URL with a host")
+        raise click.BadParameter(f"'{shown_url(value)}' is not an http:// or https:// URL with a host")
     return value
 
 

@@ -137,7 +137,7 @@ class FloatRange(click.FloatRange):
         return number
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
     except OSError:  # an unreadable path: not provably the same file
@@ -153,7 +153,7 @@ def refuse_overwriting_inputs(outputs: dict[str, Path | str | None], inputs: Seq
         if output is None:
             continue
         for path in given:
-            if _same_file(Path(output), path):
+            if same_file(Path(output), path):
                 raise click.BadParameter(f"'{output}' is an input of this command; write the output elsewhere",
                                          param_hint=f"'{flag}'")
 

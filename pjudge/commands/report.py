@@ -11,7 +11,7 @@ import click
 
 from judge.jsonl import InputError, InputProblem, iter_json_lines, read_verdicts, write_text_atomic
 from judge.records import Verdict
-from pjudge.common import FloatRange, handle_errors, probe_output, refuse_overwriting_inputs
+from pjudge.common import FloatRange, handle_errors, probe_output, refuse_overwriting_inputs, same_file
 
 if TYPE_CHECKING:  # imported at run time only when the verb needs them (numpy, matplotlib)
     from judge.profiles import JudgeProfile
@@ -338,7 +338,7 @@ def report_command(
         raise click.UsageError("--profile is the base of --save-profile and needs it")
     refuse_overwriting_inputs({"-o": output, "--save-profile": save_profile_path},
                               [verdicts_path, compare_path, labels_path, profile_name])
-    if output is not None and save_profile_path is not None and output.resolve() == save_profile_path.resolve():
+    if output is not None and save_profile_path is not None and same_file(output, save_profile_path):
         raise click.BadParameter("the same file as --save-profile", param_hint="'-o'")
     from calibration.report import build_report  # numpy/scipy only when the verb runs
 

@@ -10,9 +10,11 @@ import contextlib
 import gc
 import json
 import math
+import operator
 import os
 import re
 import stat
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -306,54 +308,54 @@ def _strict_json_problems(raw: bytes, line: int) -> list[InputProblem]:
     return []
 
 
-def _outside(value: float | None, low: float, high: float) -> bool:
-    return value is not None and not (math.isfinite(value) and low <= value <= high)
+# What a verdict read from a file may hold although its types are right (SPEC 1.2: p_a and
+# certainty are probabilities; every statistic of SPEC 4 assumes these): (field, low, high), finite.
+_FINITE = sys.float_info.max
+VERDICT_BOUNDS = (("p_a", 0.0, 1.0), ("certainty", 0.0, 1.0), ("bpde", 0.0, _FINITE), ("len_a", 0, _FINITE),
+                  ("len_b", 0, _FINITE))
+CALL_BOUNDS = (("certainty", 0.0, 1.0), ("cost_usd", 0.0, _FINITE))
 
 
-_INF = math.inf
+def _within(value: float | None, low: float, high: float) -> bool:
+    return value is None or low <= value <= high  # NaN and infinities fail it
+
+
+def _bounds_message(high: float) -> str:
+    return "must be a number in [0, 1]" if high == 1.0 else "must be a finite number >= 0"
+
+
+_VERDICT_VALUES = operator.attrgetter(*(name for name, _, _ in VERDICT_BOUNDS))
+_CALL_VALUES = operator.attrgetter(*(name for name, _, _ in CALL_BOUNDS))
+_VERDICT_RANGES = [(low, high) for _, low, high in VERDICT_BOUNDS]
+_CALL_RANGES = [(low, high) for _, low, high in CALL_BOUNDS]
 
 
 def _in_range(verdict: Verdict) -> bool:
-    """verdict_problems' fast answer for the usual verdict (NaN fails every comparison)."""
-    p_a, certainty, bpde, len_a, len_b = verdict.p_a, verdict.certainty, verdict.bpde, verdict.len_a, verdict.len_b
-    if not ((p_a is None or 0.0 <= p_a <= 1.0) and (certainty is None or 0.0 <= certainty <= 1.0)
-            and (bpde is None or 0.0 <= bpde < _INF) and (len_a is None or len_a >= 0) and (len_b is None or len_b >= 0)):
-        return False
-    for call in verdict.calls:
-        call_certainty, cost = call.certainty, call.cost_usd
-        if not ((call_certainty is None or 0.0 <= call_certainty <= 1.0) and (cost is None or 0.0 <= cost < _INF)
-                and call.scores is None):
+    """verdict_problems' fast answer for the usual verdict (read for every line of a file)."""
+    for value, (low, high) in zip(_VERDICT_VALUES(verdict), _VERDICT_RANGES, strict=True):
+        if value is not None and not low <= value <= high:
             return False
+    for call in verdict.calls:
+        if call.scores is not None:
+            return False
+        for value, (low, high) in zip(_CALL_VALUES(call), _CALL_RANGES, strict=True):
+            if value is not None and not low <= value <= high:
+                return False
     return True
 
 
 def verdict_problems(verdict: Verdict, line: int | None) -> list[InputProblem]:
-    """What a verdict read from a file may not hold although its types are right: p_a and certainty
-    outside [0, 1] (SPEC 1.2), a negative or non-finite BPDE, a call's certainty outside [0, 1] or a
-    non-finite or negative cost, a negative length. Every statistic of SPEC 4 assumes these."""
+    """Each field of a verdict (and of its calls) outside VERDICT_BOUNDS / CALL_BOUNDS, and a call's
+    scores that are not finite, named with `line`."""
     if _in_range(verdict):
         return []
-    problems: list[InputProblem] = []
-
-    def bad(field_name: str, message: str) -> None:
-        problems.append(InputProblem(line, field_name, message))
-
-    for name in ("p_a", "certainty"):
-        if _outside(getattr(verdict, name), 0.0, 1.0):
-            bad(name, "must be a number in [0, 1]")
-    if _outside(verdict.bpde, 0.0, math.inf):
-        bad("bpde", "must be a finite number >= 0")
-    for name in ("len_a", "len_b"):
-        value = getattr(verdict, name)
-        if value is not None and value < 0:
-            bad(name, "must be >= 0")
+    problems = [InputProblem(line, name, _bounds_message(high))
+                for name, low, high in VERDICT_BOUNDS if not _within(getattr(verdict, name), low, high)]
     for index, call in enumerate(verdict.calls):
-        if _outside(call.certainty, 0.0, 1.0):
-            bad(f"calls.{index}.certainty", "must be a number in [0, 1]")
-        if _outside(call.cost_usd, 0.0, math.inf):
-            bad(f"calls.{index}.cost_usd", "must be a finite number >= 0")
+        problems += [InputProblem(line, f"calls.{index}.{name}", _bounds_message(high))
+                     for name, low, high in CALL_BOUNDS if not _within(getattr(call, name), low, high)]
         if call.scores is not None and not all(math.isfinite(score) for score in call.scores):
-            bad(f"calls.{index}.scores", "must be finite numbers")
+            problems.append(InputProblem(line, f"calls.{index}.scores", "must be finite numbers"))
     return problems
 
 

@@ -111,8 +111,9 @@ def _finite_float(text: str) -> float:
 
 
 def _int(text: str) -> int:
-    if len(text.lstrip("-")) > 4000:  # Python refuses over 4300 digits, with a message about its own limit
-        raise ValueError(f"an integer of {len(text)} digits is too long")
+    digits = len(text.lstrip("-"))
+    if digits > 4000:  # Python refuses over 4300 digits, with a message about its own limit
+        raise ValueError(f"an integer of {digits} digits is too long")
     return int(text)
 
 
@@ -145,8 +146,6 @@ def strict_json(text: str) -> Any:
     (decode_json refuses unpaired surrogates; the API names where they are, and NULs)."""
     try:
         return _STRICT.decode(text)
-    except json.JSONDecodeError:
-        raise
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -184,7 +184,7 @@ _LABELLED_SCORE = re.compile(
 
 
 def _valid_scores(first: float, second: float) -> Parsed:
-    # Both templates ask for "a scale of 1 to 10"; a 0 would also put p_a = 0.5 + (CS_A - CS_B)/18
+    # FairEval's and FastChat's prompts ask for "a scale of 1 to 10"; a 0 would also put p_a = 0.5 + (CS_A - CS_B)/18
     # and the certainty |CS_A - CS_B|/9 (SPEC 3.2) outside [0, 1].
     for value in (first, second):
         if not (math.isfinite(value) and 1 <= value <= 10):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.aggregation import Mode, aggregate
-from judge.jsonl import BOM, InputError, InputProblem, decode_json, decode_json_document
+from judge.jsonl import InputError, InputProblem, decode_json, decode_json_document, read_input_bytes
 from judge.parsers import Parsed, to_item_labels
 from judge.records import Call, JudgeInfo, Label, Order, Verdict
 
@@ -66,12 +66,9 @@ def read_text(path: Path) -> str:
     source = str(path)
     if path.is_dir():
         raise input_error(source, "is a directory, expected a file")
+    data = read_input_bytes(path)  # without a byte-order mark
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise input_error(source, f"cannot read file: {exc.strerror}") from exc
-    try:
-        return data.removeprefix(BOM).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise input_error(source, f"invalid UTF-8 at byte {exc.start}", line) from exc

@@ -35,9 +35,10 @@ from werkzeug.wrappers import Response as BaseResponse
 from api.auth import owner_is_active, owner_of_key
 from api.context import state
 from api.errors import ApiError, invalid, json_response, problem, pydantic_problems, summarize
-from api.parsing import bad_text, check_query_text
+from api.parsing import check_query_text
 from api.schemas import LabelIn, StatsQuery
 from api.stats import agreement_report
+from judge.jsonl import bad_text
 from store import repo, stats
 from store.models import Job
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.errors import ApiError, invalid, problem, pydantic_problems, summarize
-from judge.jsonl import strict_json
+from judge.jsonl import bad_text, find_bad_text, strict_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,48 +23,10 @@ _SUSPICIOUS = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 _JOB_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 
 
-def bad_text(value: str) -> str | None:
-    """Why a decoded string cannot be stored (NUL, a lone surrogate), or None."""
-    if "\x00" in value:
-        return "NUL characters are not allowed"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "unpaired surrogate characters are not allowed"
-    return None
-
-
 def find_bad_string(document: object) -> str | None:
     """The first problem with a string (key or value) anywhere in a decoded document."""
     found = find_bad_text(document)
     return found[1] if found else None
-
-
-def _shown(path: str) -> str | None:
-    return (path[:300] + "...") if len(path) > 300 else path or None
-
-
-def find_bad_text(document: object) -> tuple[str | None, str] | None:
-    """Where the first string (key or value) no database stores is in a decoded document, and why:
-    its path as the error details write one (`items[3].prompt`; a bad key is named by the object
-    holding it; None: the document itself). Iterative: a recursive walk could overflow on deep nesting."""
-    stack: list[tuple[object, str]] = [(document, "")]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str):
-            reason = bad_text(value)
-            if reason:
-                return _shown(path), reason
-        elif isinstance(value, dict):
-            for key in value:
-                reason = bad_text(key) if isinstance(key, str) else None
-                if reason:
-                    return _shown(path), f"a key: {reason}"
-            stack.extend((child, f"{path}.{str(key)[:100]}" if path else str(key)[:100])
-                         for key, child in reversed(value.items()))
-        elif isinstance(value, list):
-            stack.extend((child, f"{path}[{index}]") for index, child in reversed(list(enumerate(value))))
-    return None
 
 
 def deeper_than(value: object, limit: int) -> bool:

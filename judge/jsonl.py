@@ -117,22 +117,43 @@ def _int(text: str) -> int:
     return int(text)
 
 
-def _unpaired_surrogate(value: object) -> bool:
-    """Whether a string anywhere in a decoded value holds an unpaired surrogate (iteratively)."""
-    stack = [value]
+def bad_text(value: str, nul: bool = True) -> str | None:
+    """Why a decoded string cannot be stored or written (a lone surrogate; NUL, which PostgreSQL's
+    text refuses, unless `nul` is False), or None."""
+    if nul and "\x00" in value:
+        return "NUL characters are not allowed"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "unpaired surrogate characters are not allowed"
+    return None
+
+
+def _shown(path: str) -> str | None:
+    return (path[:300] + "...") if len(path) > 300 else path or None
+
+
+def find_bad_text(document: object, nul: bool = True) -> tuple[str | None, str] | None:
+    """Where the first string (key or value) no database stores is in a decoded document, and why:
+    its path as the error details write one (`items[3].prompt`; a bad key is named by the object
+    holding it; None: the document itself). Iterative: a recursive walk could overflow on deep nesting."""
+    stack: list[tuple[object, str]] = [(document, "")]
     while stack:
-        current = stack.pop()
-        if isinstance(current, str):
-            try:
-                current.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(current, dict):
-            stack.extend(current.keys())
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)
-    return False
+        value, path = stack.pop()
+        if isinstance(value, str):
+            reason = bad_text(value, nul)
+            if reason:
+                return _shown(path), reason
+        elif isinstance(value, dict):
+            for key in value:
+                reason = bad_text(key, nul) if isinstance(key, str) else None
+                if reason:
+                    return _shown(path), f"a key: {reason}"
+            stack.extend((child, f"{path}.{str(key)[:100]}" if path else str(key)[:100])
+                         for key, child in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in reversed(list(enumerate(value))))
+    return None
 
 
 _STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, parse_int=_int)
@@ -184,8 +205,10 @@ def json_problem(error: ValueError) -> str:
 
 
 def _check_text(value: Any, raw: bytes) -> None:
-    if _SURROGATE_ESCAPE.search(raw) and _unpaired_surrogate(value):
-        raise ValueError("invalid JSON: unpaired surrogate characters are not allowed")
+    found = find_bad_text(value, nul=False) if _SURROGATE_ESCAPE.search(raw) else None
+    if found:
+        where, reason = found
+        raise ValueError(f"invalid JSON: {reason}" + (f" (at {where})" if where else ""))
 
 
 def read_input_bytes(path: str | Path) -> bytes:

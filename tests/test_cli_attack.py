@@ -158,7 +158,7 @@ def test_format_json_prints_one_document_on_stdout(tmp_path: Path) -> None:
     (b'{"id": "a1", "prompt": "p", "response_a": "a", "response_b": "b", "metadata": '
      + b'{"a": ' * 50_000 + b"1" + b"}" * 50_000 + b"}", "nested too deeply"),
     (b'{"id": "a1", "prompt": "p", "response_a": "a", "response_b": "b", "metadata": {"x": "\\udc00"}}',
-     "unpaired surrogate"),
+     "unpaired surrogate characters are not allowed (at metadata.x)"),
 ], ids=["nan", "infinity", "1e999", "long-integer", "deep", "surrogate"])
 def test_json_no_output_could_carry_exits_2_naming_the_line(tmp_path: Path, raw: bytes, message: str) -> None:
     """NaN/Infinity are not JSON, 1e999 is no number a verdict could carry back, a long integer or

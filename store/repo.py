@@ -313,9 +313,6 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
         existing = find_job_by_idempotency_key(bind, owner, idempotency_key)
         if existing is not None:
             return _replayed(bind, existing, fingerprint)
-        paged = find_job_by_page_key(bind, owner, idempotency_key)
-        if paged is not None:  # the key of a page (POST /v1/jobs/{id}/items): another route
-            return JobCreated(paged, created=False, same_request=False)
     plan = summaries.plan_group_keys(items)
     info = judge_info(profile)
     status, open_for_items, plan_state = "queued", False, None
@@ -333,8 +330,12 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
     )
     try:
         with writing(bind) as conn:
-            if (quota is not None and quota.limited) or (staged is not None and staged.max_open is not None):
+            if idempotency_key or (quota is not None and quota.limited) or (staged is not None and staged.max_open is not None):
                 lock_quota(conn, owner)
+            if idempotency_key:  # the key of a page (POST /v1/jobs/{id}/items) is another route's
+                paged = _job_with_page_key(conn, owner, idempotency_key)
+                if paged is not None:
+                    raise _KeyOfAPage(paged)
             if staged is not None and staged.max_open is not None:
                 _check_open_jobs(conn, owner, staged.max_open)
             conn.execute(insert(Job).values(**job.model_dump()))
@@ -354,6 +355,8 @@ def create_job(bind: Bind, owner: str, items: Sequence[PairItem], profile: Judgi
                     created_at=utcnow()))
             if webhook_url is not None:
                 webhooks.add_event(conn, job.id, owner, webhook_url, job.created_at)
+    except _KeyOfAPage as taken:
+        return JobCreated(taken.job, created=False, same_request=False)
     except IntegrityError:
         # A concurrent POST with the same Idempotency-Key won the race.
         if idempotency_key:
@@ -399,12 +402,22 @@ def find_job_by_idempotency_key(bind: Bind, owner: str, key: str) -> Job | None:
     return Job.model_validate(dict(row)) if row else None
 
 
-def find_job_by_page_key(bind: Bind, owner: str, key: str) -> Job | None:
+class _KeyOfAPage(Exception):
+    def __init__(self, job: Job):
+        self.job = job
+
+
+def _job_with_page_key(conn: Connection, owner: str, key: str) -> Job | None:
     """One of `owner`'s jobs that took a page under Idempotency-Key `key`, if any."""
-    with reading(bind) as conn:
-        row = conn.execute(select(Job).join(JobPage, col(JobPage.job_id) == col(Job.id))
-                           .where(col(Job.owner) == owner, col(JobPage.page_key) == key).limit(1)).mappings().first()
+    row = conn.execute(select(Job).join(JobPage, col(JobPage.job_id) == col(Job.id))
+                       .where(col(Job.owner) == owner, col(JobPage.page_key) == key).limit(1)).mappings().first()
     return Job.model_validate(dict(row)) if row else None
+
+
+def job_with_key(conn: Connection, owner: str, key: str) -> str | None:
+    """The id of `owner`'s job made under Idempotency-Key `key`, if any (in `conn`'s transaction)."""
+    return conn.execute(select(col(Job.id)).where(col(Job.owner) == owner, col(Job.idempotency_key) == key)
+                        ).scalar_one_or_none()
 
 
 def get_job(bind: Bind, job_id: str, owner: str | None = None) -> Job | None:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -425,7 +425,7 @@ class AtomicFile:
         if self.partial is not None:
             self.partial.unlink(missing_ok=True)
 
-    def __enter__(self) -> AtomicFile:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -435,35 +435,20 @@ class AtomicFile:
             self.abort()
 
 
-class JsonlWriter:
+class JsonlWriter(AtomicFile):
     """Records written as JSON Lines through an AtomicFile, flushed line by line: an interrupted
     run leaves either the previous file or every line written so far in the `.partial` file, never
     a torn line in the target."""
 
     def __init__(self, path: str | Path):
+        super().__init__(path)
         self.path = Path(path)
-        self._output = AtomicFile(self.path)
         self.count = 0
 
     def write(self, record: BaseModel) -> None:
-        self._output.file.write(dump_record(record) + "\n")
-        self._output.file.flush()
+        self.file.write(dump_record(record) + "\n")
+        self.file.flush()
         self.count += 1
-
-    def commit(self) -> None:
-        self._output.commit()
-
-    def abort(self) -> None:
-        self._output.abort()
-
-    def __enter__(self) -> JsonlWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

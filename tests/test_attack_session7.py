@@ -20,20 +20,25 @@ from sqlmodel import col
 
 from store import repo
 from store.models import Job, JobItem, JobPage, utcnow
-from tests.support.api import AUTH_A, AUTH_B, KEY_A, count, error_of, judge_all, make_items, new_app, post_job
+from tests.support.api import (
+    AUTH_A,
+    AUTH_B,
+    KEY_A,
+    count,
+    error_of,
+    judge_all,
+    make_items,
+    new_app,
+    post_job,
+    unqueued_client,
+)
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
-def app_client(engine: Engine, **config: str) -> FlaskClient:
-    app = new_app(engine, lambda job: None, **config)
-    app.extensions["pjudge"].enqueue_range = lambda job, start, end: None
-    return app.test_client()
-
-
 @pytest.fixture
 def client(engine: Engine) -> FlaskClient:
-    return app_client(engine)
+    return unqueued_client(engine)
 
 
 def staged(client: FlaskClient, headers: dict[str, str] = AUTH_A) -> str:
@@ -76,7 +81,7 @@ def test_a_compressed_body_is_a_415_naming_content_encoding_and_stores_nothing(c
 
 
 def test_an_upload_over_its_limit_is_a_413_that_names_the_uploads_limit(engine: Engine) -> None:
-    client = app_client(engine, PJUDGE_MAX_BODY_MB="0.01", PJUDGE_MAX_UPLOAD_MB="0.02")
+    client = unqueued_client(engine, PJUDGE_MAX_BODY_MB="0.01", PJUDGE_MAX_UPLOAD_MB="0.02")
     job_id = staged(client)
     limit = int(0.02 * 1024 * 1024)
     body = ndjson(make_items(200))
@@ -95,7 +100,7 @@ def test_an_upload_over_its_limit_is_a_413_that_names_the_uploads_limit(engine: 
 
 
 def test_a_page_past_the_jobs_item_limit_names_the_first_item_too_many_and_stores_none(engine: Engine) -> None:
-    client = app_client(engine, PJUDGE_MAX_JOB_ITEMS="10", PJUDGE_MAX_PAGE_ITEMS="10")
+    client = unqueued_client(engine, PJUDGE_MAX_JOB_ITEMS="10", PJUDGE_MAX_PAGE_ITEMS="10")
     items = make_items(12)
     job_id = staged(client)
     assert client.post(f"/v1/jobs/{job_id}/items", json={"items": items[:7]}, headers=AUTH_A).status_code == 200
@@ -198,7 +203,7 @@ def _counted_from(engine: Engine, job_id: str) -> timedelta:
 
 
 def test_old_empty_staged_jobs_filled_later_count_in_the_daily_quota_from_their_pages(engine: Engine) -> None:
-    client = app_client(engine, PJUDGE_QUOTA_ITEMS_PER_DAY="10")
+    client = unqueued_client(engine, PJUDGE_QUOTA_ITEMS_PER_DAY="10")
     items = make_items(30)
     old = [staged(client) for _ in range(3)]
     _age(engine, old, 25)  # made a day ago, still empty: outside any window now
@@ -211,10 +216,10 @@ def test_old_empty_staged_jobs_filled_later_count_in_the_daily_quota_from_their_
     over = post_job(client, items[10:11])
     assert over.status_code == 429 and error_of(over)["code"] == "quota_exceeded"
     # Filled just before its creation's window ends and again after: the job still counts (no 2x).
-    unlimited = app_client(engine)
+    unlimited = unqueued_client(engine)
     other = staged(unlimited, AUTH_B)
     _age(engine, [other], 23.9)
-    quota_b = app_client(engine, PJUDGE_QUOTA_ITEMS_PER_DAY="10")
+    quota_b = unqueued_client(engine, PJUDGE_QUOTA_ITEMS_PER_DAY="10")
     assert quota_b.post(f"/v1/jobs/{other}/items", json={"items": items[:10]}, headers=AUTH_B).status_code == 200
     with engine.begin() as conn:  # its creation leaves the window; its page does not
         conn.execute(update(Job).where(col(Job.id) == other).values(created_at=utcnow() - timedelta(hours=30)))
@@ -222,7 +227,7 @@ def test_old_empty_staged_jobs_filled_later_count_in_the_daily_quota_from_their_
 
 
 def test_a_staged_job_started_a_day_after_its_creation_counts_its_cost_from_its_start(engine: Engine) -> None:
-    client = app_client(engine, PJUDGE_QUOTA_COST_PER_DAY="1.0")
+    client = unqueued_client(engine, PJUDGE_QUOTA_COST_PER_DAY="1.0")
     job_id, waiting = staged(client), staged(client)
     for each in (job_id, waiting):
         assert client.post(f"/v1/jobs/{each}/items", json={"items": make_items(4)}, headers=AUTH_A).status_code == 200
@@ -241,12 +246,12 @@ def test_a_staged_job_started_a_day_after_its_creation_counts_its_cost_from_its_
     assert refused.status_code == 429 and error_of(refused)["code"] == "quota_exceeded"
     assert refused.headers["Retry-After"].isdigit()
     assert client.get(f"/v1/jobs/{waiting}", headers=AUTH_A).get_json()["status"] == "open"
-    unlimited = app_client(engine)  # without a quota nothing is counted
+    unlimited = unqueued_client(engine)  # without a quota nothing is counted
     assert unlimited.post(f"/v1/jobs/{waiting}/start", headers=AUTH_A).status_code == 202
 
 
 def test_a_key_holds_at_most_max_open_jobs_staged_jobs_open_to_pages(engine: Engine) -> None:
-    client = app_client(engine, PJUDGE_MAX_OPEN_JOBS="2")
+    client = unqueued_client(engine, PJUDGE_MAX_OPEN_JOBS="2")
     body = {"profile": "persona-certainty", "staged": True}
     first = client.post("/v1/jobs", json=body, headers={**AUTH_A, "Idempotency-Key": "first"})
     early = client.post("/v1/jobs", json={**body, "start_early": True}, headers=AUTH_A)
@@ -279,7 +284,7 @@ def test_a_webhook_url_with_a_non_ascii_path_is_delivered_percent_encoded(engine
     from tests.support.webhooks import Receiver
     from worker import webhooks as delivery
 
-    client = app_client(engine, PJUDGE_WEBHOOK_ALLOW_PRIVATE="true")
+    client = unqueued_client(engine, PJUDGE_WEBHOOK_ALLOW_PRIVATE="true")
     with Receiver([200]) as receiver:
         url = receiver.url + "/hooks/ünïcode%2Fkept"
         assert post_job(client, make_items(1), webhook_url=url).status_code == 202  # taken at POST...

@@ -30,21 +30,16 @@ from tests.support.api import (
     make_items,
     new_app,
     post_job,
+    unqueued_client,
 )
 
 OWN_ENDPOINT = {"provider": "openai-compatible", "base_url": "http://93.184.216.34/v1", "model": "own-model"}
 JSON = {"Content-Type": "application/json"}
 
 
-def app_client(engine: Engine, **config: str) -> FlaskClient:
-    app = new_app(engine, lambda job: None, **config)
-    app.extensions["pjudge"].enqueue_range = lambda job, start, end: None
-    return app.test_client()
-
-
 @pytest.fixture
 def client(engine: Engine) -> FlaskClient:
-    return app_client(engine)
+    return unqueued_client(engine)
 
 
 def fields(response: Any) -> list[str | None]:
@@ -432,7 +427,7 @@ AUTHORIZATIONS = [
 
 def test_authorization_header_edge_cases(engine: Engine) -> None:
     # Enough failures from one address to be throttled (api.throttle) are not what is tested here.
-    client = app_client(engine, PJUDGE_AUTH_FAILURES_PER_MINUTE="1000")
+    client = unqueued_client(engine, PJUDGE_AUTH_FAILURES_PER_MINUTE="1000")
     job_id = post_job(client, make_items(1)).get_json()["job_id"]
     for header, status in AUTHORIZATIONS:
         response = client.get(f"/v1/jobs/{job_id}", headers=Headers([("Authorization", value) for value in header]))

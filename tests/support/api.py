@@ -99,6 +99,13 @@ def new_app(engine: Engine, enqueue: Callable[[Any], Any], **config: Any) -> Fla
     return create_app(engine, enqueue, {"PJUDGE_API_KEYS": f"{KEY_A}, {KEY_B}", **config})
 
 
+def unqueued_client(engine: Engine, **config: str) -> FlaskClient:
+    """A test client of an app that stores jobs and sends nothing to a queue (the attack tests)."""
+    app = new_app(engine, lambda job: None, **config)
+    app.extensions["pjudge"].enqueue_range = lambda job, start, end: None
+    return app.test_client()
+
+
 def post_job(client: FlaskClient, items: list[dict[str, Any]], headers: dict[str, str] | None = None,
              **body: Any) -> Any:
     return client.post("/v1/jobs", json={"items": items, **body}, headers=headers or AUTH_A)

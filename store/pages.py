@@ -123,9 +123,9 @@ def add_page(bind: Bind, job_id: str, owner: str, page: Page, page_key: str | No
             # A key that made one of the owner's jobs is another route's: decided under the owner's
             # lock, which a new job under a key takes too (repo.create_job), so one of the two wins.
             repo.lock_quota(conn, owner)
-            made = repo.job_with_key(conn, owner, page_key)
+            made = repo.find_job_by_idempotency_key(conn, owner, page_key)
             if made is not None:
-                raise PageRefused("conflict", f"Idempotency-Key already used by job {made} for another request",
+                raise PageRefused("conflict", f"Idempotency-Key already used by job {made.id} for another request",
                                   "Idempotency-Key")
         if not takes_pages(job):
             raise PageRefused("closed", f"job is {job.status}: it takes no more items"

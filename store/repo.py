@@ -414,11 +414,6 @@ def _job_with_page_key(conn: Connection, owner: str, key: str) -> Job | None:
     return Job.model_validate(dict(row)) if row else None
 
 
-def job_with_key(conn: Connection, owner: str, key: str) -> str | None:
-    """The id of `owner`'s job made under Idempotency-Key `key`, if any (in `conn`'s transaction)."""
-    return conn.execute(select(col(Job.id)).where(col(Job.owner) == owner, col(Job.idempotency_key) == key)
-                        ).scalar_one_or_none()
-
 
 def get_job(bind: Bind, job_id: str, owner: str | None = None) -> Job | None:
     query = select(Job).where(col(Job.id) == job_id)

@@ -385,6 +385,15 @@ def dump_record(record: BaseModel) -> str:
     return json.dumps(record.model_dump(mode="json"), ensure_ascii=False)
 
 
+def replaced_file(path: str | Path) -> Path | None:
+    """The file an output to `path` replaces: `path`, or its target when it is a symlink; None when
+    `path` exists and is no regular file (/dev/stdout, a FIFO), which is written in place."""
+    target = Path(path)
+    if target.exists() and not target.is_file():
+        return None
+    return target.resolve() if target.is_symlink() else target
+
+
 class AtomicFile:
     """An output written to a temporary file beside its target and renamed into place by `commit`,
     so a run that fails or is interrupted leaves the previous file whole (`abort` drops the
@@ -393,15 +402,15 @@ class AtomicFile:
     and is no regular file (/dev/stdout, a FIFO, `>(gzip > x)`) is written in place."""
 
     def __init__(self, path: str | Path, binary: bool = False):
-        target = Path(path)
-        self.in_place = target.exists() and not target.is_file()
+        replaced = replaced_file(path)
+        self.in_place = replaced is None
         mode = "wb" if binary else "w"
         encoding = None if binary else "utf-8"
-        if self.in_place:
-            self.target, self.partial = target, None
-            self.file: IO[Any] = open(target, mode, encoding=encoding)  # noqa: SIM115 - closed by commit/abort
+        if replaced is None:
+            self.target, self.partial = Path(path), None
+            self.file: IO[Any] = open(path, mode, encoding=encoding)  # noqa: SIM115 - closed by commit/abort
             return
-        self.target = target.resolve() if target.is_symlink() else target
+        self.target = replaced
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.target.with_name(f".{self.target.name}.{uuid.uuid4().hex[:12]}.partial")
         # os.open with 0o666 lets the umask decide, as for any new file (mkstemp would make it 0600).

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from judge.jsonl import InputError
+from judge.jsonl import InputError, replaced_file
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -167,10 +167,9 @@ def probe_output(path: Path | str | None, flag: str = "-o") -> None:
     if str(path) in ("", ".") or Path(path).is_dir():
         shown = f"'{path}' is a directory" if str(path) else "an empty path"
         raise click.BadParameter(f"{shown}, not a file", param_hint=f"'{flag}'")
-    target = Path(path)
-    if target.exists() and not target.is_file():  # /dev/stdout, a FIFO: AtomicFile writes it in place
+    target = replaced_file(path)  # where AtomicFile will write
+    if target is None:  # /dev/stdout, a FIFO: written in place
         return
-    target = target.resolve() if target.is_symlink() else target  # its folder is where the file goes
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         descriptor, scratch = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=target.parent)
